@@ -1,0 +1,236 @@
+"""A small IMAP client over imapclient: connect securely, read new mail by UID, file it away.
+
+Verification of the server's certificate is on unless the configuration turns it off; plaintext
+is used only with ``tls = "none"`` and then with a warning unless the server is on loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import imapclient
+from imapclient.exceptions import IMAPClientError
+
+from mailbot import __version__
+from mailbot.clock import ensure_aware
+from mailbot.config import MailboxSettings
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 120.0
+
+
+class MailboxUnavailable(Exception):
+    """The mailbox cannot be reached or refused the login; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class FolderState:
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    uid: int
+    raw: bytes
+    internaldate: datetime
+
+
+@dataclass(frozen=True)
+class MailSummary:
+    uid: int
+    message_id: str | None
+    size: int
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def warn_if_plaintext(kind: str, name: str, host: str, tls: str) -> None:
+    if tls == "none" and not is_loopback(host):
+        log.warning(
+            "%s %s talks to %s without TLS: passwords and mail cross the network in clear text",
+            kind,
+            name,
+            host,
+            extra={"mailbox": name},
+        )
+
+
+def _header_message_id(header_bytes: bytes) -> str | None:
+    for line in header_bytes.decode("latin-1").replace("\r\n ", " ").replace("\r\n\t", " ").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "message-id" and value.strip():
+            return value.strip()
+    return None
+
+
+class MailboxClient:
+    """One logged-in IMAP connection for one configured mailbox."""
+
+    def __init__(self, box: MailboxSettings, secret: str, timeout_s: float = FETCH_TIMEOUT_S) -> None:
+        self.box = box
+        self._secret = secret
+        self._timeout = timeout_s
+        self._client: imapclient.IMAPClient | None = None
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def client(self) -> imapclient.IMAPClient:
+        if self._client is None:
+            raise MailboxUnavailable(f"mailbox {self.box.name} is not connected")
+        return self._client
+
+    def connect(self) -> None:
+        box = self.box
+        warn_if_plaintext("mailbox", box.name, box.host, box.tls)
+        context = tls_context(box.verify_certificate)
+        try:
+            client = imapclient.IMAPClient(
+                box.host,
+                port=box.port,
+                ssl=box.tls == "ssl",
+                ssl_context=context if box.tls == "ssl" else None,
+                timeout=self._timeout,
+            )
+            if box.tls == "starttls":
+                client.starttls(context)
+            # keep INTERNALDATE's own zone: imapclient otherwise converts to naive local time
+            client.normalise_times = False
+            if box.send_id and client.has_capability("ID"):
+                # NetEase and Coremail servers refuse SELECT from clients that do not say who they are
+                client.id_({"name": "mailbot", "version": __version__})
+            if box.auth == "xoauth2":
+                client.oauth2_login(box.user, self._secret)
+            else:
+                client.login(box.user, self._secret)
+        except (OSError, socket.timeout) as exc:
+            raise MailboxUnavailable(
+                f"mailbox {box.name}: cannot connect to {box.host}:{box.port} ({exc.__class__.__name__}: {exc})"
+            ) from None
+        except IMAPClientError as exc:
+            raise MailboxUnavailable(
+                f"mailbox {box.name}: the server refused the login as {box.user}: {exc}"
+            ) from None
+        self._client = client
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except (OSError, IMAPClientError):
+            client.shutdown()
+
+    def select(self, folder: str) -> FolderState:
+        info = self.client.select_folder(folder)
+        return FolderState(
+            uidvalidity=int(info[b"UIDVALIDITY"]),
+            uidnext=int(info[b"UIDNEXT"]) if b"UIDNEXT" in info else None,
+            exists=int(info.get(b"EXISTS", 0)),
+        )
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        # "N:*" always matches the newest message even when its UID is below N
+        found = self.client.search(["UID", f"{last_uid + 1}:*"])
+        return sorted(uid for uid in found if uid > last_uid)
+
+    def summaries(self, uids: Sequence[int]) -> list[MailSummary]:
+        if not uids:
+            return []
+        response = self.client.fetch(list(uids), ["RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        out = []
+        for uid in uids:
+            data = response.get(uid)
+            if data is None:  # expunged meanwhile
+                continue
+            header = data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"") or b""
+            out.append(MailSummary(uid, _header_message_id(header), int(data.get(b"RFC822.SIZE", 0))))
+        return out
+
+    def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:
+        if not uids:
+            return
+        response = self.client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
+        for uid in uids:
+            data = response.get(uid)
+            if data is None:
+                continue
+            yield FetchedMail(uid, bytes(data[b"BODY[]"]), ensure_aware(data[b"INTERNALDATE"]))
+
+    def ensure_folder(self, folder: str) -> None:
+        if not self.client.folder_exists(folder):
+            self.client.create_folder(folder)
+
+    def move(self, uids: Iterable[int], folder: str) -> None:
+        uid_list = list(uids)
+        if not uid_list:
+            return
+        self.ensure_folder(folder)
+        if self.client.has_capability("MOVE"):
+            self.client.move(uid_list, folder)
+            return
+        self.client.copy(uid_list, folder)
+        self.client.delete_messages(uid_list)
+        if self.client.has_capability("UIDPLUS"):
+            self.client.uid_expunge(uid_list)
+        else:
+            self.client.expunge()
+
+    def append(self, folder: str, raw: bytes, when: datetime, flags: Sequence[bytes] = (rb"\Seen",)) -> None:
+        self.ensure_folder(folder)
+        self.client.append(folder, raw, flags=list(flags), msg_time=when)
+
+    def contains_message_id(self, folder: str, message_id: str) -> bool:
+        """Whether ``folder`` holds a message with this Message-ID header."""
+        if not self.client.folder_exists(folder):
+            return False
+        self.client.select_folder(folder, readonly=True)
+        return bool(self.client.search(["HEADER", "Message-ID", message_id]))
+
+    def idle_until_news(self, timeout_s: float) -> bool:
+        """Wait with IDLE for up to ``timeout_s``; True if the server announced something."""
+        client = self.client
+        client.idle()
+        try:
+            responses: list[Any] = client.idle_check(timeout=timeout_s)
+        finally:
+            client.idle_done()
+        return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+
+    @property
+    def supports_idle(self) -> bool:
+        return bool(self.client.has_capability("IDLE"))

@@ -1,0 +1,134 @@
+"""Intake: bring new mail from an IMAP folder into the archive and the database.
+
+A message is archived (fsync + rename) and recorded before the folder's cursor moves past it and
+before it is moved on the server, so a crash at any point loses nothing; on restart the same UIDs
+are read again and recognised by Message-ID or sha256, never processed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from mailbot.config import MailboxSettings, Settings
+from mailbot.imap import MailboxClient, MailSummary
+from storage.store import DeliveryRef, Store, header_facts
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# a batch is also bounded by size, so a run of large attachments never piles up in memory
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class PollResult:
+    mailbox: str
+    folder: str
+    new: int = 0
+    known: int = 0
+    uidvalidity_changed: bool = False
+    recorded_pks: list[int] = field(default_factory=list)
+
+
+def call_for(settings: Settings, box: MailboxSettings, recipients: Sequence[str]) -> str:
+    """The call a message belongs to: the mailbox's only call, or the one whose address it was sent to."""
+    if len(box.calls) == 1:
+        return box.calls[0]
+    wanted = {r.lower() for r in recipients}
+    for call_id in box.calls:
+        if wanted & {a.lower() for a in settings.call_by_id(call_id).addresses}:
+            return call_id
+    return box.calls[0]
+
+
+def batches(
+    summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[list[int]]:
+    batch: list[int] = []
+    size = 0
+    for summary in summaries:
+        if batch and (len(batch) >= count or size + summary.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(summary.uid)
+        size += summary.size
+    if batch:
+        yield batch
+
+
+def poll_folder(
+    settings: Settings,
+    box: MailboxSettings,
+    client: MailboxClient,
+    store: Store,
+    on_recorded: Callable[[int], None] | None = None,
+) -> PollResult:
+    folder = box.folder
+    state = client.select(folder)
+    known_validity, last_uid = store.cursor(box.name, folder)
+    result = PollResult(box.name, folder)
+    if known_validity is not None and known_validity != state.uidvalidity:
+        log.warning(
+            "UIDVALIDITY of %s/%s changed from %s to %s: reading the folder again; known messages are matched",
+            box.name,
+            folder,
+            known_validity,
+            state.uidvalidity,
+            extra={"mailbox": box.name},
+        )
+        store.reset_cursor(box.name, folder, state.uidvalidity)
+        result.uidvalidity_changed = True
+        last_uid = 0
+    elif known_validity is None:
+        store.reset_cursor(box.name, folder, state.uidvalidity)
+
+    uids = client.uids_after(last_uid)
+    if not uids:
+        return result
+    log.info("%d new message(s) in %s/%s", len(uids), box.name, folder, extra={"mailbox": box.name})
+    to_move: list[int] = []
+    summaries = client.summaries(uids)
+    for batch in batches(summaries, box.batch_size):
+        by_uid = {s.uid: s for s in summaries if s.uid in set(batch)}
+        need_body = []
+        for uid in batch:
+            ref = DeliveryRef(box.name, folder, state.uidvalidity, uid)
+            message_id = by_uid[uid].message_id
+            known_pk = store.known_message_id(message_id) if message_id else None
+            if known_pk is not None:
+                # the same message again: a second delivery, a copy in another folder, or a re-scan
+                store.record_known_delivery(known_pk, ref)
+                result.known += 1
+                to_move.append(uid)
+            else:
+                need_body.append(uid)
+        for mail in client.fetch(need_body):
+            facts = header_facts(mail.raw)
+            recorded = store.record(
+                mail.raw,
+                arrival=mail.internaldate,
+                mailbox=box.name,
+                call_id=call_for(settings, box, facts.recipients),
+                source="imap",
+                delivery=DeliveryRef(box.name, folder, state.uidvalidity, mail.uid),
+            )
+            if recorded.new:
+                result.new += 1
+                result.recorded_pks.append(recorded.message_pk)
+                log.info(
+                    "recorded %s from %s",
+                    facts.message_id or "(no Message-ID)",
+                    box.name,
+                    extra={"message_id": facts.message_id, "mailbox": box.name},
+                )
+                if on_recorded is not None:
+                    on_recorded(recorded.message_pk)
+            else:
+                result.known += 1
+            to_move.append(mail.uid)
+    if box.processed_folder and to_move:
+        client.move(to_move, box.processed_folder)
+    return result

@@ -1,0 +1,81 @@
+"""The raw-message archive: every message's exact bytes, content-addressed by sha256.
+
+A message is written here, flushed to disk and renamed into place before it is recorded in the
+database or touched on the IMAP server, so a crash at any moment leaves either no file or a whole
+one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) readable by the owner only."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old state or the whole new file."""
+    make_private_dir(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, FILE_MODE)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+class RawArchive:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:4] / f"{digest}.eml"
+
+    def put(self, raw: bytes) -> str:
+        """Store ``raw`` durably and return its sha256; storing the same bytes twice is a no-op."""
+        digest = sha256_hex(raw)
+        target = self.path_for(digest)
+        if not target.exists():
+            make_private_dir(self.root)
+            write_atomic(target, raw)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        return self.path_for(digest).read_bytes()
+
+    def contains(self, digest: str) -> bool:
+        return self.path_for(digest).exists()
+
+    def remove(self, digest: str) -> bool:
+        target = self.path_for(digest)
+        if not target.exists():
+            return False
+        target.unlink()
+        return True

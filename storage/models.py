@@ -1,0 +1,244 @@
+"""The database schema: every message, where it was delivered, what was decided, what was sent.
+
+A message row is the unit of work and doubles as a durable queue (``state``), in the way a mail
+server's spool does: intake inserts ``received`` rows, the processor moves each to ``done`` or
+``review``; the outbox is the sender's queue. Times are stored timezone-aware (UTC).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from mailbot.clock import UTC
+
+
+class AwareDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always gives back an aware datetime (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; all times must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class MessageState(StrEnum):
+    RECEIVED = "received"  # archived and recorded, not yet decided
+    PROCESSING = "processing"  # claimed by a worker
+    DONE = "done"  # decided; any acknowledgement is in the outbox
+    REVIEW = "review"  # needs a person: unreadable, or a stage failed
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # handed to the SMTP server; the reply not yet recorded
+    SENT = "sent"
+    FAILED = "failed"  # permanent refusal or retries exhausted
+    SUPPRESSED = "suppressed"  # a guard decided not to send (rate limit, own address)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: AwareDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Message-ID when it has one, else "sha256:<hex>": how replies, revisions and exports name a message
+    message_key: Mapped[str] = mapped_column(String(998), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    call_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    arrival: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(20))  # imap | import
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_addr: Mapped[str] = mapped_column(String(998), default="")
+
+    state: Mapped[str] = mapped_column(String(20), default=MessageState.RECEIVED, index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    outcome: Mapped[str | None] = mapped_column(String(30), index=True)
+    reason: Mapped[str | None] = mapped_column(String(60))
+    reference: Mapped[str | None] = mapped_column(String(40), unique=True)
+    decision: Mapped[dict[str, Any] | None]
+    reading: Mapped[dict[str, Any] | None]
+    supersedes_key: Mapped[str | None] = mapped_column(String(998))
+    duplicate_of_key: Mapped[str | None] = mapped_column(String(998))
+    application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    purged_at: Mapped[datetime | None]
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
+    attachments: Mapped[list[AttachmentRecord]] = relationship(back_populates="message")
+
+    __table_args__ = (Index("ix_messages_call_arrival", "call_id", "arrival"),)
+
+
+class Delivery(Base):
+    """One copy of a message in one IMAP folder (a message may arrive more than once)."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime]
+
+    message: Mapped[Message] = relationship(back_populates="deliveries")
+
+    __table_args__ = (UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),)
+
+
+class MailboxCursor(Base):
+    """How far intake has read a folder, and how the last poll went."""
+
+    __tablename__ = "mailbox_cursors"
+
+    mailbox: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_success: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+
+
+class Applicant(Base):
+    __tablename__ = "applicants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str | None] = mapped_column(String(500))
+    name_key: Mapped[str | None] = mapped_column(String(500))
+    institution_key: Mapped[str | None] = mapped_column(String(500))
+    email: Mapped[str | None] = mapped_column(String(500))
+    phone: Mapped[str | None] = mapped_column(String(100))
+
+
+class Application(Base):
+    """One person's project in one call; revisions replace its current form, duplicates get their own."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(100), index=True)
+    application_key: Mapped[str] = mapped_column(String(998), unique=True)  # first message's key
+    applicant_id: Mapped[int] = mapped_column(ForeignKey("applicants.id"))
+    current_message_pk: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(30))  # accepted | incomplete | duplicate | late
+    duplicate_of_key: Mapped[str | None] = mapped_column(String(998))
+    project_title: Mapped[str | None] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]]
+    missing: Mapped[list[Any]]
+    flags: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    applicant: Mapped[Applicant] = relationship()
+
+
+class AttachmentRecord(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(30))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class OutboxMail(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # ack | digest | notice
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    call_id: Mapped[str | None] = mapped_column(String(100))
+    mailbox: Mapped[str | None] = mapped_column(String(200))  # whose Sent folder gets the copy
+    sender: Mapped[str] = mapped_column(String(998))
+    recipients: Mapped[list[Any]]
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    sending_since: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    bounced_at: Mapped[datetime | None]
+    filed_in_sent: Mapped[bool] = mapped_column(default=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class Event(Base):
+    """Append-only log of what happened and who did it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    actor: Mapped[str] = mapped_column(String(200))
+    message_pk: Mapped[int | None] = mapped_column(Integer, index=True)
+    detail: Mapped[dict[str, Any]]
+
+
+class CallCounter(Base):
+    """The last reference number handed out per call: never reused."""
+
+    __tablename__ = "call_counters"
+
+    call_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DigestRun(Base):
+    __tablename__ = "digests"
+
+    call_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    created_at: Mapped[datetime]
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    late: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,345 @@
+"""The operations the pipeline performs on the database and the archive.
+
+Every function that changes state takes an open session and leaves committing to the caller, so
+a stage can make several changes in one transaction (a decision, its reference number and its
+acknowledgement commit together or not at all).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import logging
+from email.header import decode_header, make_header
+from email.utils import getaddresses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.clock import utcnow
+from storage.archive import RawArchive
+from storage.db import is_postgres, session_factory, transaction
+from storage.models import (
+    CallCounter,
+    Delivery,
+    Event,
+    MailboxCursor,
+    Message,
+    MessageState,
+    OutboxMail,
+    OutboxState,
+)
+
+log = logging.getLogger(__name__)
+
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+MAX_HEADER_TEXT = 998
+
+
+@dataclass(frozen=True)
+class DeliveryRef:
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class Recorded:
+    message_pk: int
+    new: bool
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    message_id: str | None
+    subject: str
+    from_addr: str
+    recipients: tuple[str, ...]
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())[:MAX_HEADER_TEXT]
+
+
+def header_facts(raw: bytes) -> HeaderFacts:
+    """The few header values recorded at intake, read without decoding the body."""
+    headers = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+
+    def text(name: str) -> str:
+        value = headers.get(name)
+        if value is None:
+            return ""
+        try:
+            return _clean(str(make_header(decode_header(str(value)))))
+        except (LookupError, UnicodeError, ValueError):
+            return _clean(str(value))
+
+    raw_id = str(headers.get("Message-ID") or "").strip()
+    message_id = raw_id if raw_id.startswith("<") and raw_id.endswith(">") and len(raw_id) > 2 else None
+    addresses = getaddresses([str(v) for name in ("To", "Cc") for v in headers.get_all(name) or []])
+    from_pairs = getaddresses([str(headers.get("From") or "")])
+    return HeaderFacts(
+        message_id=message_id[:MAX_HEADER_TEXT] if message_id else None,
+        subject=text("Subject"),
+        from_addr=(from_pairs[0][1] if from_pairs else "").lower()[:MAX_HEADER_TEXT],
+        recipients=tuple(addr.lower() for _, addr in addresses if addr),
+    )
+
+
+def message_key_for(message_id: str | None, digest: str) -> str:
+    return message_id if message_id else f"sha256:{digest}"
+
+
+class Store:
+    def __init__(self, engine: Engine, archive: RawArchive) -> None:
+        self.engine = engine
+        self.archive = archive
+        self.sessions: sessionmaker[Session] = session_factory(engine)
+
+    @property
+    def concurrent(self) -> bool:
+        """Several workers may share this database (row locks and advisory locks are available)."""
+        return is_postgres(self.engine)
+
+    # --- intake -----------------------------------------------------------------------------
+
+    def known_message_id(self, message_id: str) -> int | None:
+        with self.sessions() as session:
+            return session.scalar(select(Message.id).where(Message.message_key == message_id))
+
+    def record(
+        self,
+        raw: bytes,
+        arrival: datetime,
+        mailbox: str,
+        call_id: str | None,
+        source: str,
+        delivery: DeliveryRef | None,
+    ) -> Recorded:
+        """Archive ``raw`` durably, then record it (or a further delivery of it) in one transaction."""
+        digest = self.archive.put(raw)
+        facts = header_facts(raw)
+        key = message_key_for(facts.message_id, digest)
+        now = utcnow()
+        for _attempt in range(2):
+            try:
+                with transaction(self.sessions) as session:
+                    existing = session.scalar(
+                        select(Message).where((Message.message_key == key) | (Message.sha256 == digest))
+                    )
+                    if existing is None:
+                        message = Message(
+                            message_key=key,
+                            message_id=facts.message_id,
+                            sha256=digest,
+                            size=len(raw),
+                            mailbox=mailbox,
+                            call_id=call_id,
+                            arrival=arrival,
+                            recorded_at=now,
+                            source=source,
+                            subject=facts.subject,
+                            from_addr=facts.from_addr,
+                            state=MessageState.RECEIVED,
+                            attempts=0,
+                        )
+                        session.add(message)
+                        session.flush()
+                        pk, new = message.id, True
+                    else:
+                        pk, new = existing.id, False
+                    if delivery is not None:
+                        self._add_delivery(session, pk, delivery, now)
+                        self._advance_cursor(session, delivery)
+                return Recorded(pk, new)
+            except IntegrityError:
+                # another worker recorded the same message at the same moment: take theirs
+                continue
+        raise RuntimeError(f"could not record message {key}")
+
+    def record_known_delivery(self, message_pk: int, delivery: DeliveryRef) -> None:
+        with transaction(self.sessions) as session:
+            self._add_delivery(session, message_pk, delivery, utcnow())
+            self._advance_cursor(session, delivery)
+
+    def _add_delivery(self, session: Session, message_pk: int, ref: DeliveryRef, now: datetime) -> None:
+        exists = session.scalar(
+            select(Delivery.id).where(
+                Delivery.mailbox == ref.mailbox,
+                Delivery.folder == ref.folder,
+                Delivery.uidvalidity == ref.uidvalidity,
+                Delivery.uid == ref.uid,
+            )
+        )
+        if exists is None:
+            session.add(
+                Delivery(
+                    message_pk=message_pk,
+                    mailbox=ref.mailbox,
+                    folder=ref.folder,
+                    uidvalidity=ref.uidvalidity,
+                    uid=ref.uid,
+                    seen_at=now,
+                )
+            )
+
+    def _advance_cursor(self, session: Session, ref: DeliveryRef) -> None:
+        cursor = session.get(MailboxCursor, (ref.mailbox, ref.folder))
+        if cursor is None:
+            session.add(
+                MailboxCursor(
+                    mailbox=ref.mailbox, folder=ref.folder, uidvalidity=ref.uidvalidity, last_uid=ref.uid
+                )
+            )
+        elif cursor.uidvalidity == ref.uidvalidity and ref.uid > cursor.last_uid:
+            cursor.last_uid = ref.uid
+
+    def cursor(self, mailbox: str, folder: str) -> tuple[int | None, int]:
+        with self.sessions() as session:
+            cursor = session.get(MailboxCursor, (mailbox, folder))
+            return (cursor.uidvalidity, cursor.last_uid) if cursor else (None, 0)
+
+    def reset_cursor(self, mailbox: str, folder: str, uidvalidity: int) -> None:
+        """Start a folder over after its UIDVALIDITY changed; known messages are matched, not redone."""
+        with transaction(self.sessions) as session:
+            cursor = session.get(MailboxCursor, (mailbox, folder))
+            if cursor is None:
+                session.add(
+                    MailboxCursor(mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0)
+                )
+            else:
+                cursor.uidvalidity = uidvalidity
+                cursor.last_uid = 0
+
+    def note_poll(self, mailbox: str, folder: str, error: str | None) -> None:
+        with transaction(self.sessions) as session:
+            cursor = session.get(MailboxCursor, (mailbox, folder))
+            if cursor is None:
+                cursor = MailboxCursor(mailbox=mailbox, folder=folder, last_uid=0)
+                session.add(cursor)
+            now = utcnow()
+            if error is None:
+                cursor.last_success = now
+                cursor.last_error = None
+            else:
+                cursor.last_error = error
+                cursor.last_error_at = now
+
+    def deliveries_of(self, message_pk: int) -> list[DeliveryRef]:
+        with self.sessions() as session:
+            rows = session.scalars(select(Delivery).where(Delivery.message_pk == message_pk)).all()
+            return [DeliveryRef(r.mailbox, r.folder, r.uidvalidity, r.uid) for r in rows]
+
+    # --- processing queue -------------------------------------------------------------------
+
+    def claim_received(self, worker: str, limit: int) -> list[int]:
+        """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
+        with transaction(self.sessions) as session:
+            query = (
+                select(Message.id)
+                .where(Message.state == MessageState.RECEIVED)
+                .order_by(Message.arrival, Message.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(Message)
+                    .where(Message.id.in_(ids), Message.state == MessageState.RECEIVED)
+                    .values(
+                        state=MessageState.PROCESSING,
+                        claimed_by=worker,
+                        claimed_at=utcnow(),
+                        attempts=Message.attempts + 1,
+                    )
+                )
+            return ids
+
+    def release_stale_claims(self, older_than: timedelta | None) -> int:
+        """Give back claims of workers that died; ``None`` releases every claim (single process start)."""
+        with transaction(self.sessions) as session:
+            query = update(Message).where(Message.state == MessageState.PROCESSING)
+            if older_than is not None:
+                query = query.where(Message.claimed_at < utcnow() - older_than)
+            result = session.execute(
+                query.values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def pending_count(self) -> int:
+        with self.sessions() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(Message.state.in_([MessageState.RECEIVED, MessageState.PROCESSING]))
+                )
+                or 0
+            )
+
+    # --- references, locks, events ----------------------------------------------------------
+
+    def lock_call(self, session: Session, call_id: str) -> None:
+        """Serialise decisions within one call across workers (until the transaction ends)."""
+        if is_postgres(self.engine):
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"mailbot-call:{call_id}"))))
+
+    def next_reference_number(self, session: Session, call_id: str) -> int:
+        counter = session.get(CallCounter, call_id, with_for_update=True)
+        if counter is None:
+            counter = CallCounter(call_id=call_id, last_number=0)
+            session.add(counter)
+            session.flush()
+        counter.last_number += 1
+        session.flush()
+        return counter.last_number
+
+    def add_event(
+        self, session: Session, kind: str, actor: str, message_pk: int | None = None, **detail: Any
+    ) -> None:
+        session.add(Event(at=utcnow(), kind=kind, actor=actor, message_pk=message_pk, detail=detail))
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def claim_outbox(self, worker: str, limit: int) -> list[int]:
+        now = utcnow()
+        with transaction(self.sessions) as session:
+            query = (
+                select(OutboxMail.id)
+                .where(OutboxMail.state == OutboxState.PENDING, OutboxMail.next_attempt_at <= now)
+                .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(OutboxMail)
+                    .where(OutboxMail.id.in_(ids), OutboxMail.state == OutboxState.PENDING)
+                    .values(
+                        state=OutboxState.SENDING,
+                        sending_since=now,
+                        claimed_by=worker,
+                        attempts=OutboxMail.attempts + 1,
+                    )
+                )
+            return ids
+
+    def interrupted_sends(self, older_than: timedelta | None) -> list[int]:
+        """Outbox rows left in ``sending`` by a worker that stopped before recording the reply."""
+        with self.sessions() as session:
+            query = select(OutboxMail.id).where(OutboxMail.state == OutboxState.SENDING)
+            if older_than is not None:
+                query = query.where(OutboxMail.sending_since < utcnow() - older_than)
+            return list(session.scalars(query))
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self.sessions() as session:
+            rows = session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all()
+            return {state: int(count) for state, count in rows}
