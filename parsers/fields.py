@@ -1,0 +1,240 @@
+"""Find a call's fields in a laid-out document: labels from the FormSpec, values beside or below them.
+
+Pairing, strongest first: a label cell and the cell to its right; a label cell and the cell below
+(header-row tables, or labels alone in their row); "标签：值" inside a cell or a line. Filling-in
+notes (填表说明 / Instructions) are skipped, since they mention example values.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from parsers.layout import Block, Cell, Grid, Line
+from parsers.model import DocumentKind, FieldValue, FormReading, Location, Unreadable
+from parsers.spec import FormSpec
+from parsers.textnorm import clean_value, label_key, strip_hints
+from parsers.values import normalise
+
+TIER_RIGHT = 3  # label cell, value cell to its right
+TIER_BELOW = 2  # label cell, value cell below; or "label：value" inside a cell
+TIER_INLINE = 1  # "label：value" on a line of text
+TIER_GUESSED = 0  # no label: found by its shape in the text (see parsers.nlp)
+_TIER_CONFIDENCE = {TIER_RIGHT: 1.0, TIER_BELOW: 0.9, TIER_INLINE: 0.85, TIER_GUESSED: 0.5}
+
+_NOTES_HEADING = re.compile(
+    r"^\s*(?:填表说明|填写说明|申报说明|说明|注意事项|注|备注|instructions?|notes?)\s*(?:[A-Za-z ]{0,20})?\s*(?:[:：]|$)",
+    re.IGNORECASE,
+)
+_BILINGUAL = re.compile(r"^([^A-Za-z]+?)\s*([A-Za-z][A-Za-z0-9 .()/&'\-]*)$")
+_PARENTHESISED = re.compile(r"[(（][^)）]*[)）]")
+# A short word with a CJK character followed by a colon ends an inline value ("…　日期：").
+_OTHER_LABEL = re.compile(r"(?<=\s)[^\s:：]{0,12}[\u4e00-\u9fff][^\s:：]{0,12}(?:\s+[A-Za-z][A-Za-z .]{0,20})?\s*[:：]")
+_PAIRS = {"(": "[(（]", "（": "[(（]", ")": "[)）]", "）": "[)）]"}
+_CONTENT_KINDS = ("topic",)
+
+
+@dataclass(frozen=True)
+class Found:
+    field: str
+    raw: str
+    tier: int
+    order: int
+    where: Location
+
+
+class LabelIndex:
+    """The spec's labels, compared the way a reader would: hints, marks, colons and spacing ignored."""
+
+    def __init__(self, spec: FormSpec) -> None:
+        self.spec = spec
+        self._by_key: dict[str, str] = {}
+        self._by_bare_key: dict[str, str] = {}
+        for field in spec.fields:
+            for label in field.labels:
+                self._by_key.setdefault(label_key(label), field.name)
+                self._by_bare_key.setdefault(_PARENTHESISED.sub("", label_key(label)), field.name)
+        labelled = sorted(
+            ((label, field.name) for field in spec.fields for label in field.labels),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+        self._group_field = {f"l{number}": name for number, (_, name) in enumerate(labelled)}
+        alternatives = "|".join(f"(?P<l{number}>{_label_pattern(label)})" for number, (label, _) in enumerate(labelled))
+        self._inline = re.compile(
+            rf"(?<![\w])(?:{alternatives})(?:\s*[A-Za-z][A-Za-z0-9 .()/&'\-]{{0,40}}?)?"
+            r"\s*(?:[（(\[【][^）)\]】\n]{0,12}[）)\]】])?\s*[*＊]?\s*[:：]",
+            re.IGNORECASE,
+        )
+
+    def field_of(self, text: str) -> str | None:
+        """The field a cell's whole text labels, if it is a label."""
+        key = label_key(text)
+        if not key or len(key) > 80:
+            return None
+        if key in self._by_key:
+            return self._by_key[key]
+        bilingual = _BILINGUAL.match(strip_hints(re.sub(r"\s+", " ", text)))
+        if bilingual:
+            for part in bilingual.groups():
+                part_key = label_key(part)
+                if part_key in self._by_key:
+                    return self._by_key[part_key]
+        bare = _PARENTHESISED.sub("", key)
+        return self._by_bare_key.get(bare) if bare else None
+
+    def inline_pairs(self, text: str) -> list[tuple[str, str]]:
+        """("field", "raw value") for each "label：value" in ``text``."""
+        matches = list(self._inline.finditer(text))
+        pairs = []
+        for number, match in enumerate(matches):
+            end = matches[number + 1].start() if number + 1 < len(matches) else len(text)
+            value = text[match.end() : end]
+            stop = _OTHER_LABEL.search(value)
+            if stop:
+                value = value[: stop.start()]
+            group = next(name for name, matched in match.groupdict().items() if matched is not None)
+            pairs.append((self._group_field[group], value))
+        return pairs
+
+
+def _label_pattern(label: str) -> str:
+    pieces = []
+    for char in unicodedata.normalize("NFKC", label):
+        if char.isspace():
+            continue
+        pieces.append(_PAIRS.get(char, re.escape(char)))
+    return r"\s*".join(pieces)
+
+
+def find_values(blocks: list[Block], index: LabelIndex) -> list[Found]:
+    found: list[Found] = []
+    in_notes = False
+    for block in blocks:
+        if isinstance(block, Grid):
+            in_notes = False
+            found.extend(_grid_values(block, index, len(found)))
+            continue
+        if _NOTES_HEADING.match(block.text):
+            in_notes = True
+        if in_notes:
+            continue
+        for field, raw in index.inline_pairs(block.text):
+            found.append(Found(field, raw, TIER_INLINE, len(found), block.where))
+    return found
+
+
+def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
+    found: list[Found] = []
+    for row_number, row in enumerate(grid.rows):
+        where = Location(grid.where.file, grid.where.page, grid.where.table, row_number + 1)
+        for position, cell in enumerate(row):
+            if cell.continued:
+                continue
+            field = index.field_of(cell.text)
+            if field is None:
+                for inline_field, raw in index.inline_pairs(cell.text):
+                    found.append(Found(inline_field, raw, TIER_BELOW, order + len(found), where))
+                continue
+            right = _right_of(row, position)
+            if right is not None and index.field_of(right.text) is None:
+                found.append(Found(field, right.text, TIER_RIGHT, order + len(found), where))
+                continue
+            below = _below(grid, row_number, cell)
+            if below is not None and index.field_of(below.text) is None:
+                below_where = Location(where.file, where.page, where.table, row_number + 2)
+                found.append(Found(field, below.text, TIER_BELOW, order + len(found), below_where))
+            else:
+                found.append(Found(field, "", TIER_BELOW, order + len(found), where))
+    return found
+
+
+def _right_of(row: tuple[Cell, ...], position: int) -> Cell | None:
+    for cell in row[position + 1 :]:
+        if not cell.continued:
+            return cell
+    return None
+
+
+def _below(grid: Grid, row_number: int, label: Cell) -> Cell | None:
+    if row_number + 1 >= len(grid.rows):
+        return None
+    for cell in grid.rows[row_number + 1]:
+        if cell.covers(label.column) and not cell.continued:
+            return cell
+    return None
+
+
+def best_per_field(found: list[Found]) -> dict[str, Found]:
+    """The strongest pairing per field; among equals a filled value, then the first in the document."""
+    chosen: dict[str, Found] = {}
+    for item in found:
+        current = chosen.get(item.field)
+        if current is None or _rank(item) > _rank(current):
+            chosen[item.field] = item
+    return chosen
+
+
+def _rank(item: Found) -> tuple[int, bool, int]:
+    return item.tier, bool(clean_value(item.raw)), -item.order
+
+
+def looks_like_form(spec: FormSpec, labelled: set[str]) -> bool:
+    """At least three of the call's labels, one of them about the project (its title or topic).
+
+    A CV next to the form names a person, an institution and contacts, but never the project.
+    """
+    if len(labelled) < 3:
+        return False
+    return any(
+        field.name in labelled and (field.kind in _CONTENT_KINDS or (field.kind == "text" and field.required))
+        for field in spec.fields
+    )
+
+
+def match_score(spec: FormSpec, labelled: set[str]) -> float:
+    """Share of the call's fields whose label is present, required ones counting double."""
+    weights = {field.name: 2.0 if field.required else 1.0 for field in spec.fields}
+    total = sum(weights.values())
+    return round(sum(weights[name] for name in labelled if name in weights) / total, 3) if total else 0.0
+
+
+def read_form(
+    blocks: list[Block],
+    spec: FormSpec,
+    *,
+    attachment: str,
+    sha256: str,
+    kind: DocumentKind,
+    guess: bool = True,
+) -> FormReading | Unreadable | None:
+    """The form's fields, ``Unreadable("no-fields")`` for an empty form, None for another document."""
+    index = LabelIndex(spec)
+    chosen = best_per_field(find_values(blocks, index))
+    labelled = set(chosen)
+    if not looks_like_form(spec, labelled):
+        return None
+    fields: dict[str, FieldValue] = {}
+    for field in spec.fields:
+        item = chosen.get(field.name)
+        if item is None:
+            continue
+        value, certainty = normalise(field.kind, item.raw, spec)
+        confidence = round(_TIER_CONFIDENCE[item.tier] * certainty, 3)
+        fields[field.name] = FieldValue(value, clean_value(item.raw), confidence, item.where)
+    if guess:
+        from parsers.nlp import guess_unlabelled
+
+        fields.update(guess_unlabelled(blocks, spec, missing_labels=[f.name for f in spec.fields if f.name not in labelled]))
+    values = {name: field_value.value for name, field_value in fields.items()}
+    if all(value is None for value in values.values()):
+        return Unreadable("no-fields", attachment, "the form's labels are there but every value is blank")
+    return FormReading(
+        attachment=attachment,
+        sha256=sha256,
+        kind=kind,
+        fields=fields,
+        missing=spec.missing(values),
+        score=match_score(spec, labelled),
+    )
