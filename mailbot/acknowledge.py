@@ -1,0 +1,369 @@
+"""Compose the one answer an applicant gets: subject, threading headers, text and HTML bodies.
+
+Everything taken from a submission (names, titles, file names, subjects, addresses) is treated as
+hostile: control characters, line breaks and terminal escapes are removed before a value reaches a
+header or a body, addresses are checked against a strict syntax, the HTML body is autoescaped, and
+the headers themselves are produced by :mod:`email` so that non-ASCII text is RFC 2047 encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.headerregistry import Address, AddressHeader
+from email.message import EmailMessage
+from email.policy import EmailPolicy
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import dkim
+
+from mailbot.config import CallSettings, SmtpSettings
+from parsers.model import FieldScalar
+from templates import Reason, TemplateSet, one_line
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("accepted", "incomplete", "late", "revision", "duplicate", "no_attachment", "unreadable")
+# Outcomes that register (or update) an application, so the answer must quote its reference number.
+_REGISTERING = frozenset({"accepted", "incomplete", "revision"})
+
+
+class AnswerPolicy(EmailPolicy):
+    """The SMTP policy, except that a non-ASCII Subject or From is encoded by :mod:`email.header`.
+
+    The default folder (Python 3.11) loses a space that falls between two encoded words when it folds
+    a long line ("研究 · 编号" arrives as "研究· 编号"); the older encoder keeps spaces inside them.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        encoded = self._encode_words(name, value)
+        return super().fold(name, value) if encoded is None else encoded
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        encoded = self._encode_words(name, value)
+        return super().fold_binary(name, value) if encoded is None else encoded.encode("ascii")
+
+    def _encode_words(self, name: str, value: str) -> str | None:
+        if str(value).isascii():
+            return None
+        width = self.max_line_length or 78
+        if name.lower() == "subject":
+            words = Header(str(value), "utf-8", width, name).encode(linesep=self.linesep)
+        elif name.lower() == "from" and isinstance(value, AddressHeader):
+            words = ", ".join(
+                Header(a.display_name, "utf-8", width, name).encode(linesep=self.linesep)
+                + f" <{a.addr_spec}>"
+                for a in value.addresses
+            )
+        else:
+            return None
+        return f"{name}: {words}{self.linesep}"
+
+
+SMTP_POLICY = AnswerPolicy(linesep="\r\n")
+TITLE_IN_SUBJECT = 60
+SUBJECT_LIMIT = 250
+VALUE_LIMIT = 500
+FILE_NAME_LIMIT = 120
+MAX_REFERENCES = 10
+MAX_REFERENCES_CHARS = 900
+DKIM_SIGNED_HEADERS = (
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
+    b"auto-submitted",
+)
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(
+    rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\.(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"
+)
+_MESSAGE_ID = re.compile(r"<?([!-;=?-~]+@[!-;=?-~]+)>?")
+_OUR_ID = re.compile(r"<?ack\.[A-Za-z0-9-]+\.[0-9a-f]{10}@([A-Za-z0-9.-]+)>?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AckContext:
+    """What the decision made of one submission, and what is needed to answer it."""
+
+    call: CallSettings
+    outcome: str  # one of OUTCOMES
+    reference: str | None
+    fields: Mapping[str, FieldScalar]
+    form_file: str | None
+    missing: Sequence[str]
+    arrival: datetime
+    supersedes_reference: str | None
+    duplicate_of_reference: str | None
+    unreadable_reason: str | None
+    original_message_id: str | None
+    original_references: Sequence[str]
+    original_subject: str
+    reply_to: str  # the address the submission came from
+    applicant_email: str | None  # the form's email; copied in when it differs from reply_to
+    message_id: str  # our own Message-ID, made by make_message_id
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """One line of the table of what the bot read from the form."""
+
+    label_zh: str
+    label_en: str
+    value: str | None
+    missing: bool
+
+
+@dataclass(frozen=True)
+class MissingItem:
+    zh: str
+    en: str
+
+
+def sender_domain(call: CallSettings) -> str:
+    return call.sender.address.rpartition("@")[2].lower()
+
+
+def make_message_id(call: CallSettings, reference: str | None, unique: str) -> str:
+    """``<ack.SMP24-0042.<10 hex>@<sender domain>>``, the same for the same ``unique``.
+
+    Deterministic so that a retried send carries the Message-ID already recorded for the answer.
+    """
+    label = reference or call.reference_prefix
+    digest = hashlib.sha256(f"{call.id}\n{label}\n{unique}".encode()).hexdigest()[:10]
+    return f"<ack.{label}.{digest}@{sender_domain(call)}>"
+
+
+def is_our_message_id(mid: str, calls: Sequence[CallSettings]) -> bool:
+    """Whether ``mid`` names an acknowledgement sent for one of ``calls``."""
+    match = _OUR_ID.fullmatch(mid.strip())
+    return match is not None and match.group(1).lower() in {sender_domain(call) for call in calls}
+
+
+def valid_address(text: str | None) -> str | None:
+    """``text`` as a plain ``local@domain`` address, or None when it is not one (or carries extras)."""
+    if text is None:
+        return None
+    candidate = text.strip()
+    local, _, _ = candidate.partition("@")
+    if len(candidate) > 254 or len(local) > 64 or not _ADDRESS.fullmatch(candidate):
+        return None
+    return candidate
+
+
+def valid_message_id(text: str | None) -> str | None:
+    """``text`` as ``<id@host>``, or None when it is not a usable Message-ID."""
+    if text is None:
+        return None
+    match = _MESSAGE_ID.fullmatch(text.strip())
+    return f"<{match.group(1)}>" if match and len(text) <= 250 else None
+
+
+def thread_references(original_references: Sequence[str], original_id: str | None) -> list[str]:
+    """The References of an answer: the original's, then the original itself, trimmed from the middle.
+
+    The first entry (the thread's root) and the newest ones are kept, as RFC 5322 section 3.6.4 suggests.
+    """
+    chain: list[str] = []
+    for candidate in [*original_references, original_id]:
+        found = valid_message_id(candidate)
+        if found and found not in chain:
+            chain.append(found)
+    while len(chain) > 2 and (len(chain) > MAX_REFERENCES or len(" ".join(chain)) > MAX_REFERENCES_CHARS):
+        del chain[1]
+    return chain
+
+
+def _display(value: FieldScalar, kind: str, call: CallSettings) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "是 Yes" if value else "否 No"
+    if kind == "money" and isinstance(value, int | float):
+        amount = f"{value:g}"
+        return f"{amount} 万元 (CNY {value * 10000:,.0f})"
+    text = one_line(str(value), VALUE_LIMIT)
+    if kind == "topic":
+        for topic in call.topic:
+            if topic.code == text:
+                return f"{topic.code} {topic.name}"
+    return text
+
+
+def field_rows(ctx: AckContext, templates: TemplateSet) -> dict[str, FieldRow]:
+    """The call's fields by name in form order, labelled in both languages, with the value read (or None)."""
+    labels = templates.table("ack/fields.toml")
+    rows = {}
+    for spec in ctx.call.form_spec.fields:
+        entry = labels.get(spec.name, {})
+        rows[spec.name] = FieldRow(
+            label_zh=entry.get("zh", spec.labels[0]),
+            label_en=entry.get("en", spec.name),
+            value=_display(ctx.fields.get(spec.name), spec.kind, ctx.call),
+            missing=spec.name in ctx.missing,
+        )
+    return rows
+
+
+def missing_items(ctx: AckContext, rows: Mapping[str, FieldRow]) -> list[MissingItem]:
+    """The missing fields in words; a group of which one suffices (email or phone) is one item."""
+    items: list[MissingItem] = []
+    said: set[str] = set()
+    for name in ctx.missing:
+        if name in said:
+            continue
+        group = next(
+            (g for g in ctx.call.form_spec.required_one_of if name in g and set(g) <= set(ctx.missing)),
+            (name,),
+        )
+        said.update(group)
+        zh = "或".join(rows[n].label_zh if n in rows else n for n in group)
+        en = " or ".join(rows[n].label_en if n in rows else n for n in group)
+        items.append(
+            MissingItem(zh=f"{zh}（至少填写一项）", en=f"{en} (at least one)")
+            if len(group) > 1
+            else MissingItem(zh, en)
+        )
+    return items
+
+
+def template_context(ctx: AckContext, templates: TemplateSet) -> dict[str, Any]:
+    """The variables every acknowledgement template and subject line may use."""
+    if ctx.outcome not in OUTCOMES:
+        raise ValueError(f"no acknowledgement for outcome {ctx.outcome!r}")
+    if ctx.outcome in _REGISTERING and not ctx.reference:
+        raise ValueError(f"an acknowledgement of outcome {ctx.outcome!r} needs a reference number")
+    outcome = templates.table("ack/outcomes.toml")[ctx.outcome]
+    title = ctx.fields.get("project_title")
+    rows = field_rows(ctx, templates)
+    reason = templates.reason(ctx.unreadable_reason)
+    has_form = ctx.outcome not in ("no_attachment", "unreadable")
+    return {
+        "call": ctx.call,
+        "zone": ctx.call.timezone,
+        "outcome": ctx.outcome,
+        "status_zh": outcome["status_zh"],
+        "status_en": outcome["status_en"],
+        "accent": outcome["accent"],
+        "reference": _clean_optional(ctx.reference, 40),
+        "title": _clean_optional(title if isinstance(title, str) else None, TITLE_IN_SUBJECT),
+        "rows": list(rows.values()) if has_form else [],
+        "form_file": _clean_optional(ctx.form_file, FILE_NAME_LIMIT),
+        "missing": missing_items(ctx, rows),
+        "arrival": ctx.arrival,
+        "deadline": ctx.call.deadline,
+        "before_deadline": ctx.arrival < ctx.call.effective_deadline,
+        "supersedes_reference": _clean_optional(ctx.supersedes_reference, 40),
+        "duplicate_of_reference": _clean_optional(ctx.duplicate_of_reference, 40),
+        "reason": Reason(zh=reason.zh.rstrip("。．.！!； "), en=reason.en.rstrip(".!; ")),
+        "original_subject": one_line(ctx.original_subject, 200),
+        "signature": one_line(ctx.call.sender.name) or ctx.call.name_zh,
+    }
+
+
+def _clean_optional(value: str | None, limit: int) -> str | None:
+    return one_line(value, limit) or None if value is not None else None
+
+
+def _own_addresses(call: CallSettings) -> set[str]:
+    return {call.sender.address.lower(), *(a.lower() for a in call.addresses)}
+
+
+def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: datetime) -> EmailMessage:
+    """The answer to one submission as a multipart/alternative message, ready to serialise and send."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("the Date of an acknowledgement needs an aware datetime")
+    recipient = valid_address(ctx.reply_to)
+    if recipient is None:
+        raise ValueError(f"cannot answer {one_line(ctx.reply_to, 80)!r}: not a valid address")
+    own = _own_addresses(ctx.call)
+    if recipient.lower() in own:
+        raise ValueError(f"refusing to answer {recipient}: it is one of the call's own addresses")
+    message_id = valid_message_id(ctx.message_id)
+    if message_id is None:
+        raise ValueError(f"not a valid Message-ID: {one_line(ctx.message_id, 80)!r}")
+
+    context = template_context(ctx, templates)
+    subject_source = templates.table("ack/outcomes.toml")[ctx.outcome]["subject"]
+    subject = one_line(templates.render_string(subject_source, context), SUBJECT_LIMIT)
+    context["subject"] = subject
+    text = templates.render(f"ack/{ctx.outcome}.txt.j2", context)
+    html = templates.render(f"ack/{ctx.outcome}.html.j2", context)
+
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = Address(display_name=one_line(ctx.call.sender.name, 80), addr_spec=ctx.call.sender.address)
+    msg["To"] = Address(addr_spec=recipient)
+    copy_to = _copy_address(ctx.applicant_email, recipient, own)
+    if copy_to:
+        msg["Cc"] = Address(addr_spec=copy_to)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now.astimezone(ctx.call.tz))
+    msg["Message-ID"] = message_id
+    original = valid_message_id(ctx.original_message_id)
+    if original:
+        msg["In-Reply-To"] = original
+    references = thread_references(ctx.original_references, original)
+    if references:
+        msg["References"] = " ".join(references)
+    # RFC 3834: the standard mark of an automatic answer; well-behaved responders stay quiet on it.
+    msg["Auto-Submitted"] = "auto-replied"
+    # Exchange's own switch: no out-of-office or auto-reply back, but delivery reports still come.
+    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
+    # After the content: setting content clears every Content-* header.
+    msg["Content-Language"] = "zh-CN, en"
+    return msg
+
+
+def _copy_address(applicant_email: str | None, recipient: str, own: set[str]) -> str | None:
+    """The form's email when it is a valid address other than the recipient's and the call's own."""
+    if not applicant_email:
+        return None
+    address = valid_address(applicant_email)
+    if address is None:
+        log.info("not copying the answer to %r: not a valid address", one_line(applicant_email, 80))
+        return None
+    if address.lower() == recipient.lower() or address.lower() in own:
+        return None
+    return address
+
+
+def sign_dkim(msg_bytes: bytes, selector: str, domain: str, key_pem: bytes) -> bytes:
+    """``msg_bytes`` with a DKIM-Signature header (rsa-sha256, relaxed/relaxed) on top."""
+    signature = dkim.sign(
+        msg_bytes,
+        selector.encode("ascii"),
+        domain.encode("ascii"),
+        key_pem,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=list(DKIM_SIGNED_HEADERS),
+    )
+    return bytes(signature) + msg_bytes
+
+
+def message_bytes(msg: EmailMessage, smtp: SmtpSettings) -> bytes:
+    """The message as sent (CRLF line ends), DKIM-signed when ``[smtp] dkim_*`` are all set."""
+    raw = msg.as_bytes(policy=SMTP_POLICY)
+    dkim_settings = (smtp.dkim_selector, smtp.dkim_domain, smtp.dkim_key_file)
+    if all(value is None for value in dkim_settings):
+        return raw
+    selector, domain, key_file = dkim_settings
+    if selector is None or domain is None or key_file is None:
+        raise ValueError("[smtp] DKIM signing needs dkim_selector, dkim_domain and dkim_key_file together")
+    return sign_dkim(raw, selector, domain, Path(key_file).read_bytes())
