@@ -1,0 +1,212 @@
+"""Wiring: one object that owns the stores, the parser pool and the stages, and runs them.
+
+``run_once`` is the batch form (cron, tests, back-fills); ``run_forever`` keeps one intake thread
+per mailbox (IDLE where the server has it, polling otherwise), a processing thread and a sending
+thread, woken by each other so an acknowledgement leaves as soon as it is decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from mailbot.config import MailboxSettings, Settings, resolve_secret
+from mailbot.imap import MailboxClient, MailboxUnavailable
+from mailbot.intake import PollResult, poll_folder
+from mailbot.pipeline import Processed, Processor, Reader
+from mailbot.review import ReviewQueue
+from mailbot.sender import Sender, SendResult
+from parsers import read_message
+from parsers.model import Submission
+from parsers.sandbox import ParserPool
+from parsers.spec import FormSpec
+from storage.archive import RawArchive, make_private_dir
+from storage.db import make_engine, upgrade
+from storage.store import Store
+from templates import TemplateSet
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def read_inline(raw: bytes, spec: FormSpec) -> Future[Submission]:
+    """Read in this process (no containment): the single-process mode of benchmarks and debugging."""
+    done: Future[Submission] = Future()
+    done.set_result(read_message(raw, spec))
+    return done
+
+
+@dataclass
+class RunSummary:
+    polled: list[PollResult] = field(default_factory=list)
+    processed: list[Processed] = field(default_factory=list)
+    sent: list[SendResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Bot:
+    def __init__(self, settings: Settings, inline: bool = False) -> None:
+        self.settings = settings
+        make_private_dir(settings.data_dir)
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        self.store = Store(engine, RawArchive(settings.archive_dir))
+        self.templates = TemplateSet(settings.templates.dir)
+        self.review = ReviewQueue(settings.queue_dir)
+        self.worker = worker_name()
+        processing = settings.processing
+        self.pool: ParserPool | None = None
+        reader: Reader = read_inline
+        if not inline:
+            self.pool = ParserPool(processing.workers, processing.parse_timeout_s, processing.parse_memory_mb)
+            reader = self.pool.submit
+        self._decided = threading.Event()
+        self._arrived = threading.Event()
+        self._stop = threading.Event()
+        self.processor = Processor(
+            settings,
+            self.store,
+            reader,
+            self.templates,
+            self.review,
+            self.worker,
+            on_decided=lambda _result: self._decided.set(),
+        )
+        self.sender = Sender(settings, self.store, self.worker)
+        self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 2)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        self.store.engine.dispose()
+
+    def __enter__(self) -> Bot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- batch form ---------------------------------------------------------------------------
+
+    def release_claims(self) -> None:
+        """Take back work a stopped worker had claimed (all of it when nobody else can hold any)."""
+        stale = None
+        if self.store.concurrent:
+            stale = timedelta(seconds=self.settings.processing.parse_timeout_s * 3 + 60)
+        released = self.store.release_stale_claims(stale)
+        if released:
+            log.info("took back %d message(s) an interrupted run had started", released)
+
+    def poll_mailbox(self, box: MailboxSettings) -> PollResult:
+        try:
+            with MailboxClient(box, resolve_secret(box)) as client:
+                result = poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
+        except Exception as exc:
+            self.store.note_poll(box.name, box.folder, str(exc))
+            raise
+        self.store.note_poll(box.name, box.folder, None)
+        return result
+
+    def poll_all(self, summary: RunSummary) -> None:
+        for box in self.settings.mailbox:
+            try:
+                summary.polled.append(self.poll_mailbox(box))
+            except Exception as exc:
+                message = exc.args[0] if isinstance(exc, MailboxUnavailable) else f"mailbox {box.name}: {exc}"
+                log.error("%s", message, extra={"mailbox": box.name})
+                summary.errors.append(str(message))
+
+    def process(self) -> list[Processed]:
+        return self.processor.run_pending(self.batch_size)
+
+    def send(self) -> list[SendResult]:
+        return self.sender.flush()
+
+    def run_once(self) -> RunSummary:
+        summary = RunSummary()
+        self.release_claims()
+        self.poll_all(summary)
+        summary.processed = self.process()
+        summary.sent = self.send()
+        return summary
+
+    # --- long-running form --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._arrived.set()
+        self._decided.set()
+
+    def run_forever(self, extra_jobs: Sequence[Callable[[threading.Event], None]] = ()) -> None:
+        self.release_claims()
+        threads = [
+            threading.Thread(target=self._intake_loop, args=(box,), name=f"intake-{box.name}", daemon=True)
+            for box in self.settings.mailbox
+        ]
+        threads.append(threading.Thread(target=self._process_loop, name="process", daemon=True))
+        threads.append(threading.Thread(target=self._send_loop, name="send", daemon=True))
+        threads.extend(threading.Thread(target=job, args=(self._stop,), daemon=True) for job in extra_jobs)
+        for thread in threads:
+            thread.start()
+        log.info("running: %d mailbox(es), worker %s", len(self.settings.mailbox), self.worker)
+        self._stop.wait()
+        for thread in threads:
+            thread.join(timeout=60)
+        log.info("stopped cleanly")
+
+    def _intake_loop(self, box: MailboxSettings) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                with MailboxClient(box, resolve_secret(box)) as client:
+                    while not self._stop.is_set():
+                        poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
+                        self.store.note_poll(box.name, box.folder, None)
+                        backoff = 1.0
+                        if box.idle and client.supports_idle:
+                            # short IDLE rounds so a stop request is honoured within seconds
+                            deadline = time.monotonic() + box.poll_interval_s
+                            while not self._stop.is_set() and time.monotonic() < deadline:
+                                if client.idle_until_news(min(5.0, box.poll_interval_s)):
+                                    break
+                        else:
+                            self._stop.wait(box.poll_interval_s)
+            except Exception as exc:
+                self.store.note_poll(box.name, box.folder, str(exc))
+                log.error(
+                    "mailbox %s: %s; retrying in %.0f s", box.name, exc, backoff, extra={"mailbox": box.name}
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _process_loop(self) -> None:
+        while not self._stop.is_set():
+            self._arrived.wait(5.0)
+            self._arrived.clear()
+            try:
+                self.process()
+            except Exception:
+                log.exception("processing round failed; trying again")
+                self._stop.wait(5.0)
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._decided.wait(30.0)
+            self._decided.clear()
+            try:
+                self.send()
+            except Exception:
+                log.exception("sending round failed; trying again")
+                self._stop.wait(5.0)

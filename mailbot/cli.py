@@ -1,0 +1,205 @@
+"""The ``mailbot`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from mailbot.clock import ensure_aware
+from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
+from mailbot.logs import configure_logging, configured_secrets
+
+log = logging.getLogger("mailbot")
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2024-09-08T23:59:59+08:00")
+    return ensure_aware(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailbot", description="Email intake for research-grant calls.")
+    parser.add_argument("--config", metavar="FILE", help=f"TOML configuration (default: ${CONFIG_ENV})")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="human", choices=["human", "json"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="poll the mailboxes, decide, acknowledge (until stopped)")
+    run.add_argument("--once", action="store_true", help="process what is there now, send, and exit")
+    run.add_argument("--inline", action="store_true", help="read forms in this process (no worker pool)")
+
+    imp = commands.add_parser(
+        "import", help="take .eml files, maildirs or mbox files in as if they had arrived"
+    )
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--arrival", type=_aware_time, help="arrival time (default: the newest Received: stamp)")
+    imp.add_argument("--mailbox", help="mailbox name to record (default: the call's mailbox)")
+    imp.add_argument("--call", help="call id (default: from the recipients)")
+    imp.add_argument("--record-only", action="store_true", help="record without deciding or sending")
+
+    exp = commands.add_parser("export", help="one record per processed message")
+    exp.add_argument("--format", choices=["json", "csv", "xlsx"], default="json")
+    exp.add_argument("--call", help="only this call")
+    exp.add_argument("--redact", action="store_true", help="leave out contact fields (email, phone, sender)")
+    exp.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on sample mail with embedded servers")
+    demo.add_argument(
+        "--data-dir", type=Path, default=Path("mailbot-demo"), help="where the demo keeps its data"
+    )
+
+    parse = commands.add_parser("parse", help="read .eml, .docx, .pdf or .zip files and show the fields")
+    parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parse.add_argument("--call", help="call whose form to read (default: the first configured)")
+    parse.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mailbot.app import Bot
+
+    settings = _settings(args)
+    with Bot(settings, inline=args.inline) as bot:
+        if args.once:
+            summary = bot.run_once()
+            outcomes: dict[str, int] = {}
+            for item in summary.processed:
+                outcomes[item.outcome] = outcomes.get(item.outcome, 0) + 1
+            sent = sum(1 for s in summary.sent if s.state == "sent")
+            print(
+                f"new: {sum(p.new for p in summary.polled)}, processed: {len(summary.processed)} "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items())) or 'none'}), sent: {sent}"
+            )
+            for error in summary.errors:
+                print(f"error: {error}", file=sys.stderr)
+            return 1 if summary.errors else 0
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            log.info(
+                "signal %s received: finishing the current step and stopping", signal.Signals(signum).name
+            )
+            bot.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        bot.run_forever()
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from mailbot.app import Bot
+    from mailbot.importer import ImportError_, import_one, messages_at
+
+    settings = _settings(args)
+    failures = 0
+    with Bot(settings) as bot:
+        paths: list[Path] = args.paths
+        items = [item for path in paths for item in messages_at(path)]
+        new = 0
+        for index, (label, raw) in enumerate(items, start=1):
+            try:
+                recorded = import_one(settings, bot.store, raw, args.mailbox, args.call, args.arrival)
+            except (ImportError_, OSError, KeyError) as exc:
+                failures += 1
+                print(f"{label}: not imported: {exc}", file=sys.stderr)
+                continue
+            new += recorded.new
+            print(f"\r[{index}/{len(items)}] recorded", end="", file=sys.stderr, flush=True)
+        print(f"\rimported {new} new message(s) of {len(items)}", file=sys.stderr)
+        if not args.record_only:
+            processed = bot.process()
+            sent = bot.send()
+            print(f"processed: {len(processed)}, sent: {sum(1 for s in sent if s.state == 'sent')}")
+    return 1 if failures else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mailbot.export import write_export
+    from storage.db import make_engine, session_factory
+
+    settings = _settings(args)
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        data = write_export(session, args.format, args.call, args.redact, args.output)
+    if args.output is None:
+        if args.format == "xlsx":
+            print("an xlsx export needs -o FILE", file=sys.stderr)
+            return 2
+        sys.stdout.write(data.decode("utf-8-sig"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailbot.demo import run_demo
+
+    return run_demo(args.data_dir)
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from mailbot.config import parse_settings
+    from parsers.report import parse_files
+
+    if args.config or CONFIG_ENV in os.environ:
+        settings = _settings(args)
+    else:
+        import tomllib
+
+        from mailbot.config import example_config_text
+
+        settings = parse_settings(tomllib.loads(example_config_text()), "the example configuration")
+    call = settings.call_by_id(args.call) if args.call else settings.call[0]
+    text, ok = parse_files(args.files, call.form_spec, as_json=args.json)
+    sys.stdout.write(text)
+    return 0 if ok else 1
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "import": cmd_import,
+    "export": cmd_export,
+    "demo": cmd_demo,
+    "parse": cmd_parse,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        if args.config or args.command not in {"demo", "parse"}:
+            settings = None
+            try:
+                settings = _settings(args)
+            except ConfigError:
+                if args.command not in {"demo", "parse"}:
+                    raise
+            if settings is not None:
+                envs = [m.password_env for m in settings.mailbox] + [settings.smtp.password_env]
+                configure_logging(args.log_level, args.log_format, configured_secrets(envs))
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Structured logging: readable lines by default, JSON lines with ``--log-format json``.
+
+Every line about a message carries its Message-ID and reference (passed as ``extra``), and
+anything that looks like a configured secret is masked before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+
+from mailbot.clock import UTC
+
+CONTEXT_FIELDS = ("message_id", "reference", "mailbox", "call")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b\u2028\u2029]")
+
+
+def _safe(text: str) -> str:
+    """No control characters or ANSI escapes from mail reach a terminal or a log file."""
+    return _CONTROL.sub("�", text)
+
+
+class SecretMask(logging.Filter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                text = text.replace(secret, "********")
+            record.msg, record.args = text, None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+        return text
+
+
+class HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
+        context = " ".join(
+            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None)
+        )
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if context:
+            line += f"  [{context}]"
+        if record.exc_text or record.exc_info:
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
+        return _safe(line)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value:
+                entry[name] = value
+        if record.exc_text or record.exc_info:
+            entry["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", fmt: str = "human", secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
+    handler.addFilter(SecretMask(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("jieba", "pdfminer", "apscheduler.executors.default", "mail.log", "imapclient"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def configured_secrets(env_names: Iterable[str | None]) -> list[str]:
+    return [os.environ[name] for name in env_names if name and os.environ.get(name)]

@@ -1,0 +1,445 @@
+"""Processing: archived message → read → decide → store + outbox, one transaction per message.
+
+Reading (the slow, risky part) runs in the parser pool, several messages at once; deciding runs in
+arrival order, one call at a time, because a decision depends on the decisions before it. A
+message whose processing fails goes to review with the error recorded; the ones behind it go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailbot.acknowledge import (
+    AckContext,
+    compose_acknowledgement,
+    is_our_message_id,
+    make_message_id,
+    message_bytes,
+)
+from mailbot.clock import utcnow
+from mailbot.config import CallSettings, Settings
+from mailbot.decide import (
+    ANSWERED,
+    APPLICATION_OUTCOMES,
+    CallRules,
+    Decision,
+    Outcome,
+    PriorApplication,
+    decide,
+)
+from mailbot.identity import Identity, same_person
+from mailbot.review import ReviewQueue
+from parsers.model import Submission, to_jsonable
+from parsers.spec import FormSpec
+from storage.models import (
+    Applicant,
+    Application,
+    AttachmentRecord,
+    Message,
+    MessageState,
+    OutboxMail,
+    OutboxState,
+)
+from storage.store import Store
+from templates import TemplateSet
+
+log = logging.getLogger(__name__)
+
+Reader = Callable[[bytes, FormSpec], "Future[Submission]"]
+
+ACTOR = "pipeline"
+
+
+@dataclass(frozen=True)
+class Processed:
+    message_pk: int
+    message_key: str
+    outcome: str
+    reference: str | None
+    acknowledged: bool
+
+
+def format_reference(call: CallSettings, number: int) -> str:
+    return f"{call.reference_prefix}-{number:04d}"
+
+
+def _log_extra(message: Message, reference: str | None = None) -> dict[str, Any]:
+    return {"message_id": message.message_id or message.message_key, "reference": reference}
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        reader: Reader,
+        templates: TemplateSet,
+        review: ReviewQueue,
+        worker: str,
+        on_decided: Callable[[Processed], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.reader = reader
+        self.templates = templates
+        self.review = review
+        self.worker = worker
+        self.on_decided = on_decided
+        own = settings.own_addresses
+        self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run_pending(self, batch_size: int = 8, limit: int | None = None) -> list[Processed]:
+        """Process received messages until none are left (or ``limit`` were done)."""
+        done: list[Processed] = []
+        while limit is None or len(done) < limit:
+            wanted = batch_size if limit is None else min(batch_size, limit - len(done))
+            claimed = self.store.claim_received(self.worker, wanted)
+            if not claimed:
+                break
+            done.extend(self.process_claimed(claimed))
+        return done
+
+    def process_claimed(self, message_pks: Sequence[int]) -> list[Processed]:
+        started: list[tuple[int, Future[Submission] | BaseException]] = []
+        for pk in message_pks:
+            try:
+                started.append((pk, self._start_reading(pk)))
+            except Exception as exc:  # the archive copy is missing or unreadable
+                started.append((pk, exc))
+        results = []
+        for pk, pending in started:
+            try:
+                if isinstance(pending, BaseException):
+                    raise pending
+                submission = pending.result()
+                results.append(self.decide_and_store(pk, submission))
+            except Exception as exc:
+                results.append(self.send_to_review(pk, exc))
+        return results
+
+    def _start_reading(self, pk: int) -> Future[Submission]:
+        with self.store.sessions() as session:
+            message = session.get_one(Message, pk)
+            call_id = message.call_id or self.settings.call[0].id
+            sha = message.sha256
+        raw = self.store.archive.get(sha)
+        return self.reader(raw, self.settings.call_by_id(call_id).form_spec)
+
+    # --- deciding and storing ----------------------------------------------------------------
+
+    def decide_and_store(self, pk: int, submission: Submission) -> Processed:
+        with self.store.sessions() as session, session.begin():
+            message = session.get_one(Message, pk)
+            call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
+            self.store.lock_call(session, call.id)
+            priors = load_priors(session, call.id, message.arrival, exclude_pk=pk)
+            decision = decide(
+                submission,
+                message.message_key,
+                message.arrival,
+                self.rules[call.id],
+                priors,
+                lambda mid: self._is_ours(session, mid),
+            )
+            reference = None
+            if decision.outcome != Outcome.IGNORED:
+                reference = format_reference(call, self.store.next_reference_number(session, call.id))
+            message.reference = reference
+            message.outcome = decision.outcome.value
+            message.reason = submission.unreadable.reason if submission.unreadable else None
+            message.decision = decision_record(decision)
+            message.reading = to_jsonable(submission)
+            message.supersedes_key = decision.supersedes
+            message.duplicate_of_key = decision.duplicate_of
+            message.decided_at = utcnow()
+            message.error = None
+            message.state = (
+                MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
+            )
+            message.claimed_by = None
+            self._store_attachments(session, message, submission)
+            if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
+                self._store_application(session, message, call, decision, submission)
+            self._record_bounces(session, submission)
+            acknowledged = False
+            if decision.outcome in ANSWERED:
+                acknowledged = self._queue_acknowledgement(session, message, call, decision, submission)
+            self.store.add_event(
+                session,
+                "decided",
+                ACTOR,
+                pk,
+                outcome=decision.outcome.value,
+                rule=decision.rule,
+                reference=reference,
+                explanation=decision.explanation,
+            )
+            if message.state == MessageState.REVIEW:
+                self.review.add(
+                    message, self.store.archive.get(message.sha256), decision.rule, decision.explanation
+                )
+            result = Processed(pk, message.message_key, decision.outcome.value, reference, acknowledged)
+            log.info(
+                "%s → %s (%s)",
+                message.message_key,
+                decision.outcome.value,
+                decision.rule,
+                extra=_log_extra(message, reference),
+            )
+        if self.on_decided is not None:
+            self.on_decided(result)
+        return result
+
+    def _is_ours(self, session: Session, message_id: str) -> bool:
+        if is_our_message_id(message_id, self.settings.call):
+            return True
+        return session.scalar(select(OutboxMail.id).where(OutboxMail.message_id == message_id)) is not None
+
+    def _store_attachments(self, session: Session, message: Message, submission: Submission) -> None:
+        if message.attachments:
+            return
+        for attachment in submission.attachments:
+            session.add(
+                AttachmentRecord(
+                    message_pk=message.id,
+                    filename=attachment.filename,
+                    kind=attachment.kind,
+                    size=attachment.size,
+                    sha256=attachment.sha256,
+                    role=attachment.role,
+                )
+            )
+
+    def _store_application(
+        self,
+        session: Session,
+        message: Message,
+        call: CallSettings,
+        decision: Decision,
+        submission: Submission,
+    ) -> None:
+        form = submission.form
+        if form is None or decision.identity is None:
+            return
+        now = utcnow()
+        values = to_jsonable(form.values())
+        key = decision.application_key or message.message_key
+        application = session.scalar(select(Application).where(Application.application_key == key))
+        identity = decision.identity
+        if application is None:
+            applicant = find_applicant(session, call.id, identity) or Applicant(call_id=call.id)
+            applicant.name = str(values.get("applicant_name") or applicant.name or "") or None
+            applicant.name_key = identity.name_key or applicant.name_key
+            applicant.institution_key = identity.institution_key or applicant.institution_key
+            applicant.email = identity.email or applicant.email
+            applicant.phone = identity.phone or applicant.phone
+            session.add(applicant)
+            session.flush()
+            application = Application(
+                call_id=call.id,
+                application_key=key,
+                applicant_id=applicant.id,
+                created_at=now,
+                duplicate_of_key=decision.duplicate_of,
+            )
+            session.add(application)
+        application.current_message_pk = message.id
+        application.status = _application_status(decision.outcome, application.status)
+        application.project_title = str(values.get("project_title") or "") or None
+        application.fields = values
+        application.missing = list(decision.missing)
+        application.flags = list(decision.flags)
+        application.updated_at = now
+        session.flush()
+        message.application_id = application.id
+
+    def _record_bounces(self, session: Session, submission: Submission) -> None:
+        for bounced_id in submission.envelope.bounced_message_ids:
+            mail = session.scalar(select(OutboxMail).where(OutboxMail.message_id == bounced_id))
+            if mail is not None and mail.bounced_at is None:
+                mail.bounced_at = utcnow()
+                self.store.add_event(session, "bounced", ACTOR, mail.message_pk, message_id=bounced_id)
+
+    def _queue_acknowledgement(
+        self,
+        session: Session,
+        message: Message,
+        call: CallSettings,
+        decision: Decision,
+        submission: Submission,
+    ) -> bool:
+        envelope = submission.envelope
+        recipient = (envelope.reply_to[0] if envelope.reply_to else envelope.from_addr).lower()
+        form = submission.form
+        fields = form.values() if form else {}
+        applicant_email = fields.get("email") if isinstance(fields.get("email"), str) else None
+        now = utcnow()
+        message_id = make_message_id(call, message.reference, f"{message.id}.{message.sha256[:8]}")
+        context = AckContext(
+            call=call,
+            outcome=decision.outcome.value,
+            reference=message.reference,
+            fields=fields,
+            form_file=form.attachment if form else None,
+            missing=decision.missing,
+            arrival=message.arrival,
+            supersedes_reference=reference_of(session, decision.supersedes),
+            duplicate_of_reference=reference_of(session, decision.duplicate_of),
+            unreadable_reason=submission.unreadable.reason if submission.unreadable else None,
+            original_message_id=envelope.message_id,
+            original_references=envelope.references,
+            original_subject=envelope.subject,
+            reply_to=recipient,
+            applicant_email=str(applicant_email) if applicant_email else None,
+            message_id=message_id,
+        )
+        suppressed = self._suppression(session, recipient)
+        mail = compose_acknowledgement(context, self.templates, now)
+        recipients = sorted({a.lower() for a in [recipient, *mail.get_all("Cc", [])] if a})
+        session.add(
+            OutboxMail(
+                kind="ack",
+                message_pk=message.id,
+                call_id=call.id,
+                mailbox=self._mailbox_for(call.id),
+                sender=call.sender.address,
+                recipients=recipients,
+                message_id=message_id,
+                raw=bytes(mail),
+                state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                last_reply=suppressed,
+            )
+        )
+        if suppressed:
+            log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
+        return suppressed is None
+
+    def _suppression(self, session: Session, recipient: str) -> str | None:
+        if not recipient or "@" not in recipient:
+            return "the sender has no usable address"
+        if recipient in self.settings.own_addresses:
+            return "the sender is one of our own addresses"
+        day_ago = utcnow() - timedelta(days=1)
+        recent = session.scalars(
+            select(OutboxMail.recipients).where(
+                OutboxMail.kind == "ack",
+                OutboxMail.created_at >= day_ago,
+                OutboxMail.state != OutboxState.SUPPRESSED,
+            )
+        ).all()
+        count = sum(1 for rcpts in recent if recipient in rcpts)
+        limit = self.settings.smtp.max_answers_per_recipient_per_day
+        if count >= limit:
+            return f"{count} automatic answers to this address in the last 24 hours (limit {limit})"
+        return None
+
+    def _mailbox_for(self, call_id: str) -> str | None:
+        for box in self.settings.mailbox:
+            if call_id in box.calls:
+                return box.name
+        return None
+
+    # --- failures -----------------------------------------------------------------------------
+
+    def send_to_review(self, pk: int, exc: BaseException) -> Processed:
+        detail = "".join(traceback.format_exception(exc))
+        with self.store.sessions() as session, session.begin():
+            message = session.get_one(Message, pk)
+            log.error("processing failed, sent to review: %s", exc, extra=_log_extra(message))
+            message.state = MessageState.REVIEW
+            message.outcome = Outcome.UNREADABLE.value
+            message.reason = "internal-error"
+            message.error = detail[-20000:]
+            message.claimed_by = None
+            message.decided_at = utcnow()
+            self.store.add_event(session, "failed", ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
+            try:
+                raw = self.store.archive.get(message.sha256)
+            except OSError:
+                raw = b""
+            self.review.add(
+                message,
+                raw,
+                "internal-error",
+                f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
+            )
+            return Processed(pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False)
+
+
+def _application_status(outcome: Outcome, previous: str | None) -> str:
+    if outcome == Outcome.REVISION:
+        return previous or Outcome.ACCEPTED.value
+    return outcome.value
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    record: dict[str, Any] = to_jsonable(decision)
+    record["outcome"] = decision.outcome.value
+    return record
+
+
+def reference_of(session: Session, message_key: str | None) -> str | None:
+    if message_key is None:
+        return None
+    return session.scalar(select(Message.reference).where(Message.message_key == message_key))
+
+
+def find_applicant(session: Session, call_id: str, identity: Identity) -> Applicant | None:
+    for applicant in session.scalars(select(Applicant).where(Applicant.call_id == call_id)):
+        known = Identity(applicant.email, applicant.phone, applicant.name_key, applicant.institution_key)
+        if same_person(known, identity):
+            return applicant
+    return None
+
+
+def load_priors(session: Session, call_id: str, before: datetime, exclude_pk: int) -> list[PriorApplication]:
+    """Earlier readable forms of this call, as the decision rules see them."""
+    rows = session.execute(
+        select(Message, Application)
+        .join(Application, Message.application_id == Application.id)
+        .where(
+            Message.call_id == call_id,
+            Message.id != exclude_pk,
+            Message.outcome.in_([o.value for o in APPLICATION_OUTCOMES]),
+            Message.arrival <= before,
+        )
+        .order_by(Message.arrival, Message.id)
+    ).all()
+    priors = []
+    for message, application in rows:
+        decision = message.decision or {}
+        ident = decision.get("identity") or {}
+        fields = (message.reading or {}).get("form") or {}
+        title = ((fields.get("fields") or {}).get("project_title") or {}).get("value")
+        priors.append(
+            PriorApplication(
+                message_key=message.message_key,
+                arrival=message.arrival,
+                outcome=Outcome(message.outcome),
+                identity=Identity(
+                    ident.get("email"),
+                    ident.get("phone"),
+                    ident.get("name_key"),
+                    ident.get("institution_key"),
+                ),
+                project_title=title,
+                form_sha256=fields.get("sha256"),
+                application_key=application.application_key,
+                reference=message.reference,
+            )
+        )
+    return priors

@@ -1,0 +1,268 @@
+"""The sender: delivers the outbox over SMTP, at most once per acknowledgement.
+
+A row is marked ``sending`` (committed) before the SMTP conversation and ``sent`` with the server's
+reply after it. A row found in ``sending`` after a crash may or may not have reached the server:
+the mailbox's Sent folder decides (the bot files every message there, and providers that file
+submitted mail themselves do too); only if it is not there is the row sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from mailbot.clock import utcnow
+from mailbot.config import Settings, resolve_secret
+from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
+from storage.db import transaction
+from storage.models import OutboxMail, OutboxState
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+ACTOR = "sender"
+FIRST_RETRY = timedelta(minutes=1)
+MAX_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outbox_id: int
+    state: str
+    reply: str
+
+
+class TemporaryFailure(Exception):
+    pass
+
+
+class PermanentFailure(Exception):
+    pass
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), MAX_RETRY)
+
+
+class SmtpTransport:
+    """One SMTP connection per flush, opened lazily and reused for every message in it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.settings.smtp
+        warn_if_plaintext("smtp", "server", cfg.host, cfg.tls)
+        context = tls_context(cfg.verify_certificate)
+        smtp: smtplib.SMTP
+        if cfg.tls == "ssl":
+            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s, context=context)
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
+            if cfg.tls == "starttls":
+                smtp.starttls(context=context)
+        if cfg.user and cfg.password_env:
+            secret = resolve_secret(cfg)
+            if cfg.auth == "xoauth2":
+                token = f"user={cfg.user}\x01auth=Bearer {secret}\x01\x01"
+                smtp.auth("XOAUTH2", lambda _challenge=None: token)
+            else:
+                smtp.login(cfg.user, secret)
+        return smtp
+
+    def send(self, sender: str, recipients: list[str], raw: bytes) -> str:
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            refused = self._smtp.sendmail(sender, recipients, raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self.close()
+            codes = [code for code, _ in exc.recipients.values()]
+            detail = "; ".join(
+                f"{rcpt}: {code} {msg.decode(errors='replace')}"
+                for rcpt, (code, msg) in exc.recipients.items()
+            )
+            if all(code >= 500 for code in codes):
+                raise PermanentFailure(detail) from None
+            raise TemporaryFailure(detail) from None
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            text = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+            if exc.smtp_code >= 500:
+                raise PermanentFailure(text) from None
+            raise TemporaryFailure(text) from None
+        except (smtplib.SMTPException, OSError, socket.timeout, ssl.SSLError) as exc:
+            self.close()
+            raise TemporaryFailure(f"{exc.__class__.__name__}: {exc}") from None
+        if refused:
+            return "accepted except " + ", ".join(refused)
+        return "250 accepted"
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+
+SentFolderCheck = Callable[[OutboxMail], bool | None]
+
+
+class Sender:
+    def __init__(self, settings: Settings, store: Store, worker: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.worker = worker
+
+    def flush(self, limit: int | None = None) -> list[SendResult]:
+        """Send every due outbox row (at most ``limit``); returns what happened to each."""
+        self.recover_interrupted()
+        results: list[SendResult] = []
+        transport = SmtpTransport(self.settings)
+        try:
+            while limit is None or len(results) < limit:
+                ids = self.store.claim_outbox(
+                    self.worker, 20 if limit is None else min(20, limit - len(results))
+                )
+                if not ids:
+                    break
+                for outbox_id in ids:
+                    results.append(self._deliver(transport, outbox_id))
+        finally:
+            transport.close()
+        return results
+
+    def _deliver(self, transport: SmtpTransport, outbox_id: int) -> SendResult:
+        with self.store.sessions() as session:
+            mail = session.get_one(OutboxMail, outbox_id)
+            sender, recipients, raw = mail.sender, list(mail.recipients), mail.raw
+            message_id, created, attempts = mail.message_id, mail.created_at, mail.attempts
+        extra = {"message_id": message_id}
+        try:
+            reply = transport.send(sender, recipients, raw)
+        except PermanentFailure as exc:
+            log.error("SMTP refused %s for good: %s", message_id, exc, extra=extra)
+            return self._finish(outbox_id, OutboxState.FAILED, str(exc))
+        except TemporaryFailure as exc:
+            give_up_at = created + timedelta(hours=self.settings.smtp.retry_for_hours)
+            next_at = utcnow() + retry_delay(attempts)
+            if next_at > give_up_at:
+                log.error("giving up on %s after %d attempts: %s", message_id, attempts, exc, extra=extra)
+                return self._finish(outbox_id, OutboxState.FAILED, f"retries exhausted: {exc}")
+            log.warning(
+                "SMTP not available for %s (%s); retrying at %s",
+                message_id,
+                exc,
+                next_at.isoformat(),
+                extra=extra,
+            )
+            return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
+        log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
+        result = self._finish(outbox_id, OutboxState.SENT, reply)
+        self._file_in_sent(outbox_id)
+        return result
+
+    def _finish(
+        self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None
+    ) -> SendResult:
+        with transaction(self.store.sessions) as session:
+            mail = session.get_one(OutboxMail, outbox_id)
+            mail.state = state
+            mail.last_reply = reply[:2000]
+            mail.claimed_by = None
+            if state == OutboxState.SENT:
+                mail.sent_at = utcnow()
+            if next_attempt is not None:
+                mail.next_attempt_at = next_attempt  # type: ignore[assignment]
+            self.store.add_event(
+                session,
+                f"outbox-{state}",
+                ACTOR,
+                mail.message_pk,
+                outbox_id=outbox_id,
+                message_id=mail.message_id,
+                reply=reply[:500],
+            )
+        return SendResult(outbox_id, state.value, reply)
+
+    # --- the Sent folder ----------------------------------------------------------------------
+
+    def _mailbox_client(self, mailbox_name: str | None) -> MailboxClient | None:
+        if mailbox_name is None:
+            return None
+        try:
+            box = self.settings.mailbox_by_name(mailbox_name)
+        except KeyError:
+            return None
+        return MailboxClient(box, resolve_secret(box))
+
+    def _file_in_sent(self, outbox_id: int) -> None:
+        """File a copy in the mailbox's Sent folder, as a mail client would, so the office sees it."""
+        if self.settings.smtp.saves_to_sent:
+            return
+        with self.store.sessions() as session:
+            mail = session.get_one(OutboxMail, outbox_id)
+            mailbox, raw = mail.mailbox, mail.raw
+        try:
+            client = self._mailbox_client(mailbox)
+            if client is None:
+                return
+            with client:
+                client.append(client.box.sent_folder, raw, utcnow())
+        except (MailboxUnavailable, OSError, Exception) as exc:  # filing is a courtesy; the send stands
+            log.warning("could not file %s in Sent: %s", outbox_id, exc)
+            return
+        with transaction(self.store.sessions) as session:
+            session.get_one(OutboxMail, outbox_id).filed_in_sent = True
+
+    def in_sent_folder(self, mail: OutboxMail) -> bool | None:
+        """True/False if the Sent folder answers; None if it cannot be asked."""
+        try:
+            client = self._mailbox_client(mail.mailbox)
+            if client is None:
+                return None
+            with client:
+                return client.contains_message_id(client.box.sent_folder, mail.message_id)
+        except MailboxUnavailable as exc:
+            log.warning("cannot look in Sent for %s: %s", mail.message_id, exc)
+            return None
+
+    def recover_interrupted(self) -> None:
+        """Settle rows a stopped worker left in ``sending``: sent if the Sent folder has them, else again."""
+        stale = None if not self.store.concurrent else timedelta(seconds=self.settings.smtp.timeout_s * 3)
+        for outbox_id in self.store.interrupted_sends(stale):
+            with self.store.sessions() as session:
+                mail = session.get_one(OutboxMail, outbox_id)
+                found = self.in_sent_folder(mail)
+            if found is None:
+                continue  # ask again next time rather than risk a second copy
+            with transaction(self.store.sessions) as session:
+                mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
+                if mail.state != OutboxState.SENDING:
+                    continue
+                if found:
+                    mail.state = OutboxState.SENT
+                    mail.sent_at = mail.sent_at or utcnow()
+                    mail.filed_in_sent = True
+                    mail.last_reply = "found in the Sent folder after an interruption"
+                else:
+                    mail.state = OutboxState.PENDING
+                    mail.next_attempt_at = utcnow()
+                self.store.add_event(
+                    session,
+                    "outbox-recovered",
+                    ACTOR,
+                    mail.message_pk,
+                    outbox_id=outbox_id,
+                    found_in_sent=found,
+                )
+            log.info("interrupted send %s: %s", outbox_id, "found in Sent" if found else "sending again")

@@ -1,0 +1,148 @@
+"""The whole path against real servers: Dovecot (or pymap), aiosmtpd, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mailbot.app import Bot
+from mailbot.config import parse_settings
+from mailbot.demo import write_config
+from mailbot.embedded import SmtpSink
+from mailbot.export import export_records
+from storage.models import Message
+from tests.conftest import ImapServer, load_corpus, make_config, make_settings
+
+REPO = Path(__file__).resolve().parent.parent
+ANSWERED = {"accepted", "incomplete", "late", "revision", "duplicate", "no_attachment", "unreadable"}
+
+
+def _acks_by_original(sink: SmtpSink) -> Counter[str]:
+    return Counter(email.message_from_bytes(m.raw).get("In-Reply-To", "") for m in sink.received)
+
+
+def test_corpus_through_real_servers(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, database_url: str, corpus_dir: Path
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir)
+    settings = make_settings(tmp_path, imap_server, smtp_sink, database_url)
+    with Bot(settings) as bot:
+        summary = bot.run_once()
+        assert summary.errors == []
+        with bot.store.sessions() as session:
+            records = export_records(session)
+        for name in truth:
+            raw = (corpus_dir / f"{name}.eml").read_bytes()
+            assert bot.store.archive.contains(hashlib.sha256(raw).hexdigest()), name
+
+    by_id = Counter(r["message_id"] for r in records)
+    assert sorted(by_id) == sorted(t["message_id"] for t in truth.values())
+    assert set(by_id.values()) == {1}, "every message has exactly one record"
+
+    acks = _acks_by_original(smtp_sink)
+    outcome_of = {r["message_id"]: r["outcome"] for r in records}
+    for message_id, outcome in outcome_of.items():
+        expected = 1 if outcome in ANSWERED else 0
+        assert acks.get(message_id, 0) == expected, (message_id, outcome)
+    for mail in smtp_sink.received:
+        parsed = email.message_from_bytes(mail.raw, policy=email.policy.default)
+        assert not parsed.defects
+
+    # a second run finds nothing new and sends nothing
+    before = len(smtp_sink.received)
+    with Bot(settings) as bot:
+        again = bot.run_once()
+    assert again.errors == []
+    assert sum(p.new for p in again.polled) == 0
+    assert again.processed == [] and again.sent == []
+    assert len(smtp_sink.received) == before
+
+
+def test_canonical_docx_is_accepted_with_its_fields(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path
+) -> None:
+    infos = {
+        p.stem: json.loads(p.read_text()) for p in corpus_dir.glob("*.json") if p.name != "manifest.json"
+    }
+    canonical = sorted(
+        name
+        for name, info in infos.items()
+        if info["outcome"] == "accepted"
+        and (info.get("form") or {}).get("format") == "docx"
+        and (info.get("form") or {}).get("layout") == "grid"
+    )
+    assert canonical, "the corpus has canonical .docx submissions"
+    load_corpus(imap_server, corpus_dir, canonical)
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    with Bot(settings) as bot:
+        bot.run_once()
+        with bot.store.sessions() as session:
+            records = {r["message_id"]: r for r in export_records(session)}
+    for name in canonical:
+        record = records[infos[name]["message_id"]]
+        assert record["outcome"] == "accepted", name
+        assert record["fields"] == infos[name]["fields"] | (
+            {"prior_grant": None} if "prior_grant" not in infos[name]["fields"] else {}
+        ), name
+
+
+def _decided(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as connection:
+        return int(
+            connection.execute("SELECT count(*) FROM messages WHERE outcome IS NOT NULL").fetchone()[0]
+        )
+
+
+def test_sigkill_mid_run_loses_nothing_and_answers_once(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir)
+    config = tmp_path / "mailbot.toml"
+    settings = write_config(make_config(tmp_path, imap_server, smtp_sink), config)
+    db = settings.data_dir / "mailbot.db"
+    command = [sys.executable, "-m", "mailbot", "--config", str(config), "run", "--once"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for threshold in (5, 30):
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while _decided(db) < threshold and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    settings = parse_settings(json.loads(json.dumps(make_config(tmp_path, imap_server, smtp_sink))), "again")
+    with Bot(settings) as bot, bot.store.sessions() as session:
+        messages = session.query(Message).all()
+        records = export_records(session)
+    assert sorted(m.message_key for m in messages) == sorted(t["message_id"] for t in truth.values())
+    assert all(m.outcome for m in messages)
+    acks = _acks_by_original(smtp_sink)
+    assert max(acks.values()) == 1, "no acknowledgement was sent twice"
+    answered = {r["message_id"] for r in records if r["outcome"] in ANSWERED}
+    assert set(acks) == answered
