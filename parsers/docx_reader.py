@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from parsers.layout import Block, Cell, Grid, Line
+from parsers.errors import CannotRead
 from parsers.limits import Limits
 from parsers.model import Location, Unreadable
 
@@ -30,12 +31,6 @@ _CHECKED, _UNCHECKED = "☑", "☐"
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
-class DocxError(Exception):
-    def __init__(self, reason: Unreadable) -> None:
-        super().__init__(reason.detail)
-        self.reason = reason
-
-
 @dataclass
 class DocxText:
     blocks: list[Block]
@@ -43,7 +38,7 @@ class DocxText:
 
 
 def read_docx(data: bytes, filename: str, limits: Limits) -> DocxText:
-    """The document's blocks; raises DocxError with the reason it cannot be read."""
+    """The document's blocks; raises CannotRead with the reason it cannot be read."""
     _check_package(data, filename, limits)
     body = _open_body(data, filename)
     walker = _Walker(filename, body.nsmap.get("w") or _namespace_of(body))
@@ -57,16 +52,16 @@ def _check_package(data: bytes, filename: str, limits: Limits) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             members = package.infolist()
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise DocxError(Unreadable("corrupt", filename, f"not a complete zip package: {exc}")) from None
+        raise CannotRead(Unreadable("corrupt", filename, f"not a complete zip package: {exc}")) from None
     total = sum(member.file_size for member in members)
     if len(members) > 5_000 or total > limits.docx_max_xml_bytes:
         detail = f"{len(members)} parts, {total} bytes uncompressed"
-        raise DocxError(Unreadable("too-large", filename, detail))
+        raise CannotRead(Unreadable("too-large", filename, detail))
     for member in members:
         if member.file_size > 1_000_000 and member.file_size > limits.archive_max_ratio * max(member.compress_size, 1):
-            raise DocxError(Unreadable("archive-refused", filename, f"part {member.filename!r} expands {member.file_size} bytes"))
+            raise CannotRead(Unreadable("archive-refused", filename, f"part {member.filename!r} expands {member.file_size} bytes"))
         if member.flag_bits & 0x1:
-            raise DocxError(Unreadable("encrypted", filename, f"part {member.filename!r} is encrypted"))
+            raise CannotRead(Unreadable("encrypted", filename, f"part {member.filename!r} is encrypted"))
 
 
 def _open_body(data: bytes, filename: str) -> etree._Element:
@@ -77,14 +72,14 @@ def _open_body(data: bytes, filename: str) -> etree._Element:
         document = docx.Document(io.BytesIO(data))
         body = document.element.body
         if body is None:
-            raise DocxError(Unreadable("corrupt", filename, "the document has no body"))
+            raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
         return body  # type: ignore[no-any-return]
-    except DocxError:
+    except CannotRead:
         raise
     except (PackageNotFoundError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise DocxError(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
+        raise CannotRead(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
     except etree.XMLSyntaxError as exc:
-        raise DocxError(Unreadable("corrupt", filename, f"broken XML in the document: {exc}")) from None
+        raise CannotRead(Unreadable("corrupt", filename, f"broken XML in the document: {exc}")) from None
     except (ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
         # python-docx refuses macro-enabled or oddly declared packages: read the main part directly.
         log.info("%s: python-docx refused the package (%s); reading its XML directly", filename, exc)
@@ -97,16 +92,16 @@ def _body_from_zip(data: bytes, filename: str) -> etree._Element:
             names = set(package.namelist())
             part = "word/document.xml" if "word/document.xml" in names else _main_part(package, names)
             if part is None:
-                raise DocxError(Unreadable("corrupt", filename, "no main document part in the package"))
+                raise CannotRead(Unreadable("corrupt", filename, "no main document part in the package"))
             root = etree.fromstring(package.read(part), _SAFE_XML)
-    except DocxError:
+    except CannotRead:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, etree.XMLSyntaxError) as exc:
-        raise DocxError(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
+        raise CannotRead(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
     namespace = _namespace_of(root)
     body = root.find(f"{{{namespace}}}body")
     if body is None:
-        raise DocxError(Unreadable("corrupt", filename, "the document has no body"))
+        raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
     return body
 
 

@@ -84,6 +84,11 @@ class LabelIndex:
         bare = _PARENTHESISED.sub("", key)
         return self._by_bare_key.get(bare) if bare else None
 
+    def fields_mentioned(self, text: str) -> set[str]:
+        """Fields whose label occurs anywhere in ``text`` (a quick test for pages worth laying out)."""
+        compact = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).casefold()
+        return {name for key, name in self._by_key.items() if key and key in compact}
+
     def inline_pairs(self, text: str) -> list[tuple[str, str]]:
         """("field", "raw value") for each "label：value" in ``text``."""
         matches = list(self._inline.finditer(text))

@@ -99,3 +99,13 @@ def safe_text(text: str) -> str:
         else:
             kept.append(char)
     return "".join(kept)
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """A file name fit to show and to save: NFC, no control characters, no path, bounded length."""
+    cleaned = safe_text(name).replace("/", "_").replace("\\", "_").strip().lstrip(".").strip()
+    cleaned = re.sub(r"\s+", " ", cleaned)
+    if len(cleaned) > 180:
+        stem, dot, extension = cleaned.rpartition(".")
+        cleaned = stem[: 170] + dot + extension[:9] if dot and len(extension) <= 9 else cleaned[:180]
+    return cleaned or fallback

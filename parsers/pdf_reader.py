@@ -1,0 +1,143 @@
+"""PDF to lines and grids: pypdfium2 for every page's text, pdfplumber for the layout of form pages.
+
+pypdfium2 is fast, so it reads up to ``pdf_max_pages`` pages to find the form pages (those naming
+several of the call's fields) and to judge the text layer's health: no text is a scan, text made of
+replacement characters, (cid:N) runs, controls or Latin-1 mojibake is a font without a usable
+Unicode map. Only the form pages are laid out by pdfplumber (slow, pure Python) for their table
+cells; scanning stops at the first page after the form that names no field.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+
+from parsers.errors import CannotRead
+from parsers.fields import LabelIndex
+from parsers.layout import Block, Cell, Grid, Line
+from parsers.limits import Limits
+from parsers.model import Location, Unreadable
+from parsers.spec import FormSpec
+from parsers.textnorm import is_cjk, join_wrapped_lines
+
+log = logging.getLogger(__name__)
+
+_PASSWORD_ERRORS = (4, 5)  # FPDF_ERR_PASSWORD, FPDF_ERR_SECURITY
+_CID = re.compile(r"\(cid:\d+\)")
+_FORM_PAGE_FIELDS = 3
+
+
+@dataclass
+class PdfText:
+    blocks: list[Block]
+    pages: int
+    form_pages: list[int] = field(default_factory=list)
+    diagnostics: list[str] = field(default_factory=list)
+
+
+def read_pdf(data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfText:
+    """The form pages' blocks (empty when no page names the call's fields); raises CannotRead."""
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) in _PASSWORD_ERRORS:
+            raise CannotRead(Unreadable("encrypted", filename, "the PDF needs a password")) from None
+        raise CannotRead(Unreadable("corrupt", filename, f"PDF cannot be opened: {exc}")) from None
+    try:
+        return _read_document(document, data, filename, spec, limits)
+    finally:
+        document.close()
+
+
+def _read_document(document: object, data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfText:
+    import pypdfium2 as pdfium
+
+    assert isinstance(document, pdfium.PdfDocument)
+    index = LabelIndex(spec)
+    page_count = len(document)
+    texts: list[str] = []
+    form_pages: list[int] = []
+    for number in range(min(page_count, limits.pdf_max_pages)):
+        try:
+            page = document[number]
+            text = page.get_textpage().get_text_range()
+        except pdfium.PdfiumError as exc:
+            log.info("%s: page %d has no readable text: %s", filename, number + 1, exc)
+            text = ""
+        texts.append(text)
+        mentioned = index.fields_mentioned(text)
+        if len(mentioned) >= _FORM_PAGE_FIELDS:
+            form_pages.append(number)
+            if len(form_pages) >= limits.pdf_max_form_pages:
+                break
+        elif form_pages:
+            break  # the proposal body after the form
+    _check_health(texts, filename, page_count)
+    result = PdfText([], page_count, [number + 1 for number in form_pages])
+    if not form_pages:
+        return result
+    for number in form_pages:
+        result.blocks.extend(_page_lines(texts[number], filename, number + 1))
+    result.blocks.extend(_tables(data, filename, form_pages, result.diagnostics))
+    return result
+
+
+def _check_health(texts: list[str], filename: str, page_count: int) -> None:
+    joined = "".join(texts)
+    visible = [char for char in joined if not char.isspace()]
+    if len(visible) < 10:
+        detail = f"{page_count} pages without a text layer"
+        raise CannotRead(Unreadable("scanned", filename, detail))
+    bad = sum(1 for char in visible if char == "\ufffd" or _is_control(char) or 0xE000 <= ord(char) <= 0xF8FF)
+    bad += sum(len(match) for match in _CID.findall(joined))
+    mojibake = sum(1 for char in visible if 0x80 <= ord(char) <= 0xFF)
+    cjk = sum(1 for char in visible if is_cjk(char))
+    if bad > 0.15 * len(visible) or (mojibake > 0.3 * len(visible) and cjk < 0.05 * len(visible)):
+        detail = f"{bad} unmapped and {mojibake} Latin-1 characters of {len(visible)}; {cjk} CJK"
+        raise CannotRead(Unreadable("garbled-text", filename, detail))
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0
+
+
+def _page_lines(text: str, filename: str, page: int) -> list[Block]:
+    lines: list[Block] = []
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        if line.strip():
+            lines.append(Line(line, Location(filename, page=page, paragraph=number)))
+    return lines
+
+
+def _tables(data: bytes, filename: str, form_pages: list[int], diagnostics: list[str]) -> list[Block]:
+    import pdfplumber
+
+    grids: list[Block] = []
+    try:
+        with pdfplumber.open(io.BytesIO(data)) as pdf:
+            for number in form_pages:
+                if number >= len(pdf.pages):
+                    break
+                for table_number, table in enumerate(pdf.pages[number].extract_tables(), start=1):
+                    where = Location(filename, page=number + 1, table=table_number)
+                    grids.append(Grid(tuple(_row(row) for row in table), where))
+    except Exception as exc:  # pdfminer raises many kinds on broken files; the page text still serves
+        diagnostics.append(f"{filename}: table layout failed ({type(exc).__name__}: {exc}); read as text lines")
+    return grids
+
+
+def _row(cells: list[str | None]) -> tuple[Cell, ...]:
+    row: list[Cell] = []
+    for column, text in enumerate(cells):
+        if text is None:
+            if row:  # covered by the cell on its left (a horizontal merge)
+                last = row[-1]
+                row[-1] = Cell(last.text, last.column, last.span + 1, last.continued)
+            continue
+        row.append(Cell(join_wrapped_lines(text), column))
+    return tuple(row)
