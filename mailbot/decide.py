@@ -249,7 +249,7 @@ def _revision(
     rule: str,
     why: str,
 ) -> Decision:
-    latest, reason = max(application, key=lambda item: item[0].arrival)
+    latest, reason = application[-1]  # applications are in arrival order, ties in the order decided
     matched = {
         **_form_matched(ctx.values),
         "same_person_by": reason,
@@ -305,8 +305,8 @@ def _judge_application(
 ) -> Decision:
     same_file = [p for p in priors if form.sha256 and p.form_sha256 == form.sha256]
     if same_file:
-        application_key = same_file[-1].application_key
-        application = [(p, "same-file") for p in priors if p.application_key == application_key]
+        application_key = max(same_file, key=lambda p: p.arrival).application_key
+        application = _applications([(p, "same-file") for p in priors])[application_key]
         return _revision(
             ctx, application_key, application, "same-file", "the very same form file was sent again"
         )

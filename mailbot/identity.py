@@ -57,13 +57,13 @@ def _has_cjk(text: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- names
 
-# Readings a surname takes that differ from the character's everyday reading, which pypinyin picks.
+# Readings a surname takes that differ from the everyday reading pypinyin picks (syllables space-separated).
 _SURNAME_READINGS: dict[str, str] = {
-    "万俟": "moqi",
-    "尉迟": "yuchi",
-    "单于": "chanyu",
-    "长孙": "zhangsun",
-    "澹台": "tantai",
+    "万俟": "mo qi",
+    "尉迟": "yu chi",
+    "单于": "chan yu",
+    "长孙": "zhang sun",
+    "澹台": "tan tai",
     "曾": "zeng",
     "单": "shan",
     "解": "xie",
@@ -174,7 +174,7 @@ def _cjk_syllables(name: str) -> list[str]:
         return []
     surname = characters[:2] if characters[:2] in _COMPOUND_SURNAMES else characters[:1]
     reading = _SURNAME_READINGS.get(surname)
-    surname_syllables = [reading] if reading else lazy_pinyin(surname)
+    surname_syllables = reading.split() if reading else lazy_pinyin(surname)
     return [*surname_syllables, *lazy_pinyin(characters[len(surname) :])]
 
 

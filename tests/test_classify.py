@@ -1,0 +1,230 @@
+"""Machine-made mail, replies to the fund and submission intent, judged from the envelope alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mailbot.classify import (
+    cloud_link,
+    fresh_text,
+    is_question,
+    is_reply_subject,
+    machine_generated,
+    mentions_submission,
+    replies_to_us,
+    says_it_replaces,
+)
+from parsers.model import Envelope
+
+OWN = frozenset({"min.gao@aminer.cn", "myjj@caai.cn"})
+ACK_SUBJECT = "【已收到】SMP-智谱基金申报 · 融合法条推理的类案检索大模型研究 · 编号 SMP24-0003"
+QUOTED_ACK = (
+    "发件人: min.gao@aminer.cn\n发送时间: 2024年8月13日 16:12\n主题: " + ACK_SUBJECT + "\n\n"
+    "您好！我们已收到您的申报材料，信息如下：\n编号：SMP24-0003\n如信息有误，请回复本邮件说明。"
+)
+
+
+def envelope(**changes: Any) -> Envelope:
+    """A plain human message to the SMP mailbox; ``changes`` override any field."""
+    base = Envelope(
+        message_id="<m1@example.edu.cn>",
+        subject="申报",
+        from_addr="zhangwei@pku.edu.cn",
+        from_name="张伟",
+        to=("min.gao@aminer.cn",),
+        cc=(),
+        reply_to=(),
+        date=datetime(2024, 8, 20, 10, 0, tzinfo=UTC),
+        in_reply_to=(),
+        references=(),
+        return_path="zhangwei@pku.edu.cn",
+        content_type="multipart/mixed",
+        report_type=None,
+        headers={},
+        body_text="",
+        received_times=(),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+# ---------------------------------------------------------------------------- machine mail
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"headers": {"auto-submitted": "auto-replied"}}, "auto-submitted:auto-replied"),
+        ({"headers": {"auto-submitted": "auto-generated; type=dsn"}}, "auto-submitted:auto-generated"),
+        ({"headers": {"x-autoreply": "yes"}}, "x-autoreply"),
+        ({"headers": {"x-autorespond": "1"}}, "x-autorespond"),
+        ({"headers": {"precedence": "bulk"}}, "precedence:bulk"),
+        ({"headers": {"precedence": "Junk"}}, "precedence:junk"),
+        ({"headers": {"precedence": "list"}}, "precedence:list"),
+        ({"headers": {"list-id": "CIPS会员通讯 <news.cipsc.org.cn>"}}, "list-id"),
+        ({"headers": {"list-unsubscribe": "<mailto:unsubscribe@cipsc.org.cn>"}}, "list-unsubscribe"),
+        ({"return_path": ""}, "null-return-path"),
+        ({"from_addr": "MAILER-DAEMON@mx.aminer.cn"}, "mailer-daemon"),
+        ({"return_path": "postmaster@mail.example.org"}, "mailer-daemon"),
+        (
+            {"content_type": "multipart/report", "report_type": "delivery-status"},
+            "report:delivery-status",
+        ),
+        (
+            {"content_type": "multipart/report", "report_type": "disposition-notification"},
+            "report:disposition-notification",
+        ),
+        (
+            {"content_type": "multipart/report", "report_type": "feedback-report"},
+            "report:feedback-report",
+        ),
+        ({"headers": {"x-failed-recipients": "a@b.cn"}}, "x-failed-recipients"),
+        (
+            {"headers": {"x-auto-response-suppress": "All"}, "subject": "Automatic reply: 【已收到】SMP"},
+            "exchange-auto-reply",
+        ),
+        (
+            {"headers": {"x-auto-response-suppress": "All"}, "subject": "自动回复: 关于申报截止的提醒"},
+            "exchange-auto-reply",
+        ),
+        (
+            {"headers": {"x-auto-response-suppress": "All"}, "subject": "Out of Office: 申报"},
+            "exchange-auto-reply",
+        ),
+        (
+            {"headers": {"x-auto-response-suppress": "All"}, "subject": "自动答复: 申报"},
+            "exchange-auto-reply",
+        ),
+        ({"from_addr": "Min.Gao@aminer.cn"}, "own-address"),
+    ],
+)
+def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
+    assert machine_generated(envelope(**changes), OWN) == reason
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"headers": {"auto-submitted": "no"}},
+        {"headers": {"precedence": "normal"}},
+        # Outlook sets this header on ordinary mail too: only with an auto-reply subject is it one
+        {"headers": {"x-auto-response-suppress": "All"}, "subject": "申报表-张伟"},
+        {"subject": "Automatic reply: 【已收到】"},  # a subject alone is not proof
+    ],
+)
+def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
+    assert machine_generated(envelope(**changes), OWN) is None
+
+
+# ---------------------------------------------------------------------------- replies
+
+
+def test_reply_subjects() -> None:
+    for subject in (
+        "Re: 申报",
+        "RE: x",
+        "回复：【已收到】",
+        "答复: 【已收到】",
+        "回复: x",
+        "Re[2]: x",
+        "AW: x",
+    ):
+        assert is_reply_subject(subject), subject
+    for subject in ("Fw: 申报", "Fwd: 申报", "转发: 申报", "申报 Re", "Report"):
+        assert not is_reply_subject(subject), subject
+
+
+def test_replies_to_us_by_header() -> None:
+    ours = {"<ack.SMP24-0003.bd2eb831da@aminer.cn>"}
+    env = envelope(subject="你好", in_reply_to=("<ack.SMP24-0003.bd2eb831da@aminer.cn>",))
+    assert replies_to_us(env, ours.__contains__, ("SMP24",)) == "in-reply-to-ours"
+    env = envelope(subject="你好", references=("<x@y>", "<ack.SMP24-0003.bd2eb831da@aminer.cn>"))
+    assert replies_to_us(env, ours.__contains__, ("SMP24",)) == "references-ours"
+    env = envelope(subject="你好", in_reply_to=("<someone-else@y>",))
+    assert replies_to_us(env, ours.__contains__, ("SMP24",)) is None
+
+
+def test_replies_to_us_by_subject() -> None:
+    never: set[str] = set()
+    env = envelope(subject="答复: " + ACK_SUBJECT)
+    assert replies_to_us(env, never.__contains__, ("SMP24",)) == "reply-to-acknowledgement-subject"
+    env = envelope(subject="Re: 关于 SMP24-0042 的经费")
+    assert replies_to_us(env, never.__contains__, ("SMP24",)) == "reply-subject-reference"
+    # another call's reference, a forward, or a fresh subject quoting the reference are not replies
+    assert replies_to_us(envelope(subject="Re: ANT24-0042"), never.__contains__, ("SMP24",)) is None
+    assert replies_to_us(envelope(subject="Fw: " + ACK_SUBJECT), never.__contains__, ("SMP24",)) is None
+    assert replies_to_us(envelope(subject="Re: XSMP24-0042"), never.__contains__, ("SMP24",)) is None
+
+
+# ---------------------------------------------------------------------------- intent
+
+
+def test_fresh_text_drops_quoted_mail() -> None:
+    body = "收到，谢谢老师！\n\n韩芳\n\n" + QUOTED_ACK
+    assert fresh_text(body).strip() == "收到，谢谢老师！\n\n韩芳"
+    assert fresh_text("ok\n> 附件是申报表\nthanks").split() == ["ok", "thanks"]
+    assert fresh_text("好的\nOn Mon, 1 Jan 2024, Fund <a@b> wrote:\n附件").strip() == "好的"
+    assert fresh_text("好的\n------------------ 原始邮件 ------------------\n附件").strip() == "好的"
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        (
+            "官网申报失败，邮件提交Proposal-吕婉婷",
+            "现提交CAAI-蚂蚁科研基金（大模型专项）申报材料，详见附件。",
+        ),
+        ("申报", "附件是我的申报表，请查收。"),
+        ("申报-刘一鸣", "链接: https://pan.baidu.com/s/1pAbS5 提取码: 7wvn"),
+        ("application", "Please find attached my application form."),
+        ("王思琪-西北工业大学-SMP智谱基金申报表", ""),
+        ("申报", "申报材料已上传到网盘，请问这样可以吗？"),  # a link wins over the question
+        ("申报", "https://drive.google.com/file/d/abc"),
+    ],
+)
+def test_mentions_submission(subject: str, body: str) -> None:
+    assert mentions_submission(envelope(subject=subject, body_text=body))
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        (
+            "关于CAAI-蚂蚁科研基金（大模型专项）的咨询",
+            "请问官网申报系统一直无法上传附件，邮件提交是否同样有效？",
+        ),
+        ("请教一个申报问题", "请问第一期已结项的项目负责人申报第二期时需要额外提交材料吗？"),
+        ("答复: " + ACK_SUBJECT, "收到，谢谢老师！\n\n" + QUOTED_ACK),  # the quoted acknowledgement is ours
+        ("RE: " + ACK_SUBJECT, "收到，谢谢！想再确认一下：请问是否可以与企业联合申报？\n\n" + QUOTED_ACK),
+        ("你好", "谢谢"),
+    ],
+)
+def test_no_submission_intent(subject: str, body: str) -> None:
+    assert not mentions_submission(envelope(subject=subject, body_text=body))
+
+
+def test_cloud_link_and_question() -> None:
+    assert cloud_link(envelope(body_text="链接: https://pan.baidu.com/s/1 提取码: abcd"))
+    assert not cloud_link(envelope(body_text="附件是申报表"))
+    assert is_question(envelope(body_text="请问截止时间？"))
+    assert not is_question(envelope(subject="Re: 请问", body_text="好的，谢谢"))
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "expected"),
+    [
+        ("SMP-智谱AI大模型交叉学科基金第二期申报-潘建华-修改版", "", True),
+        ("更新：SMP-智谱基金申报-张静-中山大学", "", True),
+        ("申报表", "之前提交的申报表中手机号有误，请以此版本为准。", True),
+        ("Re: 申报", "附件为更新后的版本，请以最新版本为准。", True),
+        ("Proposal", "Please use this revised version instead.", True),
+        ("申报", "课题组还有一个方向也想申报，附件为第二份申报表，请查收。", False),
+        ("答复: " + ACK_SUBJECT, "收到\n" + QUOTED_ACK, False),  # "有误" in our own quoted words
+    ],
+)
+def test_says_it_replaces(subject: str, body: str, expected: bool) -> None:
+    assert says_it_replaces(envelope(subject=subject, body_text=body)) is expected
