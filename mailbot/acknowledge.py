@@ -292,8 +292,6 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     if recipient is None:
         raise ValueError(f"cannot answer {one_line(ctx.reply_to, 80)!r}: not a valid address")
     own = _own_addresses(ctx.call)
-    if recipient.lower() in own:
-        raise ValueError(f"refusing to answer {recipient}: it is one of the call's own addresses")
     message_id = valid_message_id(ctx.message_id)
     if message_id is None:
         raise ValueError(f"not a valid Message-ID: {one_line(ctx.message_id, 80)!r}")

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -216,3 +217,14 @@ class TemplateSet:
         if code is None:
             return GENERIC_REASON
         return self.reasons().get(code, GENERIC_REASON)
+
+
+@cache
+def _packaged_set() -> TemplateSet:
+    return TemplateSet()
+
+
+def reason_sentence(code: str | None, language: Language) -> str:
+    """The packaged plain-words reason for ``code`` (generic when unknown), for reviewers' records."""
+    reason = _packaged_set().reason(code)
+    return reason.zh if language == "zh" else reason.en
