@@ -23,7 +23,7 @@ _AUTO_REPLY_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 _BOUNCE_SUBJECT = re.compile(
-    r"^\s*(undeliver(ed|able)|delivery\s+(status\s+notification|failure|has\s+failed)|returned\s+mail"
+    r"^\s*(undeliver(ed|able)|delivery\s+((status\s+)?notification|failure|has\s+failed)|returned\s+mail"
     r"|mail\s+delivery\s+failed|failure\s+notice|退信|系统退信|邮件投递失败)",
     re.IGNORECASE,
 )
@@ -44,10 +44,10 @@ def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | Non
     auto_submitted = headers.get("auto-submitted", "").split(";")[0].strip().lower()
     if auto_submitted and auto_submitted != "no":
         return f"auto-submitted:{auto_submitted}"
-    for header in ("x-autoreply", "x-autorespond", "x-autoresponder"):
+    for header in ("x-autoreply", "x-autorespond", "x-autoresponse", "x-autoresponder"):
         if header in headers:
             return header
-    precedence = headers.get("precedence", "").lower()
+    precedence = (headers.get("precedence") or headers.get("x-precedence") or "").lower()
     if precedence in BULK_PRECEDENCE:
         return f"precedence:{precedence}"
     for header in ("list-id", "list-unsubscribe"):

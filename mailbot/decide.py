@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from mailbot.classify import (
     cloud_link,
+    is_question,
     looks_machine_subject,
     machine_generated,
     mentions_submission,
@@ -179,10 +180,19 @@ def _without_form(
             base,
         )
     reply = replies_to_us(env, is_our_message_id, (rules.reference_prefix,))
-    intends = mentions_submission(env)
-    shares_link = cloud_link(env)
-    flags = ("cloud-link",) if shares_link else ()
-    if reply and not intends:
+    if mentions_submission(env):
+        # also in a reply: "the corrected form is attached" with nothing attached deserves an answer
+        shares_link = cloud_link(env)
+        how = "shares a cloud-drive link instead of attaching" if shares_link else "says it is attached, but"
+        return Decision(
+            Outcome.NO_ATTACHMENT,
+            "cloud-link" if shares_link else "forgotten-attachment",
+            f"No attachment: {sender} {how} no form is" + (" (replying to the fund)." if reply else "."),
+            {**base, **({"reply": reply} if reply else {})},
+            flags=("cloud-link",) if shares_link else (),
+            identity=identity,
+        )
+    if reply:
         return Decision(
             Outcome.CORRESPONDENCE,
             "reply-to-us",
@@ -190,24 +200,12 @@ def _without_form(
             {**base, "reply": reply},
             identity=identity,
         )
-    if intends:
-        how = (
-            "shares a cloud-drive link instead of attaching the form"
-            if shares_link
-            else ("says the form is attached, but no form is")
-        )
-        return Decision(
-            Outcome.NO_ATTACHMENT,
-            "cloud-link" if shares_link else "forgotten-attachment",
-            f"No attachment: {sender} {how}" + (" (in a reply to the fund's message)." if reply else "."),
-            {**base, **({"reply": reply} if reply else {})},
-            flags=flags,
-            identity=identity,
-        )
+    asks = is_question(env)
+    what = "asks a question" if asks else "wrote"
     return Decision(
         Outcome.CORRESPONDENCE,
-        "question",
-        f"Correspondence: {sender} wrote without a form and without meaning to submit one "
+        "question" if asks else "message-without-form",
+        f"Correspondence: {sender} {what} without a form and without meaning to submit one "
         f"(subject {env.subject!r}).",
         base,
         identity=identity,

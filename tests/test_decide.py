@@ -184,6 +184,18 @@ def test_question_is_correspondence_even_when_it_names_attachments() -> None:
     assert decision.outcome is Outcome.CORRESPONDENCE and decision.rule == "question"
 
 
+def test_a_message_that_neither_asks_nor_submits_is_correspondence() -> None:
+    decision = run(submission(envelope(subject="你好", body_text="高老师好，我下周到北京开会。")))
+    assert decision.outcome is Outcome.CORRESPONDENCE and decision.rule == "message-without-form"
+
+
+def test_reply_to_acknowledgement_with_a_form_is_judged_as_a_form() -> None:
+    priors = history(("m1", submission(values=COMPLETE), ON_TIME))
+    env = envelope(subject="回复：" + ACK_SUBJECT, body_text="附件是修改后的申报表。\n" + QUOTED_ACK)
+    decision = run(submission(env, {**COMPLETE, "budget": 12}), ON_TIME + timedelta(days=1), priors)
+    assert decision.outcome is Outcome.REVISION and decision.supersedes == "m1"
+
+
 # ---------------------------------------------------------------------------- 3 no_attachment
 
 
