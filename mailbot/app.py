@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from parsers.sandbox import ParserPool
+
 from mailbot.config import MailboxSettings, Settings, resolve_secret
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
@@ -25,7 +27,6 @@ from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
 from parsers.model import Submission
-from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, upgrade
@@ -185,9 +186,7 @@ class Bot:
                             self._stop.wait(box.poll_interval_s)
             except Exception as exc:
                 self.store.note_poll(box.name, box.folder, str(exc))
-                log.error(
-                    "mailbox %s: %s; retrying in %.0f s", box.name, exc, backoff, extra={"mailbox": box.name}
-                )
+                log.error("mailbox %s: %s; retrying in %.0f s", box.name, exc, backoff, extra={"mailbox": box.name})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 

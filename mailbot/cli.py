@@ -15,6 +15,7 @@ from types import FrameType
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.logs import configure_logging, configured_secrets
+from mailbot.queue_admin import add_queue_command
 
 log = logging.getLogger("mailbot")
 
@@ -40,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="process what is there now, send, and exit")
     run.add_argument("--inline", action="store_true", help="read forms in this process (no worker pool)")
 
-    imp = commands.add_parser(
-        "import", help="take .eml files, maildirs or mbox files in as if they had arrived"
-    )
+    imp = commands.add_parser("import", help="take .eml files, maildirs or mbox files in as if they had arrived")
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--arrival", type=_aware_time, help="arrival time (default: the newest Received: stamp)")
     imp.add_argument("--mailbox", help="mailbox name to record (default: the call's mailbox)")
@@ -56,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
     demo = commands.add_parser("demo", help="run the whole pipeline on sample mail with embedded servers")
-    demo.add_argument(
-        "--data-dir", type=Path, default=Path("mailbot-demo"), help="where the demo keeps its data"
-    )
+    demo.add_argument("--data-dir", type=Path, default=Path("mailbot-demo"), help="where the demo keeps its data")
+
+    commands.add_parser("check", help="check configuration, secrets, mailboxes, SMTP, database and disk")
+    commands.add_parser("status", help="how the bot is doing: polls, backlog, outbox, queue, digests")
+    purge = commands.add_parser("purge", help="remove personal data of a closed call (PIPL/GDPR retention)")
+    purge.add_argument("--call", required=True)
+    purge.add_argument("--before", type=_aware_time, help="arrived before (default: now - retention_days)")
+    purge.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
+    add_queue_command(commands)
 
     parse = commands.add_parser("parse", help="read .eml, .docx, .pdf or .zip files and show the fields")
     parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -91,9 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1 if summary.errors else 0
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
-            log.info(
-                "signal %s received: finishing the current step and stopping", signal.Signals(signum).name
-            )
+            log.info("signal %s received: finishing the current step and stopping", signal.Signals(signum).name)
             bot.stop()
 
         signal.signal(signal.SIGTERM, _stop)
@@ -169,7 +172,45 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from mailbot.ops import run_checks
+
+    lines = run_checks(_settings(args))
+    for line in lines:
+        print(line)
+    return 0 if all(line.ok for line in lines) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailbot.ops import status_report
+
+    sys.stdout.write(status_report(_settings(args)))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mailbot.ops import default_purge_before, purge
+
+    settings = _settings(args)
+    before = args.before or default_purge_before(settings, args.call)
+    report = purge(settings, args.call, before, args.dry_run, getpass.getuser())
+    print(("would remove: " if args.dry_run else "removed personal data of: ") + str(report))
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from mailbot.queue_admin import cmd_queue as run_queue
+
+    return run_queue(args, _settings(args))
+
+
 COMMANDS = {
+    "check": cmd_check,
+    "status": cmd_status,
+    "purge": cmd_purge,
+    "queue": cmd_queue,
     "run": cmd_run,
     "import": cmd_import,
     "export": cmd_export,

@@ -7,10 +7,10 @@ reads it when a connection is made, so ``mailbot check`` can say which one is un
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
-import datetime as dt
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
@@ -299,7 +299,7 @@ def _format_location(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
         else:
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None
-    return " ".join(p if p.startswith("[[") else p for p in parts) or "(top level)"
+    return " ".join(parts) or "(top level)"
 
 
 def parse_settings(raw: Mapping[str, Any], source: str = "<config>") -> Settings:

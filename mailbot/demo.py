@@ -40,9 +40,7 @@ def local_config(
     """The example configuration pointed at servers on this machine (demo, tests, benchmarks)."""
     raw: dict[str, Any] = tomllib.loads(example_config_text())
     for box in raw["mailbox"]:
-        box.update(
-            host=imap_address[0], port=imap_address[1], tls="none", password_env=password_env, idle=False
-        )
+        box.update(host=imap_address[0], port=imap_address[1], tls="none", password_env=password_env, idle=False)
     raw["smtp"] = {"host": smtp_address[0], "port": smtp_address[1], "tls": "none"}
     raw["storage"] = {
         "url": database_url or f"sqlite:///{data_dir / 'mailbot.db'}",

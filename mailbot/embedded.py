@@ -58,9 +58,9 @@ class EmbeddedImapServer:
         self.port = ready.result(timeout=30)
 
     async def _start(self) -> int:
+        from proxyprotocol.reader import ProxyProtocolReader
         from pymap.backend.dict import DictBackend, Identity
         from pymap.imap import IMAPServer
-        from proxyprotocol.reader import ProxyProtocolReader
         from pymap.user import Passwords, UserMetadata
 
         args = Namespace(
@@ -74,7 +74,7 @@ class EmbeddedImapServer:
             proxy_protocol=None,
             demo_data=False,
             demo_user="demouser",
-            demo_password="demopass",
+            demo_password="",
             passlib_cfg=None,
             skip_services=[],
         )
@@ -83,9 +83,7 @@ class EmbeddedImapServer:
         passwords = Passwords(config)
         for user, password in self.users.items():
             hashed = await passwords.hash_password(password)
-            await Identity(user, backend.login, None, frozenset()).set(
-                UserMetadata(config, user, password=hashed)
-            )
+            await Identity(user, backend.login, None, frozenset()).set(UserMetadata(config, user, password=hashed))
         self._stack = AsyncExitStack()
         await backend.start(self._stack)
         handler = ProxyProtocolReader(config.proxy_protocol).get_callback(IMAPServer(backend.login, config))
@@ -124,7 +122,7 @@ class _SinkHandler:
     received: list[ReceivedMail] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_DATA(self, server: SMTPProtocol, session: SmtpSession, envelope: SmtpEnvelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTPProtocol, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         content: Any = envelope.original_content or envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         with self.lock:

@@ -84,9 +84,7 @@ def processed_messages(session: Session, call_id: str | None = None) -> list[Mes
     return list(session.scalars(query))
 
 
-def export_records(
-    session: Session, call_id: str | None = None, redact: bool = False
-) -> list[dict[str, Any]]:
+def export_records(session: Session, call_id: str | None = None, redact: bool = False) -> list[dict[str, Any]]:
     return [message_record(m, redact) for m in processed_messages(session, call_id)]
 
 
@@ -147,9 +145,7 @@ def application_rows(session: Session, call_id: str | None, redact: bool) -> lis
         query = query.where(Application.call_id == call_id)
     rows = []
     for application, message in session.execute(query.order_by(Application.id)):
-        first = session.scalar(
-            select(Message.reference).where(Message.message_key == application.application_key)
-        )
+        first = session.scalar(select(Message.reference).where(Message.message_key == application.application_key))
         row: dict[str, Any] = {
             "reference": first,
             "current_reference": message.reference,
@@ -178,9 +174,7 @@ def to_xlsx(session: Session, call_id: str | None = None, redact: bool = False) 
     return buffer.getvalue()
 
 
-def write_export(
-    session: Session, fmt: ExportFormat, call_id: str | None, redact: bool, target: Path | None
-) -> bytes:
+def write_export(session: Session, fmt: ExportFormat, call_id: str | None, redact: bool, target: Path | None) -> bytes:
     if fmt == "xlsx":
         data = to_xlsx(session, call_id, redact)
     elif fmt == "csv":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -136,14 +135,12 @@ class MailboxClient:
                 client.oauth2_login(box.user, self._secret)
             else:
                 client.login(box.user, self._secret)
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             raise MailboxUnavailable(
                 f"mailbox {box.name}: cannot connect to {box.host}:{box.port} ({exc.__class__.__name__}: {exc})"
             ) from None
         except IMAPClientError as exc:
-            raise MailboxUnavailable(
-                f"mailbox {box.name}: the server refused the login as {box.user}: {exc}"
-            ) from None
+            raise MailboxUnavailable(f"mailbox {box.name}: the server refused the login as {box.user}: {exc}") from None
         self._client = client
 
     def close(self) -> None:

@@ -87,6 +87,4 @@ def import_one(
         )
     if mailbox_name is None:
         mailbox_name = next((m.name for m in settings.mailbox if call_id in m.calls), "import")
-    return store.record(
-        raw, arrival=when, mailbox=mailbox_name, call_id=call_id, source="import", delivery=None
-    )
+    return store.record(raw, arrival=when, mailbox=mailbox_name, call_id=call_id, source="import", delivery=None)

@@ -44,9 +44,7 @@ def call_for(settings: Settings, box: MailboxSettings, recipients: Sequence[str]
     return box.calls[0]
 
 
-def batches(
-    summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_BATCH_BYTES
-) -> Iterator[list[int]]:
+def batches(summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[int]]:
     batch: list[int] = []
     size = 0
     for summary in summaries:

@@ -50,9 +50,7 @@ class SecretMask(logging.Filter):
 class HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
-        context = " ".join(
-            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None)
-        )
+        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None))
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if context:
             line += f"  [{context}]"

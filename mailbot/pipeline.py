@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 
 Reader = Callable[[bytes, FormSpec], "Future[Submission]"]
 
+
+class StateChanged(Exception):
+    """The message is no longer in the state this step expected (someone else handled it)."""
+
+
 ACTOR = "pipeline"
 
 
@@ -124,9 +129,22 @@ class Processor:
                     raise pending
                 submission = pending.result()
                 results.append(self.decide_and_store(pk, submission))
+            except StateChanged as exc:
+                log.warning("%s", exc)
             except Exception as exc:
                 results.append(self.send_to_review(pk, exc))
         return results
+
+    def reprocess(self, pk: int, submission: Submission | None = None, actor: str = ACTOR) -> Processed:
+        """Decide a message in the review queue again (with today's readers, or with ``submission``).
+
+        Nothing changes unless the whole decision commits: a failure leaves the item in the queue.
+        """
+        if submission is None:
+            submission = self._start_reading(pk).result()
+        with self.store.sessions() as session, session.begin():
+            session.get_one(Message, pk).attempts += 1
+        return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor)
 
     def _start_reading(self, pk: int) -> Future[Submission]:
         with self.store.sessions() as session:
@@ -138,9 +156,22 @@ class Processor:
 
     # --- deciding and storing ----------------------------------------------------------------
 
-    def decide_and_store(self, pk: int, submission: Submission) -> Processed:
+    def decide_and_store(
+        self,
+        pk: int,
+        submission: Submission,
+        expect: MessageState = MessageState.PROCESSING,
+        actor: str = ACTOR,
+    ) -> Processed:
+        """Decide ``pk`` and store everything that follows from it in one transaction.
+
+        ``expect`` is the state the message must still be in (another worker, or an admin's
+        concurrent action, may have finished it meanwhile); if it is not, nothing changes.
+        """
         with self.store.sessions() as session, session.begin():
-            message = session.get_one(Message, pk)
+            message = session.get_one(Message, pk, with_for_update=True)
+            if message.state != expect:
+                raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
             self.store.lock_call(session, call.id)
             priors = load_priors(session, call.id, message.arrival, exclude_pk=pk)
@@ -152,8 +183,8 @@ class Processor:
                 priors,
                 lambda mid: self._is_ours(session, mid),
             )
-            reference = None
-            if decision.outcome != Outcome.IGNORED:
+            reference = message.reference  # a retried message keeps the number it was given
+            if reference is None and decision.outcome != Outcome.IGNORED:
                 reference = format_reference(call, self.store.next_reference_number(session, call.id))
             message.reference = reference
             message.outcome = decision.outcome.value
@@ -164,9 +195,7 @@ class Processor:
             message.duplicate_of_key = decision.duplicate_of
             message.decided_at = utcnow()
             message.error = None
-            message.state = (
-                MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
-            )
+            message.state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
             message.claimed_by = None
             self._store_attachments(session, message, submission)
             if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
@@ -186,9 +215,7 @@ class Processor:
                 explanation=decision.explanation,
             )
             if message.state == MessageState.REVIEW:
-                self.review.add(
-                    message, self.store.archive.get(message.sha256), decision.rule, decision.explanation
-                )
+                self.review.add(message, self.store.archive.get(message.sha256), decision.rule, decision.explanation)
             result = Processed(pk, message.message_key, decision.outcome.value, reference, acknowledged)
             log.info(
                 "%s → %s (%s)",
@@ -285,7 +312,8 @@ class Processor:
         fields = form.values() if form else {}
         applicant_email = fields.get("email") if isinstance(fields.get("email"), str) else None
         now = utcnow()
-        message_id = make_message_id(call, message.reference, f"{message.id}.{message.sha256[:8]}")
+        # attempts differ between a first decision and a retry, so each answer has its own Message-ID
+        message_id = make_message_id(call, message.reference, f"{message.id}.{message.attempts}.{message.sha256}")
         context = AckContext(
             call=call,
             outcome=decision.outcome.value,
@@ -316,7 +344,7 @@ class Processor:
                 sender=call.sender.address,
                 recipients=recipients,
                 message_id=message_id,
-                raw=bytes(mail),
+                raw=message_bytes(mail, self.settings.smtp),
                 state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
                 attempts=0,
                 next_attempt_at=now,

@@ -59,9 +59,7 @@ class ReviewQueue:
             files_dir = staging / "attachments"
             files_dir.mkdir(mode=0o700)
             parts = extract_parts(raw) if raw else []
-            for (attachment, data), name in zip(
-                parts, _unique_names([a.filename for a, _ in parts]), strict=True
-            ):
+            for (_attachment, data), name in zip(parts, _unique_names([a.filename for a, _ in parts]), strict=True):
                 path = files_dir / name
                 path.write_bytes(data)
                 path.chmod(FILE_MODE)
@@ -81,9 +79,7 @@ class ReviewQueue:
                 "diagnostics": diagnostics,
                 "queued_at": utcnow().isoformat(),
             }
-            (staging / "reason.json").write_text(
-                json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8"
-            )
+            (staging / "reason.json").write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
             for path in staging.iterdir():
                 if path.is_file():
                     path.chmod(FILE_MODE)
@@ -103,7 +99,5 @@ class ReviewQueue:
             return
         write_atomic(
             folder / "closed.json",
-            json.dumps(
-                {"outcome": outcome, "by": actor, "at": utcnow().isoformat()}, ensure_ascii=False
-            ).encode(),
+            json.dumps({"outcome": outcome, "by": actor, "at": utcnow().isoformat()}, ensure_ascii=False).encode(),
         )

@@ -156,9 +156,7 @@ def samples_for(call: CallSettings) -> list[Sample]:
             [("申报表-更新.docx", form_document(call, li_fixed), DOCX)],
         ),
     )
-    wang2 = dict(
-        wang, project_title="面向科学文献的多智能体协作系统", topic=call.topic[-1].code if call.topic else ""
-    )
+    wang2 = dict(wang, project_title="面向科学文献的多智能体协作系统", topic=call.topic[-1].code if call.topic else "")
     add(
         "duplicate (second project)",
         deadline - 10 * day,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,19 +84,19 @@ class SmtpTransport:
             self.close()
             codes = [code for code, _ in exc.recipients.values()]
             detail = "; ".join(
-                f"{rcpt}: {code} {msg.decode(errors='replace')}"
-                for rcpt, (code, msg) in exc.recipients.items()
+                f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in exc.recipients.items()
             )
             if all(code >= 500 for code in codes):
                 raise PermanentFailure(detail) from None
             raise TemporaryFailure(detail) from None
         except smtplib.SMTPResponseException as exc:
             self.close()
-            text = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+            error = exc.smtp_error
+            text = f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
             if exc.smtp_code >= 500:
                 raise PermanentFailure(text) from None
             raise TemporaryFailure(text) from None
-        except (smtplib.SMTPException, OSError, socket.timeout, ssl.SSLError) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
             raise TemporaryFailure(f"{exc.__class__.__name__}: {exc}") from None
         if refused:
@@ -130,9 +129,7 @@ class Sender:
         transport = SmtpTransport(self.settings)
         try:
             while limit is None or len(results) < limit:
-                ids = self.store.claim_outbox(
-                    self.worker, 20 if limit is None else min(20, limit - len(results))
-                )
+                ids = self.store.claim_outbox(self.worker, 20 if limit is None else min(20, limit - len(results)))
                 if not ids:
                     break
                 for outbox_id in ids:
@@ -171,9 +168,7 @@ class Sender:
         self._file_in_sent(outbox_id)
         return result
 
-    def _finish(
-        self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None
-    ) -> SendResult:
+    def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
         with transaction(self.store.sessions) as session:
             mail = session.get_one(OutboxMail, outbox_id)
             mail.state = state

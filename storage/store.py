@@ -10,10 +10,10 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
-from email.header import decode_header, make_header
-from email.utils import getaddresses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.header import decode_header, make_header
+from email.utils import getaddresses
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -192,9 +192,7 @@ class Store:
         cursor = session.get(MailboxCursor, (ref.mailbox, ref.folder))
         if cursor is None:
             session.add(
-                MailboxCursor(
-                    mailbox=ref.mailbox, folder=ref.folder, uidvalidity=ref.uidvalidity, last_uid=ref.uid
-                )
+                MailboxCursor(mailbox=ref.mailbox, folder=ref.folder, uidvalidity=ref.uidvalidity, last_uid=ref.uid)
             )
         elif cursor.uidvalidity == ref.uidvalidity and ref.uid > cursor.last_uid:
             cursor.last_uid = ref.uid
@@ -209,9 +207,7 @@ class Store:
         with transaction(self.sessions) as session:
             cursor = session.get(MailboxCursor, (mailbox, folder))
             if cursor is None:
-                session.add(
-                    MailboxCursor(mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0)
-                )
+                session.add(MailboxCursor(mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=0))
             else:
                 cursor.uidvalidity = uidvalidity
                 cursor.last_uid = 0
@@ -267,9 +263,7 @@ class Store:
             query = update(Message).where(Message.state == MessageState.PROCESSING)
             if older_than is not None:
                 query = query.where(Message.claimed_at < utcnow() - older_than)
-            result = session.execute(
-                query.values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None)
-            )
+            result = session.execute(query.values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None))
             return int(getattr(result, "rowcount", 0) or 0)
 
     def pending_count(self) -> int:
@@ -300,9 +294,7 @@ class Store:
         session.flush()
         return counter.last_number
 
-    def add_event(
-        self, session: Session, kind: str, actor: str, message_pk: int | None = None, **detail: Any
-    ) -> None:
+    def add_event(self, session: Session, kind: str, actor: str, message_pk: int | None = None, **detail: Any) -> None:
         session.add(Event(at=utcnow(), kind=kind, actor=actor, message_pk=message_pk, detail=detail))
 
     # --- outbox -----------------------------------------------------------------------------

@@ -19,17 +19,14 @@ import imapclient
 import pytest
 from sqlalchemy import create_engine, text
 
-from mailbot.config import Settings
-from mailbot.config import parse_settings
+from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.embedded import EmbeddedImapServer, SmtpSink
 from tests.support.dovecot import DovecotServer, dovecot_binary
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MAILBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_ADMIN_URL = os.environ.get("MAILBOT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PASSWORD_ENV = "MAILBOT_TEST_IMAP_PASSWORD"
 PASSWORD = "test-password-8d1c"
 
@@ -208,9 +205,7 @@ def corpus_truth(corpus_dir: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def load_corpus(
-    imap: ImapServer, corpus_dir: Path, names: list[str] | None = None
-) -> dict[str, dict[str, Any]]:
+def load_corpus(imap: ImapServer, corpus_dir: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Append corpus messages to their mailboxes with their arrival as INTERNALDATE, in arrival order."""
     truth = corpus_truth(corpus_dir)
     chosen = names or sorted(truth, key=lambda n: truth[n]["arrival"])

@@ -14,8 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.demo import write_config
@@ -72,9 +70,7 @@ def test_corpus_through_real_servers(
 def test_canonical_docx_is_accepted_with_its_fields(
     tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path
 ) -> None:
-    infos = {
-        p.stem: json.loads(p.read_text()) for p in corpus_dir.glob("*.json") if p.name != "manifest.json"
-    }
+    infos = {p.stem: json.loads(p.read_text()) for p in corpus_dir.glob("*.json") if p.name != "manifest.json"}
     canonical = sorted(
         name
         for name, info in infos.items()
@@ -103,9 +99,7 @@ def _decided(db: Path) -> int:
     if not db.exists():
         return 0
     with sqlite3.connect(db, timeout=30) as connection:
-        return int(
-            connection.execute("SELECT count(*) FROM messages WHERE outcome IS NOT NULL").fetchone()[0]
-        )
+        return int(connection.execute("SELECT count(*) FROM messages WHERE outcome IS NOT NULL").fetchone()[0])
 
 
 def test_sigkill_mid_run_loses_nothing_and_answers_once(

@@ -1,0 +1,298 @@
+"""Operations: ``check`` (can it run?), ``status`` (how is it doing?) and ``purge`` (personal data).
+
+``purge`` exists for the data-protection duties of a fund office (China's PIPL, the EU's GDPR):
+after a call is closed and its retention period has passed, raw messages, attachments and every
+personal field go; anonymous counts, outcomes and reference numbers stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import smtplib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from mailbot.clock import BEIJING, utcnow
+from mailbot.config import ConfigError, Settings, resolve_secret
+from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context
+from mailbot.review import ReviewQueue
+from storage.archive import RawArchive
+from storage.db import make_engine, schema_status, session_factory
+from storage.models import (
+    Applicant,
+    Application,
+    AttachmentRecord,
+    DigestRun,
+    Event,
+    MailboxCursor,
+    Message,
+    MessageState,
+    OutboxMail,
+    OutboxState,
+)
+
+# fields of a form that describe the science, not the person: kept by purge
+ANONYMOUS_FIELDS = frozenset({"topic", "direction", "budget", "prior_grant"})
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    ok: bool
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+
+
+def _check_mailbox(settings: Settings, name: str) -> CheckLine:
+    box = settings.mailbox_by_name(name)
+    what = f"mailbox {box.name} ({box.user} at {box.host}:{box.port})"
+    try:
+        secret = resolve_secret(box)
+    except ConfigError as exc:
+        return CheckLine(False, what, f"{exc}; export it before starting mailbot")
+    try:
+        with MailboxClient(box, secret, timeout_s=30) as client:
+            state = client.select(box.folder)
+    except MailboxUnavailable as exc:
+        return CheckLine(False, what, str(exc))
+    except Exception as exc:
+        return CheckLine(False, what, f"folder {box.folder!r} cannot be opened: {exc}")
+    return CheckLine(True, what, f"logged in; {box.folder} holds {state.exists} message(s)")
+
+
+def _check_smtp(settings: Settings) -> CheckLine:
+    cfg = settings.smtp
+    what = f"SMTP {cfg.host}:{cfg.port} ({cfg.tls})"
+    try:
+        secret = resolve_secret(cfg) if cfg.user and cfg.password_env else None
+    except ConfigError as exc:
+        return CheckLine(False, what, f"{exc}; export it before starting mailbot")
+    try:
+        context = tls_context(cfg.verify_certificate)
+        smtp: smtplib.SMTP
+        if cfg.tls == "ssl":
+            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=30, context=context)
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=30)
+            if cfg.tls == "starttls":
+                smtp.starttls(context=context)
+        with smtp:
+            if secret is not None and cfg.auth == "password" and cfg.user:
+                smtp.login(cfg.user, secret)
+            smtp.noop()
+    except (OSError, smtplib.SMTPException) as exc:
+        return CheckLine(False, what, f"cannot connect or log in: {exc.__class__.__name__}: {exc}")
+    return CheckLine(True, what, "connected" + (" and logged in" if secret else ""))
+
+
+def _check_database(settings: Settings) -> CheckLine:
+    what = "database"
+    try:
+        engine = make_engine(settings.database_url)
+        current, head = schema_status(engine)
+        engine.dispose()
+    except Exception as exc:
+        return CheckLine(False, what, f"cannot open {settings.database_url.split('@')[-1]}: {exc}")
+    if current != head:
+        return CheckLine(
+            False,
+            what,
+            f"schema at {current or 'nothing'}, this version needs {head}: run mailbot run "
+            "once (it upgrades) or check you point at the right database",
+        )
+    return CheckLine(True, what, f"schema {current} is current")
+
+
+def _check_writable(label: str, path: os.PathLike[str] | str) -> CheckLine:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".check-"):
+            pass
+    except OSError as exc:
+        return CheckLine(False, label, f"{path} is not writable: {exc.strerror}")
+    return CheckLine(True, label, f"{path} is writable")
+
+
+def run_checks(settings: Settings) -> list[CheckLine]:
+    lines = [CheckLine(True, "configuration", f"{len(settings.call)} call(s), {len(settings.mailbox)} mailbox(es)")]
+    lines.append(_check_writable("data directory", settings.data_dir))
+    lines.append(_check_writable("archive", settings.archive_dir))
+    lines.append(_check_writable("review queue", settings.queue_dir))
+    lines.append(_check_database(settings))
+    lines.extend(_check_mailbox(settings, box.name) for box in settings.mailbox)
+    lines.append(_check_smtp(settings))
+    return lines
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "never"
+
+
+def status_report(settings: Settings) -> str:
+    engine = make_engine(settings.database_url)
+    lines: list[str] = []
+    with session_factory(engine)() as session:
+        lines.append("Mailboxes:")
+        for box in settings.mailbox:
+            cursor = session.get(MailboxCursor, (box.name, box.folder))
+            success = cursor.last_success if cursor else None
+            error = cursor.last_error if cursor else None
+            line = f"  {box.name:<12} last good poll {_when(success)}"
+            if error and (success is None or (cursor and cursor.last_error_at and cursor.last_error_at > success)):
+                line += f"; NOW FAILING since {_when(cursor.last_error_at if cursor else None)}: {error}"
+            lines.append(line)
+        counts = dict(session.execute(select(Message.state, func.count()).group_by(Message.state)).all())
+        backlog = counts.get(MessageState.RECEIVED, 0) + counts.get(MessageState.PROCESSING, 0)
+        lines.append(f"Backlog: {backlog} message(s) waiting to be decided")
+        outbox = dict(session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+        bounced = session.scalar(select(func.count()).select_from(OutboxMail).where(OutboxMail.bounced_at.is_not(None)))
+        lines.append(
+            f"Outbox: {outbox.get(OutboxState.PENDING, 0)} pending, {outbox.get(OutboxState.SENDING, 0)} sending, "
+            f"{outbox.get(OutboxState.SENT, 0)} sent, {outbox.get(OutboxState.FAILED, 0)} failed, "
+            f"{outbox.get(OutboxState.SUPPRESSED, 0)} held back, {bounced or 0} bounced"
+        )
+        oldest = session.scalar(select(func.min(Message.arrival)).where(Message.state == MessageState.REVIEW))
+        lines.append(
+            f"Review queue: {counts.get(MessageState.REVIEW, 0)} item(s)"
+            + (f", oldest arrived {_when(oldest)}" if oldest else "")
+        )
+        lines.append("Digests:")
+        for call in settings.call:
+            last = session.scalar(select(func.max(DigestRun.day)).where(DigestRun.call_id == call.id))
+            lines.append(f"  {call.id:<16} last {last.isoformat() if last else 'none yet'}")
+    engine.dispose()
+    return "\n".join(lines) + "\n"
+
+
+# --- purge ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeReport:
+    messages: int = 0
+    raw_files: int = 0
+    queue_folders: int = 0
+    applications: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.messages} message(s), {self.raw_files} raw file(s), {self.queue_folders} queue folder(s), "
+            f"{self.applications} application(s)"
+        )
+
+
+def _pseudonym(key: str | None) -> str | None:
+    if key is None or key.startswith("purged:"):
+        return key
+    return "purged:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _chunks(items: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, actor: str) -> PurgeReport:
+    """Remove personal data of ``call_id`` for messages that arrived before ``before``."""
+    call = settings.call_by_id(call_id)
+    now = utcnow()
+    if call.effective_deadline > now:
+        raise ConfigError(f"call {call_id} is still open (deadline {call.deadline.isoformat()}): nothing is purged")
+    engine = make_engine(settings.database_url)
+    archive = RawArchive(settings.archive_dir)
+    queue = ReviewQueue(settings.queue_dir)
+    report = PurgeReport()
+    with session_factory(engine)() as session, session.begin():
+        messages = list(
+            session.scalars(
+                select(Message).where(Message.call_id == call_id, Message.arrival < before, Message.purged_at.is_(None))
+            )
+        )
+        report.messages = len(messages)
+        pks = [m.id for m in messages]
+        shas_elsewhere = set(session.scalars(select(Message.sha256).where(Message.id.not_in(pks) if pks else True)))
+        for message in messages:
+            if archive.contains(message.sha256) and message.sha256 not in shas_elsewhere:
+                report.raw_files += 1
+                if not dry_run:
+                    archive.remove(message.sha256)
+            folder = queue.folder_of(message)
+            if folder.exists():
+                report.queue_folders += 1
+                if not dry_run:
+                    shutil.rmtree(folder)
+        applications = list(
+            session.scalars(
+                select(Application).where(Application.call_id == call_id, Application.current_message_pk.in_(pks))
+            )
+        )
+        report.applications = len(applications)
+        if dry_run:
+            session.rollback()
+            return report
+        for message in messages:
+            decision = message.decision or {}
+            message.decision = {k: decision.get(k) for k in ("outcome", "rule", "missing", "flags") if k in decision}
+            message.reading = None
+            message.subject = ""
+            message.from_addr = ""
+            message.error = None
+            message.message_id = None
+            message.message_key = _pseudonym(message.message_key) or message.message_key
+            message.supersedes_key = _pseudonym(message.supersedes_key)
+            message.duplicate_of_key = _pseudonym(message.duplicate_of_key)
+            message.purged_at = now
+        for application in applications:
+            application.fields = {k: v for k, v in (application.fields or {}).items() if k in ANONYMOUS_FIELDS}
+            application.project_title = None
+            application.application_key = _pseudonym(application.application_key) or application.application_key
+            application.duplicate_of_key = _pseudonym(application.duplicate_of_key)
+            applicant = session.get(Applicant, application.applicant_id)
+            if applicant is not None:
+                applicant.name = applicant.name_key = applicant.institution_key = None
+                applicant.email = applicant.phone = None
+        for chunk in _chunks(pks):
+            session.execute(
+                update(AttachmentRecord).where(AttachmentRecord.message_pk.in_(chunk)).values(filename="(purged)")
+            )
+            session.execute(
+                update(OutboxMail)
+                .where(OutboxMail.message_pk.in_(chunk))
+                .values(raw=b"", recipients=[], last_reply=None)
+            )
+            session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
+        # digests list new submissions by name and carry the workbook: they go with the call's data
+        session.execute(
+            update(OutboxMail)
+            .where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id)
+            .values(raw=b"", recipients=[], last_reply=None)
+        )
+        session.add(
+            Event(
+                at=now,
+                kind="purged",
+                actor=actor,
+                message_pk=None,
+                detail={"call": call_id, "before": before.isoformat(), "messages": report.messages},
+            )
+        )
+    engine.dispose()
+    return report
+
+
+def default_purge_before(settings: Settings, call_id: str) -> datetime:
+    call = settings.call_by_id(call_id)
+    if call.retention_days is None:
+        raise ConfigError(f"call {call_id} has no retention_days: give --before DATE")
+    return utcnow() - timedelta(days=call.retention_days)
