@@ -1,0 +1,1 @@
+"""Measurements of the readers and the pipeline on the shared corpora."""

@@ -1,0 +1,224 @@
+"""Reading mail from strangers in worker processes with a memory limit and a wall-clock limit.
+
+Each worker is a child of a forkserver (never a fork of the threaded parent) that reads one message
+at a time with ``RLIMIT_AS`` set. A supervising thread per worker hands it a job and waits at most
+``timeout_s``; a worker that overruns is killed and replaced, one that dies (out of memory, or a
+native library crashing on a hostile file) is replaced too. Such a job still resolves: to a
+Submission whose envelope comes from a cheap header-and-body parse in the parent, so the message
+can be decided, with ``unreadable.reason`` "timeout" or "too-large" (or "corrupt" for a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from types import TracebackType
+
+from parsers.limits import Limits
+from parsers.message import extract_parts, read_message
+from parsers.mime import read_envelope
+from parsers.model import Submission, Unreadable, UnreadableReason
+from parsers.spec import FormSpec
+
+log = logging.getLogger(__name__)
+
+_MIB = 1024 * 1024
+_OUT_OF_MEMORY_SIGNALS = (signal.SIGKILL, signal.SIGABRT)
+
+
+def _context() -> BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["parsers.message"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _address_space() -> int:
+    """The process's current virtual size in bytes (Linux), 0 when unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Cap the address space at what is mapped now plus ``memory_mb``: the allowance is all for reading."""
+    import resource
+
+    allowance = _address_space() + memory_mb * _MIB
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = allowance if hard == resource.RLIM_INFINITY else min(allowance, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot limit the parser's memory: %s", exc)
+
+
+def _worker_main(connection: Connection, memory_mb: int, limits: Limits) -> None:
+    """Read jobs until told to stop."""
+    import parsers.nlp  # noqa: F401  (loaded before the limit is set, so the limit is all for reading)
+
+    _limit_memory(memory_mb)
+    while True:
+        try:
+            job = connection.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        raw, spec = job
+        try:
+            connection.send(("ok", read_message(raw, spec, limits)))
+        except MemoryError:
+            connection.send(("memory", None))
+            return
+
+
+@dataclass
+class _Job:
+    raw: bytes
+    spec: FormSpec
+    future: Future[Submission]
+
+
+class _Worker:
+    def __init__(self, context: BaseContext, memory_mb: int, limits: Limits) -> None:
+        self.connection, child = context.Pipe()  # type: ignore[attr-defined]
+        self.process = context.Process(  # type: ignore[attr-defined]
+            target=_worker_main, args=(child, memory_mb, limits), daemon=True, name="mailbot-parser"
+        )
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+    def stop(self) -> None:
+        try:
+            self.connection.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.connection.close()
+
+
+class ParserPool:
+    """``read_message`` in ``workers`` processes (0: one per core), each job bounded in time and memory."""
+
+    def __init__(
+        self, workers: int = 0, timeout_s: float = 60.0, memory_mb: int = 1024, limits: Limits | None = None
+    ) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.limits = limits or Limits()
+        self._context = _context()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._supervise, name=f"parser-supervisor-{number}", daemon=True)
+            for number in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, raw: bytes, spec: FormSpec) -> Future[Submission]:
+        if self._closed:
+            raise RuntimeError("the parser pool is closed")
+        future: Future[Submission] = Future()
+        self._jobs.put(_Job(raw, spec, future))
+        return future
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def __enter__(self) -> ParserPool:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _supervise(self) -> None:
+        worker: _Worker | None = None
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                if worker is None:
+                    worker = _Worker(self._context, self.memory_mb, self.limits)
+                submission, healthy = self._run(worker, job)
+            except Exception as exc:  # the job must resolve whatever happens to its worker
+                log.exception("parser worker failed")
+                submission, healthy = self._contained(job, "corrupt", f"the parser worker failed: {exc}"), False
+            if not healthy and worker is not None:
+                worker.kill()
+                worker = None
+            job.future.set_result(submission)
+        if worker is not None:
+            worker.stop()
+
+    def _run(self, worker: _Worker, job: _Job) -> tuple[Submission, bool]:
+        try:
+            worker.connection.send((job.raw, job.spec))
+            if not worker.connection.poll(self.timeout_s):
+                detail = f"reading took over {self.timeout_s:g} s; the reader was stopped"
+                return self._contained(job, "timeout", detail), False
+            status, payload = worker.connection.recv()
+        except (EOFError, OSError):
+            worker.process.join(timeout=5)
+            return self._died(job, worker.process.exitcode), False
+        if status == "ok" and isinstance(payload, Submission):
+            return payload, True
+        return self._contained(job, "too-large", f"reading needed over {self.memory_mb} MiB"), False
+
+    def _died(self, job: _Job, exitcode: int | None) -> Submission:
+        if exitcode is not None and -exitcode in _OUT_OF_MEMORY_SIGNALS:
+            return self._contained(job, "too-large", f"the reader exceeded {self.memory_mb} MiB (exit {exitcode})")
+        return self._contained(job, "corrupt", f"the reader crashed on this message (exit {exitcode})")
+
+    def _contained(self, job: _Job, reason: UnreadableReason, detail: str) -> Submission:
+        """What can be known without reading the documents: envelope and the list of attachments."""
+        log.warning("message not read: %s: %s", reason, detail)
+        envelope = read_envelope(job.raw, self.limits)
+        attachments = tuple(attachment for attachment, _ in extract_parts(job.raw, self.limits))
+        return Submission(
+            envelope=envelope,
+            attachments=attachments,
+            unreadable=Unreadable(reason, "(message)", detail),
+            diagnostics=(detail,),
+        )
+
+
+def read_message_contained(
+    raw: bytes, spec: FormSpec, timeout_s: float = 60.0, memory_mb: int = 1024, limits: Limits | None = None
+) -> Submission:
+    """One message read in a fresh worker process, with the pool's limits."""
+    with ParserPool(1, timeout_s, memory_mb, limits) as pool:
+        return pool.submit(raw, spec).result()
