@@ -168,6 +168,7 @@ class TemplateSet:
             value, zone, "en", end_of_day=end_of_day
         )
         self._tables: dict[str, dict[str, Any]] = {}
+        self._reasons: dict[str, Reason] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TemplateSet:
@@ -200,13 +201,14 @@ class TemplateSet:
 
     def reasons(self) -> dict[str, Reason]:
         """The plain-words reasons of ``reasons.toml``; entries without both languages are skipped."""
+        if self._reasons is None:
+            self._reasons = self._read_reasons()
+        return self._reasons
+
+    def _read_reasons(self) -> dict[str, Reason]:
         found: dict[str, Reason] = {}
         for code, entry in self.table("reasons.toml").items():
-            if (
-                isinstance(entry, dict)
-                and isinstance(entry.get("zh"), str)
-                and isinstance(entry.get("en"), str)
-            ):
+            if isinstance(entry, dict) and isinstance(entry.get("zh"), str) and isinstance(entry.get("en"), str):
                 found[code] = Reason(zh=entry["zh"], en=entry["en"])
             else:
                 log.warning("reasons.toml: [%s] needs zh and en strings; using the generic reason", code)

@@ -1,0 +1,158 @@
+"""The HTML acknowledgements as a browser engine draws them: Debian's headless Chromium.
+
+Screenshots are kept under artifacts/screenshots/ for a person to look at. Without Chromium the
+tests skip, except under CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mailbot.acknowledge import OUTCOMES, AckContext, compose_acknowledgement, make_message_id
+from mailbot.config import CallSettings, load_settings
+from templates import TemplateSet
+
+pytestmark = pytest.mark.chromium
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+SETTINGS = load_settings(REPO / "config.example.toml")
+TEMPLATES = TemplateSet()
+WIDTH, HEIGHT = 900, 1400
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is not installed (CI=true: the rendering tests must run)")
+        pytest.skip("chromium is not installed")
+    return binary
+
+
+def _context(call: CallSettings, outcome: str) -> AckContext:
+    reference = f"{call.reference_prefix}-0042"
+    fields = {
+        "project_title": "面向临床诊疗的可信医学问答大模型研究",
+        "applicant_name": "陈美玲",
+        "institution": "复旦大学",
+        "email": None if outcome == "incomplete" else "chenmeiling@fudan.edu.cn",
+        "phone": None,
+        "topic": call.topic[0].code,
+        "budget": 20.0,
+    }
+    return AckContext(
+        call=call,
+        outcome=outcome,
+        reference=reference,
+        fields=fields if outcome not in ("no_attachment", "unreadable") else {},
+        form_file="申报表-陈美玲.docx" if outcome != "no_attachment" else None,
+        missing=("email", "phone") if outcome == "incomplete" else (),
+        arrival=datetime(2024, 8, 20, 9, 30, 5, tzinfo=UTC) if outcome != "late" else call.deadline,
+        supersedes_reference=f"{call.reference_prefix}-0007" if outcome == "revision" else None,
+        duplicate_of_reference=f"{call.reference_prefix}-0003" if outcome == "duplicate" else None,
+        unreadable_reason="scanned" if outcome == "unreadable" else None,
+        original_message_id="<original@fudan.edu.cn>",
+        original_references=(),
+        original_subject="申报材料",
+        reply_to="chenmeiling@fudan.edu.cn",
+        applicant_email=None,
+        message_id=make_message_id(call, reference, outcome),
+    )
+
+
+def _html(ctx: AckContext) -> str:
+    msg = compose_acknowledgement(ctx, TEMPLATES, datetime(2024, 8, 20, 9, 31, tzinfo=UTC))
+    part = msg.get_body(("html",))
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def _run(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def _hex(colour: str) -> tuple[int, int, int]:
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+CASES = [(SETTINGS.call_by_id("smp-zhipu-2024"), outcome) for outcome in OUTCOMES] + [
+    (SETTINGS.call_by_id("caai-ant-2024"), "accepted")
+]
+
+
+@pytest.mark.parametrize(("call", "outcome"), CASES, ids=[f"{c.id}-{o}" for c, o in CASES])
+def test_the_html_answer_draws_as_laid_out(chromium: str, tmp_path: Path, call: CallSettings, outcome: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ctx = _context(call, outcome)
+    page = SCREENSHOTS / f"{call.id}-{outcome}.html"
+    page.write_text(_html(ctx), encoding="utf-8")
+    shot = SCREENSHOTS / f"{call.id}-{outcome}.png"
+    shot.unlink(missing_ok=True)
+
+    _run(
+        chromium,
+        tmp_path / "profile",
+        f"--screenshot={shot}",
+        f"--window-size={WIDTH},{HEIGHT}",
+        page.as_uri(),
+    )
+    assert shot.stat().st_size > 20_000
+    with Image.open(shot) as image:
+        assert image.size == (WIDTH, HEIGHT)
+        pixels = image.convert("RGB")
+        colours = pixels.getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50, "text was drawn, not a blank page"
+        accent = _hex(TEMPLATES.table("ack/outcomes.toml")[outcome]["accent"])
+        band = pixels.crop((0, 0, WIDTH, 120))
+        band_colours = {colour for _, colour in band.getcolors(maxcolors=1 << 20) or []}
+        assert accent in band_colours, "the inline header colour was applied"
+        white = pixels.crop((WIDTH // 2 - 100, 200, WIDTH // 2 + 100, 260))
+        assert (255, 255, 255) in {colour for _, colour in white.getcolors(maxcolors=1 << 20) or []}
+
+    dom = _run(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    assert call.name_zh in dom and call.name_en in dom
+    assert "您好" in dom and "Dear applicant" in dom
+    assert ctx.reference is not None and ctx.reference in dom
+    assert "<script" not in dom.lower()
+    if outcome not in ("no_attachment", "unreadable"):
+        assert "面向临床诊疗的可信医学问答大模型研究" in dom and "复旦大学" in dom
+
+
+def test_hostile_markup_stays_text_in_the_browser(chromium: str, tmp_path: Path) -> None:
+    call = SETTINGS.call_by_id("smp-zhipu-2024")
+    ctx = _context(call, "accepted")
+    hostile = '<img src=x onerror="document.title=1"><script>document.title="owned"</script>'
+    ctx = dataclasses.replace(ctx, fields={**ctx.fields, "project_title": hostile})
+    page = tmp_path / "hostile.html"
+    page.write_text(_html(ctx), encoding="utf-8")
+    dom = _run(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    assert "<script" not in dom and "<img" not in dom
+    assert "&lt;script&gt;" in dom, "the title is shown as the text it is"
