@@ -109,6 +109,8 @@ _FACULTY = re.compile(
     re.IGNORECASE,
 )
 
+_NOT_YET_FACULTY = re.compile(r"博士后|研究生|学生|post-?doc|student|candidate", re.IGNORECASE)
+
 
 def _text(values: Mapping[str, object], name: str) -> str:
     value = values.get(name)
@@ -126,7 +128,8 @@ def eligibility_flags(values: Mapping[str, object], eligibility: Eligibility) ->
         title = _text(values, "title")
         if not title:
             return ("eligibility:title-unknown",)
-        return () if _FACULTY.search(title) else ("eligibility:not-faculty",)
+        on_staff = _FACULTY.search(title) and not _NOT_YET_FACULTY.search(title)
+        return () if on_staff else ("eligibility:not-faculty",)
     return ()
 
 
@@ -205,8 +208,7 @@ def _without_form(
     return Decision(
         Outcome.CORRESPONDENCE,
         "question" if asks else "message-without-form",
-        f"Correspondence: {sender} {what} without a form and without meaning to submit one "
-        f"(subject {env.subject!r}).",
+        f"Correspondence: {sender} {what} without a form and without meaning to submit one (subject {env.subject!r}).",
         base,
         identity=identity,
     )
@@ -261,8 +263,7 @@ def _revision(
         Outcome.REVISION,
         rule,
         f"Revision: the same applicant ({reason}) sent a new form for the same project ({why}); "
-        f"it replaces {latest.message_key}"
-        + (f" and still lacks {', '.join(ctx.missing)}." if ctx.missing else "."),
+        f"it replaces {latest.message_key}" + (f" and still lacks {', '.join(ctx.missing)}." if ctx.missing else "."),
         matched,
         supersedes=latest.message_key,
         missing=ctx.missing,
@@ -305,9 +306,7 @@ def _judge_application(
     if same_file:
         application_key = max(same_file, key=lambda p: p.arrival).application_key
         application = _applications([(p, "same-file") for p in priors])[application_key]
-        return _revision(
-            ctx, application_key, application, "same-file", "the very same form file was sent again"
-        )
+        return _revision(ctx, application_key, application, "same-file", "the very same form file was sent again")
 
     mine = [(p, reason) for p in priors if (reason := match_reason(p.identity, ctx.identity))]
     if not mine:

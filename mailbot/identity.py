@@ -234,10 +234,10 @@ class _InstitutionTable:
 def _alias_key(text: str) -> str:
     """Case-, width-, script- and space-insensitive form; English keeps single spaces between words."""
     simplified = _simplify(text).lower().strip()
-    simplified = re.sub(r"^the\s+", "", simplified)
+    simplified = re.sub(r"^the\s+", "", re.sub(r"['’`]", "", simplified))
     if _has_cjk(simplified):
         return _WHITESPACE.sub("", simplified)
-    return _WHITESPACE.sub(" ", re.sub(r"[^\w&'()\- ]+", " ", simplified)).strip()
+    return _WHITESPACE.sub(" ", re.sub(r"[^\w&()\- ]+", " ", simplified)).strip()
 
 
 def _load_table(rows: list[dict[str, Any]]) -> _InstitutionTable:
@@ -296,6 +296,23 @@ def _resolve_chinese(key: str, aliases: Mapping[str, str], table: _InstitutionTa
     return _cut_department(key)
 
 
+_COMPASS = frozenset({"east", "west", "south", "north", "northeast", "northwest", "southeast", "southwest", "central"})
+_NAME_GOES_ON = re.compile(r"\s+(of|for|and|in|at)\b")
+
+
+def _contains_name(text: str, name: str) -> bool:
+    """``name`` stands in ``text`` as a whole name: "nanjing university" is not inside "nanjing
+    university of finance", nor "china university of …" inside "east china university of …"."""
+    for found in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
+        before = text[: found.start()].split()
+        if before and before[-1] in _COMPASS:
+            continue
+        if _NAME_GOES_ON.match(text, found.end()):
+            continue
+        return True
+    return False
+
+
 def _resolve_english(key: str, aliases: Mapping[str, str], table: _InstitutionTable) -> str:
     parts = [part.strip() for part in key.split(",")]
     for part in [key, *parts]:
@@ -303,7 +320,7 @@ def _resolve_english(key: str, aliases: Mapping[str, str], table: _InstitutionTa
         if canonical:
             return canonical
     for english, canonical in table.english:
-        if re.search(rf"(?<![\w]){re.escape(english)}(?![\w])", key):
+        if _contains_name(key, english):
             return canonical
     return key
 
@@ -347,7 +364,7 @@ def institution_from_email(address: str) -> str | None:
 
 def _text_value(values: Mapping[str, object], name: str) -> str | None:
     value = values.get(name)
-    return value.strip() or None if isinstance(value, str) else None
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def identity_of(values: Mapping[str, object], sender: str | None, aliases: Mapping[str, str]) -> Identity:
@@ -365,7 +382,7 @@ def identity_of(values: Mapping[str, object], sender: str | None, aliases: Mappi
     return Identity(
         email=email,
         phone=normalise_phone(values.get("phone")),
-        name_key=normalise_name(name) or None if name else None,
+        name_key=(normalise_name(name) or None) if name else None,
         institution_key=institution_key or None,
     )
 
@@ -379,10 +396,7 @@ def match_reason(a: Identity, b: Identity) -> str | None:
         if is_mobile(a.phone) and a.phone == b.phone:
             return "mobile"
     same_name_and_place = bool(
-        a.name_key
-        and a.name_key == b.name_key
-        and a.institution_key
-        and a.institution_key == b.institution_key
+        a.name_key and a.name_key == b.name_key and a.institution_key and a.institution_key == b.institution_key
     )
     contacts_differ = bool(a.email and b.email and a.email != b.email) and bool(
         a.phone and b.phone and a.phone != b.phone

@@ -54,24 +54,16 @@ COMPLETE = {
 }
 
 
-def form(
-    values: Mapping[str, Any], attachment: str = "申报表.docx", sha256: str | None = None
-) -> FormReading:
+def form(values: Mapping[str, Any], attachment: str = "申报表.docx", sha256: str | None = None) -> FormReading:
     where = Location(attachment)
     fields = {
-        name: FieldValue(value, "" if value is None else str(value), 1.0, where)
-        for name, value in values.items()
+        name: FieldValue(value, "" if value is None else str(value), 1.0, where) for name, value in values.items()
     }
-    digest = (
-        sha256
-        or hashlib.sha256(json.dumps(dict(values), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    )
+    digest = sha256 or hashlib.sha256(json.dumps(dict(values), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return FormReading(attachment, digest, "docx", fields, (), 1.0)
 
 
-def submission(
-    env: Envelope | None = None, values: Mapping[str, Any] | None = None, **changes: Any
-) -> Submission:
+def submission(env: Envelope | None = None, values: Mapping[str, Any] | None = None, **changes: Any) -> Submission:
     sub = Submission(envelope=env or envelope(), form=form(values) if values is not None else None)
     return dataclasses.replace(sub, **changes)
 
@@ -239,9 +231,7 @@ def test_unreadable_then_readable_resend_is_the_first_application() -> None:
     first = submission(unreadable=Unreadable("scanned", "scan.pdf"))
     assert run(first).outcome is Outcome.UNREADABLE
     # unreadable messages are never priors, so the re-send is judged as a first form
-    assert (
-        run(submission(values=COMPLETE), ON_TIME + timedelta(hours=1), priors=()).outcome is Outcome.ACCEPTED
-    )
+    assert run(submission(values=COMPLETE), ON_TIME + timedelta(hours=1), priors=()).outcome is Outcome.ACCEPTED
 
 
 # ---------------------------------------------------------------------------- 5 late
@@ -379,9 +369,7 @@ def test_untitled_incomplete_form_completed_later_is_a_revision() -> None:
 
 def test_still_incomplete_revision_is_flagged() -> None:
     priors = history(("m1", submission(values={**COMPLETE, "email": None, "phone": None}), ON_TIME))
-    decision = run(
-        submission(values={**COMPLETE, "email": None, "phone": None, "budget": 20}), ON_TIME, priors
-    )
+    decision = run(submission(values={**COMPLETE, "email": None, "phone": None, "budget": 20}), ON_TIME, priors)
     assert decision.outcome is Outcome.REVISION
     assert decision.missing == ("email", "phone") and "still-incomplete" in decision.flags
 
@@ -442,9 +430,7 @@ def test_homonyms_at_different_institutions_are_two_applicants() -> None:
 def test_same_person_in_both_calls_is_not_a_duplicate() -> None:
     priors = history(("smp-1", submission(values=COMPLETE), ON_TIME))
     # priors are per call: the other call's rules see none of them
-    decision = decide(
-        submission(values=COMPLETE), "ant-1", datetime(2024, 5, 10, tzinfo=BEIJING), ANT, (), never_ours
-    )
+    decision = decide(submission(values=COMPLETE), "ant-1", datetime(2024, 5, 10, tzinfo=BEIJING), ANT, (), never_ours)
     assert priors and decision.outcome is Outcome.ACCEPTED
 
 
@@ -465,6 +451,7 @@ def test_same_person_in_both_calls_is_not_a_duplicate() -> None:
         ({"title": "高级工程师"}, "faculty", ()),
         ({"title": "Associate Professor"}, "faculty", ()),
         ({"title": "博士后"}, "faculty", ("eligibility:not-faculty",)),
+        ({"title": "Postdoctoral Researcher"}, "faculty", ("eligibility:not-faculty",)),
         ({"title": "博士研究生"}, "faculty", ("eligibility:not-faculty",)),
         ({}, "faculty", ("eligibility:title-unknown",)),
         ({"degree": "学士"}, "none", ()),
@@ -557,16 +544,12 @@ def _acknowledgement_id(message_id: str) -> bool:
     return message_id.startswith("<ack.")
 
 
-@pytest.mark.parametrize(
-    "is_our_message_id", [_acknowledgement_id, never_ours], ids=["by-header", "by-subject"]
-)
+@pytest.mark.parametrize("is_our_message_id", [_acknowledgement_id, never_ours], ids=["by-header", "by-subject"])
 def test_dev_corpus_decisions(corpus_dir: Path, is_our_message_id: Callable[[str], bool]) -> None:
     """Replays each call in arrival order; replies are found by In-Reply-To, or by subject alone."""
     manifest = json.loads((corpus_dir / "manifest.json").read_text(encoding="utf-8"))
     message_ids = {entry["name"]: entry["message_id"] for entry in manifest["index"]}
-    truths = {
-        name: json.loads((corpus_dir / f"{name}.json").read_text(encoding="utf-8")) for name in message_ids
-    }
+    truths = {name: json.loads((corpus_dir / f"{name}.json").read_text(encoding="utf-8")) for name in message_ids}
     rules = {call.id: CallRules.from_settings(call, SETTINGS.own_addresses) for call in SETTINGS.call}
     priors: dict[str, list[PriorApplication]] = {call_id: [] for call_id in rules}
     wrong: list[str] = []

@@ -121,6 +121,9 @@ def test_email_and_phone_normalisation() -> None:
         ("中国石油大学（北京）", "中国石油大学(北京)"),
         ("ＰＫＵ", "北京大学"),
         ("北京理工大学计算机学院", "北京理工大学"),
+        ("Xi’an Jiaotong University", "西安交通大学"),
+        ("Tsinghua University Department of Computer Science", "清华大学"),
+        ("School of Law East China University of Political Science and Law", "华东政法大学"),
     ],
 )
 def test_institution_aliases(written: str, canonical: str) -> None:
@@ -132,6 +135,9 @@ def test_unknown_institutions_keep_their_name_without_department() -> None:
     assert normalise_institution("中国科学院某某研究所") == "中国科学院某某研究所"
     # a short name is not a prefix of another university's name
     assert normalise_institution("西交利物浦大学") == "西交利物浦大学"
+    # nor is a known English name part of a longer unknown one
+    assert normalise_institution("Nanjing University of Finance and Economics") != "南京大学"
+    assert normalise_institution("North China University of Technology") != "中国石油大学(华东)"
     assert normalise_institution("") == ""
 
 
@@ -188,9 +194,7 @@ def test_identity_institution_falls_back_to_mail_domains() -> None:
     assert from_sender.email is None
 
 
-def person(
-    name: str | None, institution: str | None, email: str | None = None, phone: str | None = None
-) -> Identity:
+def person(name: str | None, institution: str | None, email: str | None = None, phone: str | None = None) -> Identity:
     return identity_of(
         {"applicant_name": name, "institution": institution, "email": email, "phone": phone}, None, ALIASES
     )
@@ -249,9 +253,7 @@ def test_similar_titles() -> None:
 
 def test_different_projects_are_not_similar() -> None:
     assert not similar_title("大模型合成数据的生成与质量控制方法", "大模型低比特量化与模型压缩方法研究")
-    assert not similar_title(
-        "面向具身智能的大规模仿真评测平台构建", "大模型在高校程序设计课程中的应用与效果评估"
-    )
+    assert not similar_title("面向具身智能的大规模仿真评测平台构建", "大模型在高校程序设计课程中的应用与效果评估")
     assert not similar_title("面向社交媒体的大模型舆情演化分析方法", "社交媒体健康谣言传播的大模型分析方法")
     assert not similar_title(None, "x")
     assert title_similarity("", "") == 0.0
