@@ -71,9 +71,7 @@ def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | Non
 
 # ---------------------------------------------------------------------------------------------- replies
 
-_REPLY_PREFIX = re.compile(
-    r"^\s*((re|aw|sv|antw)(\[\d+\])?\s*[:：]|(回复|答复|回覆|答覆)\s*[:：]?)", re.IGNORECASE
-)
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw)(\[\d+\])?\s*[:：]|(回复|答复|回覆|答覆)\s*[:：]?)", re.IGNORECASE)
 ACKNOWLEDGEMENT_MARK = "【已收到】"
 
 
@@ -164,14 +162,21 @@ def _own_words(env: Envelope) -> str:
     return f"{subject}\n{fresh_text(env.body_text)}"
 
 
+_SENTENCE_END = re.compile(r"(?<=[。！!？?\n；;])")
+
+
 def mentions_submission(env: Envelope) -> bool:
     """For a message without a form: did the sender mean to submit (rather than ask or thank)?
 
-    A cloud-drive link or an explicit "see the attachment" is a submission attempt even beside a
-    question; otherwise a question is correspondence, and merely naming the form is a submission.
+    A cloud-drive link, or "see the attachment" said outside a question, is a submission attempt even
+    beside a question ("材料见附件，请问格式可以吗？"); otherwise any question makes the message
+    correspondence, and merely naming the form ("申报表-张伟") is a submission.
     """
     words = _own_words(env)
-    if _CLOUD_LINK.search(words) or _SUBMITTING.search(words):
+    if _CLOUD_LINK.search(words):
+        return True
+    sentences = _SENTENCE_END.split(words)
+    if any(_SUBMITTING.search(s) and not _QUESTION.search(s) for s in sentences):
         return True
     if _QUESTION.search(words):
         return False

@@ -183,6 +183,7 @@ def test_fresh_text_drops_quoted_mail() -> None:
         ("application", "Please find attached my application form."),
         ("王思琪-西北工业大学-SMP智谱基金申报表", ""),
         ("申报", "申报材料已上传到网盘，请问这样可以吗？"),  # a link wins over the question
+        ("申报", "申报表见附件。请问格式可以吗？"),  # so does "see the attachment" said outside the question
         ("申报", "https://drive.google.com/file/d/abc"),
     ],
 )
@@ -201,6 +202,7 @@ def test_mentions_submission(subject: str, body: str) -> None:
         ("答复: " + ACK_SUBJECT, "收到，谢谢老师！\n\n" + QUOTED_ACK),  # the quoted acknowledgement is ours
         ("RE: " + ACK_SUBJECT, "收到，谢谢！想再确认一下：请问是否可以与企业联合申报？\n\n" + QUOTED_ACK),
         ("你好", "谢谢"),
+        ("简历", "请问可以附上简历吗？"),  # "附上" inside a question is not a submission
     ],
 )
 def test_no_submission_intent(subject: str, body: str) -> None:
