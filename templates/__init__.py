@@ -1,9 +1,9 @@
 """Every text a person reads: acknowledgements, digests, reasons. Packaged, and overridable by a folder.
 
 A fund office changes wording by putting a file of the same relative name (``ack/accepted.txt.j2``,
-``ack/subjects.toml``, ``reasons.toml`` …) into the folder named by ``[templates] dir``; that file wins
-over the packaged one. TOML tables are merged key by key, so an override may redefine a single
-reason or subject and inherit the rest.
+``ack/outcomes.toml``, ``reasons.toml`` …) into the folder named by ``[templates] dir``; that file wins
+over the packaged one. TOML files are merged table by table and key by key, so an override may
+redefine a single reason, or only the subject of one outcome, and inherit the rest.
 """
 
 from __future__ import annotations
@@ -138,12 +138,11 @@ class TemplateSet:
     def __init__(self, override_dir: str | Path | None = None) -> None:
         self._packaged = jinja2.PackageLoader(PACKAGE, ".")
         self._override: jinja2.FileSystemLoader | None = None
-        if override_dir is not None:
-            folder = Path(override_dir)
-            if not folder.is_dir():
-                raise FileNotFoundError(f"template folder {folder} does not exist")
-            self._override = jinja2.FileSystemLoader(folder)
-        self.override_dir = Path(override_dir) if override_dir is not None else None
+        self.override_dir = Path(override_dir) if override_dir else None
+        if self.override_dir is not None:
+            if not self.override_dir.is_dir():
+                raise FileNotFoundError(f"template folder {self.override_dir} does not exist")
+            self._override = jinja2.FileSystemLoader(self.override_dir)
         loaders: list[jinja2.BaseLoader] = [self._packaged]
         if self._override is not None:
             loaders.insert(0, self._override)
@@ -193,9 +192,12 @@ class TemplateSet:
                 except jinja2.TemplateNotFound:
                     continue
                 try:
-                    merged.update(tomllib.loads(source))
+                    layer = tomllib.loads(source)
                 except tomllib.TOMLDecodeError as exc:
                     raise ValueError(f"{filename}: not valid TOML: {exc}") from None
+                for key, value in layer.items():
+                    below = merged.get(key)
+                    merged[key] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
             self._tables[name] = merged
         return self._tables[name]
 

@@ -297,9 +297,7 @@ def test_references_are_trimmed_from_the_middle() -> None:
         ("min.gao@aminer.cn", None),
     ],
 )
-def test_cc_goes_to_a_valid_different_form_email_only(
-    applicant_email: str | None, expected_cc: str | None
-) -> None:
+def test_cc_goes_to_a_valid_different_form_email_only(applicant_email: str | None, expected_cc: str | None) -> None:
     _, msg = compose(context(applicant_email=applicant_email))
     assert (str(msg["Cc"]) if msg["Cc"] else None) == expected_cc
     assert msg["Bcc"] is None
@@ -423,10 +421,7 @@ def test_address_syntax() -> None:
 
 def test_local_time_formats() -> None:
     deadline = datetime.fromisoformat("2024-09-09T00:00:00+08:00")
-    assert (
-        local_time(deadline, "Asia/Shanghai", "zh", end_of_day=True)
-        == "2024年9月8日 24:00（北京时间，UTC+08:00）"
-    )
+    assert local_time(deadline, "Asia/Shanghai", "zh", end_of_day=True) == "2024年9月8日 24:00（北京时间，UTC+08:00）"
     assert local_time(deadline, "Asia/Shanghai", "zh") == "2024年9月9日 00:00（北京时间，UTC+08:00）"
     assert local_time(deadline, "Europe/Berlin", "en") == "8 September 2024, 18:00 (Europe/Berlin, UTC+02:00)"
     with pytest.raises(ValueError, match="naive"):
@@ -438,9 +433,7 @@ def test_local_time_formats() -> None:
 
 def test_an_override_folder_wins_and_tables_merge_key_by_key(tmp_path: Path) -> None:
     (tmp_path / "ack").mkdir()
-    (tmp_path / "ack" / "accepted.txt.j2").write_text(
-        "自定义 {{ reference }} {{ title }}\n", encoding="utf-8"
-    )
+    (tmp_path / "ack" / "accepted.txt.j2").write_text("自定义 {{ reference }} {{ title }}\n", encoding="utf-8")
     (tmp_path / "ack" / "outcomes.toml").write_text(
         '[accepted]\nstatus_zh = "收讫"\nstatus_en = "Got it"\naccent = "#000000"\n'
         'subject = "收讫 {{ reference }} / Got it"\n',
@@ -455,15 +448,23 @@ def test_an_override_folder_wins_and_tables_merge_key_by_key(tmp_path: Path) -> 
     assert str(revision["Subject"]).startswith("【已更新】"), "outcomes the override leaves out stay packaged"
 
 
+def test_an_override_may_change_one_key_of_a_table(tmp_path: Path) -> None:
+    (tmp_path / "ack").mkdir()
+    (tmp_path / "ack" / "outcomes.toml").write_text(
+        '[late]\nsubject = "【逾期】{{ call.name_zh }} / Late"\n', encoding="utf-8"
+    )
+    _, msg = compose(context(outcome="late"), TemplateSet(tmp_path))
+    assert str(msg["Subject"]) == f"【逾期】{SMP.name_zh} / Late"
+    assert "逾期 · Late" in bodies(msg)[1], "status and colour still come from the packaged table"
+
+
 def test_a_missing_override_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         TemplateSet(tmp_path / "absent")
 
 
 def test_from_settings_uses_the_configured_folder(tmp_path: Path) -> None:
-    configured = SETTINGS.model_copy(
-        update={"templates": SETTINGS.templates.model_copy(update={"dir": str(tmp_path)})}
-    )
+    configured = SETTINGS.model_copy(update={"templates": SETTINGS.templates.model_copy(update={"dir": str(tmp_path)})})
     assert TemplateSet.from_settings(configured).override_dir == tmp_path
     assert TemplateSet.from_settings(SETTINGS).override_dir is None
 
@@ -509,9 +510,7 @@ def _rsa_key() -> tuple[bytes, bytes]:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
 
 
