@@ -35,6 +35,9 @@ OUTCOMES = ("accepted", "incomplete", "late", "revision", "duplicate", "no_attac
 _REGISTERING = frozenset({"accepted", "incomplete", "revision"})
 
 
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
+
+
 class AnswerPolicy(EmailPolicy):
     """The SMTP policy, except that a non-ASCII Subject or From is encoded by :mod:`email.header`.
 
@@ -43,12 +46,20 @@ class AnswerPolicy(EmailPolicy):
     """
 
     def fold(self, name: str, value: str) -> str:
+        if name.lower() in _ID_HEADERS:
+            return self._fold_ids(name, value)
         encoded = self._encode_words(name, value)
         return super().fold(name, value) if encoded is None else encoded
 
     def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in _ID_HEADERS:
+            return self._fold_ids(name, value).encode("ascii")
         encoded = self._encode_words(name, value)
         return super().fold_binary(name, value) if encoded is None else encoded.encode("ascii")
+
+    def _fold_ids(self, name: str, value: str) -> str:
+        # Message-IDs are never encoded words: a long one stays whole on its line (legal up to 998)
+        return f"{name}: " + f"{self.linesep} ".join(str(value).split()) + self.linesep
 
     def _encode_words(self, name: str, value: str) -> str | None:
         if str(value).isascii():
@@ -58,8 +69,7 @@ class AnswerPolicy(EmailPolicy):
             words = Header(str(value), "utf-8", width, name).encode(linesep=self.linesep)
         elif name.lower() == "from" and isinstance(value, AddressHeader):
             words = ", ".join(
-                Header(a.display_name, "utf-8", width, name).encode(linesep=self.linesep)
-                + f" <{a.addr_spec}>"
+                Header(a.display_name, "utf-8", width, name).encode(linesep=self.linesep) + f" <{a.addr_spec}>"
                 for a in value.addresses
             )
         else:
@@ -90,9 +100,7 @@ DKIM_SIGNED_HEADERS = (
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_ADDRESS = re.compile(
-    rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\.(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"
-)
+_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\.(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})")
 _MESSAGE_ID = re.compile(r"<?([!-;=?-~]+@[!-;=?-~]+)>?")
 _OUR_ID = re.compile(r"<?ack\.[A-Za-z0-9-]+\.[0-9a-f]{10}@([A-Za-z0-9.-]+)>?", re.IGNORECASE)
 
