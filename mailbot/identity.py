@@ -231,13 +231,18 @@ class _InstitutionTable:
     parents: frozenset[str]  # academies whose own institutes are institutions of their own (中国科学院 …)
 
 
+_ENGLISH_WORDS = {"univ": "university", "inst": "institute", "&": "and", "acad": "academy", "sci": "sciences"}
+_ENGLISH_ABBREVIATIONS = re.compile(r"(?<!\w)(univ|inst|acad|sci)(?!\w)|&")
+
+
 def _alias_key(text: str) -> str:
     """Case-, width-, script- and space-insensitive form; English keeps single spaces between words."""
     simplified = _simplify(text).lower().strip()
     simplified = re.sub(r"^the\s+", "", re.sub(r"['’`]", "", simplified))
     if _has_cjk(simplified):
         return _WHITESPACE.sub("", simplified)
-    return _WHITESPACE.sub(" ", re.sub(r"[^\w&()\- ]+", " ", simplified)).strip()
+    words = _ENGLISH_ABBREVIATIONS.sub(lambda m: f" {_ENGLISH_WORDS[m.group(0)]} ", simplified)
+    return _WHITESPACE.sub(" ", re.sub(r"[^\w()\- ]+", " ", words)).strip()
 
 
 def _load_table(rows: list[dict[str, Any]]) -> _InstitutionTable:
