@@ -61,11 +61,15 @@ def read_zip(data: bytes, filename: str, limits: Limits) -> list[Member]:
             stored = decode_member_name(info)
             name = safe_filename(stored.replace("\\", "/").rsplit("/", 1)[-1], f"member-{number}")
             if info.flag_bits & _ENCRYPTED_FLAG:
-                members.append(Member(name, stored, None, Unreadable("encrypted", name, "the archive member needs a password")))
+                members.append(
+                    Member(name, stored, None, Unreadable("encrypted", name, "the archive member needs a password"))
+                )
                 continue
             content = _read_member(archive, info, limits)
             if content is None:
-                refused = Unreadable("archive-refused", name, "the member expands beyond its declared size or the limits")
+                refused = Unreadable(
+                    "archive-refused", name, "the member expands beyond its declared size or the limits"
+                )
                 members.append(Member(name, stored, None, refused))
                 continue
             if isinstance(content, Unreadable):
@@ -85,7 +89,9 @@ def _skipped(name: str) -> bool:
 
 def _check_bomb(infos: list[zipfile.ZipInfo], filename: str, limits: Limits) -> None:
     if len(infos) > limits.archive_max_members:
-        raise CannotRead(Unreadable("archive-refused", filename, f"{len(infos)} members (limit {limits.archive_max_members})"))
+        raise CannotRead(
+            Unreadable("archive-refused", filename, f"{len(infos)} members (limit {limits.archive_max_members})")
+        )
     total = sum(info.file_size for info in infos)
     if total > limits.archive_max_total_bytes:
         raise CannotRead(Unreadable("archive-refused", filename, f"{total} bytes once expanded"))
@@ -102,8 +108,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits
         with archive.open(info) as stream:
             content = stream.read(cap + 1)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
-        reason = "unsupported-format" if isinstance(exc, NotImplementedError) else "corrupt"
-        return Unreadable(reason, info.filename, f"cannot extract: {exc}")
+        if isinstance(exc, NotImplementedError):
+            return Unreadable("unsupported-format", info.filename, f"cannot extract: {exc}")
+        return Unreadable("corrupt", info.filename, f"cannot extract: {exc}")
     if len(content) > cap:
         return None
     return content

@@ -33,7 +33,9 @@ def convert(data: bytes, source_extension: str, target: str, filename: str, time
     """``data`` converted to ``target`` ("docx" or "pdf"); raises CannotRead on any failure."""
     binary = office_binary()
     if binary is None:
-        raise CannotRead(Unreadable("unsupported-format", filename, f"no reader for .{source_extension}: {INSTALL_HINT}"))
+        raise CannotRead(
+            Unreadable("unsupported-format", filename, f"no reader for .{source_extension}: {INSTALL_HINT}")
+        )
     with tempfile.TemporaryDirectory(prefix="mailbot-convert-") as folder:
         work = Path(folder)
         source = work / f"input.{source_extension}"
@@ -60,5 +62,7 @@ def convert(data: bytes, source_extension: str, target: str, filename: str, time
         produced = out / f"input.{target}"
         if not produced.is_file():
             detail = (completed.stderr or completed.stdout).decode("utf-8", "replace").strip()[-300:]
-            raise CannotRead(Unreadable("corrupt", filename, f"LibreOffice could not convert it: {detail or 'no output'}"))
+            raise CannotRead(
+                Unreadable("corrupt", filename, f"LibreOffice could not convert it: {detail or 'no output'}")
+            )
         return produced.read_bytes()

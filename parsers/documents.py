@@ -85,10 +85,14 @@ def examine(
     return [Examined(attachment, reading, tuple(diagnostics))]
 
 
-def _read_single(data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]) -> Reading:
+def _read_single(
+    data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
+) -> Reading:
     name, kind = attachment.filename, attachment.kind
     if kind in ("rar", "7z"):
-        return Unreadable("unsupported-format", name, f".{kind} archives are not opened; please send a .zip or the file itself")
+        return Unreadable(
+            "unsupported-format", name, f".{kind} archives are not opened; please send a .zip or the file itself"
+        )
     if is_encrypted_ole(data):
         return Unreadable("encrypted", name, "the Office document is password-protected")
     if kind in _CONVERTED:
@@ -102,13 +106,17 @@ def _read_single(data: bytes, attachment: Attachment, spec: FormSpec, limits: Li
     return None
 
 
-def _read_docx_form(data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]) -> Reading:
+def _read_docx_form(
+    data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
+) -> Reading:
     text = read_docx(data, attachment.filename, limits)
     diagnostics.extend(text.diagnostics)
     return _form(text.blocks, attachment, spec)
 
 
-def _read_pdf_form(data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]) -> Reading:
+def _read_pdf_form(
+    data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
+) -> Reading:
     try:
         text = read_pdf(data, attachment.filename, spec, limits)
     except CannotRead as exc:

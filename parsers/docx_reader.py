@@ -15,10 +15,10 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
-from parsers.layout import Block, Cell, Grid, Line
 from parsers.errors import CannotRead
+from parsers.layout import Block, Cell, Grid, Line
 from parsers.limits import Limits
 from parsers.model import Location, Unreadable
 
@@ -59,7 +59,9 @@ def _check_package(data: bytes, filename: str, limits: Limits) -> None:
         raise CannotRead(Unreadable("too-large", filename, detail))
     for member in members:
         if member.file_size > 1_000_000 and member.file_size > limits.archive_max_ratio * max(member.compress_size, 1):
-            raise CannotRead(Unreadable("archive-refused", filename, f"part {member.filename!r} expands {member.file_size} bytes"))
+            raise CannotRead(
+                Unreadable("archive-refused", filename, f"part {member.filename!r} expands {member.file_size} bytes")
+            )
         if member.flag_bits & 0x1:
             raise CannotRead(Unreadable("encrypted", filename, f"part {member.filename!r} is encrypted"))
 
@@ -73,7 +75,7 @@ def _open_body(data: bytes, filename: str) -> etree._Element:
         body = document.element.body
         if body is None:
             raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
-        return body  # type: ignore[no-any-return]
+        return body
     except CannotRead:
         raise
     except (PackageNotFoundError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -106,7 +108,9 @@ def _body_from_zip(data: bytes, filename: str) -> etree._Element:
 
 
 def _main_part(package: zipfile.ZipFile, names: set[str]) -> str | None:
-    candidates = sorted(name for name in names if name.startswith("word/") and name.endswith(".xml") and name.count("/") == 1)
+    candidates = sorted(
+        name for name in names if name.startswith("word/") and name.endswith(".xml") and name.count("/") == 1
+    )
     for name in candidates:
         if "document" in name:
             return name
@@ -131,7 +135,10 @@ class _Walker:
         self.paragraphs = 0
         self.walked_chars = 0
         self.visited: set[etree._Element] = set()
-        self._skip = {self.q(name) for name in ("pPr", "rPr", "tblPr", "trPr", "tcPr", "sdtPr", "del", "moveFrom", "instrText", "delText")}
+        self._skip = {
+            self.q(name)
+            for name in ("pPr", "rPr", "tblPr", "trPr", "tcPr", "sdtPr", "del", "moveFrom", "instrText", "delText")
+        }
         self._containers = {self.q(name) for name in ("customXml", "ins", "moveTo", "smartTag", "hyperlink")}
 
     def q(self, name: str) -> str:

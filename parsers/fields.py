@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from parsers.layout import Block, Cell, Grid, Line
+from parsers.layout import Block, Cell, Grid
 from parsers.model import DocumentKind, FieldValue, FormReading, Location, Unreadable
 from parsers.spec import FormSpec
 from parsers.textnorm import clean_value, label_key, strip_hints
@@ -24,7 +24,8 @@ TIER_GUESSED = 0  # no label: found by its shape in the text (see parsers.nlp)
 _TIER_CONFIDENCE = {TIER_RIGHT: 1.0, TIER_BELOW: 0.9, TIER_INLINE: 0.85, TIER_GUESSED: 0.5}
 
 _NOTES_HEADING = re.compile(
-    r"^\s*(?:填表说明|填写说明|申报说明|说明|注意事项|注|备注|instructions?|notes?)\s*(?:[A-Za-z ]{0,20})?\s*(?:[:：]|$)",
+    r"^\s*(?:填表说明|填写说明|申报说明|说明|注意事项|注|备注|instructions?|notes?)"
+    r"\s*(?:[A-Za-z ]{0,20})?\s*(?:[:：]|$)",
     re.IGNORECASE,
 )
 _BILINGUAL = re.compile(r"^([^A-Za-z]+?)\s*([A-Za-z][A-Za-z0-9 .()/&'\-]*)$")
@@ -231,8 +232,10 @@ def read_form(
     if guess:
         from parsers.nlp import guess_unlabelled
 
-        fields.update(guess_unlabelled(blocks, spec, missing_labels=[f.name for f in spec.fields if f.name not in labelled]))
-    values = {name: field_value.value for name, field_value in fields.items()}
+        fields.update(
+            guess_unlabelled(blocks, spec, missing_labels=[f.name for f in spec.fields if f.name not in labelled])
+        )
+    values: dict[str, object] = {name: field_value.value for name, field_value in fields.items()}
     if all(value is None for value in values.values()):
         return Unreadable("no-fields", attachment, "the form's labels are there but every value is blank")
     return FormReading(

@@ -19,14 +19,28 @@ from parsers.mime import (
     payload_bytes,
     read_envelope,
 )
-from parsers.model import Attachment, Envelope, Submission, Unreadable
+from parsers.model import Attachment, AttachmentRole, Envelope, Submission, Unreadable
 from parsers.sniff import DOCUMENT_KINDS, sniff
 from parsers.spec import FormSpec
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {"docx": "docx", "doc": "doc", "wps": "wps", "rtf": "rtf", "odt": "odt", "pdf": "pdf", "zip": "zip",
-               "rar": "rar", "7z": "7z", "text": "txt", "html": "html", "message": "eml", "image": "", "other": ""}
+_EXTENSIONS = {
+    "docx": "docx",
+    "doc": "doc",
+    "wps": "wps",
+    "rtf": "rtf",
+    "odt": "odt",
+    "pdf": "pdf",
+    "zip": "zip",
+    "rar": "rar",
+    "7z": "7z",
+    "text": "txt",
+    "html": "html",
+    "message": "eml",
+    "image": "",
+    "other": "",
+}
 
 
 def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Submission:
@@ -92,7 +106,7 @@ def extract_parts(raw: bytes, limits: Limits | None = None) -> list[tuple[Attach
             kind = sniff(data, "", declared)
             name = attachment_name(leaf.part, leaf.path, _EXTENSIONS[kind])
             kind = sniff(data, name, declared)
-            role = "document" if kind in DOCUMENT_KINDS else "other"
+            role: AttachmentRole = "document" if kind in DOCUMENT_KINDS else "other"
             digest = hashlib.sha256(data).hexdigest()
             parts.append((Attachment(name, declared, kind, len(data), digest, leaf.path, role), data))
         return parts

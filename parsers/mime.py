@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.parser
 import email.utils
 import logging
@@ -78,7 +79,9 @@ KEPT_HEADERS = (
     "x-ms-exchange-generated-message-source",
     "thread-topic",
 )
-_BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "pre", "hr"})
+_BLOCK_TAGS = frozenset(
+    {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "pre", "hr"}
+)
 _SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
 
 
@@ -236,8 +239,15 @@ def content_type_of(part: Message) -> str:
 
 
 def _param(part: Message, name: str, header: str = "content-type") -> str | None:
+    raw = first_header(part, header)
+    if raw is None:
+        return None
+    source = part
+    if not raw.isascii():  # raw 8-bit bytes: decode them first, the parser would replace them
+        source = Message()
+        source[header] = _FOLD.sub("", decode_bytes(header_bytes(raw)))
     try:
-        value = part.get_param(name, header=header)
+        value = source.get_param(name, header=header)
     except (ValueError, TypeError, AttributeError, IndexError, LookupError):
         return None
     if value is None:
@@ -245,10 +255,10 @@ def _param(part: Message, name: str, header: str = "content-type") -> str | None
     if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded text as Latin-1 code points)
         charset, _, text = value
         try:
-            raw = bytes(str(text), "raw-unicode-escape")
+            encoded = bytes(str(text), "raw-unicode-escape")
         except UnicodeEncodeError:
-            raw = header_bytes(text)
-        return decode_bytes(raw, charset or None)
+            encoded = header_bytes(text)
+        return decode_bytes(encoded, charset or None)
     return decode_header_text(email.utils.unquote(str(value)))
 
 
@@ -313,10 +323,8 @@ def payload_bytes(part: Message) -> bytes:
 
 def part_text(part: Message) -> str:
     charset = None
-    try:
+    with contextlib.suppress(ValueError, TypeError, LookupError):
         charset = part.get_content_charset()
-    except (ValueError, TypeError, LookupError):
-        pass
     return decode_bytes(payload_bytes(part), charset)
 
 
@@ -387,7 +395,11 @@ def _body_leaves(message: Message, limits: Limits) -> Iterator[Message]:
                 stack.extend((child, depth + 1) for child in reversed(payload) if isinstance(child, Message))
             continue
         disposition = (first_header(part, "content-disposition") or "").strip().casefold()
-        if content_type_of(part).startswith("text/") and not disposition.startswith("attachment") and not filename_of(part):
+        if (
+            content_type_of(part).startswith("text/")
+            and not disposition.startswith("attachment")
+            and not filename_of(part)
+        ):
             yield part
 
 

@@ -43,12 +43,15 @@ def pipeline() -> Any:
         nlp = spacy.load("zh_core_web_sm")
     except OSError:
         nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
-    ruler = nlp.add_pipe("entity_ruler", before="ner" if "ner" in nlp.pipe_names else None)
+    ruler: Any = nlp.add_pipe("entity_ruler", before="ner" if "ner" in nlp.pipe_names else None)
     chinese = {"TEXT": {"REGEX": r"^[\u4e00-\u9fff]+$"}}
     ruler.add_patterns(
         [
             {"label": "PERSON", "pattern": [{"TEXT": {"REGEX": rf"^[{_SURNAMES}][\u4e00-\u9fff]{{1,2}}$"}}]},
-            {"label": "PERSON", "pattern": [{"TEXT": {"REGEX": rf"^[{_SURNAMES}]$"}}, {"TEXT": {"REGEX": r"^[\u4e00-\u9fff]{1,2}$"}}]},
+            {
+                "label": "PERSON",
+                "pattern": [{"TEXT": {"REGEX": rf"^[{_SURNAMES}]$"}}, {"TEXT": {"REGEX": r"^[\u4e00-\u9fff]{1,2}$"}}],
+            },
             {"label": "ORG", "pattern": [{"TEXT": {"REGEX": rf"^[\u4e00-\u9fff]{{2,}}(?:{_ORG_SUFFIX})$"}}]},
             {"label": "ORG", "pattern": [chinese, {"TEXT": {"REGEX": rf"^(?:{_ORG_SUFFIX})$"}}]},
             {"label": "ORG", "pattern": [chinese, chinese, {"TEXT": {"REGEX": rf"(?:{_ORG_SUFFIX})$"}}]},

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @cache
 def engine() -> str | None:
-    """"rapidocr", "tesseract" or None."""
+    """ "rapidocr", "tesseract" or None."""
     try:
         import rapidocr  # noqa: F401
     except ImportError:
@@ -51,8 +51,6 @@ def ocr_pdf_pages(data: bytes, pages: int, timeout_s: float) -> list[str]:
 
 def _recognise(which: str, image: Any, timeout_s: float) -> str:
     if which == "rapidocr":
-        from rapidocr import RapidOCR
-
         result = _rapid()(image)
         texts = getattr(result, "txts", None) or ()
         return "\n".join(str(text) for text in texts)

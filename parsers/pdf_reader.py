@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from parsers.errors import CannotRead
 from parsers.fields import LabelIndex
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 _PASSWORD_ERRORS = (4, 5)  # FPDF_ERR_PASSWORD, FPDF_ERR_SECURITY
 _CID = re.compile(r"\(cid:\d+\)")
 _FORM_PAGE_FIELDS = 3
+_SOME_TEXT = 10  # visible characters below which a document's text layer is looked at more closely
+_TEXT_OBJECT, _IMAGE_OBJECT, _OTHER_OBJECT = 1, 3, 0  # FPDF_PAGEOBJ_TEXT, FPDF_PAGEOBJ_IMAGE
+_PAGES_FOR_OBJECTS = 3
+_MAX_OBJECTS = 5_000
 
 
 @dataclass
@@ -53,10 +59,9 @@ def read_pdf(data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfT
         document.close()
 
 
-def _read_document(document: object, data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfText:
+def _read_document(document: Any, data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfText:
     import pypdfium2 as pdfium
 
-    assert isinstance(document, pdfium.PdfDocument)
     index = LabelIndex(spec)
     page_count = len(document)
     texts: list[str] = []
@@ -76,7 +81,7 @@ def _read_document(document: object, data: bytes, filename: str, spec: FormSpec,
                 break
         elif form_pages:
             break  # the proposal body after the form
-    _check_health(texts, filename, page_count)
+    _check_health(document, texts, filename, page_count)
     result = PdfText([], page_count, [number + 1 for number in form_pages])
     if not form_pages:
         return result
@@ -86,12 +91,12 @@ def _read_document(document: object, data: bytes, filename: str, spec: FormSpec,
     return result
 
 
-def _check_health(texts: list[str], filename: str, page_count: int) -> None:
+def _check_health(document: Any, texts: list[str], filename: str, page_count: int) -> None:
     joined = "".join(texts)
     visible = [char for char in joined if not char.isspace()]
-    if len(visible) < 10:
-        detail = f"{page_count} pages without a text layer"
-        raise CannotRead(Unreadable("scanned", filename, detail))
+    if len(visible) < _SOME_TEXT:
+        _check_without_text(document, filename, page_count, has_text=bool(visible))
+        return
     bad = sum(1 for char in visible if char == "\ufffd" or _is_control(char) or 0xE000 <= ord(char) <= 0xF8FF)
     bad += sum(len(match) for match in _CID.findall(joined))
     mojibake = sum(1 for char in visible if 0x80 <= ord(char) <= 0xFF)
@@ -99,6 +104,29 @@ def _check_health(texts: list[str], filename: str, page_count: int) -> None:
     if bad > 0.15 * len(visible) or (mojibake > 0.3 * len(visible) and cjk < 0.05 * len(visible)):
         detail = f"{bad} unmapped and {mojibake} Latin-1 characters of {len(visible)}; {cjk} CJK"
         raise CannotRead(Unreadable("garbled-text", filename, detail))
+
+
+def _check_without_text(document: Any, filename: str, page_count: int, has_text: bool) -> None:
+    """Little or no text: pictures of pages are a scan, glyphs without Unicode are garbled."""
+    counts = _object_kinds(document)
+    if counts[_IMAGE_OBJECT] and not has_text:
+        raise CannotRead(Unreadable("scanned", filename, f"{page_count} pages of images without a text layer"))
+    if counts[_TEXT_OBJECT] and not has_text:
+        raise CannotRead(Unreadable("garbled-text", filename, "text drawn with fonts that map to no characters"))
+    if not has_text and not counts[_IMAGE_OBJECT] and not counts[_OTHER_OBJECT]:
+        raise CannotRead(Unreadable("corrupt", filename, "no content could be read from its pages"))
+
+
+def _object_kinds(document: Any) -> Counter[int]:
+    """Page objects by pdfium type on the first pages (forms are followed, within a bound)."""
+    counts: Counter[int] = Counter()
+    for number in range(min(len(document), _PAGES_FOR_OBJECTS)):
+        for seen, found in enumerate(document[number].get_objects(max_depth=4)):
+            if seen >= _MAX_OBJECTS:
+                break
+            kind = found.type
+            counts[kind if kind in (_TEXT_OBJECT, _IMAGE_OBJECT) else _OTHER_OBJECT] += 1
+    return counts
 
 
 def _is_control(char: str) -> bool:

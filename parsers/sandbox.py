@@ -10,6 +10,7 @@ can be decided, with ``unreadable.reason`` "timeout" or "too-large" (or "corrupt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -93,7 +94,7 @@ class _Job:
 
 class _Worker:
     def __init__(self, context: BaseContext, memory_mb: int, limits: Limits) -> None:
-        self.connection, child = context.Pipe()  # type: ignore[attr-defined]
+        self.connection, child = context.Pipe()
         self.process = context.Process(  # type: ignore[attr-defined]
             target=_worker_main, args=(child, memory_mb, limits), daemon=True, name="mailbot-parser"
         )
@@ -107,10 +108,8 @@ class _Worker:
         self.connection.close()
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self.connection.send(None)
-        except (OSError, ValueError):
-            pass
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()

@@ -65,7 +65,11 @@ def sniff(data: bytes, filename: str = "", declared_type: str = "") -> DocumentK
         return "rar"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:12] in (b"ftypheic", b"ftypmif1"):
+    if (
+        head.startswith(_IMAGE_MAGIC)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or head[4:12] in (b"ftypheic", b"ftypmif1")
+    ):
         return "image"
     declared = declared_type.casefold()
     if declared == "message/rfc822":
@@ -74,13 +78,18 @@ def sniff(data: bytes, filename: str = "", declared_type: str = "") -> DocumentK
         return "html"
     if declared.startswith("text/"):
         return "text"
-    return "other"
+    by_name = kind_by_name(filename)
+    # Unrecognised content under a document's name (an empty or cut-off file): read it as that kind
+    # so that it is reported as broken rather than ignored.
+    return by_name if by_name in DOCUMENT_KINDS else "other"
 
 
 def _zip_kind(data: bytes, filename: str) -> DocumentKind:
     names = _zip_names(data)
-    if "[Content_Types].xml" in names or any(name.startswith("word/") for name in names):
+    if any(name.startswith("word/") for name in names):
         return "docx"
+    if "[Content_Types].xml" in names:  # another Office package (.xlsx, .pptx) unless named a Word file
+        return "docx" if kind_by_name(filename) == "docx" else "other"
     if "mimetype" in names and b"application/vnd.oasis.opendocument.text" in data[:200]:
         return "odt"
     if not names:  # no readable directory: a truncated package; its name says what it was meant to be

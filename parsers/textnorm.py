@@ -7,10 +7,7 @@ import unicodedata
 
 # Parenthesised hints that forms put beside a label; the words inside are a closed vocabulary so
 # that a unit such as "（万元）", which is part of the label, stays.
-_HINT_WORDS = (
-    "必填|选填|可选|必须填写|如有|如无可不填|签字|签名|盖章|手写|"
-    "required|optional|mandatory|signature|sign"
-)
+_HINT_WORDS = "必填|选填|可选|必须填写|如有|如无可不填|签字|签名|盖章|手写|required|optional|mandatory|signature|sign"
 _HINT = re.compile(rf"[（(\[【]\s*(?:{_HINT_WORDS})\s*[)）\]】]", re.IGNORECASE)
 _MARKS = re.compile(r"[*＊※★☆•●▲◆✱✲✳]")
 _LABEL_EDGE = re.compile(r"^[\s:：;；,，、.。\-—_]+|[\s:：;；,，、.。\-—_]+$")
@@ -107,5 +104,5 @@ def safe_filename(name: str, fallback: str) -> str:
     cleaned = re.sub(r"\s+", " ", cleaned)
     if len(cleaned) > 180:
         stem, dot, extension = cleaned.rpartition(".")
-        cleaned = stem[: 170] + dot + extension[:9] if dot and len(extension) <= 9 else cleaned[:180]
+        cleaned = stem[:170] + dot + extension[:9] if dot and len(extension) <= 9 else cleaned[:180]
     return cleaned or fallback
