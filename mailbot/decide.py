@@ -303,7 +303,8 @@ def _judge_application(
     sub: Submission, form: FormReading, ctx: _Context, priors: Sequence[PriorApplication]
 ) -> Decision:
     same_file = [p for p in priors if form.sha256 and p.form_sha256 == form.sha256]
-    if same_file:
+    # the same filled-in file is the same submission; two people may both send the blank template
+    if same_file and (ctx.identity.name_key or ctx.identity.email or ctx.identity.phone):
         application_key = max(same_file, key=lambda p: p.arrival).application_key
         application = _applications([(p, "same-file") for p in priors])[application_key]
         return _revision(ctx, application_key, application, "same-file", "the very same form file was sent again")

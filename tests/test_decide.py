@@ -387,10 +387,19 @@ def test_reworded_title_with_a_replacement_note_is_a_revision() -> None:
 def test_identical_file_resent_is_the_same_submission_whatever_the_headers() -> None:
     priors = history(("m1", submission(values=COMPLETE), ON_TIME))
     stranger = envelope(from_addr="someone@qq.com", subject="另一个项目")
-    resent = Submission(stranger, form=form({"project_title": "x"}, sha256=priors[0].form_sha256))
+    resent = Submission(stranger, form=form(COMPLETE, sha256=priors[0].form_sha256))
     decision = run(resent, ON_TIME + timedelta(days=1), priors)
     assert decision.outcome is Outcome.REVISION
     assert decision.rule == "same-file" and decision.supersedes == "m1"
+
+
+def test_two_people_sending_the_same_blank_template_are_not_merged() -> None:
+    blank = dict.fromkeys(COMPLETE)
+    first = Submission(envelope(from_addr="a@pku.edu.cn"), form=form(blank, sha256="blank"))
+    priors = history(("m1", first, ON_TIME))
+    assert priors[0].outcome is Outcome.INCOMPLETE
+    second = Submission(envelope(from_addr="b@fudan.edu.cn"), form=form(blank, sha256="blank"))
+    assert run(second, ON_TIME, priors).outcome is Outcome.INCOMPLETE
 
 
 # ---------------------------------------------------------------------------- 8 duplicate
