@@ -6,6 +6,8 @@ import json
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailbot.identity import (
     Identity,
@@ -260,3 +262,19 @@ def test_different_projects_are_not_similar() -> None:
     assert not similar_title("面向社交媒体的大模型舆情演化分析方法", "社交媒体健康谣言传播的大模型分析方法")
     assert not similar_title(None, "x")
     assert title_similarity("", "") == 0.0
+
+
+# ---------------------------------------------------------------------------- any text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_normalisers_accept_any_text(text: str) -> None:
+    name_key = normalise_name(text)
+    assert normalise_name(text) == name_key
+    assert isinstance(normalise_institution(text, ALIASES), str)
+    email = normalise_email(text)
+    assert email is None or normalise_email(email) == email
+    phone = normalise_phone(text)
+    assert phone is None or phone.isdigit()
+    assert isinstance(similar_title(text, text), bool)
