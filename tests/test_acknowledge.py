@@ -139,6 +139,7 @@ def test_every_outcome_renders_text_and_html_that_parse_back_clean(call: CallSet
         assert body.index("您好") < body.index("Dear applicant"), "Chinese first, English below"
         assert "2024年8月20日 17:30:05（北京时间，UTC+08:00）" in body, "arrival in Beijing time"
         assert call.reference_prefix + "-0042" in body
+    assert "\n\n\n" not in text, "paragraphs are one blank line apart"
     assert "<table" in html and "<script" not in html.lower()
     assert not re.search(r"\sclass=", html), "mail clients drop stylesheets: no CSS classes"
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", html), "no remote images or links"
@@ -212,6 +213,7 @@ def test_no_attachment_explains_attaching_and_refuses_cloud_links_only_when_conf
     lenient = SMP.model_copy(update={"cloud_links_accepted": True})
     text, _ = bodies(compose(context(lenient, "no_attachment"))[1])
     assert "网盘" not in text and "cloud drive" not in text
+    assert "\n\n\n" not in text
 
 
 def test_answers_after_the_deadline_do_not_invite_a_resend() -> None:
