@@ -17,16 +17,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from parsers.sandbox import ParserPool
-
 from mailbot.config import MailboxSettings, Settings, resolve_secret
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
+from mailbot.metrics import StageTimings
 from mailbot.pipeline import Processed, Processor, Reader
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
 from parsers.model import Submission
+from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, upgrade
@@ -76,6 +76,7 @@ class Bot:
         self._decided = threading.Event()
         self._arrived = threading.Event()
         self._stop = threading.Event()
+        self.timings = StageTimings()
         self.processor = Processor(
             settings,
             self.store,
@@ -84,8 +85,9 @@ class Bot:
             self.review,
             self.worker,
             on_decided=lambda _result: self._decided.set(),
+            timings=self.timings,
         )
-        self.sender = Sender(settings, self.store, self.worker)
+        self.sender = Sender(settings, self.store, self.worker, self.timings)
         self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 2)
 
     def close(self) -> None:
@@ -112,7 +114,7 @@ class Bot:
 
     def poll_mailbox(self, box: MailboxSettings) -> PollResult:
         try:
-            with MailboxClient(box, resolve_secret(box)) as client:
+            with MailboxClient(box, resolve_secret(box)) as client, self.timings.stage("fetch"):
                 result = poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
         except Exception as exc:
             self.store.note_poll(box.name, box.folder, str(exc))
@@ -173,7 +175,8 @@ class Bot:
             try:
                 with MailboxClient(box, resolve_secret(box)) as client:
                     while not self._stop.is_set():
-                        poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
+                        with self.timings.stage("fetch"):
+                            poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
                         self.store.note_poll(box.name, box.folder, None)
                         backoff = 1.0
                         if box.idle and client.supports_idle:

@@ -8,6 +8,7 @@ message whose processing fails goes to review with the error recorded; the ones 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -37,6 +38,7 @@ from mailbot.decide import (
     decide,
 )
 from mailbot.identity import Identity, same_person
+from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
 from parsers.model import Submission, to_jsonable
 from parsers.spec import FormSpec
@@ -91,6 +93,7 @@ class Processor:
         review: ReviewQueue,
         worker: str,
         on_decided: Callable[[Processed], None] | None = None,
+        timings: StageTimings | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -99,6 +102,7 @@ class Processor:
         self.review = review
         self.worker = worker
         self.on_decided = on_decided
+        self.timings = timings or StageTimings()
         own = settings.own_addresses
         self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
 
@@ -127,8 +131,10 @@ class Processor:
             try:
                 if isinstance(pending, BaseException):
                     raise pending
-                submission = pending.result()
-                results.append(self.decide_and_store(pk, submission))
+                with self.timings.stage("parse"):
+                    submission = pending.result()
+                with self.timings.stage("store"):
+                    results.append(self.decide_and_store(pk, submission))
             except StateChanged as exc:
                 log.warning("%s", exc)
             except Exception as exc:
@@ -175,6 +181,7 @@ class Processor:
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
             self.store.lock_call(session, call.id)
             priors = load_priors(session, call.id, message.arrival, exclude_pk=pk)
+            decide_started = time.perf_counter()
             decision = decide(
                 submission,
                 message.message_key,
@@ -183,6 +190,7 @@ class Processor:
                 priors,
                 lambda mid: self._is_ours(session, mid),
             )
+            self.timings.add("decide", time.perf_counter() - decide_started)
             reference = message.reference  # a retried message keeps the number it was given
             if reference is None and decision.outcome != Outcome.IGNORED:
                 reference = format_reference(call, self.store.next_reference_number(session, call.id))

@@ -18,6 +18,7 @@ from datetime import timedelta
 from mailbot.clock import utcnow
 from mailbot.config import Settings, resolve_secret
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
+from mailbot.metrics import StageTimings
 from storage.db import transaction
 from storage.models import OutboxMail, OutboxState
 from storage.store import Store
@@ -117,10 +118,11 @@ SentFolderCheck = Callable[[OutboxMail], bool | None]
 
 
 class Sender:
-    def __init__(self, settings: Settings, store: Store, worker: str) -> None:
+    def __init__(self, settings: Settings, store: Store, worker: str, timings: StageTimings | None = None) -> None:
         self.settings = settings
         self.store = store
         self.worker = worker
+        self.timings = timings or StageTimings()
 
     def flush(self, limit: int | None = None) -> list[SendResult]:
         """Send every due outbox row (at most ``limit``); returns what happened to each."""
@@ -145,7 +147,8 @@ class Sender:
             message_id, created, attempts = mail.message_id, mail.created_at, mail.attempts
         extra = {"message_id": message_id}
         try:
-            reply = transport.send(sender, recipients, raw)
+            with self.timings.stage("send"):
+                reply = transport.send(sender, recipients, raw)
         except PermanentFailure as exc:
             log.error("SMTP refused %s for good: %s", message_id, exc, extra=extra)
             return self._finish(outbox_id, OutboxState.FAILED, str(exc))
