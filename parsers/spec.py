@@ -6,6 +6,7 @@ adapt the reader to its own form without touching code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,7 +55,7 @@ class FormSpec:
                 return spec
         raise KeyError(name)
 
-    def missing(self, values: dict[str, object]) -> tuple[str, ...]:
+    def missing(self, values: Mapping[str, object]) -> tuple[str, ...]:
         """Required fields without a value; a group of which none is given is listed whole."""
         absent = {name for name, value in values.items() if value is None or value == ""}
         absent |= {spec.name for spec in self.fields if spec.name not in values}
