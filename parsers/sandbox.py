@@ -73,15 +73,15 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits) -> None
     while True:
         try:
             job = connection.recv()
+            if job is None:
+                return
+            raw, spec = job
+            connection.send(("ok", read_message(raw, spec, limits)))
         except (EOFError, OSError):
             return
-        if job is None:
-            return
-        raw, spec = job
-        try:
-            connection.send(("ok", read_message(raw, spec, limits)))
         except MemoryError:
-            connection.send(("memory", None))
+            with contextlib.suppress(OSError, MemoryError):
+                connection.send(("memory", None))
             return
 
 
