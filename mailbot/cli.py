@@ -151,6 +151,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailbot.demo import run_demo
 
+    if args.log_level == "info":  # the demo's own table says what happened; keep the log to problems
+        logging.getLogger().setLevel(logging.WARNING)
     return run_demo(args.data_dir)
 
 

@@ -221,7 +221,7 @@ def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, act
         )
         report.messages = len(messages)
         pks = [m.id for m in messages]
-        shas_elsewhere = set(session.scalars(select(Message.sha256).where(Message.id.not_in(pks) if pks else True)))
+        shas_elsewhere = set(session.scalars(select(Message.sha256).where(Message.id.not_in(pks or [-1]))))
         for message in messages:
             if archive.contains(message.sha256) and message.sha256 not in shas_elsewhere:
                 report.raw_files += 1

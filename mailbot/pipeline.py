@@ -14,17 +14,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
+    SMTP_POLICY,
     AckContext,
     compose_acknowledgement,
     is_our_message_id,
     make_message_id,
     message_bytes,
+    valid_address,
 )
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
@@ -52,7 +57,7 @@ from storage.models import (
     OutboxState,
 )
 from storage.store import Store
-from templates import TemplateSet
+from templates import TemplateSet, local_time, one_line
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +346,10 @@ class Processor:
             message_id=message_id,
         )
         suppressed = self._suppression(session, recipient)
+        if valid_address(recipient) is None:
+            self.store.add_event(session, "not-answered", ACTOR, message.id, why=suppressed or "no usable address")
+            log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
+            return False
         mail = compose_acknowledgement(context, self.templates, now)
         recipients = sorted({a.lower() for a in [recipient, *mail.get_all("Cc", [])] if a})
         session.add(
@@ -363,6 +372,56 @@ class Processor:
         if suppressed:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
+
+    def queue_notice(self, session: Session, message: Message, note: str) -> bool:
+        """Tell the sender that an admin closed their message (``queue reject --notify``)."""
+        call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
+        recipient = valid_address(message.from_addr)
+        if recipient is None or recipient in self.settings.own_addresses:
+            return False
+        now = utcnow()
+        message_id = make_message_id(call, message.reference, f"notice.{message.id}.{now.isoformat()}")
+        context = {
+            "call": call,
+            "reference": message.reference,
+            "arrival": local_time(message.arrival, call.timezone),
+            "original_subject": one_line(message.subject, 200),
+            "note": one_line(note, 1000),
+            "signature": one_line(call.sender.name) or call.name_zh,
+        }
+        subject = one_line(f"【已处理】{call.name_zh} · {message.reference or ''} / Closed: {message.reference or ''}")
+        context["subject"] = subject
+        mail = EmailMessage(policy=SMTP_POLICY)
+        mail["From"] = Address(display_name=one_line(call.sender.name, 80), addr_spec=call.sender.address)
+        mail["To"] = Address(addr_spec=recipient)
+        mail["Subject"] = subject
+        mail["Date"] = format_datetime(now.astimezone(call.tz))
+        mail["Message-ID"] = message_id
+        if message.message_id:
+            mail["In-Reply-To"] = message.message_id
+            mail["References"] = message.message_id
+        mail["Auto-Submitted"] = "auto-replied"
+        mail.set_content(self.templates.render("notice/closed.txt.j2", context), charset="utf-8", cte="base64")
+        mail.add_alternative(
+            self.templates.render("notice/closed.html.j2", context), subtype="html", charset="utf-8", cte="base64"
+        )
+        session.add(
+            OutboxMail(
+                kind="notice",
+                message_pk=message.id,
+                call_id=call.id,
+                mailbox=self._mailbox_for(call.id),
+                sender=call.sender.address,
+                recipients=[recipient],
+                message_id=message_id,
+                raw=message_bytes(mail, self.settings.smtp),
+                state=OutboxState.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        return True
 
     def _suppression(self, session: Session, recipient: str) -> str | None:
         if not recipient or "@" not in recipient:
@@ -465,7 +524,7 @@ def load_priors(session: Session, call_id: str, before: datetime, exclude_pk: in
             PriorApplication(
                 message_key=message.message_key,
                 arrival=message.arrival,
-                outcome=Outcome(message.outcome),
+                outcome=Outcome(str(message.outcome)),
                 identity=Identity(
                     ident.get("email"),
                     ident.get("phone"),

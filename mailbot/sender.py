@@ -46,7 +46,8 @@ class PermanentFailure(Exception):
 
 
 def retry_delay(attempts: int) -> timedelta:
-    return min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), MAX_RETRY)
+    delay: timedelta = FIRST_RETRY * (2 ** min(max(attempts - 1, 0), 10))
+    return min(delay, MAX_RETRY)
 
 
 class SmtpTransport:
