@@ -90,6 +90,11 @@ class LabelIndex:
         compact = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).casefold()
         return {name for key, name in self._by_key.items() if key and key in compact}
 
+    def spaced_pairs(self, text: str) -> list[tuple[str, str]]:
+        """For a line that starts with a label and has no colons ("申请人姓名 张伟 性别 男", a borderless
+        table's row as a PDF's text layer gives it): each label with the words up to the next label."""
+        return _spaced_pairs(self, text)
+
     def inline_pairs(self, text: str) -> list[tuple[str, str]]:
         """("field", "raw value") for each "label：value" in ``text``."""
         matches = list(self._inline.finditer(text))
@@ -103,6 +108,31 @@ class LabelIndex:
             group = next(name for name, matched in match.groupdict().items() if matched is not None)
             pairs.append((self._group_field[group], value))
         return pairs
+
+
+_MAX_LABEL_WORDS = 6
+
+
+def _spaced_pairs(index: LabelIndex, text: str) -> list[tuple[str, str]]:
+    words = text.split()
+    labels: list[tuple[int, int, str]] = []  # (first word, word after the label, field)
+    position = 0
+    while position < len(words):
+        for end in range(min(len(words), position + _MAX_LABEL_WORDS), position, -1):
+            field = index.field_of(" ".join(words[position:end]))
+            if field is not None:
+                labels.append((position, end, field))
+                position = end
+                break
+        else:
+            position += 1
+    if not labels or labels[0][0] != 0:
+        return []
+    pairs = []
+    for number, (_, end, field) in enumerate(labels):
+        stop = labels[number + 1][0] if number + 1 < len(labels) else len(words)
+        pairs.append((field, " ".join(words[end:stop])))
+    return pairs
 
 
 def _label_pattern(label: str) -> str:
@@ -126,7 +156,8 @@ def find_values(blocks: list[Block], index: LabelIndex) -> list[Found]:
             in_notes = True
         if in_notes:
             continue
-        for field, raw in index.inline_pairs(block.text):
+        pairs = index.inline_pairs(block.text) or index.spaced_pairs(block.text)
+        for field, raw in pairs:
             found.append(Found(field, raw, TIER_INLINE, len(found), block.where))
     return found
 

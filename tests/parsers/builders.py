@@ -51,13 +51,17 @@ def docx_bytes(document: docx.document.Document) -> bytes:
     return buffer.getvalue()
 
 
-def table_form(rows: list[list[str]], *, before: list[str] | None = None, after: list[str] | None = None) -> bytes:
+def table_form(
+    rows: list[list[str]], *, before: list[str] | None = None, after: list[str] | None = None, ruled: bool = True
+) -> bytes:
     """A form table: rows of label/value pairs; a short row's last cell spans the rest."""
     document = docx.Document()
     for text in before or ["SMP-智谱 AI 大模型交叉学科基金（第二期）", "申 报 表"]:
         document.add_paragraph(text)
     width = max(len(row) for row in rows)
     table = document.add_table(rows=len(rows), cols=width)
+    if ruled:
+        table.style = document.styles["Table Grid"]
     for row_number, row in enumerate(rows):
         cells = table.rows[row_number].cells
         if len(row) < width:
