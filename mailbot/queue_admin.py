@@ -118,11 +118,22 @@ def show_item(bot: Bot, pk: int) -> str:
     return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
 
 
+def _note_admin_action(bot: Bot, pk: int, action: str, result: Processed, actor: str) -> None:
+    """Record who retried or resolved an item, and mark its folder closed if it left the queue."""
+    with bot.store.sessions() as session, session.begin():
+        message = session.get_one(Message, pk)
+        bot.store.add_event(session, f"queue-{action}", actor, pk, outcome=result.outcome, reference=result.reference)
+        if message.state != MessageState.REVIEW:
+            bot.review.mark_closed(message, result.outcome, actor)
+
+
 def retry_items(bot: Bot, pks: list[int], actor: str) -> list[Processed | str]:
     results: list[Processed | str] = []
     for index, pk in enumerate(pks, start=1):
         try:
-            results.append(bot.processor.reprocess(pk, actor=actor))
+            result = bot.processor.reprocess(pk, actor=actor)
+            _note_admin_action(bot, pk, "retried", result, actor)
+            results.append(result)
         except Exception as exc:  # the item stays in the queue; say why and go on with the next
             results.append(f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}")
         if len(pks) > 1:
@@ -166,6 +177,7 @@ def resolve_item(bot: Bot, pk: int, assignments: list[str], actor: str) -> Proce
         raw, call_id = bot.store.archive.get(message.sha256), message.call_id or bot.settings.call[0].id
     submission = typed_submission(bot.settings, raw, call_id, typed, actor)
     result = bot.processor.reprocess(pk, submission, actor=actor)
+    _note_admin_action(bot, pk, "resolved", result, actor)
     bot.send()
     return result
 

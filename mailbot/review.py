@@ -50,7 +50,12 @@ class ReviewQueue:
         return self.root / item_name(message)
 
     def add(self, message: Message, raw: bytes, reason: str, sentence: str, **diagnostics: Any) -> Path:
-        """Write (or rewrite) the queue folder of ``message``."""
+        """Write (or rewrite) the queue folder of ``message``.
+
+        ``reason`` is the rule that sent it here; the reason code an admin looks up (and the
+        sentences) come from ``message.reason`` when the message has one ("corrupt", "scanned" …).
+        """
+        code = message.reason or reason
         make_private_dir(self.root)
         target = self.folder_of(message)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
@@ -72,10 +77,11 @@ class ReviewQueue:
                 "from": message.from_addr,
                 "subject": message.subject,
                 "arrival": message.arrival.isoformat(),
-                "stage": "parse" if reason != "internal-error" else "pipeline",
-                "reason": reason,
-                "sentence": sentence or reason_sentence(reason, "en"),
-                "sentence_zh": reason_sentence(reason, "zh"),
+                "stage": "parse" if code != "internal-error" else "pipeline",
+                "reason": code,
+                "rule": reason,
+                "sentence": sentence or reason_sentence(code, "en"),
+                "sentence_zh": reason_sentence(code, "zh"),
                 "diagnostics": diagnostics,
                 "queued_at": utcnow().isoformat(),
             }
