@@ -1,0 +1,96 @@
+"""Storage: the archive is atomic and content-addressed; recording deduplicates; claims are exclusive."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from storage.archive import RawArchive, write_atomic
+from storage.db import make_engine, schema_status, upgrade
+from storage.models import Message, MessageState
+from storage.store import DeliveryRef, Store, header_facts
+
+RAW = (
+    b"Message-ID: <a1@example.edu.cn>\r\nFrom: =?utf-8?b?5byg5Lyf?= <ZW@Example.edu.cn>\r\nTo: min.gao@aminer.cn\r\n"
+    b"Subject: =?gb2312?B?yerH6w==?=\r\n\r\nbody\r\n"
+)
+WHEN = datetime(2024, 9, 8, 15, 59, 59, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path, database_url: str) -> Store:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return Store(engine, RawArchive(tmp_path / "archive"))
+
+
+def test_archive_is_content_addressed_private_and_atomic(tmp_path: Path) -> None:
+    archive = RawArchive(tmp_path / "archive")
+    digest = archive.put(RAW)
+    path = archive.path_for(digest)
+    assert path.read_bytes() == RAW and archive.get(digest) == RAW
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(archive.root.stat().st_mode & 0o777) == "0o700"
+    assert archive.put(RAW) == digest  # idempotent
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(tmp_path / "x" / "file.eml", b"data")
+    assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_header_facts_decode_names_and_subjects() -> None:
+    facts = header_facts(RAW)
+    assert facts.message_id == "<a1@example.edu.cn>"
+    assert facts.subject == "申请"
+    assert facts.from_addr == "zw@example.edu.cn"
+    assert facts.recipients == ("min.gao@aminer.cn",)
+
+
+def test_schema_is_current_after_upgrade(store: Store) -> None:
+    current, head = schema_status(store.engine)
+    assert current == head is not None
+
+
+def test_recording_twice_is_one_message_with_two_deliveries(store: Store) -> None:
+    first = store.record(RAW, WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 1))
+    second = store.record(RAW + b"\r\n", WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 2))
+    assert first.new and not second.new and first.message_pk == second.message_pk
+    assert len(store.deliveries_of(first.message_pk)) == 2
+    assert store.cursor("smp", "INBOX") == (7, 2)
+    with store.sessions() as session:
+        message = session.get_one(Message, first.message_pk)
+        assert message.arrival == WHEN and message.arrival.tzinfo is not None
+        assert message.state == MessageState.RECEIVED
+
+
+def test_uidvalidity_reset_restarts_the_cursor(store: Store) -> None:
+    store.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 5))
+    store.reset_cursor("smp", "INBOX", 8)
+    assert store.cursor("smp", "INBOX") == (8, 0)
+
+
+def test_claims_are_exclusive_and_released(store: Store) -> None:
+    for n in range(3):
+        store.record(RAW.replace(b"<a1@", f"<a{n + 2}@".encode()), WHEN, "smp", None, "import", None)
+    mine = store.claim_received("w1", 2)
+    theirs = store.claim_received("w2", 5)
+    assert len(mine) == 2 and len(theirs) == 1 and not set(mine) & set(theirs)
+    assert store.claim_received("w3", 5) == []
+    assert store.release_stale_claims(None) == 3
+    assert len(store.claim_received("w3", 5)) == 3
+
+
+def test_reference_numbers_count_up_per_call(store: Store) -> None:
+    with store.sessions() as session, session.begin():
+        numbers = [store.next_reference_number(session, "smp-zhipu-2024") for _ in range(3)]
+        other = store.next_reference_number(session, "caai-ant-2024")
+    assert numbers == [1, 2, 3] and other == 1
