@@ -47,6 +47,21 @@ def test_corpus_through_real_servers(
     assert sorted(by_id) == sorted(t["message_id"] for t in truth.values())
     assert set(by_id.values()) == {1}, "every message has exactly one record"
 
+    # every decision is the one the truth records (outcome, what it supersedes, what it duplicates)
+    key_of = {name: info["message_id"] for name, info in truth.items()}
+    by_message = {r["message_id"]: r for r in records}
+    for name, info in truth.items():
+        record = by_message[info["message_id"]]
+        expected = (
+            info["outcome"],
+            key_of.get(info.get("supersedes") or ""),
+            key_of.get(info.get("duplicate_of") or ""),
+            info.get("reason"),
+        )
+        assert (record["outcome"], record["supersedes"], record["duplicate_of"], record["reason"]) == expected, name
+        if info.get("missing"):
+            assert record["missing"] == info["missing"], name
+
     acks = _acks_by_original(smtp_sink)
     outcome_of = {r["message_id"]: r["outcome"] for r in records}
     for message_id, outcome in outcome_of.items():
