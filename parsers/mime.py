@@ -304,6 +304,10 @@ def leaves(message: Message, limits: Limits) -> Iterator[Leaf]:
             if depth >= limits.max_mime_depth:
                 continue
             children = [child for child in payload if isinstance(child, Message)]
+            if content_type_of(part).startswith("message/"):
+                # an enclosed message takes its part's number: 2.1 is the first part inside part 2
+                stack.extend((child, path, depth + 1) for child in reversed(children[:1]))
+                continue
             for number in range(len(children), 0, -1):
                 stack.append((children[number - 1], (*path, str(number)), depth + 1))
             continue

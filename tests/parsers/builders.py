@@ -109,9 +109,19 @@ def to_pdf(docx_data: bytes) -> bytes:
         work = Path(folder)
         (work / "form.docx").write_bytes(docx_data)
         subprocess.run(
-            [binary, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--convert-to", "pdf",
-             "--outdir", str(work), str(work / "form.docx")],
-            capture_output=True, timeout=120, check=True,
+            [
+                binary,
+                f"-env:UserInstallation={(work / 'profile').as_uri()}",
+                "--headless",
+                "--convert-to",
+                "pdf",
+                "--outdir",
+                str(work),
+                str(work / "form.docx"),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
         )
         return (work / "form.pdf").read_bytes()
 
@@ -130,10 +140,15 @@ def mime_part(data: bytes, content_type: str, disposition: bytes | None = None, 
     return head + b"\r\n" + body
 
 
-def message(parts: list[bytes], headers: dict[str, bytes] | None = None, subtype: str = "mixed", params: str = "") -> bytes:
-    boundary = b"----=_Part_test_0001"
+def message(
+    parts: list[bytes],
+    headers: dict[str, bytes] | None = None,
+    subtype: str = "mixed",
+    params: str = "",
+    boundary: bytes = b"----=_Part_test_0001",
+) -> bytes:
     head = {
-        "From": "=?UTF-8?B?5byg5Lyf?= <zhangwei@tsinghua.edu.cn>".encode(),
+        "From": b"=?UTF-8?B?5byg5Lyf?= <zhangwei@tsinghua.edu.cn>",
         "To": b"min.gao@aminer.cn",
         "Subject": b"=?GB2312?B?yerH67Hto6y8+7i9vP4=?=",
         "Message-ID": b"<test.1@example.org>",

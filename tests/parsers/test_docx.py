@@ -60,18 +60,29 @@ def test_extra_empty_rows_and_stray_spaces(smp_spec: FormSpec) -> None:
 
 
 def test_merged_cells_group_column_and_spans(smp_spec: FormSpec) -> None:
-    cell = '<w:tc><w:tcPr>{props}</w:tcPr><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:tc>'
+    cell = "<w:tc><w:tcPr>{props}</w:tcPr><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:tc>"
     group = '<w:vMerge w:val="restart"/>'
     rows = [
-        [cell.format(props=group, text="申请人基本信息"), cell.format(props="", text="申请人姓名"),
-         cell.format(props="", text="李 四"), cell.format(props="", text="性别"), cell.format(props="", text="女")],
-        [cell.format(props="<w:vMerge/>", text=""), cell.format(props="", text="所在单位"),
-         cell.format(props='<w:gridSpan w:val="3"/>', text="北京大学")],
-        [cell.format(props="<w:vMerge/>", text=""), cell.format(props="", text="项目名称"),
-         cell.format(props='<w:gridSpan w:val="3"/>', text="大模型价值观测量")],
+        [
+            cell.format(props=group, text="申请人基本信息"),
+            cell.format(props="", text="申请人姓名"),
+            cell.format(props="", text="李 四"),
+            cell.format(props="", text="性别"),
+            cell.format(props="", text="女"),
+        ],
+        [
+            cell.format(props="<w:vMerge/>", text=""),
+            cell.format(props="", text="所在单位"),
+            cell.format(props='<w:gridSpan w:val="3"/>', text="北京大学"),
+        ],
+        [
+            cell.format(props="<w:vMerge/>", text=""),
+            cell.format(props="", text="项目名称"),
+            cell.format(props='<w:gridSpan w:val="3"/>', text="大模型价值观测量"),
+        ],
         [cell.format(props="", text="申报课题"), cell.format(props='<w:gridSpan w:val="4"/>', text="5.3")],
     ]
-    table = f'<w:tbl {W_NS}><w:tblGrid>' + "<w:gridCol/>" * 5 + "</w:tblGrid>"
+    table = f"<w:tbl {W_NS}><w:tblGrid>" + "<w:gridCol/>" * 5 + "</w:tblGrid>"
     table += "".join("<w:tr>" + "".join(row) + "</w:tr>" for row in rows) + "</w:tbl>"
     reading = read(body_xml_form([table]), smp_spec)
     assert reading.value("applicant_name") == "李四"
@@ -128,7 +139,9 @@ def test_bilingual_labels_on_one_or_two_lines(caai_spec: FormSpec, smp_spec: For
         ["课题编号\nTopic No.", "ANT-17、幻觉检测与缓解", "研究方向\nResearch Direction", "大模型安全"],
         ["申请金额（万元）\nBudget (10k CNY)", "30"],
     ]
-    data = table_form(rows, before=["项目申请书 Proposal"], after=["填写说明 Instructions：", "课题编号请填写（如 ANT-07）"])
+    data = table_form(
+        rows, before=["项目申请书 Proposal"], after=["填写说明 Instructions：", "课题编号请填写（如 ANT-07）"]
+    )
     reading = read(data, caai_spec)
     assert reading.values() | {} == {
         "project_title": "大模型幻觉检测与缓解关键技术研究",
@@ -149,11 +162,11 @@ def test_bilingual_labels_on_one_or_two_lines(caai_spec: FormSpec, smp_spec: For
 
 def test_content_controls_block_and_inline(smp_spec: FormSpec) -> None:
     inline = (
-        f'<w:p {W_NS}><w:r><w:t>申请人姓名：</w:t></w:r><w:sdt><w:sdtPr/><w:sdtContent>'
+        f"<w:p {W_NS}><w:r><w:t>申请人姓名：</w:t></w:r><w:sdt><w:sdtPr/><w:sdtContent>"
         "<w:r><w:t>赵六</w:t></w:r></w:sdtContent></w:sdt></w:p>"
     )
     block = (
-        f'<w:sdt {W_NS}><w:sdtPr/><w:sdtContent>'
+        f"<w:sdt {W_NS}><w:sdtPr/><w:sdtContent>"
         "<w:p><w:r><w:t>项目名称：多模态大模型研究</w:t></w:r></w:p>"
         "<w:p><w:r><w:t>所在单位：浙江大学</w:t></w:r></w:p>"
         "<w:p><w:r><w:t>申报课题：6.2</w:t></w:r></w:p>"
@@ -174,7 +187,7 @@ def test_text_box_is_read_once(smp_spec: FormSpec) -> None:
         f'<w:p {W_NS} xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
         'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
         'xmlns:v="urn:schemas-microsoft-com:vml"><w:r><mc:AlternateContent>'
-        f"<mc:Choice Requires=\"wps\"><wps:txbx><w:txbxContent>{box}</w:txbxContent></wps:txbx></mc:Choice>"
+        f'<mc:Choice Requires="wps"><wps:txbx><w:txbxContent>{box}</w:txbxContent></wps:txbx></mc:Choice>'
         f"<mc:Fallback><v:textbox><w:txbxContent>{box}</w:txbxContent></v:textbox></mc:Fallback>"
         "</mc:AlternateContent></w:r></w:p>"
     )
@@ -187,24 +200,29 @@ def test_text_box_is_read_once(smp_spec: FormSpec) -> None:
 def test_legacy_form_fields_and_checkboxes(smp_spec: FormSpec) -> None:
     def text_field(label: str, value: str) -> str:
         return (
-            f'<w:p {W_NS}><w:r><w:t>{label}：</w:t></w:r>'
+            f"<w:p {W_NS}><w:r><w:t>{label}：</w:t></w:r>"
             '<w:r><w:fldChar w:fldCharType="begin"><w:ffData><w:textInput/></w:ffData></w:fldChar></w:r>'
             '<w:r><w:instrText> FORMTEXT </w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>'
             f'<w:r><w:t>{value}</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>'
         )
 
     def checkbox(checked: bool) -> str:
-        state = '<w:checked/>' if checked else '<w:checked w:val="0"/>'
+        state = "<w:checked/>" if checked else '<w:checked w:val="0"/>'
         return (
             f'<w:r><w:fldChar w:fldCharType="begin"><w:ffData><w:checkBox>{state}</w:checkBox></w:ffData>'
-            '</w:fldChar></w:r><w:r><w:instrText> FORMCHECKBOX </w:instrText></w:r>'
+            "</w:fldChar></w:r><w:r><w:instrText> FORMCHECKBOX </w:instrText></w:r>"
             '<w:r><w:fldChar w:fldCharType="end"/></w:r>'
         )
 
-    grant = f'<w:p {W_NS}><w:r><w:t>是否获第一期资助：</w:t></w:r>{checkbox(False)}<w:r><w:t>是 </w:t></w:r>'
-    grant += f'{checkbox(True)}<w:r><w:t>否</w:t></w:r></w:p>'
-    fields = [text_field("项目名称", "表单域项目"), text_field("申请人姓名", "孙八"), text_field("所在单位", "同济大学"),
-              text_field("申报课题", "9.2"), grant]
+    grant = f"<w:p {W_NS}><w:r><w:t>是否获第一期资助：</w:t></w:r>{checkbox(False)}<w:r><w:t>是 </w:t></w:r>"
+    grant += f"{checkbox(True)}<w:r><w:t>否</w:t></w:r></w:p>"
+    fields = [
+        text_field("项目名称", "表单域项目"),
+        text_field("申请人姓名", "孙八"),
+        text_field("所在单位", "同济大学"),
+        text_field("申报课题", "9.2"),
+        grant,
+    ]
     reading = read(body_xml_form(fields), smp_spec)
     assert reading.value("project_title") == "表单域项目"
     assert reading.value("applicant_name") == "孙八"
@@ -217,7 +235,7 @@ def test_nested_table_in_a_cell(smp_spec: FormSpec) -> None:
         "<w:tc><w:p><w:r><w:t>13900002222</w:t></w:r></w:p></w:tc></w:tr></w:tbl>"
     )
     outer = (
-        f'<w:tbl {W_NS}><w:tr><w:tc><w:p><w:r><w:t>项目名称</w:t></w:r></w:p></w:tc>'
+        f"<w:tbl {W_NS}><w:tr><w:tc><w:p><w:r><w:t>项目名称</w:t></w:r></w:p></w:tc>"
         "<w:tc><w:p><w:r><w:t>嵌套表格项目</w:t></w:r></w:p></w:tc></w:tr>"
         "<w:tr><w:tc><w:p><w:r><w:t>申请人姓名</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>周九</w:t></w:r></w:p></w:tc></w:tr>"
         "<w:tr><w:tc><w:p><w:r><w:t>申报课题</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>4.1</w:t></w:r></w:p></w:tc></w:tr>"
@@ -233,13 +251,17 @@ def test_text_outside_the_usual_structure_is_recovered(smp_spec: FormSpec) -> No
         w_paragraph(text).replace(f" {W_NS}", "")
         for text in ("项目名称：藏起来的项目", "申请人姓名：吴十", "所在单位：中山大学", "申报课题：1.1")
     )
-    reading_or_none = read_document(body_xml_form([f"<w:unknownWrapper {W_NS}>{hidden}</w:unknownWrapper>"]), "x.docx", smp_spec)
+    reading_or_none = read_document(
+        body_xml_form([f"<w:unknownWrapper {W_NS}>{hidden}</w:unknownWrapper>"]), "x.docx", smp_spec
+    )
     assert isinstance(reading_or_none, FormReading)
     assert reading_or_none.value("project_title") == "藏起来的项目"
 
 
 def test_a_cv_is_not_a_form(smp_spec: FormSpec) -> None:
-    cv = paragraph_form(["个人简历", "姓名：张三", "性别：男", "工作单位：清华大学", "电子邮箱：a@b.cn", "联系电话：13800001111"])
+    cv = paragraph_form(
+        ["个人简历", "姓名：张三", "性别：男", "工作单位：清华大学", "电子邮箱：a@b.cn", "联系电话：13800001111"]
+    )
     assert read_document(cv, "简历.docx", smp_spec) is None
 
 
@@ -265,7 +287,9 @@ def test_broken_documents(smp_spec: FormSpec) -> None:
 
 
 def test_encrypted_office_container(smp_spec: FormSpec) -> None:
-    container = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504 + "EncryptionInfo".encode("utf-16-le") + b"\x00" * 600
+    container = (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504 + "EncryptionInfo".encode("utf-16-le") + b"\x00" * 600
+    )
     reading = read_document(container, "申报表.docx", smp_spec)
     assert isinstance(reading, Unreadable) and reading.reason == "encrypted"
 

@@ -28,7 +28,12 @@ def test_table_form_pdf(form_pdf: bytes, smp_spec: FormSpec) -> None:
 
 
 def test_borderless_table_pdf_is_read_from_its_lines(soffice: str, smp_spec: FormSpec) -> None:
-    rows = [["项目名称", "大模型作文批改"], ["申请人姓名", "张 伟", "性别", "男"], ["所在单位", "清华大学"], ["申报课题", "3.2"]]
+    rows = [
+        ["项目名称", "大模型作文批改"],
+        ["申请人姓名", "张 伟", "性别", "男"],
+        ["所在单位", "清华大学"],
+        ["申报课题", "3.2"],
+    ]
     reading = read_document(to_pdf(table_form(rows, ruled=False)), "申报表.pdf", smp_spec)
     assert isinstance(reading, FormReading), reading
     assert reading.values() == {
@@ -50,7 +55,13 @@ def test_long_pdf_stops_after_the_form(soffice: str, smp_spec: FormSpec) -> None
 
 
 def test_paragraph_form_pdf(soffice: str, smp_spec: FormSpec) -> None:
-    lines = ["项目名称：大模型作文批改", "申请人姓名：李 雷", "所在单位：复旦大学", "申报课题：3.2", "手机：139 0000 1111"]
+    lines = [
+        "项目名称：大模型作文批改",
+        "申请人姓名：李 雷",
+        "所在单位：复旦大学",
+        "申报课题：3.2",
+        "手机：139 0000 1111",
+    ]
     reading = read_document(to_pdf(paragraph_form(lines)), "form.pdf", smp_spec)
     assert isinstance(reading, FormReading)
     assert reading.values() == {
@@ -89,9 +100,19 @@ def test_legacy_doc_is_converted(soffice: str, smp_spec: FormSpec, tmp_path: obj
     work = Path(str(tmp_path))
     (work / "form.docx").write_bytes(table_form(SMP_ROWS))
     subprocess.run(
-        [soffice, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--convert-to", "doc",
-         "--outdir", str(work), str(work / "form.docx")],
-        capture_output=True, timeout=120, check=True,
+        [
+            soffice,
+            f"-env:UserInstallation={(work / 'profile').as_uri()}",
+            "--headless",
+            "--convert-to",
+            "doc",
+            "--outdir",
+            str(work),
+            str(work / "form.docx"),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     reading = read_document((work / "form.doc").read_bytes(), "申报表.doc", smp_spec)
     assert isinstance(reading, FormReading), reading
