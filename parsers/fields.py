@@ -132,7 +132,8 @@ def _spaced_pairs(index: LabelIndex, text: str) -> list[tuple[str, str]]:
     for number, (_, end, field) in enumerate(labels):
         stop = labels[number + 1][0] if number + 1 < len(labels) else len(words)
         pairs.append((field, " ".join(words[end:stop])))
-    return pairs
+    # A line of labels alone is a label cell wrapped by the layout, not a row of blank values.
+    return pairs if any(value for _, value in pairs) else []
 
 
 def _label_pattern(label: str) -> str:
