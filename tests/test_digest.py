@@ -706,3 +706,14 @@ def test_the_loser_of_a_race_leaves_nothing_behind(tmp_path: Path, postgres_url:
     assert digest_rows(winner) == (1, 0)
     winner.engine.dispose()
     loser.engine.dispose()
+
+
+def test_long_lists_are_cut_and_point_to_the_workbook(
+    populated: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailbot.digest.LIST_LIMIT", 3)
+    _subject, text, html = render_digest(digest_of(populated, settings), TemplateSet())
+    for body in (text, html):
+        assert "另有 1 条，见附件 smp-zhipu-2024-2024-09-02.xlsx" in body
+        assert "1 more in the attached smp-zhipu-2024-2024-09-02.xlsx" in body
+        assert "SMP24-0007" in body and "SMP24-0008" not in body.split("New submissions")[1].split("Messages by")[0]
