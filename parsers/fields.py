@@ -172,7 +172,8 @@ def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
                 continue
             field = index.field_of(cell.text)
             if field is None:
-                for inline_field, raw in index.inline_pairs(cell.text):
+                pairs = index.inline_pairs(cell.text) or _label_over_value(index, cell.text)
+                for inline_field, raw in pairs:
                     found.append(Found(inline_field, raw, TIER_BELOW, order + len(found), where))
                 continue
             right = _right_of(row, position)
@@ -186,6 +187,17 @@ def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
             else:
                 found.append(Found(field, "", TIER_BELOW, order + len(found), where))
     return found
+
+
+def _label_over_value(index: LabelIndex, text: str) -> list[tuple[str, str]]:
+    """A cell typed into under its label: "项目名称" (and maybe "Project Title") then the value."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for label_lines in (2, 1):
+        if len(lines) > label_lines:
+            field = index.field_of(" ".join(lines[:label_lines]))
+            if field is not None:
+                return [(field, "\n".join(lines[label_lines:]))]
+    return []
 
 
 def _right_of(row: tuple[Cell, ...], position: int) -> Cell | None:

@@ -107,6 +107,19 @@ def test_value_in_the_cell_below(smp_spec: FormSpec) -> None:
     assert reading.fields["institution"].where.row == 2
 
 
+def test_value_typed_under_the_label_in_one_cell(caai_spec: FormSpec) -> None:
+    rows = [
+        ["项目名称\nProject Title\n大模型长上下文建模研究"],
+        ["项目负责人\n吕婉婷", "依托单位 Institution\n四川大学"],
+        ["课题编号 Topic No.：ANT07"],
+    ]
+    reading = read(table_form(rows, after=[]), caai_spec)
+    assert reading.value("project_title") == "大模型长上下文建模研究"
+    assert reading.value("applicant_name") == "吕婉婷"
+    assert reading.value("institution") == "四川大学"
+    assert reading.value("topic") == "ANT-07"
+
+
 def test_paragraph_form(smp_spec: FormSpec) -> None:
     lines = [
         "申 报 表",

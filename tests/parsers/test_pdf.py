@@ -125,3 +125,23 @@ def test_legacy_doc_without_libreoffice(monkeypatch: pytest.MonkeyPatch, smp_spe
     reading = read_document(fake_doc, "申报表.doc", smp_spec)
     assert isinstance(reading, Unreadable) and reading.reason == "unsupported-format"
     assert "LibreOffice" in reading.detail
+
+
+def test_ocr_hook_reads_a_scan_when_an_engine_is_there(monkeypatch: pytest.MonkeyPatch, smp_spec: FormSpec) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 800), "white").save(buffer, format="PDF")
+    page = "项目名称：扫描件项目\n申请人姓名：郑一\n所在单位：厦门大学\n申报课题：2.3"
+    monkeypatch.setattr("parsers.documents.ocr_engine", lambda: "tesseract")
+    monkeypatch.setattr("parsers.documents.ocr_pdf_pages", lambda data, pages, timeout_s: [page])
+    reading = read_document(buffer.getvalue(), "扫描.pdf", smp_spec)
+    assert isinstance(reading, FormReading)
+    assert reading.value("applicant_name") == "郑一"
+    monkeypatch.setattr("parsers.documents.ocr_pdf_pages", lambda data, pages, timeout_s: ["看不清"])
+    unread = read_document(buffer.getvalue(), "扫描.pdf", smp_spec)
+    assert isinstance(unread, Unreadable) and unread.reason == "scanned"
+
+
+def test_no_ocr_engine_is_installed_by_default() -> None:
+    from parsers.ocr import engine
+
+    assert engine() in (None, "rapidocr", "tesseract")
