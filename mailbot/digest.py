@@ -246,7 +246,7 @@ def build_digest(
             _new_submission(call, m) for m in fresh if m.outcome in {o.value for o in SUBMISSION_OUTCOMES}
         ),
         duplicates=_duplicates(session, applications),
-        flagged=_flagged(session, call, applications),
+        flagged=_flagged(session, applications),
         correspondence=tuple(_correspondence(m) for m in fresh if m.outcome == Outcome.CORRESPONDENCE.value),
         review=_review_queue(session, call.id),
         ack_problems=_ack_problems(session, call.id, since),
@@ -367,9 +367,7 @@ def _duplicates(session: Session, applications: Sequence[tuple[Application, Mess
     return tuple(cases)
 
 
-def _flagged(
-    session: Session, call: CallSettings, applications: Sequence[tuple[Application, Message]]
-) -> tuple[FlaggedApplication, ...]:
+def _flagged(session: Session, applications: Sequence[tuple[Application, Message]]) -> tuple[FlaggedApplication, ...]:
     return tuple(
         FlaggedApplication(
             reference=_reference_of_key(session, application.application_key),
