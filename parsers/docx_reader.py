@@ -54,8 +54,9 @@ def _check_package(data: bytes, filename: str, limits: Limits) -> None:
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise CannotRead(Unreadable("corrupt", filename, f"not a complete zip package: {exc}")) from None
     total = sum(member.file_size for member in members)
-    if len(members) > 5_000 or total > limits.docx_max_xml_bytes:
-        detail = f"{len(members)} parts, {total} bytes uncompressed"
+    markup = sum(member.file_size for member in members if member.filename.endswith((".xml", ".rels")))
+    if len(members) > 5_000 or markup > limits.docx_max_xml_bytes or total > limits.archive_max_total_bytes:
+        detail = f"{len(members)} parts, {markup} bytes of XML, {total} bytes in all uncompressed"
         raise CannotRead(Unreadable("too-large", filename, detail))
     for member in members:
         if member.file_size > 1_000_000 and member.file_size > limits.archive_max_ratio * max(member.compress_size, 1):

@@ -19,7 +19,7 @@ class Limits:
     archive_max_total_bytes: int = 200 * MIB
     archive_max_ratio: float = 150.0  # uncompressed / compressed, per member, beyond a few KiB
     archive_max_depth: int = 2  # archives inside archives
-    docx_max_xml_bytes: int = 64 * MIB  # the uncompressed parts of one Word package
+    docx_max_xml_bytes: int = 64 * MIB  # the uncompressed XML of one Word package (media count in the total)
     pdf_max_pages: int = 60  # pages whose text is looked at
     pdf_max_form_pages: int = 4  # pages laid out into tables
     body_text_chars: int = 20_000

@@ -314,3 +314,33 @@ def test_bomb_inside_a_word_package(smp_spec: FormSpec) -> None:
         package.writestr("word/document.xml", b"<" + b"a" * 80_000_000 + b">")
     reading = read_document(bomb.getvalue(), "申报表.docx", smp_spec)
     assert isinstance(reading, Unreadable) and reading.reason in ("too-large", "archive-refused")
+
+
+def test_unlabelled_contacts_and_signature_are_guessed_with_low_confidence(smp_spec: FormSpec) -> None:
+    lines = [
+        "项目名称：古籍标点大模型",
+        "所在单位：南京大学",
+        "申报课题：7.1",
+        "联系方式：wang.fang@nju.edu.cn，13912345678",
+        "负责人签名：王芳",
+        *NOTES,
+    ]
+    reading = read(paragraph_form(lines), smp_spec)
+    assert reading.value("email") == "wang.fang@nju.edu.cn"
+    assert reading.value("phone") == "13912345678"
+    assert reading.value("applicant_name") == "王芳"
+    assert all(reading.fields[name].confidence <= 0.5 for name in ("email", "phone", "applicant_name"))
+
+
+def test_a_labelled_blank_is_not_guessed(smp_spec: FormSpec) -> None:
+    lines = [
+        "项目名称：古籍标点大模型",
+        "申请人姓名：王芳",
+        "所在单位：南京大学",
+        "申报课题：7.1",
+        "电子邮箱：",
+        "手机：",
+        "联系我们：wang.fang@nju.edu.cn",
+    ]
+    reading = read(paragraph_form(lines), smp_spec)
+    assert reading.value("email") is None and reading.value("phone") is None
