@@ -63,6 +63,9 @@ def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Su
             name = attachment_name(leaf.part, leaf.path, _EXTENSIONS[sniff(data, "", declared)])
             examined.extend(examine(data, name, spec, limits, declared_type=declared, path=leaf.path))
         return _submission(envelope, examined)
+    except MemoryError:
+        detail = "the reader ran out of memory"
+        return Submission(envelope, unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,))
     except Exception as exc:  # the readers guard themselves; this keeps a malformed message decidable
         log.exception("cannot read message %s", envelope.message_id)
         if envelope is EMPTY_ENVELOPE:
