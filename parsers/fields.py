@@ -77,13 +77,20 @@ class LabelIndex:
         if key in self._by_key:
             return self._by_key[key]
         bilingual = _BILINGUAL.match(strip_hints(re.sub(r"\s+", " ", text)))
-        if bilingual:
+        if bilingual and self._is_label_translation(bilingual.group(2)):
             for part in bilingual.groups():
                 part_key = label_key(part)
                 if part_key in self._by_key:
                     return self._by_key[part_key]
         bare = _PARENTHESISED.sub("", key)
         return self._by_bare_key.get(bare) if bare else None
+
+    def _is_label_translation(self, latin: str) -> bool:
+        """The English half of "中文 English": a known label, or a few words without digits (not a value)."""
+        bare = _PARENTHESISED.sub("", latin)
+        if label_key(bare) in self._by_key:
+            return True
+        return not any(char.isdigit() for char in bare) and len(bare.split()) <= 4
 
     def fields_mentioned(self, text: str) -> set[str]:
         """Fields whose label occurs anywhere in ``text`` (a quick test for pages worth laying out)."""
@@ -172,7 +179,8 @@ def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
                 continue
             field = index.field_of(cell.text)
             if field is None:
-                pairs = index.inline_pairs(cell.text) or _label_over_value(index, cell.text)
+                text = cell.text
+                pairs = index.inline_pairs(text) or _label_over_value(index, text) or index.spaced_pairs(text)
                 for inline_field, raw in pairs:
                     found.append(Found(inline_field, raw, TIER_BELOW, order + len(found), where))
                 continue

@@ -112,12 +112,14 @@ def test_value_typed_under_the_label_in_one_cell(caai_spec: FormSpec) -> None:
         ["项目名称\nProject Title\n大模型长上下文建模研究"],
         ["项目负责人\n吕婉婷", "依托单位 Institution\n四川大学"],
         ["课题编号 Topic No.：ANT07"],
+        ["电话 Phone 130 4027 5979"],
     ]
     reading = read(table_form(rows, after=[]), caai_spec)
     assert reading.value("project_title") == "大模型长上下文建模研究"
     assert reading.value("applicant_name") == "吕婉婷"
     assert reading.value("institution") == "四川大学"
     assert reading.value("topic") == "ANT-07"
+    assert reading.value("phone") == "13040275979"
 
 
 def test_paragraph_form(smp_spec: FormSpec) -> None:
