@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, Settings, resolve_secret
@@ -101,6 +101,9 @@ def _check_database(settings: Settings) -> CheckLine:
         engine.dispose()
     except Exception as exc:
         return CheckLine(False, what, f"cannot open {settings.database_url.split('@')[-1]}: {exc}")
+    if current is None:
+        # a new installation: the first run creates the schema, so this is no reason not to start
+        return CheckLine(True, what, f"empty; the first mailbot run creates schema {head}")
     if current != head:
         return CheckLine(
             False,
@@ -139,8 +142,20 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "never"
 
 
+FAILURES_SHOWN = 5
+
+
 def status_report(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
+    try:
+        if schema_status(engine)[0] is None:
+            return "The database is empty: nothing has run yet (the first mailbot run creates it).\n"
+        return _status_lines(settings, engine)
+    finally:
+        engine.dispose()
+
+
+def _status_lines(settings: Settings, engine: Engine) -> str:
     lines: list[str] = []
     with session_factory(engine)() as session:
         lines.append("Mailboxes:")
@@ -162,6 +177,16 @@ def status_report(settings: Settings) -> str:
             f"{outbox.get(OutboxState.SENT, 0)} sent, {outbox.get(OutboxState.FAILED, 0)} failed, "
             f"{outbox.get(OutboxState.SUPPRESSED, 0)} held back, {bounced or 0} bounced"
         )
+        failed = session.scalars(
+            select(OutboxMail)
+            .where(OutboxMail.state == OutboxState.FAILED)
+            .order_by(OutboxMail.id.desc())
+            .limit(FAILURES_SHOWN)
+        )
+        lines.extend(
+            f"  not delivered: {mail.message_id} to {', '.join(mail.recipients) or '(purged)'}: {mail.last_reply}"
+            for mail in failed
+        )
         oldest = session.scalar(select(func.min(Message.arrival)).where(Message.state == MessageState.REVIEW))
         lines.append(
             f"Review queue: {counts.get(MessageState.REVIEW, 0)} item(s)"
@@ -171,7 +196,6 @@ def status_report(settings: Settings) -> str:
         for call in settings.call:
             last = session.scalar(select(func.max(DigestRun.day)).where(DigestRun.call_id == call.id))
             lines.append(f"  {call.id:<16} last {last.isoformat() if last else 'none yet'}")
-    engine.dispose()
     return "\n".join(lines) + "\n"
 
 
@@ -206,10 +230,35 @@ def _chunks(items: list[int], size: int = 500) -> Iterator[list[int]]:
 def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, actor: str) -> PurgeReport:
     """Remove personal data of ``call_id`` for messages that arrived before ``before``."""
     call = settings.call_by_id(call_id)
-    now = utcnow()
-    if call.effective_deadline > now:
+    if call.effective_deadline > utcnow():
         raise ConfigError(f"call {call_id} is still open (deadline {call.deadline.isoformat()}): nothing is purged")
     engine = make_engine(settings.database_url)
+    try:
+        report = _purge_rows(settings, engine, call_id, before, dry_run, actor)
+        if not dry_run:
+            _scrub_freed_space(engine)
+        return report
+    finally:
+        engine.dispose()
+
+
+def _scrub_freed_space(engine: Engine) -> None:
+    """Rewrite a SQLite file so the purged values are gone from its free pages and its WAL too.
+
+    SQLite leaves deleted and overwritten bytes in free space unless built with SECURE_DELETE
+    (most builds are not); PostgreSQL's own files are not under the data directory.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM")
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _purge_rows(
+    settings: Settings, engine: Engine, call_id: str, before: datetime, dry_run: bool, actor: str
+) -> PurgeReport:
+    now = utcnow()
     archive = RawArchive(settings.archive_dir)
     queue = ReviewQueue(settings.queue_dir)
     report = PurgeReport()
@@ -287,7 +336,6 @@ def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, act
                 detail={"call": call_id, "before": before.isoformat(), "messages": report.messages},
             )
         )
-    engine.dispose()
     return report
 
 
