@@ -88,7 +88,8 @@ class Bot:
             timings=self.timings,
         )
         self.sender = Sender(settings, self.store, self.worker, self.timings)
-        self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 2)
+        # enough reads in flight to keep every worker busy while the oldest message is stored
+        self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 4)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -146,6 +147,9 @@ class Bot:
         return summary
 
     # --- long-running form --------------------------------------------------------------------
+
+    def wake_sender(self) -> None:
+        self._decided.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,6 +14,7 @@ from types import FrameType
 
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
+from mailbot.digest import add_digest_command
 from mailbot.logs import configure_logging, configured_secrets
 from mailbot.queue_admin import add_queue_command
 
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--before", type=_aware_time, help="arrived before (default: now - retention_days)")
     purge.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
     add_queue_command(commands)
+    add_digest_command(commands)
 
     parse = commands.add_parser("parse", help="read .eml, .docx, .pdf or .zip files and show the fields")
     parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -78,6 +80,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mailbot.app import Bot
+    from mailbot.scheduling import DigestScheduler
 
     settings = _settings(args)
     with Bot(settings, inline=args.inline) as bot:
@@ -101,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        bot.run_forever()
+        digests = DigestScheduler(settings, bot.store, bot.templates, on_queued=bot.wake_sender)
+        bot.run_forever(extra_jobs=[digests.run])
     return 0
 
 
@@ -202,6 +206,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    from mailbot.digest import cmd_digest as digest_command
+
+    return digest_command(args, _settings(args))
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     from mailbot.queue_admin import cmd_queue as run_queue
 
@@ -213,6 +223,7 @@ COMMANDS = {
     "status": cmd_status,
     "purge": cmd_purge,
     "queue": cmd_queue,
+    "digest": cmd_digest,
     "run": cmd_run,
     "import": cmd_import,
     "export": cmd_export,

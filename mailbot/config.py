@@ -248,6 +248,10 @@ class Settings(_Section):
                 return call
         raise KeyError(call_id)
 
+    def mailbox_for_call(self, call_id: str) -> str | None:
+        """The name of the first mailbox that receives ``call_id`` (whose Sent folder its mail is filed in)."""
+        return next((box.name for box in self.mailbox if call_id in box.calls), None)
+
     def mailbox_by_name(self, name: str) -> MailboxSettings:
         for box in self.mailbox:
             if box.name == name:

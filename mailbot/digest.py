@@ -588,7 +588,7 @@ def queue_digest(
     message_id = digest_message_id(call, day)
     mail = compose_digest(data, chosen, workbook, message_id)
     raw = message_bytes(mail, settings.smtp)
-    mailbox = next((box.name for box in settings.mailbox if call.id in box.calls), None)
+    mailbox = settings.mailbox_for_call(call.id)
     try:
         with transaction(store.sessions) as session:
             run = DigestRun(call_id=call.id, day=day, created_at=now, late=late)

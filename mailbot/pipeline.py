@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -114,37 +115,49 @@ class Processor:
     # --- the loop ---------------------------------------------------------------------------
 
     def run_pending(self, batch_size: int = 8, limit: int | None = None) -> list[Processed]:
-        """Process received messages until none are left (or ``limit`` were done)."""
-        done: list[Processed] = []
-        while limit is None or len(done) < limit:
-            wanted = batch_size if limit is None else min(batch_size, limit - len(done))
-            claimed = self.store.claim_received(self.worker, wanted)
-            if not claimed:
-                break
-            done.extend(self.process_claimed(claimed))
-        return done
+        """Process received messages until none are left (or ``limit`` were done).
 
-    def process_claimed(self, message_pks: Sequence[int]) -> list[Processed]:
-        started: list[tuple[int, Future[Submission] | BaseException]] = []
-        for pk in message_pks:
-            try:
-                started.append((pk, self._start_reading(pk)))
-            except Exception as exc:  # the archive copy is missing or unreadable
-                started.append((pk, exc))
-        results = []
-        for pk, pending in started:
-            try:
-                if isinstance(pending, BaseException):
-                    raise pending
-                with self.timings.stage("parse"):
-                    submission = pending.result()
-                with self.timings.stage("store"):
-                    results.append(self.decide_and_store(pk, submission))
-            except StateChanged as exc:
-                log.warning("%s", exc)
-            except Exception as exc:
-                results.append(self.send_to_review(pk, exc))
-        return results
+        Up to ``batch_size`` messages are being read in the pool while the oldest is decided, so
+        reading and storing overlap; decisions still happen strictly in claim (arrival) order.
+        """
+        done: list[Processed] = []
+        window: deque[tuple[int, Future[Submission] | BaseException]] = deque()
+        more = True
+        while True:
+            room = batch_size - len(window)
+            if limit is not None:
+                room = min(room, limit - len(done) - len(window))
+            if more and room > 0 and len(window) <= batch_size // 2:
+                claimed = self.store.claim_received(self.worker, room)
+                more = bool(claimed)
+                window.extend((pk, self._start(pk)) for pk in claimed)
+            if not window:
+                return done
+            pk, pending = window.popleft()
+            result = self._finish(pk, pending)
+            if result is not None:
+                done.append(result)
+
+    def _start(self, pk: int) -> Future[Submission] | BaseException:
+        try:
+            with self.timings.stage("parse", count=0):
+                return self._start_reading(pk)
+        except Exception as exc:  # the archive copy is missing or unreadable
+            return exc
+
+    def _finish(self, pk: int, pending: Future[Submission] | BaseException) -> Processed | None:
+        try:
+            if isinstance(pending, BaseException):
+                raise pending
+            with self.timings.stage("parse"):
+                submission = pending.result()
+            with self.timings.stage("store"):
+                return self.decide_and_store(pk, submission)
+        except StateChanged as exc:
+            log.warning("%s", exc)
+            return None
+        except Exception as exc:
+            return self.send_to_review(pk, exc)
 
     def reprocess(self, pk: int, submission: Submission | None = None, actor: str = ACTOR) -> Processed:
         """Decide a message in the review queue again (with today's readers, or with ``submission``).
@@ -184,6 +197,7 @@ class Processor:
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
+            previous_outcome = message.outcome
             self.store.lock_call(session, call.id)
             priors = load_priors(session, call.id, message.arrival, exclude_pk=pk)
             decide_started = time.perf_counter()
@@ -215,7 +229,9 @@ class Processor:
                 self._store_application(session, message, call, decision, submission)
             self._record_bounces(session, submission)
             acknowledged = False
-            if decision.outcome in ANSWERED:
+            # a retry that ends where it was has nothing new to tell the applicant
+            repeated = expect == MessageState.REVIEW and previous_outcome == decision.outcome.value
+            if decision.outcome in ANSWERED and not repeated:
                 acknowledged = self._queue_acknowledgement(session, message, call, decision, submission)
             self.store.add_event(
                 session,
@@ -357,7 +373,7 @@ class Processor:
                 kind="ack",
                 message_pk=message.id,
                 call_id=call.id,
-                mailbox=self._mailbox_for(call.id),
+                mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
                 recipients=recipients,
                 message_id=message_id,
@@ -410,7 +426,7 @@ class Processor:
                 kind="notice",
                 message_pk=message.id,
                 call_id=call.id,
-                mailbox=self._mailbox_for(call.id),
+                mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
                 recipients=[recipient],
                 message_id=message_id,
@@ -440,12 +456,6 @@ class Processor:
         limit = self.settings.smtp.max_answers_per_recipient_per_day
         if count >= limit:
             return f"{count} automatic answers to this address in the last 24 hours (limit {limit})"
-        return None
-
-    def _mailbox_for(self, call_id: str) -> str | None:
-        for box in self.settings.mailbox:
-            if call_id in box.calls:
-                return box.name
         return None
 
     # --- failures -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -115,7 +114,32 @@ class SmtpTransport:
             smtp.close()
 
 
-SentFolderCheck = Callable[[OutboxMail], bool | None]
+class SentFolders:
+    """One IMAP connection per mailbox for a whole flush: a fresh login for every copy is slow."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._open: dict[str, MailboxClient] = {}
+
+    def client(self, mailbox: str | None) -> MailboxClient | None:
+        if mailbox is None:
+            return None
+        if mailbox not in self._open:
+            client = self._sender.mailbox_client(mailbox)
+            if client is None:
+                return None
+            client.connect()
+            self._open[mailbox] = client
+        return self._open[mailbox]
+
+    def drop(self, mailbox: str | None) -> None:
+        client = self._open.pop(mailbox or "", None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self.drop(name)
 
 
 class Sender:
@@ -130,18 +154,20 @@ class Sender:
         self.recover_interrupted()
         results: list[SendResult] = []
         transport = SmtpTransport(self.settings)
+        folders = SentFolders(self)
         try:
             while limit is None or len(results) < limit:
                 ids = self.store.claim_outbox(self.worker, 20 if limit is None else min(20, limit - len(results)))
                 if not ids:
                     break
                 for outbox_id in ids:
-                    results.append(self._deliver(transport, outbox_id))
+                    results.append(self._deliver(transport, folders, outbox_id))
         finally:
             transport.close()
+            folders.close()
         return results
 
-    def _deliver(self, transport: SmtpTransport, outbox_id: int) -> SendResult:
+    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult:
         with self.store.sessions() as session:
             mail = session.get_one(OutboxMail, outbox_id)
             sender, recipients, raw = mail.sender, list(mail.recipients), mail.raw
@@ -169,7 +195,7 @@ class Sender:
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
         log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
         result = self._finish(outbox_id, OutboxState.SENT, reply)
-        self._file_in_sent(outbox_id)
+        self._file_in_sent(folders, outbox_id)
         return result
 
     def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
@@ -195,7 +221,7 @@ class Sender:
 
     # --- the Sent folder ----------------------------------------------------------------------
 
-    def _mailbox_client(self, mailbox_name: str | None) -> MailboxClient | None:
+    def mailbox_client(self, mailbox_name: str | None) -> MailboxClient | None:
         if mailbox_name is None:
             return None
         try:
@@ -204,7 +230,7 @@ class Sender:
             return None
         return MailboxClient(box, resolve_secret(box))
 
-    def _file_in_sent(self, outbox_id: int) -> None:
+    def _file_in_sent(self, folders: SentFolders, outbox_id: int) -> None:
         """File a copy in the mailbox's Sent folder, as a mail client would, so the office sees it."""
         if self.settings.smtp.saves_to_sent:
             return
@@ -212,12 +238,12 @@ class Sender:
             mail = session.get_one(OutboxMail, outbox_id)
             mailbox, raw = mail.mailbox, mail.raw
         try:
-            client = self._mailbox_client(mailbox)
+            client = folders.client(mailbox)
             if client is None:
                 return
-            with client:
-                client.append(client.box.sent_folder, raw, utcnow())
-        except (MailboxUnavailable, OSError, Exception) as exc:  # filing is a courtesy; the send stands
+            client.append(client.box.sent_folder, raw, utcnow())
+        except Exception as exc:  # filing is a courtesy; the send stands
+            folders.drop(mailbox)
             log.warning("could not file %s in Sent: %s", outbox_id, exc)
             return
         with transaction(self.store.sessions) as session:
@@ -226,7 +252,7 @@ class Sender:
     def in_sent_folder(self, mail: OutboxMail) -> bool | None:
         """True/False if the Sent folder answers; None if it cannot be asked."""
         try:
-            client = self._mailbox_client(mail.mailbox)
+            client = self.mailbox_client(mail.mailbox)
             if client is None:
                 return None
             with client:

@@ -230,10 +230,6 @@ def test_retry_after_a_configuration_fix_accepts_and_acknowledges(
     assert acks[0]["Message-ID"] != acks[1]["Message-ID"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Processor.decide_and_store queues a second 'unreadable' answer when a retry ends as before",
-)
 def test_a_retry_that_ends_as_before_does_not_answer_again(
     imap_server: ImapServer,
     smtp_sink: SmtpSink,
