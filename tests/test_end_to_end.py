@@ -65,8 +65,8 @@ def test_corpus_through_real_servers(
     acks = _acks_by_original(smtp_sink)
     outcome_of = {r["message_id"]: r["outcome"] for r in records}
     for message_id, outcome in outcome_of.items():
-        expected = 1 if outcome in ANSWERED else 0
-        assert acks.get(message_id, 0) == expected, (message_id, outcome)
+        answers = 1 if outcome in ANSWERED else 0
+        assert acks.get(message_id, 0) == answers, (message_id, outcome)
     for mail in smtp_sink.received:
         parsed = email.message_from_bytes(mail.raw, policy=email.policy.default)
         assert not parsed.defects
