@@ -8,6 +8,7 @@ message. Arrival times are given in Beijing time; contact fields are left out wi
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Sequence
@@ -51,13 +52,25 @@ def message_fields(message: Message) -> dict[str, Any] | None:
     return {name: values.get(name) for name in EXPORT_FIELDS}
 
 
+def pseudonym(key: str | None) -> str | None:
+    """A stable stand-in for a Message-ID, which often carries the sender's address."""
+    if key is None or key.startswith("purged:"):
+        return key
+    return "purged:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _key(key: str | None, redact: bool) -> str | None:
+    return pseudonym(key) if redact else key
+
+
 def message_record(message: Message, redact: bool = False) -> dict[str, Any]:
+    """One export row; ``redact`` leaves out contacts, the sender, and anything that may quote them."""
     decision = message.decision or {}
     fields = message_fields(message)
     if fields is not None and redact:
         fields = {k: v for k, v in fields.items() if k not in CONTACT_FIELDS}
     return {
-        "message_id": message.message_id or message.message_key,
+        "message_id": _key(message.message_id or message.message_key, redact),
         "mailbox": message.mailbox,
         "call": message.call_id,
         "arrival": message.arrival.astimezone(BEIJING).isoformat(),
@@ -65,11 +78,11 @@ def message_record(message: Message, redact: bool = False) -> dict[str, Any]:
         "reference": message.reference,
         "fields": fields,
         "missing": list(decision.get("missing") or []) or None,
-        "supersedes": message.supersedes_key,
-        "duplicate_of": message.duplicate_of_key,
+        "supersedes": _key(message.supersedes_key, redact),
+        "duplicate_of": _key(message.duplicate_of_key, redact),
         "reason": message.reason,
         "rule": decision.get("rule"),
-        "explanation": decision.get("explanation"),
+        "explanation": None if redact else decision.get("explanation"),
         "flags": list(decision.get("flags") or []),
         "state": message.state,
         "from": None if redact else message.from_addr,
@@ -158,9 +171,9 @@ def application_rows(session: Session, call_id: str | None, redact: bool) -> lis
                 row[name] = (application.fields or {}).get(name)
         row["missing"] = ", ".join(application.missing or [])
         row["flags"] = ", ".join(application.flags or [])
-        row["supersedes"] = message.supersedes_key
-        row["duplicate_of"] = application.duplicate_of_key
-        row["message_id"] = message.message_id or message.message_key
+        row["supersedes"] = _key(message.supersedes_key, redact)
+        row["duplicate_of"] = _key(application.duplicate_of_key, redact)
+        row["message_id"] = _key(message.message_id or message.message_key, redact)
         rows.append(row)
     return rows
 

@@ -7,7 +7,6 @@ personal field go; anonymous counts, outcomes and reference numbers stay.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import smtplib
@@ -20,6 +19,7 @@ from sqlalchemy import Engine, func, select, update
 
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, Settings, resolve_secret
+from mailbot.export import pseudonym
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context
 from mailbot.review import ReviewQueue
 from storage.archive import RawArchive
@@ -216,12 +216,6 @@ class PurgeReport:
         )
 
 
-def _pseudonym(key: str | None) -> str | None:
-    if key is None or key.startswith("purged:"):
-        return key
-    return "purged:" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
 def _chunks(items: list[int], size: int = 500) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -298,15 +292,15 @@ def _purge_rows(
             message.from_addr = ""
             message.error = None
             message.message_id = None
-            message.message_key = _pseudonym(message.message_key) or message.message_key
-            message.supersedes_key = _pseudonym(message.supersedes_key)
-            message.duplicate_of_key = _pseudonym(message.duplicate_of_key)
+            message.message_key = pseudonym(message.message_key) or message.message_key
+            message.supersedes_key = pseudonym(message.supersedes_key)
+            message.duplicate_of_key = pseudonym(message.duplicate_of_key)
             message.purged_at = now
         for application in applications:
             application.fields = {k: v for k, v in (application.fields or {}).items() if k in ANONYMOUS_FIELDS}
             application.project_title = None
-            application.application_key = _pseudonym(application.application_key) or application.application_key
-            application.duplicate_of_key = _pseudonym(application.duplicate_of_key)
+            application.application_key = pseudonym(application.application_key) or application.application_key
+            application.duplicate_of_key = pseudonym(application.duplicate_of_key)
             applicant = session.get(Applicant, application.applicant_id)
             if applicant is not None:
                 applicant.name = applicant.name_key = applicant.institution_key = None

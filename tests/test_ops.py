@@ -363,10 +363,6 @@ def test_export_redact_leaves_out_contact_columns(
     assert all(not row["from"] for row in rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export --redact keeps the sender's address inside explanations and Coremail-style Message-IDs",
-)
 def test_export_redact_leaves_no_address_anywhere(
     processed_call: tuple[Path, Settings, dict[str, dict[str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
