@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from mailbot.clock import utcnow
 from mailbot.config import Settings, resolve_secret
-from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
+from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from storage.db import transaction
 from storage.models import OutboxMail, OutboxState
@@ -172,8 +172,14 @@ class Sender:
             mail = session.get_one(OutboxMail, outbox_id)
             sender, recipients, raw = mail.sender, list(mail.recipients), mail.raw
             message_id, created, attempts = mail.message_id, mail.created_at, mail.attempts
+            mailbox = mail.mailbox
         extra = {"message_id": message_id}
         try:
+            if attempts > 1 and self._earlier_attempt_filed(folders, mailbox, message_id):
+                log.info("%s is in the Sent folder already: not sending it again", message_id, extra=extra)
+                return self._finish(
+                    outbox_id, OutboxState.SENT, "found in the Sent folder: an earlier attempt went out"
+                )
             with self.timings.stage("send"):
                 reply = transport.send(sender, recipients, raw)
         except PermanentFailure as exc:
@@ -249,6 +255,21 @@ class Sender:
         with transaction(self.store.sessions) as session:
             session.get_one(OutboxMail, outbox_id).filed_in_sent = True
 
+    def _earlier_attempt_filed(self, folders: SentFolders, mailbox: str | None, message_id: str) -> bool:
+        """Whether a provider that files submitted mail has a copy from an earlier attempt.
+
+        A connection lost after the message went out but before the server's reply leaves the
+        attempt undecided; where the provider files what it accepted, its Sent folder decides.
+        """
+        if not self.settings.smtp.saves_to_sent:
+            return False  # our own copy is filed only after a success, so there is nothing to find
+        try:
+            client = folders.client(mailbox)
+            return client is not None and client.contains_message_id(client.box.sent_folder, message_id)
+        except Exception as exc:
+            folders.drop(mailbox)
+            raise TemporaryFailure(f"cannot look in Sent before sending again: {exc}") from None
+
     def in_sent_folder(self, mail: OutboxMail) -> bool | None:
         """True/False if the Sent folder answers; None if it cannot be asked."""
         try:
@@ -257,7 +278,7 @@ class Sender:
                 return None
             with client:
                 return client.contains_message_id(client.box.sent_folder, mail.message_id)
-        except MailboxUnavailable as exc:
+        except Exception as exc:  # a lost connection or a missing secret as much as a refused login
             log.warning("cannot look in Sent for %s: %s", mail.message_id, exc)
             return None
 
