@@ -2,7 +2,9 @@
 
 ``run_once`` is the batch form (cron, tests, back-fills); ``run_forever`` keeps one intake thread
 per mailbox (IDLE where the server has it, polling otherwise), a processing thread and a sending
-thread, woken by each other so an acknowledgement leaves as soon as it is decided.
+thread, woken by each other so an acknowledgement leaves as soon as it is decided. Several workers
+may share a PostgreSQL database: a mailbox is polled only by the worker holding its lease, while
+every worker processes and sends (see ``mailbot.coordination``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mailbot.config import MailboxSettings, Settings, resolve_secret
+from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
@@ -64,6 +67,7 @@ class Bot:
         engine = make_engine(settings.database_url)
         upgrade(engine)
         self.store = Store(engine, RawArchive(settings.archive_dir))
+        self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)
         self.review = ReviewQueue(settings.queue_dir)
         self.worker = worker_name()
@@ -92,6 +96,8 @@ class Bot:
         self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 4)
 
     def close(self) -> None:
+        for lease in self.leases.values():
+            lease.release()
         if self.pool is not None:
             self.pool.close()
         self.store.engine.dispose()
@@ -104,11 +110,20 @@ class Bot:
 
     # --- batch form ---------------------------------------------------------------------------
 
+    def claim_expiry(self) -> timedelta:
+        """How old a claim must be before its worker is taken for dead.
+
+        A living worker holds a claim while the messages ahead of it in its read window are parsed
+        (each within the parse timeout, ``pool.workers`` at a time) and then while it is decided;
+        the extra minute covers deciding and the clocks of different machines.
+        """
+        processing = self.settings.processing
+        rounds = self.batch_size // (self.pool.workers if self.pool else 1) + 1
+        return timedelta(seconds=processing.parse_timeout_s * rounds + 60)
+
     def release_claims(self) -> None:
         """Take back work a stopped worker had claimed (all of it when nobody else can hold any)."""
-        stale = None
-        if self.store.concurrent:
-            stale = timedelta(seconds=self.settings.processing.parse_timeout_s * 3 + 60)
+        stale = self.claim_expiry() if self.store.concurrent else None
         released = self.store.release_stale_claims(stale)
         if released:
             log.info("took back %d message(s) an interrupted run had started", released)
@@ -125,12 +140,18 @@ class Bot:
 
     def poll_all(self, summary: RunSummary) -> None:
         for box in self.settings.mailbox:
+            lease = self.leases[box.name]
+            if not lease.try_acquire():
+                log.info("mailbox %s is polled by another worker", box.name, extra={"mailbox": box.name})
+                continue
             try:
                 summary.polled.append(self.poll_mailbox(box))
             except Exception as exc:
                 message = exc.args[0] if isinstance(exc, MailboxUnavailable) else f"mailbox {box.name}: {exc}"
                 log.error("%s", message, extra={"mailbox": box.name})
                 summary.errors.append(str(message))
+            finally:
+                lease.release()
 
     def process(self) -> list[Processed]:
         return self.processor.run_pending(self.batch_size)
@@ -174,11 +195,16 @@ class Bot:
         log.info("stopped cleanly")
 
     def _intake_loop(self, box: MailboxSettings) -> None:
+        lease = self.leases[box.name]
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                if not lease.try_acquire():
+                    # another worker polls this mailbox; take over when it stops
+                    self._stop.wait(box.poll_interval_s)
+                    continue
                 with MailboxClient(box, resolve_secret(box)) as client:
-                    while not self._stop.is_set():
+                    while not self._stop.is_set() and lease.held():
                         with self.timings.stage("fetch"):
                             poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
                         self.store.note_poll(box.name, box.folder, None)
@@ -196,12 +222,16 @@ class Bot:
                 log.error("mailbox %s: %s; retrying in %.0f s", box.name, exc, backoff, extra={"mailbox": box.name})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+        lease.release()
 
     def _process_loop(self) -> None:
         while not self._stop.is_set():
             self._arrived.wait(5.0)
             self._arrived.clear()
             try:
+                if self.store.concurrent:
+                    # a worker that died elsewhere leaves its claims behind; someone must take them up
+                    self.release_claims()
                 self.process()
             except Exception:
                 log.exception("processing round failed; trying again")

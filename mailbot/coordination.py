@@ -1,0 +1,124 @@
+"""Several ``mailbot run`` workers on one PostgreSQL database: who does what, and why nothing is done twice.
+
+Any number of workers, on any machines, may share one PostgreSQL database and the same
+configuration. Each guarantee rests on the database, never on the workers knowing of each other:
+
+- **Polling a mailbox** — one worker at a time, by :class:`MailboxLease`: a session-level advisory
+  lock held on a connection of its own for as long as the worker polls. When the holder dies its
+  connection closes, PostgreSQL drops the lock, and a worker still trying takes over. Polling is
+  idempotent anyway (a message is recognised by Message-ID or sha256, a delivery by its UID, the
+  folder cursor only moves forward), so the lease saves duplicate IMAP work and conflicting MOVEs;
+  a brief overlap after a lost connection does no harm.
+- **Processing a message** — ``Store.claim_received`` takes rows with ``FOR UPDATE SKIP LOCKED`` and
+  marks them ``processing`` in the same transaction, so two workers never claim the same row. The
+  decision re-reads the row under ``FOR UPDATE`` and stores nothing unless it is still in the state
+  the worker claimed it in, so even a claim released too early yields one decision, not two.
+- **A worker that died holding claims** — its rows stay ``processing`` until they are older than
+  the claim expiry (derived from the parse timeout, see ``Bot.claim_expiry``); every worker's
+  processing loop gives such rows back regularly, and another worker decides them.
+- **Decisions and reference numbers** — ``Store.lock_call`` takes a transaction-level advisory lock
+  per call, so the decisions of one call are made one at a time across all workers (each sees the
+  ones committed before it), and the per-call counter row is read ``FOR UPDATE``: reference
+  numbers are unique and without gaps from rolled-back decisions.
+- **Sending** — ``Store.claim_outbox`` claims outbox rows with ``FOR UPDATE SKIP LOCKED`` and marks
+  them ``sending`` before the SMTP conversation; a row left ``sending`` by a dead worker is settled
+  by the Sent folder after the SMTP timeout has passed several times (see ``mailbot.sender``).
+- **Digests** — the ``DigestRun`` primary key (call, day): only the first worker's insert commits.
+
+On SQLite there is one process by design, so the lease is always granted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.db import is_postgres
+
+log = logging.getLogger(__name__)
+
+# the two-key form of the advisory lock lives apart from the one-key locks of Store.lock_call
+LEASE_NAMESPACE = "mailbot-mailbox"
+
+
+class MailboxLease:
+    """The right to poll one mailbox, held by at most one worker of a database at a time."""
+
+    def __init__(self, engine: Engine, mailbox: str) -> None:
+        self.engine = engine
+        self.mailbox = mailbox
+        self._connection: Connection | None = None
+        self._guard = threading.Lock()
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether other workers can exist at all (otherwise the lease is a formality)."""
+        return is_postgres(self.engine)
+
+    def try_acquire(self) -> bool:
+        """Take the lease if nobody holds it; True if this worker holds it now."""
+        if not self.exclusive:
+            return True
+        with self._guard:
+            if self._connection is not None:
+                if self._alive(self._connection):
+                    return True
+                self._drop()
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                acquired = bool(
+                    connection.scalar(
+                        select(func.pg_try_advisory_lock(func.hashtext(LEASE_NAMESPACE), func.hashtext(self.mailbox)))
+                    )
+                )
+            except Exception:
+                connection.invalidate()
+                connection.close()
+                raise
+            if not acquired:
+                connection.close()
+                return False
+            self._connection = connection
+            log.info(
+                "holding the lease of mailbox %s: this worker polls it", self.mailbox, extra={"mailbox": self.mailbox}
+            )
+            return True
+
+    def held(self) -> bool:
+        """True while the lease is ours: its connection still answers."""
+        if not self.exclusive:
+            return True
+        with self._guard:
+            if self._connection is None:
+                return False
+            if self._alive(self._connection):
+                return True
+            self._drop()
+            log.warning("lost the lease of mailbox %s: its connection closed", self.mailbox)
+            return False
+
+    def release(self) -> None:
+        """Give the lease up; another worker may take it at once."""
+        with self._guard:
+            if self._connection is not None:
+                self._drop()
+                log.info("released the lease of mailbox %s", self.mailbox, extra={"mailbox": self.mailbox})
+
+    def _alive(self, connection: Connection) -> bool:
+        try:
+            connection.scalar(select(1))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def _drop(self) -> None:
+        """Close the lease's connection for good: the server ends the session and with it the lock."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        # never back to the pool: a pooled session would keep the lock for whoever borrows it next
+        connection.invalidate()
+        connection.close()
