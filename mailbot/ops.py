@@ -291,6 +291,9 @@ def _purge_rows(
             message.subject = ""
             message.from_addr = ""
             message.error = None
+            message.project_title = None
+            message.person_email = message.person_phone = None
+            message.person_name_key = message.person_institution_key = None
             message.message_id = None
             message.message_key = pseudonym(message.message_key) or message.message_key
             message.supersedes_key = pseudonym(message.supersedes_key)
@@ -312,14 +315,14 @@ def _purge_rows(
             session.execute(
                 update(OutboxMail)
                 .where(OutboxMail.message_pk.in_(chunk))
-                .values(raw=b"", recipients=[], last_reply=None)
+                .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
             )
             session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
         # digests list new submissions by name and carry the workbook: they go with the call's data
         session.execute(
             update(OutboxMail)
             .where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id)
-            .values(raw=b"", recipients=[], last_reply=None)
+            .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
         )
         session.add(
             Event(

@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
@@ -43,7 +43,7 @@ from mailbot.decide import (
     PriorApplication,
     decide,
 )
-from mailbot.identity import Identity, same_person
+from mailbot.identity import Identity, identity_of, same_person
 from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
 from parsers.model import Submission, to_jsonable
@@ -199,7 +199,14 @@ class Processor:
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
             previous_outcome = message.outcome
             self.store.lock_call(session, call.id)
-            priors = load_priors(session, call.id, message.arrival, exclude_pk=pk)
+            form = submission.form
+            rules = self.rules[call.id]
+            probe = (
+                identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases)
+                if form
+                else None
+            )
+            priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
             decide_started = time.perf_counter()
             decision = decide(
                 submission,
@@ -222,6 +229,7 @@ class Processor:
             message.duplicate_of_key = decision.duplicate_of
             message.decided_at = utcnow()
             message.error = None
+            self._remember_person(message, decision, submission)
             message.state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
             message.claimed_by = None
             self._store_attachments(session, message, submission)
@@ -256,6 +264,17 @@ class Processor:
         if self.on_decided is not None:
             self.on_decided(result)
         return result
+
+    @staticmethod
+    def _remember_person(message: Message, decision: Decision, submission: Submission) -> None:
+        form, identity = submission.form, decision.identity
+        title = form.value("project_title") if form else None
+        message.form_sha256 = form.sha256 if form else None
+        message.project_title = title if isinstance(title, str) else None
+        message.person_email = identity.email if identity else None
+        message.person_phone = identity.phone if identity else None
+        message.person_name_key = identity.name_key if identity else None
+        message.person_institution_key = identity.institution_key if identity else None
 
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):
@@ -376,6 +395,7 @@ class Processor:
                 mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
                 recipients=recipients,
+                to_addr=recipient,
                 message_id=message_id,
                 raw=message_bytes(mail, self.settings.smtp),
                 state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
@@ -429,6 +449,7 @@ class Processor:
                 mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
                 recipients=[recipient],
+                to_addr=recipient,
                 message_id=message_id,
                 raw=message_bytes(mail, self.settings.smtp),
                 state=OutboxState.PENDING,
@@ -445,14 +466,19 @@ class Processor:
         if recipient in self.settings.own_addresses:
             return "the sender is one of our own addresses"
         day_ago = utcnow() - timedelta(days=1)
-        recent = session.scalars(
-            select(OutboxMail.recipients).where(
-                OutboxMail.kind == "ack",
-                OutboxMail.created_at >= day_ago,
-                OutboxMail.state != OutboxState.SUPPRESSED,
+        count = (
+            session.scalar(
+                select(func.count())
+                .select_from(OutboxMail)
+                .where(
+                    OutboxMail.to_addr == recipient,
+                    OutboxMail.kind == "ack",
+                    OutboxMail.created_at >= day_ago,
+                    OutboxMail.state != OutboxState.SUPPRESSED,
+                )
             )
-        ).all()
-        count = sum(1 for rcpts in recent if recipient in rcpts)
+            or 0
+        )
         limit = self.settings.smtp.max_answers_per_recipient_per_day
         if count >= limit:
             return f"{count} automatic answers to this address in the last 24 hours (limit {limit})"
@@ -504,17 +530,50 @@ def reference_of(session: Session, message_key: str | None) -> str | None:
 
 
 def find_applicant(session: Session, call_id: str, identity: Identity) -> Applicant | None:
-    for applicant in session.scalars(select(Applicant).where(Applicant.call_id == call_id)):
+    clues = [
+        column == value
+        for column, value in (
+            (Applicant.email, identity.email),
+            (Applicant.phone, identity.phone),
+            (Applicant.name_key, identity.name_key),
+        )
+        if value
+    ]
+    if not clues:
+        return None
+    for applicant in session.scalars(select(Applicant).where(Applicant.call_id == call_id, or_(*clues))):
         known = Identity(applicant.email, applicant.phone, applicant.name_key, applicant.institution_key)
         if same_person(known, identity):
             return applicant
     return None
 
 
-def load_priors(session: Session, call_id: str, before: datetime, exclude_pk: int) -> list[PriorApplication]:
-    """Earlier readable forms of this call, as the decision rules see them."""
-    rows = session.execute(
-        select(Message, Application)
+def load_priors(
+    session: Session, call_id: str, before: datetime, exclude_pk: int, probe: Identity | None, form_sha256: str | None
+) -> list[PriorApplication]:
+    """Earlier readable forms of this call that could be the same person's, as the rules see them.
+
+    Only messages sharing an email, a phone, a name or the very file with ``probe`` can match (the
+    rules need one of them), so those are found by index; every message of their applications
+    comes along, since the rules look at applications whole.
+    """
+    if probe is None:
+        return []
+    columns = (
+        Message.message_key,
+        Message.arrival,
+        Message.outcome,
+        Message.person_email,
+        Message.person_phone,
+        Message.person_name_key,
+        Message.person_institution_key,
+        Message.project_title,
+        Message.form_sha256,
+        Application.application_key,
+        Message.reference,
+    )
+    earlier = (
+        select(*columns)
         .join(Application, Message.application_id == Application.id)
         .where(
             Message.call_id == call_id,
@@ -522,29 +581,33 @@ def load_priors(session: Session, call_id: str, before: datetime, exclude_pk: in
             Message.outcome.in_([o.value for o in APPLICATION_OUTCOMES]),
             Message.arrival <= before,
         )
-        .order_by(Message.arrival, Message.id)
-    ).all()
-    priors = []
-    for message, application in rows:
-        decision = message.decision or {}
-        ident = decision.get("identity") or {}
-        fields = (message.reading or {}).get("form") or {}
-        title = ((fields.get("fields") or {}).get("project_title") or {}).get("value")
-        priors.append(
-            PriorApplication(
-                message_key=message.message_key,
-                arrival=message.arrival,
-                outcome=Outcome(str(message.outcome)),
-                identity=Identity(
-                    ident.get("email"),
-                    ident.get("phone"),
-                    ident.get("name_key"),
-                    ident.get("institution_key"),
-                ),
-                project_title=title,
-                form_sha256=fields.get("sha256"),
-                application_key=application.application_key,
-                reference=message.reference,
-            )
+    )
+    clues = [
+        column == value
+        for column, value in (
+            (Message.person_email, probe.email),
+            (Message.person_phone, probe.phone),
+            (Message.person_name_key, probe.name_key),
+            (Message.form_sha256, form_sha256),
         )
-    return priors
+        if value
+    ]
+    if not clues:
+        return []
+    keys = {row.application_key for row in session.execute(earlier.where(or_(*clues)))}
+    if not keys:
+        return []
+    rows = session.execute(earlier.where(Application.application_key.in_(keys)).order_by(Message.arrival, Message.id))
+    return [
+        PriorApplication(
+            message_key=row.message_key,
+            arrival=row.arrival,
+            outcome=Outcome(str(row.outcome)),
+            identity=Identity(row.person_email, row.person_phone, row.person_name_key, row.person_institution_key),
+            project_title=row.project_title,
+            form_sha256=row.form_sha256,
+            application_key=row.application_key,
+            reference=row.reference,
+        )
+        for row in rows
+    ]

@@ -98,6 +98,14 @@ class Message(Base):
     supersedes_key: Mapped[str | None] = mapped_column(String(998))
     duplicate_of_key: Mapped[str | None] = mapped_column(String(998))
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id"))
+    # who the form names and what it is, as the rules compare them (kept in columns so that an
+    # earlier application is found by index, not by reading every earlier message)
+    form_sha256: Mapped[str | None] = mapped_column(String(64))
+    project_title: Mapped[str | None] = mapped_column(Text)
+    person_email: Mapped[str | None] = mapped_column(String(500))
+    person_phone: Mapped[str | None] = mapped_column(String(100))
+    person_name_key: Mapped[str | None] = mapped_column(String(500))
+    person_institution_key: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
     purged_at: Mapped[datetime | None]
@@ -105,7 +113,13 @@ class Message(Base):
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
     attachments: Mapped[list[AttachmentRecord]] = relationship(back_populates="message")
 
-    __table_args__ = (Index("ix_messages_call_arrival", "call_id", "arrival"),)
+    __table_args__ = (
+        Index("ix_messages_call_arrival", "call_id", "arrival"),
+        Index("ix_messages_call_email", "call_id", "person_email"),
+        Index("ix_messages_call_phone", "call_id", "person_phone"),
+        Index("ix_messages_call_name", "call_id", "person_name_key"),
+        Index("ix_messages_call_form", "call_id", "form_sha256"),
+    )
 
 
 class Delivery(Base):
@@ -198,6 +212,7 @@ class OutboxMail(Base):
     mailbox: Mapped[str | None] = mapped_column(String(200))  # whose Sent folder gets the copy
     sender: Mapped[str] = mapped_column(String(998))
     recipients: Mapped[list[Any]]
+    to_addr: Mapped[str | None] = mapped_column(String(998))  # the person answered (rate limits count it)
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING, index=True)
@@ -210,6 +225,8 @@ class OutboxMail(Base):
     bounced_at: Mapped[datetime | None]
     filed_in_sent: Mapped[bool] = mapped_column(default=False)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_outbox_to_created", "to_addr", "created_at"),)
 
 
 class Event(Base):

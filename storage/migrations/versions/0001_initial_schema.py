@@ -112,6 +112,12 @@ def upgrade() -> None:
         sa.Column("supersedes_key", sa.String(length=998), nullable=True),
         sa.Column("duplicate_of_key", sa.String(length=998), nullable=True),
         sa.Column("application_id", sa.Integer(), nullable=True),
+        sa.Column("form_sha256", sa.String(length=64), nullable=True),
+        sa.Column("project_title", sa.Text(), nullable=True),
+        sa.Column("person_email", sa.String(length=500), nullable=True),
+        sa.Column("person_phone", sa.String(length=100), nullable=True),
+        sa.Column("person_name_key", sa.String(length=500), nullable=True),
+        sa.Column("person_institution_key", sa.String(length=500), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
@@ -125,7 +131,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index("ix_messages_call_arrival", ["call_id", "arrival"], unique=False)
+        batch_op.create_index("ix_messages_call_email", ["call_id", "person_email"], unique=False)
+        batch_op.create_index("ix_messages_call_form", ["call_id", "form_sha256"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_call_id"), ["call_id"], unique=False)
+        batch_op.create_index("ix_messages_call_name", ["call_id", "person_name_key"], unique=False)
+        batch_op.create_index("ix_messages_call_phone", ["call_id", "person_phone"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_outcome"), ["outcome"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_sha256"), ["sha256"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_state"), ["state"], unique=False)
@@ -176,6 +186,7 @@ def upgrade() -> None:
         sa.Column("mailbox", sa.String(length=200), nullable=True),
         sa.Column("sender", sa.String(length=998), nullable=False),
         sa.Column("recipients", sa.JSON(), nullable=False),
+        sa.Column("to_addr", sa.String(length=998), nullable=True),
         sa.Column("message_id", sa.String(length=998), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
@@ -198,6 +209,7 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_outbox_message_pk"), ["message_pk"], unique=False)
         batch_op.create_index(batch_op.f("ix_outbox_state"), ["state"], unique=False)
+        batch_op.create_index("ix_outbox_to_created", ["to_addr", "created_at"], unique=False)
 
     op.create_table(
         "digests",
@@ -217,6 +229,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("digests")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_to_created")
         batch_op.drop_index(batch_op.f("ix_outbox_state"))
         batch_op.drop_index(batch_op.f("ix_outbox_message_pk"))
 
@@ -233,7 +246,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_messages_state"))
         batch_op.drop_index(batch_op.f("ix_messages_sha256"))
         batch_op.drop_index(batch_op.f("ix_messages_outcome"))
+        batch_op.drop_index("ix_messages_call_phone")
+        batch_op.drop_index("ix_messages_call_name")
         batch_op.drop_index(batch_op.f("ix_messages_call_id"))
+        batch_op.drop_index("ix_messages_call_form")
+        batch_op.drop_index("ix_messages_call_email")
         batch_op.drop_index("ix_messages_call_arrival")
 
     op.drop_table("messages")
