@@ -192,12 +192,15 @@ def reject_item(bot: Bot, pk: int, reason: str, notify: bool, actor: str) -> str
         decision.update(rule="rejected-by-admin", explanation=f"closed by {actor}: {reason}")
         message.decision = decision
         bot.store.add_event(session, "queue-rejected", actor, pk, reason=reason, notify=notify)
-        bot.review.mark_closed(message, f"rejected: {reason}", actor)
-        if notify:
-            bot.processor.queue_notice(session, message, reason)
-    if notify:
+        told = notify and bot.processor.queue_notice(session, message, reason)
+    # only once the rejection is committed: a failure before leaves the item open, folder and all
+    bot.review.mark_closed(message, f"rejected: {reason}", actor)
+    if told:
         bot.send()
-    return f"closed {pk}" + (" and told the applicant" if notify else "")
+        return f"closed {pk} and told the applicant"
+    if notify:
+        return f"closed {pk}; nobody was told: the sender's address cannot be answered"
+    return f"closed {pk}"
 
 
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:

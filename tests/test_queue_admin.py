@@ -382,3 +382,56 @@ def test_resolve_refuses_a_message_that_is_not_queued(
         (result,) = retry_items(bot, [done.id], "erin")
         assert isinstance(result, str) and "still in the queue" in result
         assert message_by_id(bot, truth["message_id"]).outcome == done.outcome
+
+
+def test_reject_with_notify_tells_the_sender_once(
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    configure: Callable[..., tuple[Path, Settings]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir, [CORRUPT_CAAI])[CORRUPT_CAAI]
+    config, settings = configure()
+    with Bot(settings) as bot:
+        bot.run_once()
+        queued = message_by_id(bot, truth["message_id"])
+    reason = "请将申报表另存为新的 .docx 后重新发送"
+    code, out, _ = cli_run(
+        capsys, config, "queue", "--by", "bob", "reject", queued.reference or "", "--reason", reason, "--notify"
+    )
+    assert code == 0 and "told the applicant" in out
+    answers = acks_to(smtp_sink, truth["message_id"])
+    assert len(answers) == 2, "the unreadable answer, then the notice"
+    notice = answers[-1]
+    assert [str(a) for a in notice["To"].addresses] == [truth["mail"]["from"]]
+    body = notice.get_body(preferencelist=("plain",))
+    assert body is not None and reason in body.get_content()
+    with Bot(settings) as bot:
+        assert message_by_id(bot, truth["message_id"]).state == MessageState.DONE
+
+
+def test_a_failed_reject_leaves_the_item_open(
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    configure: Callable[..., tuple[Path, Settings]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir, [CORRUPT_CAAI])[CORRUPT_CAAI]
+    _, settings = configure()
+
+    def broken_notice(*_args: object) -> bool:
+        raise RuntimeError("template missing")
+
+    with Bot(settings) as bot:
+        bot.run_once()
+        queued = message_by_id(bot, truth["message_id"])
+        monkeypatch.setattr(bot.processor, "queue_notice", broken_notice)
+        with pytest.raises(RuntimeError, match="template missing"):
+            reject_item(bot, queued.id, "spam", True, "bob")
+        after = message_by_id(bot, truth["message_id"])
+        assert after.state == MessageState.REVIEW and after.decision == queued.decision
+        assert not (bot.review.folder_of(after) / "closed.json").exists()
+        assert [e.kind for e in events_of(bot, after.id)].count("queue-rejected") == 0
+        assert str(queued.reference) in list_items(bot)
