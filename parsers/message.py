@@ -18,6 +18,7 @@ from parsers.mime import (
     parse,
     payload_bytes,
     read_envelope,
+    read_headers,
 )
 from parsers.model import Attachment, AttachmentRole, Envelope, Submission, Unreadable
 from parsers.sniff import DOCUMENT_KINDS, sniff
@@ -66,6 +67,12 @@ def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Su
     except MemoryError:
         detail = "the reader ran out of memory"
         return Submission(envelope, unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,))
+    except RecursionError:
+        # the standard parser recurses once per nested part: hundreds of levels are an attack, not mail
+        detail = "the message's parts are nested too deeply to read"
+        if envelope is EMPTY_ENVELOPE:
+            envelope = read_headers(raw, limits)
+        return Submission(envelope, unreadable=Unreadable("corrupt", "(message)", detail), diagnostics=(detail,))
     except Exception as exc:  # the readers guard themselves; this keeps a malformed message decidable
         log.exception("cannot read message %s", envelope.message_id)
         if envelope is EMPTY_ENVELOPE:

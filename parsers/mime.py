@@ -486,14 +486,22 @@ def read_envelope(raw: bytes, limits: Limits | None = None) -> Envelope:
     limits = limits or Limits()
     try:
         if len(raw) > limits.max_message_bytes:
-            return envelope_of(parse_headers_only(raw), limits, with_body=False)
+            return read_headers(raw, limits)
         return envelope_of(parse(raw), limits)
+    except RecursionError:  # parts nested hundreds deep: the headers still say who sent it
+        log.info("the message's parts are nested too deeply; reading its headers only")
     except Exception:  # a last resort: the parser and decoders above already tolerate malformed mail
         log.exception("cannot read the envelope")
-        try:
-            return envelope_of(parse_headers_only(raw), limits, with_body=False)
-        except Exception:
-            return EMPTY_ENVELOPE
+    return read_headers(raw, limits)
+
+
+def read_headers(raw: bytes, limits: Limits) -> Envelope:
+    """The envelope from the top-level headers alone (no body, no parts). Never raises."""
+    try:
+        return envelope_of(parse_headers_only(raw), limits, with_body=False)
+    except Exception:
+        log.exception("cannot read the headers")
+        return EMPTY_ENVELOPE
 
 
 def attachment_name(part: Message, path: tuple[str, ...], extension: str) -> str:
