@@ -28,17 +28,37 @@ def item_name(message: Message) -> str:
     return f"{day}-{message.reference or message.sha256[:12]}"
 
 
+# File systems limit a name to 255 bytes, not characters: 180 CJK characters are 540 bytes.
+# The margin leaves room for the "-N" that tells apart names that came out the same.
+_NAME_BYTES = 200
+
+
+def _fit(name: str) -> str:
+    """``name`` cut (keeping a short extension) to fit a file system's limit on one name."""
+    if len(name.encode("utf-8")) <= _NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not (dot and stem and len(extension.encode("utf-8")) <= 16):
+        stem, dot, extension = name, "", ""
+    room = _NAME_BYTES - len((dot + extension).encode("utf-8"))
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + dot + extension
+
+
 def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """Names fit to write, none equal to another (ignoring case, as a reviewer's Windows share would)."""
+    taken: set[str] = set()
     out = []
     for name in names:
-        base = name or "attachment"
-        count = seen.get(base.casefold(), 0)
-        seen[base.casefold()] = count + 1
-        if count:
-            stem, dot, ext = base.rpartition(".")
-            base = f"{stem}-{count + 1}.{ext}" if dot and stem else f"{base}-{count + 1}"
-        out.append(base)
+        base = _fit(name or "attachment")
+        stem, dot, ext = base.rpartition(".")
+        if not (dot and stem):
+            stem, dot, ext = base, "", ""
+        candidate, number = base, 1
+        while candidate.casefold() in taken:
+            number += 1
+            candidate = f"{stem}-{number}{dot}{ext}"
+        taken.add(candidate.casefold())
+        out.append(candidate)
     return out
 
 
