@@ -17,12 +17,21 @@ from datetime import datetime
 from mailbot.clock import UTC
 
 CONTEXT_FIELDS = ("message_id", "reference", "mailbox", "call")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b\u2028\u2029]")
+# C0 and C1 controls: ESC starts an ANSI sequence, and so does the one-character CSI (U+009B)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAK = re.compile(r"\r\n|[\r\n]")
+# characters json.dumps(ensure_ascii=False) writes as they are, yet a terminal or a line reader acts on
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 
 
 def _safe(text: str) -> str:
     """No control characters or ANSI escapes from mail reach a terminal or a log file."""
     return _CONTROL.sub("�", text)
+
+
+def _one_line(text: str) -> str:
+    """A message on its line: a line break inside it (from mail) cannot start a forged entry."""
+    return _LINE_BREAK.sub(" ⏎ ", text)
 
 
 class SecretMask(logging.Filter):
@@ -54,6 +63,7 @@ class HumanFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if context:
             line += f"  [{context}]"
+        line = _one_line(line)
         if record.exc_text or record.exc_info:
             line += "\n" + (record.exc_text or self.formatException(record.exc_info))  # type: ignore[arg-type]
         return _safe(line)
@@ -73,7 +83,7 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_text or record.exc_info:
             entry["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return json.dumps(entry, ensure_ascii=False)
+        return _JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", json.dumps(entry, ensure_ascii=False))
 
 
 def configure_logging(level: str = "info", fmt: str = "human", secrets: Iterable[str] = ()) -> None:
