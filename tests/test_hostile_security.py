@@ -1,0 +1,445 @@
+"""Hostile mail and the bot's defences: containment of traps, escaping of every submitted text,
+secrets that never leave the process, private files, verified TLS.
+
+The traps (XML entities, zip bombs, deep MIME, floods of parts, huge parts, hostile file names) are
+built here at test time and read as production reads mail: in a worker process of the parser pool,
+with the production limits, each ending within 30 s in a Submission with a reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import time
+import unicodedata
+import urllib.parse
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailbot.config import load_settings
+from mailbot.review import ReviewQueue
+from parsers.limits import Limits
+from parsers.model import UNREADABLE_REASONS, Submission, to_jsonable
+from parsers.sandbox import read_message_contained
+from storage.models import Message
+from tests.parsers.builders import DOCX_TYPE, SMP_ROWS, message, mime_part, table_form, text_part
+
+REPO = Path(__file__).resolve().parent.parent
+SETTINGS = load_settings(REPO / "config.example.toml")
+SPEC = SETTINGS.call[0].form_spec
+LIMITS = Limits()
+CONTAINED_WITHIN_S = 30.0
+MIB = 1024 * 1024
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+TITLE = SMP_ROWS[0][1]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def read_contained(raw: bytes) -> Submission:
+    """``raw`` read in a worker with the production limits; it must end in time and in an outcome."""
+    started = time.monotonic()
+    submission = read_message_contained(
+        raw,
+        SPEC,
+        timeout_s=SETTINGS.processing.parse_timeout_s,
+        memory_mb=SETTINGS.processing.parse_memory_mb,
+        limits=LIMITS,
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < CONTAINED_WITHIN_S, f"reading took {elapsed:.1f} s"
+    assert submission.status in ("form", "no_form", "unreadable")
+    if submission.unreadable is not None:
+        assert submission.unreadable.reason in UNREADABLE_REASONS
+    return submission
+
+
+def refused_for(submission: Submission, *reasons: str) -> str:
+    """The detail of the submission's reason, which must be one of ``reasons`` and say something."""
+    assert submission.unreadable is not None, submission
+    assert submission.unreadable.reason in reasons, submission.unreadable
+    assert submission.unreadable.detail.strip(), submission.unreadable
+    return submission.unreadable.detail
+
+
+def attached(data: bytes, filename: str, content_type: str = DOCX_TYPE, encoding: str = "base64") -> bytes:
+    quoted = urllib.parse.quote(filename, safe="")
+    return message(
+        [
+            text_part("申请表见附件"),
+            mime_part(data, content_type, f"attachment; filename*=UTF-8''{quoted}".encode(), encoding),
+        ]
+    )
+
+
+def with_parts(package: bytes, replaced: dict[str, bytes]) -> bytes:
+    """A copy of a zip package with some members replaced or added (same compression)."""
+    source = zipfile.ZipFile(io.BytesIO(package))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, replaced.pop(info.filename, source.read(info)))
+        for name, data in replaced.items():
+            target.writestr(name, data)
+    return out.getvalue()
+
+
+def zeros_package(members: dict[str, bytes], zeros_name: str, zeros: int) -> bytes:
+    """A zip holding ``members`` and one member of ``zeros`` zero bytes, written in 1 MiB chunks."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as package:
+        for name, data in members.items():
+            package.writestr(name, data)
+        with package.open(zeros_name, "w", force_zip64=True) as stream:
+            chunk = bytes(MIB)
+            for _ in range(zeros // MIB):
+                stream.write(chunk)
+    return out.getvalue()
+
+
+def many_members(count: int, members: dict[str, bytes] | None = None) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as package:
+        for name, data in (members or {}).items():
+            package.writestr(name, data)
+        for number in range(count):
+            package.writestr(f"m/{number}.txt", b"")
+    return out.getvalue()
+
+
+def as_json(submission: Submission) -> str:
+    return json.dumps(to_jsonable(submission), ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def form_docx() -> bytes:
+    return table_form(SMP_ROWS)
+
+
+@pytest.fixture(scope="module")
+def form_parts(form_docx: bytes) -> dict[str, bytes]:
+    package = zipfile.ZipFile(io.BytesIO(form_docx))
+    return {info.filename: package.read(info) for info in package.infolist()}
+
+
+# --- XML attacks inside a Word package ------------------------------------------------------------
+
+MARKER = "hostile-marker-5e1f0c"
+PASSWD_FIRST_LINE = (
+    Path("/etc/passwd").read_text(encoding="utf-8").splitlines()[0] if Path("/etc/passwd").exists() else ""
+)
+
+
+def _with_doctype(xml: bytes, doctype: str) -> bytes:
+    """``xml`` with a DOCTYPE inserted after its declaration."""
+    head, separator, rest = xml.partition(b"?>")
+    if not separator:
+        return doctype.encode() + xml
+    return head + separator + doctype.encode() + rest
+
+
+def _xxe_cases(secret_file: Path) -> dict[str, Callable[[dict[str, bytes]], dict[str, bytes]]]:
+    url = secret_file.as_uri()
+    entity = f'<!DOCTYPE w:document [<!ENTITY xxe SYSTEM "{url}"><!ENTITY pw SYSTEM "file:///etc/passwd">]>'
+
+    def in_title(parts: dict[str, bytes]) -> dict[str, bytes]:
+        document = _with_doctype(parts["word/document.xml"], entity)
+        return {"word/document.xml": document.replace(TITLE.encode(), b"&xxe;&pw;")}
+
+    def external_dtd(parts: dict[str, bytes]) -> dict[str, bytes]:
+        return {"word/document.xml": _with_doctype(parts["word/document.xml"], f'<!DOCTYPE w:document SYSTEM "{url}">')}
+
+    def parameter_entity(parts: dict[str, bytes]) -> dict[str, bytes]:
+        doctype = f'<!DOCTYPE w:document [<!ENTITY % p SYSTEM "{url}"> %p;]>'
+        return {"word/document.xml": _with_doctype(parts["word/document.xml"], doctype)}
+
+    def in_every_part(parts: dict[str, bytes]) -> dict[str, bytes]:
+        changed = {}
+        for name, data in parts.items():
+            if name.endswith((".xml", ".rels")):
+                changed[name] = _with_doctype(data, entity.replace("w:document", "x")).replace(b"</", b"&xxe;</", 1)
+        return changed
+
+    def macro_enabled(parts: dict[str, bytes]) -> dict[str, bytes]:
+        # python-docx refuses a macro-enabled main part; the fallback reader parses the XML itself
+        types = parts["[Content_Types].xml"].replace(
+            b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+            b"application/vnd.ms-word.document.macroEnabled.main+xml",
+        )
+        return {"[Content_Types].xml": types, **in_title(parts)}
+
+    return {
+        "entity in a field value": in_title,
+        "external DTD": external_dtd,
+        "parameter entity": parameter_entity,
+        "entity in every part": in_every_part,
+        "entity read by the fallback reader": macro_enabled,
+    }
+
+
+@pytest.mark.parametrize("case", list(_xxe_cases(Path("/x"))))
+def test_external_entities_are_never_resolved(tmp_path: Path, form_parts: dict[str, bytes], case: str) -> None:
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(MARKER + "\n", encoding="utf-8")
+    package = with_parts(table_form(SMP_ROWS), _xxe_cases(secret_file)[case](form_parts))
+    submission = read_contained(attached(package, "申请表.docx"))
+    everything = as_json(submission)
+    assert MARKER not in everything
+    if PASSWD_FIRST_LINE:
+        assert PASSWD_FIRST_LINE not in everything
+    if submission.form is not None:
+        assert MARKER not in str(submission.form.value("project_title"))
+
+
+def _laughs(levels: int, width: int) -> str:
+    entities = '<!ENTITY l0 "lol">' + "".join(
+        f'<!ENTITY l{level} "{f"&l{level - 1};" * width}">' for level in range(1, levels + 1)
+    )
+    return f"<!DOCTYPE w:document [{entities}]>"
+
+
+@pytest.mark.parametrize(
+    ("doctype", "reference"),
+    [
+        pytest.param(_laughs(9, 10), f"&l{9};", id="billion laughs"),
+        pytest.param('<!DOCTYPE w:document [<!ENTITY a "' + "A" * 100_000 + '">]>', "&a;" * 100_000, id="quadratic"),
+    ],
+)
+def test_entity_expansion_is_refused(form_parts: dict[str, bytes], doctype: str, reference: str) -> None:
+    document = _with_doctype(form_parts["word/document.xml"], doctype).replace(TITLE.encode(), reference.encode())
+    submission = read_contained(
+        attached(with_parts(table_form(SMP_ROWS), {"word/document.xml": document}), "申请表.docx")
+    )
+    detail = refused_for(submission, "corrupt", "too-large")
+    assert "entity" in detail.casefold() or "amplification" in detail.casefold(), detail
+    assert "lol" * 1000 not in as_json(submission) and "A" * 200_000 not in as_json(submission)
+
+
+# --- zip bombs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gigabyte_of_zeros() -> bytes:
+    """A .zip holding 1 GiB of zeros (about 4 MiB compressed)."""
+    return zeros_package({}, "申请表.docx", 1024 * MIB)
+
+
+def test_zip_expanding_to_a_gigabyte_is_refused(gigabyte_of_zeros: bytes) -> None:
+    submission = read_contained(attached(gigabyte_of_zeros, "申请材料.zip", "application/zip"))
+    assert "1073741824" in refused_for(submission, "archive-refused")
+
+
+def test_zip_member_expanding_too_far_is_refused_by_ratio() -> None:
+    bomb = zeros_package({}, "申请表.pdf", 100 * MIB)  # below the total limit: the ratio refuses it
+    assert len(bomb) * LIMITS.archive_max_ratio < 100 * MIB
+    submission = read_contained(attached(bomb, "申请材料.zip", "application/zip"))
+    assert "expands" in refused_for(submission, "archive-refused")
+
+
+def test_word_package_expanding_to_a_gigabyte_is_refused(
+    form_parts: dict[str, bytes], gigabyte_of_zeros: bytes
+) -> None:
+    total = zeros_package(form_parts, "word/media/image1.png", 1024 * MIB)
+    refused_for(read_contained(attached(total, "申请表.docx")), "too-large", "archive-refused")
+    by_ratio = zeros_package(form_parts, "word/media/image1.png", 100 * MIB)
+    refused_for(read_contained(attached(by_ratio, "申请表.docx")), "archive-refused")
+
+
+def test_zip_with_a_hundred_thousand_members_is_refused(form_parts: dict[str, bytes]) -> None:
+    archive = read_contained(attached(many_members(100_000), "申请材料.zip", "application/zip"))
+    assert "100000 members" in refused_for(archive, "archive-refused")
+    package = read_contained(attached(many_members(100_000, form_parts), "申请表.docx"))
+    refused_for(package, "too-large", "archive-refused")
+
+
+def test_archives_nested_inside_archives_stop_at_the_depth_limit(form_docx: bytes) -> None:
+    data, name = form_docx, "申请表.docx"
+    for level in range(6):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr(name, data)
+        data, name = out.getvalue(), f"level{level}.zip"
+    submission = read_contained(attached(data, name, "application/zip"))
+    assert "nested too deeply" in refused_for(submission, "archive-refused")
+
+
+# --- MIME structure -------------------------------------------------------------------------------
+
+HEAD = (
+    b"From: =?UTF-8?B?5byg5Lyf?= <zhangwei@tsinghua.edu.cn>\r\nTo: min.gao@aminer.cn\r\n"
+    b"Subject: deep\r\nMessage-ID: <deep.1@example.org>\r\nMIME-Version: 1.0\r\n"
+)
+LEAF = b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=form.pdf\r\n\r\n%PDF-1.4\r\n"
+
+
+def nested_multiparts(levels: int) -> bytes:
+    part = LEAF
+    for level in range(levels):
+        boundary = f"level-{level}".encode()
+        part = (
+            b"Content-Type: multipart/mixed; boundary="
+            + boundary
+            + b"\r\n\r\n--"
+            + boundary
+            + b"\r\n"
+            + part
+            + b"\r\n--"
+            + boundary
+            + b"--\r\n"
+        )
+    return HEAD + part
+
+
+def enclosed_messages(levels: int) -> bytes:
+    part = LEAF
+    for level in range(levels):
+        part = b"Content-Type: message/rfc822\r\n\r\nSubject: forwarded %d\r\nMIME-Version: 1.0\r\n" % level + part
+    return HEAD + part
+
+
+@pytest.mark.parametrize("build", [nested_multiparts, enclosed_messages], ids=["multipart", "message/rfc822"])
+def test_a_thousand_nested_levels_are_contained(build: Callable[[int], bytes]) -> None:
+    submission = read_contained(build(1000))
+    assert "nested too deeply" in refused_for(submission, "corrupt")
+    assert submission.envelope.from_addr == "zhangwei@tsinghua.edu.cn"  # still answerable
+    assert submission.envelope.message_id == "<deep.1@example.org>"
+
+
+def test_nesting_within_the_depth_limit_is_still_read(form_docx: bytes) -> None:
+    part = mime_part(form_docx, DOCX_TYPE, b'attachment; filename="form.docx"')
+    for level in range(LIMITS.max_mime_depth - 2):
+        boundary = f"level-{level}".encode()
+        part = (
+            b"Content-Type: multipart/mixed; boundary="
+            + boundary
+            + b"\r\n\r\n--"
+            + boundary
+            + b"\r\n"
+            + part
+            + b"\r\n--"
+            + boundary
+            + b"--\r\n"
+        )
+    submission = read_contained(HEAD + part)
+    assert submission.form is not None and submission.form.value("project_title") == TITLE
+
+
+def test_ten_thousand_attachments_are_contained() -> None:
+    parts = [
+        mime_part(b"%PDF-1.4 cut off", "application/pdf", f'attachment; filename="f{n}.pdf"'.encode())
+        for n in range(10_000)
+    ]
+    submission = read_contained(message(parts))
+    assert 0 < len(submission.attachments) <= LIMITS.max_mime_parts
+    refused_for(submission, "corrupt")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "reason", "where"),
+    [("binary", "too-large", "申请表.pdf"), ("base64", "too-large", "(message)")],
+    ids=["attachment over its limit", "message over its limit"],
+)
+def test_a_fifty_megabyte_attachment_is_refused(encoding: str, reason: str, where: str) -> None:
+    payload = b"%PDF-1.4\n" + bytes(50 * MIB)
+    submission = read_contained(attached(payload, "申请表.pdf", "application/pdf", encoding))
+    refused_for(submission, reason)
+    assert submission.unreadable is not None and submission.unreadable.attachment == where
+
+
+# --- hostile attachment names ---------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    "../../../../tmp/escaped.pdf",
+    "/etc/cron.d/evil.pdf",
+    "..\\..\\Windows\\evil.pdf",
+    "nul\x00byte.pdf",
+    "bell\x07back\x08space.pdf",
+    "\x1b[31mred\x1b[0m.pdf",
+    "\x1b]0;title\x07.pdf",
+    "line\r\nBcc: victim@example.org.pdf",
+    "\u202eexe.pdf",
+    "café.pdf",  # NFC
+    "cafe\u0301.pdf",  # NFD: the same name to a person
+    ".",
+    "..",
+    "",
+    "申请书" * 80 + ".pdf",
+    "a.pdf",
+    "a.pdf",
+    "A.pdf",
+    "a-2.pdf",
+]
+
+
+def hostile_names_message() -> bytes:
+    parts = []
+    for number, name in enumerate(HOSTILE_NAMES):
+        disposition = f"attachment; filename*=UTF-8''{urllib.parse.quote(name, safe='')}".encode()
+        parts.append(mime_part(f"%PDF-1.4 part {number}".encode(), "application/pdf", disposition))
+    return message(parts)
+
+
+def stub_message(raw: bytes, reference: str | None = "SMP24-0001") -> Message:
+    now = datetime.now(UTC)
+    return Message(
+        message_key="<hostile@example.org>",
+        message_id="<hostile@example.org>",
+        sha256="ab" * 32,
+        size=len(raw),
+        mailbox="smp",
+        call_id=SETTINGS.call[0].id,
+        arrival=now,
+        recorded_at=now,
+        source="imap",
+        subject="hostile names",
+        from_addr="zhangwei@tsinghua.edu.cn",
+        reference=reference,
+        reason="corrupt",
+        attempts=0,
+    )
+
+
+def is_safe_name(name: str) -> bool:
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+        and all(unicodedata.category(char) not in ("Cc", "Cs") for char in name)
+        and "\u202e" not in name
+        and len(name.encode("utf-8")) <= 255
+    )
+
+
+def test_hostile_attachment_names_are_made_safe_when_read() -> None:
+    submission = read_contained(hostile_names_message())
+    names = [attachment.filename for attachment in submission.attachments]
+    assert len(names) == len(HOSTILE_NAMES)
+    assert all(name and "/" not in name and "\\" not in name and not name.startswith(".") for name in names), names
+    for name in names:
+        assert all(unicodedata.category(char) not in ("Cc", "Cf", "Cs") for char in name), repr(name)
+
+
+def test_hostile_attachment_names_stay_inside_the_queue_folder(tmp_path: Path) -> None:
+    raw = hostile_names_message()
+    root = tmp_path / "data" / "queue"
+    outside = sorted(tmp_path.rglob("*"))
+    folder = ReviewQueue(root).add(stub_message(raw), raw, "unreadable", "the attachments could not be read")
+
+    written = sorted(path for path in tmp_path.rglob("*") if path not in outside)
+    for path in written:
+        assert path.resolve().is_relative_to(folder.resolve()) or path in (root, root.parent), path
+    files = sorted((folder / "attachments").iterdir())
+    assert len(files) == len(HOSTILE_NAMES), [path.name for path in files]
+    assert len({path.name.casefold() for path in files}) == len(files), "names stay distinct"
+    assert all(is_safe_name(path.name) for path in files), [path.name for path in files]
+    contents = {path.read_bytes() for path in files}
+    assert len(contents) == len(HOSTILE_NAMES), "no attachment overwrote another"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in [*files, folder / "message.eml"])
