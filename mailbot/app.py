@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mailbot.config import MailboxSettings, Settings, resolve_secret
-from mailbot.coordination import MailboxLease
+from mailbot.coordination import MailboxLease, upgrade_schema
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
@@ -32,7 +32,7 @@ from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage.archive import RawArchive, make_private_dir
-from storage.db import make_engine, upgrade
+from storage.db import make_engine
 from storage.store import Store
 from templates import TemplateSet
 
@@ -65,7 +65,7 @@ class Bot:
         self.settings = settings
         make_private_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
-        upgrade(engine)
+        upgrade_schema(engine)
         self.store = Store(engine, RawArchive(settings.archive_dir))
         self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)
@@ -160,11 +160,40 @@ class Bot:
         return self.sender.flush()
 
     def run_once(self) -> RunSummary:
+        """Read every mailbox, then decide everything while answers go out as soon as they are decided.
+
+        Intake finishes before deciding starts, so a run decides its messages in arrival order even
+        when a server's UIDs do not follow arrival.
+        """
         summary = RunSummary()
         self.release_claims()
         self.poll_all(summary)
-        summary.processed = self.process()
-        summary.sent = self.send()
+        deciding = threading.Event()
+        deciding.set()
+        failures: list[BaseException] = []
+
+        def send_while_deciding() -> None:
+            try:
+                while True:
+                    finished = not deciding.is_set()
+                    summary.sent.extend(self.send())
+                    if finished:
+                        return
+                    self._decided.wait(1.0)
+                    self._decided.clear()
+            except BaseException as exc:
+                failures.append(exc)
+
+        sender = threading.Thread(target=send_while_deciding, name="send-once")
+        sender.start()
+        try:
+            summary.processed = self.process()
+        finally:
+            deciding.clear()
+            self._decided.set()
+            sender.join()
+        if failures:
+            raise failures[0]
         return summary
 
     # --- long-running form --------------------------------------------------------------------

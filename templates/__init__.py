@@ -57,6 +57,8 @@ def strip_controls(text: str, *, keep_newlines: bool = False) -> str:
 
     Line-breaking characters become spaces (or ``\\n`` when ``keep_newlines``) so words stay apart.
     """
+    if text.isprintable():  # no Cc, Cf, Cs, Co, Cn, Zl, Zp: nothing below would change it
+        return text
     text = _TERMINAL_SEQUENCE.sub("", text)
     kept: list[str] = []
     for char in text:
