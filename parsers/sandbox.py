@@ -65,10 +65,38 @@ def _limit_memory(memory_mb: int) -> None:
         log.warning("cannot limit the parser's memory: %s", exc)
 
 
-def _worker_main(connection: Connection, memory_mb: int, limits: Limits) -> None:
+class _KeptRecords(logging.Handler):
+    """A job's log records, kept to travel back with its result.
+
+    A worker has no handler of its own (it would write raw lines past the parent's format, level
+    and filters); the parent hands these records to its own loggers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kept = logging.makeLogRecord(record.__dict__)
+        kept.msg, kept.args = record.getMessage(), None  # arguments may not pickle
+        if record.exc_info:
+            kept.exc_text = logging.Formatter().formatException(record.exc_info)
+        kept.exc_info = None
+        self.records.append(kept)
+
+    def take(self) -> list[logging.LogRecord]:
+        taken, self.records = self.records, []
+        return taken
+
+
+def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_level: int) -> None:
     """Read jobs until told to stop."""
     import parsers.nlp  # noqa: F401  (loaded before the limit is set, so the limit is all for reading)
 
+    kept = _KeptRecords()
+    root = logging.getLogger()
+    root.handlers = [kept]
+    root.setLevel(log_level)
     _limit_memory(memory_mb)
     while True:
         try:
@@ -76,12 +104,14 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits) -> None
             if job is None:
                 return
             raw, spec = job
-            connection.send(("ok", read_message(raw, spec, limits)))
+            submission = read_message(raw, spec, limits)
+            connection.send(("ok", submission, kept.take()))
         except (EOFError, OSError):
             return
         except MemoryError:
+            kept.records.clear()
             with contextlib.suppress(OSError, MemoryError):
-                connection.send(("memory", None))
+                connection.send(("memory", None, []))
             return
 
 
@@ -96,7 +126,10 @@ class _Worker:
     def __init__(self, context: BaseContext, memory_mb: int, limits: Limits) -> None:
         self.connection, child = context.Pipe()
         self.process = context.Process(  # type: ignore[attr-defined]
-            target=_worker_main, args=(child, memory_mb, limits), daemon=True, name="mailbot-parser"
+            target=_worker_main,
+            args=(child, memory_mb, limits, logging.getLogger().getEffectiveLevel()),
+            daemon=True,
+            name="mailbot-parser",
         )
         self.process.start()
         child.close()
@@ -189,10 +222,12 @@ class ParserPool:
             if not worker.connection.poll(self.timeout_s):
                 detail = f"reading took over {self.timeout_s:g} s; the reader was stopped"
                 return self._contained(job, "timeout", detail), False
-            status, payload = worker.connection.recv()
+            status, payload, records = worker.connection.recv()
         except (EOFError, OSError):
             worker.process.join(timeout=5)
             return self._died(job, worker.process.exitcode), False
+        for record in records:
+            logging.getLogger(record.name).handle(record)
         if status == "ok" and isinstance(payload, Submission):
             return payload, True
         return self._contained(job, "too-large", f"reading needed over {self.memory_mb} MiB"), False
