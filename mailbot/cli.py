@@ -104,6 +104,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        if settings.metrics.port is not None:
+            from mailbot.metrics import MetricsCollector, serve_metrics
+
+            serve_metrics(
+                MetricsCollector(bot.store, settings, bot.timings), settings.metrics.host, settings.metrics.port
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
         digests = DigestScheduler(settings, bot.store, bot.templates, on_queued=bot.wake_sender)
         bot.run_forever(extra_jobs=[digests.run])
     return 0

@@ -197,6 +197,13 @@ class ProcessingSettings(_Section):
     max_message_mb: int = Field(default=60, ge=1)
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics over HTTP; off unless a port is given (needs mailbot[metrics])."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, gt=0, lt=65536)
+
+
 class TemplateSettings(_Section):
     dir: str | None = None
 
@@ -211,6 +218,7 @@ class Settings(_Section):
     digest: DigestSettings = DigestSettings()
     processing: ProcessingSettings = ProcessingSettings()
     templates: TemplateSettings = TemplateSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:

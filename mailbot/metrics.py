@@ -11,6 +11,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mailbot.clock import utcnow
+from mailbot.config import Settings
+from storage.models import MailboxCursor, Message, MessageState, OutboxMail, OutboxState
+from storage.store import Store
 
 STAGES = ("fetch", "parse", "decide", "store", "send")
 
@@ -43,3 +51,84 @@ class StageTimings:
     def snapshot(self) -> dict[str, StageTotal]:
         with self._lock:
             return {name: StageTotal(t.count, t.seconds) for name, t in self._totals.items()}
+
+
+def status_figures(store: Store, settings: Settings) -> dict[str, float]:
+    """The figures ``status`` prints, as numbers (for Prometheus and tests)."""
+    figures: dict[str, float] = {}
+    with store.sessions() as session:
+        states = dict(session.execute(select(Message.state, func.count()).group_by(Message.state)).all())
+        for message_state in MessageState:
+            figures[f"messages_{message_state.value}"] = float(states.get(message_state.value, 0))
+        outbox = dict(session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+        for outbox_state in OutboxState:
+            figures[f"outbox_{outbox_state.value}"] = float(outbox.get(outbox_state.value, 0))
+        oldest = session.scalar(select(func.min(Message.arrival)).where(Message.state == MessageState.REVIEW))
+        figures["review_oldest_age_seconds"] = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        for box in settings.mailbox:
+            cursor = session.get(MailboxCursor, (box.name, box.folder))
+            success = cursor.last_success if cursor else None
+            figures[f"mailbox_last_success_timestamp:{box.name}"] = success.timestamp() if success else 0.0
+            failing = bool(
+                cursor
+                and cursor.last_error
+                and (success is None or (cursor.last_error_at is not None and cursor.last_error_at > success))
+            )
+            figures[f"mailbox_failing:{box.name}"] = 1.0 if failing else 0.0
+    return figures
+
+
+class MetricsCollector:
+    """A Prometheus collector that reads the database when scraped, plus the in-memory stage timings."""
+
+    def __init__(self, store: Store, settings: Settings, timings: StageTimings) -> None:
+        self.store = store
+        self.settings = settings
+        self.timings = timings
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        figures = status_figures(self.store, self.settings)
+        messages = GaugeMetricFamily("mailbot_messages", "Messages by processing state", labels=["state"])
+        outbox = GaugeMetricFamily("mailbot_outbox", "Outgoing mail by state", labels=["state"])
+        last_poll = GaugeMetricFamily(
+            "mailbot_mailbox_last_success_timestamp_seconds", "Last good poll of a mailbox", labels=["mailbox"]
+        )
+        failing = GaugeMetricFamily("mailbot_mailbox_failing", "1 while a mailbox's polls fail", labels=["mailbox"])
+        for key, value in figures.items():
+            name, _, label = key.partition(":")
+            if name.startswith("messages_"):
+                messages.add_metric([name.removeprefix("messages_")], value)
+            elif name.startswith("outbox_"):
+                outbox.add_metric([name.removeprefix("outbox_")], value)
+            elif name == "mailbox_last_success_timestamp":
+                last_poll.add_metric([label], value)
+            elif name == "mailbox_failing":
+                failing.add_metric([label], value)
+        yield from (messages, outbox, last_poll, failing)
+        yield GaugeMetricFamily(
+            "mailbot_review_oldest_age_seconds",
+            "Age of the oldest item in the review queue",
+            value=figures["review_oldest_age_seconds"],
+        )
+        seconds = CounterMetricFamily("mailbot_stage_seconds", "Time spent per pipeline stage", labels=["stage"])
+        counts = CounterMetricFamily("mailbot_stage_runs", "Runs of each pipeline stage", labels=["stage"])
+        for stage, total in self.timings.snapshot().items():
+            seconds.add_metric([stage], total.seconds)
+            counts.add_metric([stage], float(total.count))
+        yield from (seconds, counts)
+
+
+def serve_metrics(collector: MetricsCollector, host: str, port: int) -> None:
+    """Expose the collector over HTTP (loopback by default); needs the optional prometheus-client."""
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.core import CollectorRegistry
+    except ImportError as exc:
+        raise RuntimeError(
+            "[metrics] is configured but prometheus-client is not installed: pip install 'mailbot[metrics]'"
+        ) from exc
+    registry = CollectorRegistry()
+    registry.register(collector)
+    start_http_server(port, addr=host, registry=registry)
