@@ -8,25 +8,36 @@ with the production limits, each ending within 30 s in a Submission with a reaso
 
 from __future__ import annotations
 
+import base64
+import email
+import email.policy
 import io
 import json
+import logging
 import stat
+import sys
 import time
 import unicodedata
 import urllib.parse
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from mailbot.app import Bot
 from mailbot.config import load_settings
+from mailbot.embedded import SmtpSink
+from mailbot.logs import configure_logging
 from mailbot.review import ReviewQueue
 from parsers.limits import Limits
 from parsers.model import UNREADABLE_REASONS, Submission, to_jsonable
 from parsers.sandbox import read_message_contained
 from storage.models import Message
+from tests.conftest import PASSWORD, ImapServer, make_settings
 from tests.parsers.builders import DOCX_TYPE, SMP_ROWS, message, mime_part, table_form, text_part
 
 REPO = Path(__file__).resolve().parent.parent
@@ -443,3 +454,206 @@ def test_hostile_attachment_names_stay_inside_the_queue_folder(tmp_path: Path) -
     assert len(contents) == len(HOSTILE_NAMES), "no attachment overwrote another"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in [*files, folder / "message.eml"])
+
+
+# --- nothing from a submission reaches a header, a path, a log line or a page unescaped -----------
+
+ESCAPES = ("\x1b", "\x9b", "\x07")
+VICTIM = "victim@example.org"
+ARRIVAL = datetime.fromisoformat("2024-08-20T10:00:00+08:00")
+
+
+def encoded_word(text: str) -> bytes:
+    return b"=?UTF-8?B?" + base64.b64encode(text.encode()) + b"?="
+
+
+def hostile_form() -> bytes:
+    rows = [list(row) for row in SMP_ROWS]
+    rows[0][1] = f"<script>alert('title')</script>\u2028Bcc: {VICTIM}\n\x9b31m{TITLE}"
+    rows[1][1] = "<img src=x onerror=alert(1)>张伟"
+    rows[4][1] = "清华大学</td><script>alert(2)</script>"
+    return table_form(rows)
+
+
+def hostile_messages() -> dict[str, bytes]:
+    """A readable form full of markup and escapes, and a broken one that goes to the review queue."""
+    injected = f"\r\nBcc: {VICTIM}\r\nX-Injected: yes <script>alert(3)</script>\x1b[2J\x1b]0;pwned\x07"
+    form_name = f"../../evil\r\nBcc: {VICTIM}\x1b[31m<script>alert(4)</script>.docx"
+    readable = message(
+        [
+            text_part("申请表见附件 <script>alert(5)</script>\x1b[31m"),
+            mime_part(
+                hostile_form(),
+                DOCX_TYPE,
+                f"attachment; filename*=UTF-8''{urllib.parse.quote(form_name, safe='')}".encode(),
+            ),
+        ],
+        headers={
+            "From": encoded_word("张伟" + injected) + b" <zhangwei@tsinghua.edu.cn>",
+            "Subject": encoded_word("申请表" + injected),
+            "Message-ID": b"<hostile.form@example.org>",
+            "References": b"<\x1b[31mref@example.org> <ok.ref@example.org>",
+            "X-Mailer": b"\x1b[31mEvilMailer\x1b]0;title\x07",
+        },
+    )
+    broken_name = "申请表<script>\x1b]0;t\x07../../x.docx"
+    unreadable = message(
+        [
+            mime_part(
+                broken_package(),
+                DOCX_TYPE,
+                f"attachment; filename*=UTF-8''{urllib.parse.quote(broken_name, safe='')}".encode(),
+            )
+        ],
+        headers={
+            "From": encoded_word("李娜\x1b]0;x\x07<b>bold</b>" + injected) + b" <li.na@pku.edu.cn>",
+            "Subject": b"\x1b[31m\xe7\x94\xb3\xe8\xaf\xb7 <script>alert(6)</script>\x1b]0;t\x07",
+            "Message-ID": b"<\x1b[31mhostile.broken@example.org>",
+        },
+    )
+    return {"readable": readable, "unreadable": unreadable}
+
+
+def broken_package() -> bytes:
+    """A Word package whose main part is cut off and whose content type carries line breaks and a CSI.
+
+    python-docx refuses the content type with an error quoting it, which the reader logs.
+    """
+    package = table_form(SMP_ROWS)
+    types = zipfile.ZipFile(io.BytesIO(package)).read("[Content_Types].xml")
+    main = b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
+    hostile = b"application/x-" + FORGED_LINE.encode() + b"&#10;Bcc: forged&#x9b;31m&#13;x"
+    return with_parts(package, {"[Content_Types].xml": types.replace(main, hostile), "word/document.xml": b"<w:doc"})
+
+
+FORGED_LINE = "forged-line-7c2d"
+
+
+class _Markup(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.handlers.extend(name for name, _ in attrs if name.startswith("on"))
+
+
+@pytest.fixture
+def log_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], io.StringIO]]:
+    """``configure(fmt)`` sends every log line, at DEBUG, to a string; the root logger is restored after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+
+    def configure(fmt: str) -> io.StringIO:
+        stream = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        configure_logging("debug", fmt, [PASSWORD])
+        return stream
+
+    try:
+        yield configure
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+
+
+def check_log_lines(text: str, fmt: str) -> None:
+    assert text.strip(), "the run logged something"
+    assert not any(escape in text for escape in ESCAPES), [line for line in text.splitlines() if "\x1b" in line]
+    assert "\r" not in text
+    for line in text.splitlines():
+        assert not line.lstrip().startswith(("Bcc:", "X-Injected", "<script")), line
+        if fmt == "json":
+            json.loads(line)
+
+
+@pytest.mark.parametrize("fmt", ["human", "json"])
+def test_hostile_text_is_escaped_everywhere_it_goes(
+    tmp_path: Path,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    log_stream: Callable[[str], io.StringIO],
+    fmt: str,
+) -> None:
+    for raw in hostile_messages().values():
+        imap_server.append("min.gao@aminer.cn", raw, ARRIVAL)
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    stream = log_stream(fmt)
+    with Bot(settings) as bot:
+        summary = bot.run_once()
+    logging.getLogger().handlers[0].flush()
+    assert summary.errors == []
+    outcomes = sorted(item.outcome for item in summary.processed)
+    assert len(outcomes) == 2 and "unreadable" in outcomes, outcomes
+
+    answers = smtp_sink.received
+    assert len(answers) == 2
+    for mail in answers:
+        assert all(VICTIM not in recipient for recipient in mail.recipients)
+        check_answer(mail.raw)
+    html = "".join(html_of(mail.raw) for mail in answers)
+    assert "&lt;script&gt;" in html, "the hostile values did reach the page, escaped"
+
+    logged = stream.getvalue()
+    assert FORGED_LINE in logged, "the parser worker's records reach the configured handler"
+    check_log_lines(logged, fmt)
+    check_queue(settings.queue_dir)
+
+
+ANSWER_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "auto-submitted",
+    "x-auto-response-suppress",
+    "mime-version",
+    "content-type",
+    "content-language",
+    "content-transfer-encoding",
+}
+
+
+def check_answer(raw: bytes) -> None:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert not parsed.defects, parsed.defects
+    assert {name.lower() for name in parsed} <= ANSWER_HEADERS, list(parsed)
+    for name, value in parsed.items():
+        text = str(value)
+        assert not any(char in text for char in "\r\n\x00" + "".join(ESCAPES)), (name, text)
+        if name.lower() in ("from", "to", "cc"):
+            assert VICTIM not in text, (name, text)
+    for part in parsed.walk():
+        assert not part.defects, part.defects
+        if part.get_content_maintype() == "text":
+            body = part.get_content()
+            assert not any(escape in body for escape in ESCAPES), body
+    markup = _Markup()
+    markup.feed(html_of(raw))
+    assert "script" not in markup.tags and "img" not in markup.tags, markup.tags
+    assert markup.handlers == []
+
+
+def html_of(raw: bytes) -> str:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    part = parsed.get_body(("html",))
+    assert part is not None
+    content: str = part.get_content()
+    return content
+
+
+def check_queue(queue_dir: Path) -> None:
+    items = [path for path in queue_dir.iterdir() if not path.name.startswith(".")]
+    assert len(items) == 1, items
+    files = list(queue_dir.rglob("*"))
+    assert any(path.parent.name == "attachments" for path in files), "the broken form was kept for review"
+    for path in files:
+        assert path.resolve().is_relative_to(queue_dir.resolve())
+        assert (is_safe_name(path.name) and "<" not in path.name) or path.parent.name == "attachments", path
+        assert is_safe_name(path.name), repr(path.name)
