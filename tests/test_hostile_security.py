@@ -560,7 +560,9 @@ def log_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], io.S
 
 def check_log_lines(text: str, fmt: str) -> None:
     assert text.strip(), "the run logged something"
-    assert not any(escape in text for escape in ESCAPES), [line for line in text.splitlines() if "\x1b" in line]
+    assert not any(escape in text for escape in ESCAPES), [
+        line for line in text.splitlines() if any(escape in line for escape in ESCAPES)
+    ]
     assert "\r" not in text
     for line in text.splitlines():
         assert not line.lstrip().startswith(("Bcc:", "X-Injected", "<script")), line
@@ -655,5 +657,4 @@ def check_queue(queue_dir: Path) -> None:
     assert any(path.parent.name == "attachments" for path in files), "the broken form was kept for review"
     for path in files:
         assert path.resolve().is_relative_to(queue_dir.resolve())
-        assert (is_safe_name(path.name) and "<" not in path.name) or path.parent.name == "attachments", path
         assert is_safe_name(path.name), repr(path.name)
