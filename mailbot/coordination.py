@@ -24,6 +24,8 @@ configuration. Each guarantee rests on the database, never on the workers knowin
   them ``sending`` before the SMTP conversation; a row left ``sending`` by a dead worker is settled
   by the Sent folder after the SMTP timeout has passed several times (see ``mailbot.sender``).
 - **Digests** — the ``DigestRun`` primary key (call, day): only the first worker's insert commits.
+- **The schema** — :func:`upgrade_schema` lets workers starting together migrate one at a time;
+  the others then find the schema current.
 
 On SQLite there is one process by design, so the lease is always granted.
 """
@@ -33,15 +35,47 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import is_postgres
+from storage.db import is_postgres, upgrade
 
 log = logging.getLogger(__name__)
 
-# the two-key form of the advisory lock lives apart from the one-key locks of Store.lock_call
 LEASE_NAMESPACE = "mailbot-mailbox"
+SCHEMA_NAMESPACE = "mailbot-schema"
+
+
+def _advisory(function: str, namespace: str, name: str) -> Select[tuple[bool]]:
+    """An advisory-lock call in the two-key form, which never meets the one-key locks of Store.lock_call."""
+    return select(getattr(func, function)(func.hashtext(namespace), func.hashtext(name)))
+
+
+def _own_connection(engine: Engine) -> Connection:
+    """A connection for a session-level lock: autocommit, so it never sits idle inside a transaction."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _close_for_good(connection: Connection) -> None:
+    """End the connection's database session, and with it every lock it holds.
+
+    It must not go back to the pool: a pooled session would keep the lock for whoever borrows it.
+    """
+    connection.invalidate()
+    connection.close()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest revision; workers starting at once take turns."""
+    if not is_postgres(engine):
+        upgrade(engine)
+        return
+    connection = _own_connection(engine)
+    try:
+        connection.execute(_advisory("pg_advisory_lock", SCHEMA_NAMESPACE, "upgrade"))
+        upgrade(engine)
+    finally:
+        _close_for_good(connection)
 
 
 class MailboxLease:
@@ -67,19 +101,14 @@ class MailboxLease:
                 if self._alive(self._connection):
                     return True
                 self._drop()
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            connection = _own_connection(self.engine)
             try:
-                acquired = bool(
-                    connection.scalar(
-                        select(func.pg_try_advisory_lock(func.hashtext(LEASE_NAMESPACE), func.hashtext(self.mailbox)))
-                    )
-                )
+                acquired = bool(connection.scalar(_advisory("pg_try_advisory_lock", LEASE_NAMESPACE, self.mailbox)))
             except Exception:
-                connection.invalidate()
-                connection.close()
+                _close_for_good(connection)
                 raise
             if not acquired:
-                connection.close()
+                connection.close()  # holds nothing: back to the pool
                 return False
             self._connection = connection
             log.info(
@@ -115,10 +144,6 @@ class MailboxLease:
         return True
 
     def _drop(self) -> None:
-        """Close the lease's connection for good: the server ends the session and with it the lock."""
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        # never back to the pool: a pooled session would keep the lock for whoever borrows it next
-        connection.invalidate()
-        connection.close()
+        if connection is not None:
+            _close_for_good(connection)

@@ -18,12 +18,12 @@ from typing import IO, Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from mailbot.coordination import MailboxLease
+from mailbot.coordination import MailboxLease, upgrade_schema
 from mailbot.decide import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from storage.archive import RawArchive
-from storage.db import make_engine, transaction, upgrade
+from storage.db import make_engine, schema_status, transaction, upgrade
 from storage.store import Store
 from tests.conftest import ImapServer, corpus_truth, load_corpus, make_config
 
@@ -183,6 +183,31 @@ def test_reference_numbers_stay_unique_when_workers_decide_at_once(tmp_path: Pat
     assert errors == []
     for call_id in calls:
         assert sorted(numbers[call_id]) == list(range(1, per_worker * len(stores) + 1)), call_id
+
+
+@pytest.mark.postgres
+def test_workers_starting_together_on_an_empty_database_migrate_it_once(postgres_url: str) -> None:
+    engines = [make_engine(postgres_url) for _ in range(3)]
+    start = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def start_worker(engine: Engine) -> None:
+        try:
+            start.wait(timeout=10)
+            upgrade_schema(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_worker, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    current, newest = schema_status(engines[0])
+    assert current == newest
+    for engine in engines:
+        engine.dispose()
 
 
 # --- three real workers, one killed mid-run ----------------------------------------------------
