@@ -34,7 +34,24 @@ def free_port() -> int:
         return port
 
 
-class EmbeddedImapServer:
+class _LoopbackServer:
+    """Start on entering a ``with`` block, stop on leaving it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class EmbeddedImapServer(_LoopbackServer):
     """A pymap in-memory IMAP server with one account per (user, password) pair."""
 
     def __init__(self, users: Mapping[str, str]) -> None:
@@ -44,13 +61,6 @@ class EmbeddedImapServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="embedded-imap", daemon=True)
         self._stack: AsyncExitStack | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._thread.start()
@@ -130,7 +140,7 @@ class _SinkHandler:
         return "250 Message accepted for delivery"
 
 
-class SmtpSink:
+class SmtpSink(_LoopbackServer):
     """An SMTP server that keeps every message it accepts (no authentication, loopback only)."""
 
     def __init__(self) -> None:
@@ -138,13 +148,6 @@ class SmtpSink:
         self.host = LOOPBACK
         self.port = free_port()
         self._controller = Controller(self.handler, hostname=LOOPBACK, port=self.port, decode_data=False)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._controller.start()

@@ -387,24 +387,7 @@ class Processor:
             return False
         mail = compose_acknowledgement(context, self.templates, now)
         recipients = sorted({a.lower() for a in [recipient, *mail.get_all("Cc", [])] if a})
-        session.add(
-            OutboxMail(
-                kind="ack",
-                message_pk=message.id,
-                call_id=call.id,
-                mailbox=self.settings.mailbox_for_call(call.id),
-                sender=call.sender.address,
-                recipients=recipients,
-                to_addr=recipient,
-                message_id=message_id,
-                raw=message_bytes(mail, self.settings.smtp),
-                state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-                last_reply=suppressed,
-            )
-        )
+        self._add_to_outbox(session, "ack", message, call, recipient, recipients, mail, suppressed)
         if suppressed:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
@@ -441,24 +424,39 @@ class Processor:
         mail.add_alternative(
             self.templates.render("notice/closed.html.j2", context), subtype="html", charset="utf-8", cte="base64"
         )
+        self._add_to_outbox(session, "notice", message, call, recipient, [recipient], mail, None)
+        return True
+
+    def _add_to_outbox(
+        self,
+        session: Session,
+        kind: str,
+        message: Message,
+        call: CallSettings,
+        recipient: str,
+        recipients: list[str],
+        mail: EmailMessage,
+        suppressed: str | None,
+    ) -> None:
+        now = utcnow()
         session.add(
             OutboxMail(
-                kind="notice",
+                kind=kind,
                 message_pk=message.id,
                 call_id=call.id,
                 mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
-                recipients=[recipient],
+                recipients=recipients,
                 to_addr=recipient,
-                message_id=message_id,
+                message_id=str(mail["Message-ID"]),
                 raw=message_bytes(mail, self.settings.smtp),
-                state=OutboxState.PENDING,
+                state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
+                last_reply=suppressed,
             )
         )
-        return True
 
     def _suppression(self, session: Session, recipient: str) -> str | None:
         if not recipient or "@" not in recipient:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Select, Update, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -233,29 +234,32 @@ class Store:
 
     # --- processing queue -------------------------------------------------------------------
 
+    def _claim(self, pick: Select[int], mark: Callable[[list[int]], Update]) -> list[int]:
+        """Take the rows ``pick`` finds for this worker alone: rows another worker holds are skipped."""
+        with transaction(self.sessions) as session:
+            ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
+            if ids:
+                session.execute(mark(ids))
+            return ids
+
     def claim_received(self, worker: str, limit: int) -> list[int]:
         """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
-        with transaction(self.sessions) as session:
-            query = (
-                select(Message.id)
-                .where(Message.state == MessageState.RECEIVED)
-                .order_by(Message.arrival, Message.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(session.scalars(query))
-            if ids:
-                session.execute(
-                    update(Message)
-                    .where(Message.id.in_(ids), Message.state == MessageState.RECEIVED)
-                    .values(
-                        state=MessageState.PROCESSING,
-                        claimed_by=worker,
-                        claimed_at=utcnow(),
-                        attempts=Message.attempts + 1,
-                    )
+        pick = (
+            select(Message.id)
+            .where(Message.state == MessageState.RECEIVED)
+            .order_by(Message.arrival, Message.id)
+            .limit(limit)
+        )
+        return self._claim(
+            pick,
+            lambda ids: (
+                update(Message)
+                .where(Message.id.in_(ids), Message.state == MessageState.RECEIVED)
+                .values(
+                    state=MessageState.PROCESSING, claimed_by=worker, claimed_at=utcnow(), attempts=Message.attempts + 1
                 )
-            return ids
+            ),
+        )
 
     def release_stale_claims(self, older_than: timedelta | None) -> int:
         """Give back claims of workers that died; ``None`` releases every claim (single process start)."""
@@ -301,27 +305,22 @@ class Store:
 
     def claim_outbox(self, worker: str, limit: int) -> list[int]:
         now = utcnow()
-        with transaction(self.sessions) as session:
-            query = (
-                select(OutboxMail.id)
-                .where(OutboxMail.state == OutboxState.PENDING, OutboxMail.next_attempt_at <= now)
-                .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(session.scalars(query))
-            if ids:
-                session.execute(
-                    update(OutboxMail)
-                    .where(OutboxMail.id.in_(ids), OutboxMail.state == OutboxState.PENDING)
-                    .values(
-                        state=OutboxState.SENDING,
-                        sending_since=now,
-                        claimed_by=worker,
-                        attempts=OutboxMail.attempts + 1,
-                    )
+        pick = (
+            select(OutboxMail.id)
+            .where(OutboxMail.state == OutboxState.PENDING, OutboxMail.next_attempt_at <= now)
+            .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
+            .limit(limit)
+        )
+        return self._claim(
+            pick,
+            lambda ids: (
+                update(OutboxMail)
+                .where(OutboxMail.id.in_(ids), OutboxMail.state == OutboxState.PENDING)
+                .values(
+                    state=OutboxState.SENDING, sending_since=now, claimed_by=worker, attempts=OutboxMail.attempts + 1
                 )
-            return ids
+            ),
+        )
 
     def interrupted_sends(self, older_than: timedelta | None) -> list[int]:
         """Outbox rows left in ``sending`` by a worker that stopped before recording the reply."""
