@@ -127,15 +127,23 @@ def _note_admin_action(bot: Bot, pk: int, action: str, result: Processed, actor:
             bot.review.mark_closed(message, result.outcome, actor)
 
 
+def _retry_one(bot: Bot, pk: int, actor: str) -> Processed | str:
+    with bot.store.sessions() as session:
+        message = session.get_one(Message, pk)
+        if message.state != MessageState.REVIEW:
+            return f"{message.reference or pk}: not in the review queue (it is {message.state})"
+    try:
+        result = bot.processor.reprocess(pk, actor=actor)
+    except Exception as exc:  # the item stays in the queue; say why and go on with the next
+        return f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}"
+    _note_admin_action(bot, pk, "retried", result, actor)
+    return result
+
+
 def retry_items(bot: Bot, pks: list[int], actor: str) -> list[Processed | str]:
     results: list[Processed | str] = []
     for index, pk in enumerate(pks, start=1):
-        try:
-            result = bot.processor.reprocess(pk, actor=actor)
-            _note_admin_action(bot, pk, "retried", result, actor)
-            results.append(result)
-        except Exception as exc:  # the item stays in the queue; say why and go on with the next
-            results.append(f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}")
+        results.append(_retry_one(bot, pk, actor))
         if len(pks) > 1:
             print(f"\r[{index}/{len(pks)}] retried", end="", file=sys.stderr, flush=True)
     if len(pks) > 1:
