@@ -172,8 +172,9 @@ def _status_lines(settings: Settings, engine: Engine) -> str:
         lines.append(f"Backlog: {backlog} message(s) waiting to be decided")
         outbox = dict(session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
         bounced = session.scalar(select(func.count()).select_from(OutboxMail).where(OutboxMail.bounced_at.is_not(None)))
+        in_flight = outbox.get(OutboxState.SENDING, 0) + outbox.get(OutboxState.COMMITTING, 0)
         lines.append(
-            f"Outbox: {outbox.get(OutboxState.PENDING, 0)} pending, {outbox.get(OutboxState.SENDING, 0)} sending, "
+            f"Outbox: {outbox.get(OutboxState.PENDING, 0)} pending, {in_flight} sending, "
             f"{outbox.get(OutboxState.SENT, 0)} sent, {outbox.get(OutboxState.FAILED, 0)} failed, "
             f"{outbox.get(OutboxState.SUPPRESSED, 0)} held back, {bounced or 0} bounced"
         )

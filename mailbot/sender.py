@@ -9,8 +9,10 @@ submitted mail themselves do too); only if it is not there is the row sent again
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +27,7 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 ACTOR = "sender"
+DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 FIRST_RETRY = timedelta(minutes=1)
 MAX_RETRY = timedelta(hours=1)
 
@@ -76,11 +79,16 @@ class SmtpTransport:
                 smtp.login(cfg.user, secret)
         return smtp
 
-    def send(self, sender: str, recipients: list[str], raw: bytes) -> str:
+    def send(self, sender: str, recipients: list[str], raw: bytes, before_end: Callable[[], None]) -> str:
+        """Send one message; ``before_end`` runs just before the end of the data is handed over.
+
+        Until the final "." the server keeps nothing (a broken connection aborts the transaction);
+        from it on, the server may have accepted the message even if its reply never arrives.
+        """
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
-            refused = self._smtp.sendmail(sender, recipients, raw)
+            refused = self._transaction(self._smtp, sender, recipients, raw, before_end)
         except smtplib.SMTPRecipientsRefused as exc:
             self.close()
             codes = [code for code, _ in exc.recipients.values()]
@@ -103,6 +111,40 @@ class SmtpTransport:
         if refused:
             return "accepted except " + ", ".join(refused)
         return "250 accepted"
+
+    @staticmethod
+    def _transaction(
+        smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: bytes, before_end: Callable[[], None]
+    ) -> dict[str, tuple[int, bytes]]:
+        """smtplib's sendmail, with the DATA phase split before its final line."""
+        smtp.ehlo_or_helo_if_needed()
+        code, reply = smtp.mail(sender)
+        if code != 250:
+            smtp.rset()
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        refused: dict[str, tuple[int, bytes]] = {}
+        for recipient in recipients:
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+        if len(refused) == len(recipients):
+            smtp.rset()
+            raise smtplib.SMTPRecipientsRefused(refused)
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            smtp.rset()
+            raise smtplib.SMTPDataError(code, reply)
+        body = DOT_AT_LINE_START.sub(b"..", raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.send(body)
+        before_end()
+        smtp.send(b".\r\n")
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+        return refused
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -181,7 +223,7 @@ class Sender:
                     outbox_id, OutboxState.SENT, "found in the Sent folder: an earlier attempt went out"
                 )
             with self.timings.stage("send"):
-                reply = transport.send(sender, recipients, raw)
+                reply = transport.send(sender, recipients, raw, lambda: self._handing_over(outbox_id))
         except PermanentFailure as exc:
             log.error("SMTP refused %s for good: %s", message_id, exc, extra=extra)
             return self._finish(outbox_id, OutboxState.FAILED, str(exc))
@@ -203,6 +245,11 @@ class Sender:
         result = self._finish(outbox_id, OutboxState.SENT, reply)
         self._file_in_sent(folders, outbox_id)
         return result
+
+    def _handing_over(self, outbox_id: int) -> None:
+        """Record that the end of the message goes out now: from here on the server may accept it."""
+        with transaction(self.store.sessions) as session:
+            session.get_one(OutboxMail, outbox_id).state = OutboxState.COMMITTING
 
     def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
         with transaction(self.store.sessions) as session:
@@ -270,6 +317,17 @@ class Sender:
             folders.drop(mailbox)
             raise TemporaryFailure(f"cannot look in Sent before sending again: {exc}") from None
 
+    def _verdict(self, outbox_id: int, state: str) -> str | None:
+        if state == OutboxState.SENDING:
+            return "again"
+        with self.store.sessions() as session:
+            found = self.in_sent_folder(session.get_one(OutboxMail, outbox_id))
+        if found:
+            return "found"
+        if self.settings.smtp.saves_to_sent:
+            return None if found is None else "again"
+        return "presumed"
+
     def in_sent_folder(self, mail: OutboxMail) -> bool | None:
         """True/False if the Sent folder answers; None if it cannot be asked."""
         try:
@@ -283,32 +341,36 @@ class Sender:
             return None
 
     def recover_interrupted(self) -> None:
-        """Settle rows a stopped worker left in ``sending``: sent if the Sent folder has them, else again."""
+        """Settle rows a stopped worker left mid-conversation.
+
+        ``sending``: the end of the message never left, so the server kept nothing: send again.
+        ``committing``: it may have been accepted. Where the provider files what it accepts, the
+        Sent folder decides (and the row waits while it cannot be searched); elsewhere nothing
+        can tell, and a second copy is the worse mistake, so the answer counts as delivered and
+        the event log says it was presumed.
+        """
         stale = None if not self.store.concurrent else timedelta(seconds=self.settings.smtp.timeout_s * 3)
-        for outbox_id in self.store.interrupted_sends(stale):
-            with self.store.sessions() as session:
-                mail = session.get_one(OutboxMail, outbox_id)
-                found = self.in_sent_folder(mail)
-            if found is None:
-                continue  # ask again next time rather than risk a second copy
+        for outbox_id, state in self.store.interrupted_sends(stale):
+            verdict = self._verdict(outbox_id, state)
+            if verdict is None:
+                continue  # ask the Sent folder again next time rather than risk a second copy
             with transaction(self.store.sessions) as session:
                 mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
-                if mail.state != OutboxState.SENDING:
+                if mail.state != state:
                     continue
-                if found:
-                    mail.state = OutboxState.SENT
-                    mail.sent_at = mail.sent_at or utcnow()
-                    mail.filed_in_sent = True
-                    mail.last_reply = "found in the Sent folder after an interruption"
-                else:
+                if verdict == "again":
                     mail.state = OutboxState.PENDING
                     mail.next_attempt_at = utcnow()
+                else:
+                    mail.state = OutboxState.SENT
+                    mail.sent_at = mail.sent_at or utcnow()
+                    mail.filed_in_sent = verdict == "found"
+                    mail.last_reply = (
+                        "found in the Sent folder after an interruption"
+                        if verdict == "found"
+                        else "presumed delivered: interrupted while the server took the end of the message"
+                    )
                 self.store.add_event(
-                    session,
-                    "outbox-recovered",
-                    ACTOR,
-                    mail.message_pk,
-                    outbox_id=outbox_id,
-                    found_in_sent=found,
+                    session, "outbox-recovered", ACTOR, mail.message_pk, outbox_id=outbox_id, verdict=verdict
                 )
-            log.info("interrupted send %s: %s", outbox_id, "found in Sent" if found else "sending again")
+            log.info("interrupted send %s (%s): %s", outbox_id, state, verdict)

@@ -58,7 +58,8 @@ class MessageState(StrEnum):
 
 class OutboxState(StrEnum):
     PENDING = "pending"
-    SENDING = "sending"  # handed to the SMTP server; the reply not yet recorded
+    SENDING = "sending"  # in an SMTP conversation that has not yet handed over the end of the message
+    COMMITTING = "committing"  # the end of the message is being handed over: the server may have it
     SENT = "sent"
     FAILED = "failed"  # permanent refusal or retries exhausted
     SUPPRESSED = "suppressed"  # a guard decided not to send (rate limit, own address)

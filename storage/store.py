@@ -322,13 +322,15 @@ class Store:
             ),
         )
 
-    def interrupted_sends(self, older_than: timedelta | None) -> list[int]:
-        """Outbox rows left in ``sending`` by a worker that stopped before recording the reply."""
+    def interrupted_sends(self, older_than: timedelta | None) -> list[tuple[int, str]]:
+        """(id, state) of outbox rows a worker left mid-conversation: it stopped before the reply."""
         with self.sessions() as session:
-            query = select(OutboxMail.id).where(OutboxMail.state == OutboxState.SENDING)
+            query = select(OutboxMail.id, OutboxMail.state).where(
+                OutboxMail.state.in_([OutboxState.SENDING, OutboxState.COMMITTING])
+            )
             if older_than is not None:
                 query = query.where(OutboxMail.sending_since < utcnow() - older_than)
-            return list(session.scalars(query))
+            return [(row.id, row.state) for row in session.execute(query)]
 
     def outbox_counts(self) -> dict[str, int]:
         with self.sessions() as session:
