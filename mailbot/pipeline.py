@@ -166,8 +166,6 @@ class Processor:
         """
         if submission is None:
             submission = self._start_reading(pk).result()
-        with self.store.sessions() as session, session.begin():
-            session.get_one(Message, pk).attempts += 1
         return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor)
 
     def _start_reading(self, pk: int) -> Future[Submission]:
@@ -196,6 +194,8 @@ class Processor:
             message = session.get_one(Message, pk, with_for_update=True)
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
+            if expect == MessageState.REVIEW:
+                message.attempts += 1  # counted only if the retry commits
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
             previous_outcome = message.outcome
             self.store.lock_call(session, call.id)
@@ -244,7 +244,7 @@ class Processor:
             self.store.add_event(
                 session,
                 "decided",
-                ACTOR,
+                actor,
                 pk,
                 outcome=decision.outcome.value,
                 rule=decision.rule,
@@ -252,7 +252,12 @@ class Processor:
                 explanation=decision.explanation,
             )
             if message.state == MessageState.REVIEW:
-                self.review.add(message, self.store.archive.get(message.sha256), decision.rule, decision.explanation)
+                self.review.add(
+                    message,
+                    self.store.archive.get(message.sha256),
+                    message.reason or decision.rule,
+                    decision.explanation,
+                )
             result = Processed(pk, message.message_key, decision.outcome.value, reference, acknowledged)
             log.info(
                 "%s → %s (%s)",
