@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import Connection, Engine, Select, func, select
+from sqlalchemy import Connection, Engine, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import is_postgres, upgrade
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "mailbot-mailbox"
 SCHEMA_NAMESPACE = "mailbot-schema"
+# A machine that loses power or network never closes its connection; these make the server give
+# up on it within about a minute (instead of the system default of hours), freeing its mailboxes.
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
 def _advisory(function: str, namespace: str, name: str) -> Select[tuple[bool]]:
@@ -104,6 +107,9 @@ class MailboxLease:
             connection = _own_connection(self.engine)
             try:
                 acquired = bool(connection.scalar(_advisory("pg_try_advisory_lock", LEASE_NAMESPACE, self.mailbox)))
+                if acquired:
+                    for setting, value in SERVER_KEEPALIVES.items():
+                        connection.execute(text(f"SET {setting} = {value:d}"))
             except Exception:
                 _close_for_good(connection)
                 raise
