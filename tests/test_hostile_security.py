@@ -48,8 +48,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy.orm import Session
 
 from mailbot.app import Bot
+from mailbot.clock import BEIJING
 from mailbot.config import load_settings
 from mailbot.demo import local_config, write_config
+from mailbot.digest import build_digest, render_digest
 from mailbot.embedded import EmbeddedImapServer, SmtpSink, free_port
 from mailbot.export import export_records, to_csv, to_xlsx
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
@@ -607,10 +609,17 @@ def test_hostile_text_is_escaped_everywhere_it_goes(
     stream = log_stream(fmt)
     with Bot(settings) as bot:
         summary = bot.run_once()
+        now = datetime.now(UTC)
+        with bot.store.sessions() as session:
+            digest = build_digest(session, settings, settings.call[0], now.astimezone(BEIJING).date(), now)
+        _, digest_text, digest_html = render_digest(digest, bot.templates)
     logging.getLogger().handlers[0].flush()
     assert summary.errors == []
     outcomes = sorted(item.outcome for item in summary.processed)
     assert len(outcomes) == 2 and "unreadable" in outcomes, outcomes
+    check_page(digest_html)
+    assert "&lt;script&gt;" in digest_html, "the coordinators' digest shows the hostile title, escaped"
+    assert not any(escape in digest_text for escape in ESCAPES)
 
     answers = smtp_sink.received
     assert len(answers) == 2
@@ -658,10 +667,16 @@ def check_answer(raw: bytes) -> None:
         if part.get_content_maintype() == "text":
             body = part.get_content()
             assert not any(escape in body for escape in ESCAPES), body
+    check_page(html_of(raw))
+
+
+def check_page(html: str) -> None:
+    """No element or event handler in ``html`` came from a submission; no terminal escape either."""
     markup = _Markup()
-    markup.feed(html_of(raw))
+    markup.feed(html)
     assert "script" not in markup.tags and "img" not in markup.tags, markup.tags
     assert markup.handlers == []
+    assert not any(escape in html for escape in ESCAPES)
 
 
 def html_of(raw: bytes) -> str:
