@@ -970,25 +970,27 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
 def tls_greeter(context: ssl.SSLContext, greeting: bytes) -> Iterator[int]:
     """A loopback TLS server that says ``greeting`` to whoever completes the handshake, then hangs up."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
     port: int = listener.getsockname()[1]
+    stop = threading.Event()
 
     def serve() -> None:
-        with listener:
-            while True:
-                try:
-                    connection, _ = listener.accept()
-                except OSError:
-                    return
-                with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True) as secured:
-                    secured.sendall(greeting)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True) as secured:
+                secured.sendall(greeting)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield port
     finally:
-        listener.close()
+        stop.set()
         thread.join(timeout=5)
+        listener.close()
 
 
 def test_mailbox_client_refuses_a_certificate_nobody_signed(self_signed: ssl.SSLContext) -> None:
