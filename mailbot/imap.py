@@ -6,8 +6,10 @@ is used only with ``tls = "none"`` and then with a warning unless the server is 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,6 +90,13 @@ def _header_message_id(header_bytes: bytes) -> str | None:
     return None
 
 
+def _server_text(exc: IMAPClientError) -> str:
+    """The server's reply: imapclient passes it on as the repr of its bytes (``b'[AUTH...] ...'``)."""
+    text = str(exc)
+    quoted = re.fullmatch(r"b(['\"])(.*)\1", text, re.DOTALL)
+    return quoted.group(2) if quoted else text
+
+
 class MailboxClient:
     """One logged-in IMAP connection for one configured mailbox."""
 
@@ -116,6 +125,7 @@ class MailboxClient:
         box = self.box
         warn_if_plaintext("mailbox", box.name, box.host, box.tls)
         context = tls_context(box.verify_certificate)
+        client: imapclient.IMAPClient | None = None
         try:
             client = imapclient.IMAPClient(
                 box.host,
@@ -135,12 +145,19 @@ class MailboxClient:
                 client.oauth2_login(box.user, self._secret)
             else:
                 client.login(box.user, self._secret)
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, IMAPClientError) as exc:
+            # close at once: the traceback keeps the client alive, so the server would otherwise
+            # see the connection (and count it against the account) until a garbage collection
+            if client is not None:
+                with contextlib.suppress(OSError):
+                    client.shutdown()
+            if isinstance(exc, IMAPClientError):
+                raise MailboxUnavailable(
+                    f"mailbox {box.name}: the server refused the login as {box.user}: {_server_text(exc)}"
+                ) from None
             raise MailboxUnavailable(
                 f"mailbox {box.name}: cannot connect to {box.host}:{box.port} ({exc.__class__.__name__}: {exc})"
             ) from None
-        except IMAPClientError as exc:
-            raise MailboxUnavailable(f"mailbox {box.name}: the server refused the login as {box.user}: {exc}") from None
         self._client = client
 
     def close(self) -> None:
