@@ -52,6 +52,11 @@ def read_inline(raw: bytes, spec: FormSpec) -> Future[Submission]:
     return done
 
 
+def failure_text(box: MailboxSettings, exc: Exception) -> str:
+    """What went wrong with ``box``, naming the mailbox once (MailboxUnavailable names it already)."""
+    return str(exc) if isinstance(exc, MailboxUnavailable) else f"mailbox {box.name}: {exc}"
+
+
 @dataclass
 class RunSummary:
     polled: list[PollResult] = field(default_factory=list)
@@ -133,10 +138,19 @@ class Bot:
             with MailboxClient(box, resolve_secret(box)) as client, self.timings.stage("fetch"):
                 result = poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
         except Exception as exc:
-            self.store.note_poll(box.name, box.folder, str(exc))
+            self.note_poll_failure(box, exc)
             raise
         self.store.note_poll(box.name, box.folder, None)
         return result
+
+    def note_poll_failure(self, box: MailboxSettings, exc: Exception) -> None:
+        """Record the failure for ``status``; the database may be what failed, and intake must go on."""
+        try:
+            self.store.note_poll(box.name, box.folder, str(exc))
+        except Exception as unrecorded:
+            log.warning(
+                "mailbox %s: could not record the failure: %s", box.name, unrecorded, extra={"mailbox": box.name}
+            )
 
     def poll_all(self, summary: RunSummary) -> None:
         for box in self.settings.mailbox:
@@ -147,9 +161,9 @@ class Bot:
             try:
                 summary.polled.append(self.poll_mailbox(box))
             except Exception as exc:
-                message = exc.args[0] if isinstance(exc, MailboxUnavailable) else f"mailbox {box.name}: {exc}"
+                message = failure_text(box, exc)
                 log.error("%s", message, extra={"mailbox": box.name})
-                summary.errors.append(str(message))
+                summary.errors.append(message)
             finally:
                 lease.release()
 
@@ -247,8 +261,8 @@ class Bot:
                         else:
                             self._stop.wait(box.poll_interval_s)
             except Exception as exc:
-                self.store.note_poll(box.name, box.folder, str(exc))
-                log.error("mailbox %s: %s; retrying in %.0f s", box.name, exc, backoff, extra={"mailbox": box.name})
+                self.note_poll_failure(box, exc)
+                log.error("%s; retrying in %.0f s", failure_text(box, exc), backoff, extra={"mailbox": box.name})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         lease.release()
