@@ -57,6 +57,8 @@ class DovecotServer:
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-", dir=_traversable_tmp()))
         self.process: subprocess.Popen[bytes] | None = None
+        # settings appended to the generated configuration; they take effect at the next (re)start
+        self.extra_config = ""
 
     def __enter__(self) -> Self:
         self.start()
@@ -141,6 +143,7 @@ namespace inbox {{
     auto = create
   }}
 }}
+{self.extra_config}
 """
         )
 

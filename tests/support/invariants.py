@@ -1,0 +1,100 @@
+"""The promises a fault must not break, checked against the database, the raw archive and the mail
+the SMTP server accepted: every message exactly one record with its true outcome, every answerable
+message exactly one answer, nothing left half-sent.
+
+The outcomes that get an answer are written out here rather than taken from the bot, so a change
+in the bot cannot quietly change what the tests expect.
+"""
+
+from __future__ import annotations
+
+import email
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from mailbot.config import Settings
+from storage.archive import RawArchive
+from storage.db import make_engine, session_factory
+from storage.models import Event, Message, MessageState, OutboxMail, OutboxState
+
+ANSWERED_OUTCOMES = frozenset(
+    {"accepted", "incomplete", "late", "revision", "duplicate", "no_attachment", "unreadable"}
+)
+SETTLED_OUTBOX = frozenset({OutboxState.SENT, OutboxState.SUPPRESSED})
+# what the pipeline records when a stage failed rather than the message being unreadable
+FAILURE_REASON = "internal-error"
+
+Truth = Mapping[str, Mapping[str, Any]]
+
+
+def answers_by_original(raws: Iterable[bytes]) -> Counter[str]:
+    """How many answers the server accepted for each original message, by the answer's In-Reply-To."""
+    return Counter(str(email.message_from_bytes(raw).get("In-Reply-To", "")).strip() for raw in raws)
+
+
+def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterable[bytes]) -> list[str]:
+    """Every broken promise, one line each (an empty list when all hold).
+
+    ``truth`` maps a corpus name to its truth record (``message_id``, ``outcome``); it must name
+    every message the mailboxes held. ``accepted_mail`` is the raw mail the SMTP server accepted.
+    """
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            messages = list(session.scalars(select(Message)))
+            outbox = list(session.scalars(select(OutboxMail).order_by(OutboxMail.id)))
+            events = list(session.scalars(select(Event).where(Event.kind.like("outbox-%")).order_by(Event.id)))
+    finally:
+        engine.dispose()
+    archive = RawArchive(settings.archive_dir)
+    answers = answers_by_original(accepted_mail)
+    name_of = {info["message_id"]: name for name, info in truth.items()}
+    problems: list[str] = []
+
+    records = Counter(m.message_key for m in messages)
+    problems.extend(f"{key}: recorded but not in the mailboxes" for key in sorted(set(records) - set(name_of)))
+    problems.extend(f"{key}: answered but not in the mailboxes" for key in sorted(set(answers) - set(name_of)))
+    for message in messages:
+        name = name_of.get(message.message_key, message.message_key)
+        if message.state not in (MessageState.DONE, MessageState.REVIEW) or message.outcome is None:
+            problems.append(f"{name}: left {message.state} without an outcome")
+        if message.reason == FAILURE_REASON:
+            problems.append(f"{name}: ended in review because a stage failed: {(message.error or '')[-300:]}")
+        if not archive.contains(message.sha256):
+            problems.append(f"{name}: its raw copy is not in the archive")
+
+    by_key = {m.message_key: m for m in messages}
+    for name, info in sorted(truth.items()):
+        key, expected = info["message_id"], info["outcome"]
+        if records[key] != 1:
+            problems.append(f"{name}: {records[key]} records")
+            continue
+        message = by_key[key]
+        if message.outcome != expected:
+            problems.append(f"{name}: outcome {message.outcome}, the truth says {expected}")
+        wanted = 1 if expected in ANSWERED_OUTCOMES else 0
+        if answers[key] != wanted:
+            history = _answer_history(message.id, outbox, events)
+            problems.append(f"{name} ({expected}): {answers[key]} answers, expected {wanted}; {history}")
+
+    problems.extend(
+        f"outbox {row.id} ({row.message_id}) left {row.state}: {row.last_reply}"
+        for row in outbox
+        if row.state not in SETTLED_OUTBOX
+    )
+    return problems
+
+
+def _answer_history(message_pk: int, outbox: list[OutboxMail], events: list[Event]) -> str:
+    """What the outbox did with the answers to a message: the evidence for a missing or double answer."""
+    rows = [row for row in outbox if row.message_pk == message_pk]
+    if not rows:
+        return "no outbox row answers it"
+    parts = []
+    for row in rows:
+        steps = [f"{e.kind} {e.detail}" for e in events if (e.detail or {}).get("outbox_id") == row.id]
+        parts.append(f"outbox {row.id} {row.state} after {row.attempts} attempt(s): {' -> '.join(steps)}")
+    return "; ".join(parts)
