@@ -50,6 +50,7 @@ _CHARSET_ALIASES = {
     "x-unknown": "utf-8",
     "iso-8859-8-i": "iso-8859-8",
 }
+_CHARSET_NAME = re.compile(r"[a-z0-9][a-z0-9!#$%&'+^_`{}~.:-]*")  # RFC 2978's characters, case folded
 _SEVEN_BIT_FIRST = ("iso-2022", "utf-7", "hz", "utf-16", "utf-32")
 _FALLBACKS = ("utf-8", "gb18030", "big5hkscs")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
@@ -120,6 +121,8 @@ def _charset(declared: str | None) -> str | None:
     if not declared:
         return None
     name = declared.strip().strip('"').casefold()
+    if not _CHARSET_NAME.fullmatch(name):
+        return None  # no charset has such a name, and a NUL in it makes the codec lookup raise ValueError
     return _CHARSET_ALIASES.get(name, name)
 
 

@@ -257,6 +257,8 @@ HEADER_PIECES = [
     b"=?utf-8?B?",
     b"=?gb2312?Q?",
     b"=?x-unknown?b?",
+    b"=?",
+    b"=?utf-8\x00?B?",
     b"?=",
     b"5byg5Lyf",
     b"=E4=BC=9F",
@@ -285,14 +287,6 @@ HEADER_PIECES = [
     b" ",
     b"\t",
 ]
-header_value = st.lists(st.one_of(st.sampled_from(HEADER_PIECES), st.binary(max_size=12)), max_size=10).map(b"".join)
-header = st.tuples(
-    st.one_of(
-        st.sampled_from([name.encode() for name in HEADER_NAMES]), st.from_regex(rb"[!-9;-~]{1,12}", fullmatch=True)
-    ),
-    header_value,
-)
-
 CHARSETS = [
     "utf-8",
     "gb2312",
@@ -304,8 +298,32 @@ CHARSETS = [
     "utf-16",
     "ks_c_5601-1987",
     "x-bogus",
+    "utf-8\x00",
+    "gb\u00e92312",
     "",
 ]
+
+
+@st.composite
+def encoded_word(draw: st.DrawFn) -> bytes:
+    """An RFC 2047 encoded word of random bytes in a charset that may not exist."""
+    charset = draw(st.one_of(st.sampled_from(CHARSETS), st.text(max_size=8))).encode("utf-8", "surrogatepass")
+    payload = draw(st.binary(max_size=24))
+    if draw(st.booleans()):
+        return b"=?" + charset + b"?B?" + base64.b64encode(payload) + b"?="
+    return b"=?" + charset + b"?Q?" + quopri.encodestring(payload, header=True).replace(b"=\n", b"") + b"?="
+
+
+header_value = st.lists(
+    st.one_of(st.sampled_from(HEADER_PIECES), st.binary(max_size=12), encoded_word()), max_size=10
+).map(b"".join)
+header = st.tuples(
+    st.one_of(
+        st.sampled_from([name.encode() for name in HEADER_NAMES]), st.from_regex(rb"[!-9;-~]{1,12}", fullmatch=True)
+    ),
+    header_value,
+)
+
 ENCODINGS = ["base64", "quoted-printable", "7bit", "8bit", "binary", "x-uuencode", "bogus", ""]
 LEAF_TYPES = [
     "text/plain",
