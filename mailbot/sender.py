@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,10 @@ class SmtpTransport:
             smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
             if cfg.tls == "starttls":
                 smtp.starttls(context=context)
+        if smtp.sock is not None:
+            # the final line goes out as its own small write: without this, Nagle's algorithm holds
+            # it until the server acknowledges the body (tens of milliseconds per message)
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if cfg.user and cfg.password_env:
             secret = resolve_secret(cfg)
             if cfg.auth == "xoauth2":
