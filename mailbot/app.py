@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from mailbot.config import MailboxSettings, Settings, resolve_secret
-from mailbot.coordination import MailboxLease, upgrade_schema
+from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
@@ -32,7 +32,7 @@ from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage.archive import RawArchive, make_private_dir
-from storage.db import make_engine
+from storage.db import make_engine, upgrade
 from storage.store import Store
 from templates import TemplateSet
 
@@ -70,7 +70,7 @@ class Bot:
         self.settings = settings
         make_private_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
-        upgrade_schema(engine)
+        upgrade(engine)
         self.store = Store(engine, RawArchive(settings.archive_dir))
         self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)

@@ -24,7 +24,7 @@ configuration. Each guarantee rests on the database, never on the workers knowin
   them ``sending`` before the SMTP conversation; a row left ``sending`` by a dead worker is settled
   by the Sent folder after the SMTP timeout has passed several times (see ``mailbot.sender``).
 - **Digests** — the ``DigestRun`` primary key (call, day): only the first worker's insert commits.
-- **The schema** — :func:`upgrade_schema` lets workers starting together migrate one at a time;
+- **The schema** — :func:`storage.db.upgrade` lets workers starting together migrate one at a time;
   the others then find the schema current.
 
 On SQLite there is one process by design, so the lease is always granted.
@@ -38,12 +38,11 @@ import threading
 from sqlalchemy import Connection, Engine, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import is_postgres, upgrade
+from storage.db import is_postgres
 
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "mailbot-mailbox"
-SCHEMA_NAMESPACE = "mailbot-schema"
 # A machine that loses power or network never closes its connection; these make the server give
 # up on it within about a minute (instead of the system default of hours), freeing its mailboxes.
 SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
@@ -66,19 +65,6 @@ def _close_for_good(connection: Connection) -> None:
     """
     connection.invalidate()
     connection.close()
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision; workers starting at once take turns."""
-    if not is_postgres(engine):
-        upgrade(engine)
-        return
-    connection = _own_connection(engine)
-    try:
-        connection.execute(_advisory("pg_advisory_lock", SCHEMA_NAMESPACE, "upgrade"))
-        upgrade(engine)
-    finally:
-        _close_for_good(connection)
 
 
 class MailboxLease:

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,7 @@ from storage.archive import make_private_dir
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK = "mailbot-schema-upgrade"
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -68,8 +69,22 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creates it on an empty database)."""
-    command.upgrade(_alembic_config(engine), "head")
+    """Bring the schema to the newest revision (creates it on an empty database).
+
+    On PostgreSQL several workers may start at once: they take turns under an advisory lock, so
+    the second finds the schema made instead of racing to create the same tables.
+    """
+    if not is_postgres(engine):
+        command.upgrade(_alembic_config(engine), "head")
+        return
+    with engine.connect() as connection:
+        connection.execute(select(func.pg_advisory_lock(func.hashtext(SCHEMA_LOCK))))
+        connection.commit()
+        try:
+            command.upgrade(_alembic_config(engine), "head")
+        finally:
+            connection.execute(select(func.pg_advisory_unlock(func.hashtext(SCHEMA_LOCK))))
+            connection.commit()
 
 
 def schema_status(engine: Engine) -> tuple[str | None, str | None]:

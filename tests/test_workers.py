@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from mailbot.coordination import MailboxLease, upgrade_schema
+from mailbot.coordination import MailboxLease
 from mailbot.decide import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
@@ -194,7 +194,7 @@ def test_workers_starting_together_on_an_empty_database_migrate_it_once(postgres
     def start_worker(engine: Engine) -> None:
         try:
             start.wait(timeout=10)
-            upgrade_schema(engine)
+            upgrade(engine)
         except BaseException as exc:
             errors.append(exc)
 
