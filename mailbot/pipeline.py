@@ -69,6 +69,10 @@ class StateChanged(Exception):
     """The message is no longer in the state this step expected (someone else handled it)."""
 
 
+class Deferred(Exception):
+    """An earlier message of the same call is still being read by another worker: decide it first."""
+
+
 ACTOR = "pipeline"
 
 
@@ -109,6 +113,7 @@ class Processor:
         self.worker = worker
         self.on_decided = on_decided
         self.timings = timings or StageTimings()
+        self._deferred = False
         own = settings.own_addresses
         self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
 
@@ -123,7 +128,9 @@ class Processor:
         done: list[Processed] = []
         window: deque[tuple[int, Future[Submission] | BaseException]] = deque()
         more = True
+        self._deferred = False
         while True:
+            more = more and not self._deferred  # after a deferral, let the other worker catch up first
             room = batch_size - len(window)
             if limit is not None:
                 room = min(room, limit - len(done) - len(window))
@@ -155,6 +162,11 @@ class Processor:
                 return self.decide_and_store(pk, submission)
         except StateChanged as exc:
             log.warning("%s", exc)
+            return None
+        except Deferred as exc:
+            log.debug("%s", exc)
+            self.store.unclaim(pk)
+            self._deferred = True
             return None
         except Exception as exc:
             return self.send_to_review(pk, exc)
@@ -199,6 +211,13 @@ class Processor:
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
             previous_outcome = message.outcome
             self.store.lock_call(session, call.id)
+            if (
+                expect == MessageState.PROCESSING
+                and self.store.concurrent
+                and self.store.earlier_undecided(session, call.id, message.arrival, pk)
+            ):
+                # decisions depend on the ones before them: another worker's earlier message goes first
+                raise Deferred(f"{message.message_key} waits for an earlier message of {call.id}")
             form = submission.form
             rules = self.rules[call.id]
             probe = (

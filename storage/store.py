@@ -261,6 +261,25 @@ class Store:
             ),
         )
 
+    def earlier_undecided(self, session: Session, call_id: str, arrival: datetime, message_pk: int) -> bool:
+        """Whether a message of ``call_id`` that arrived before this one is not decided yet."""
+        earlier = (Message.arrival < arrival) | ((Message.arrival == arrival) & (Message.id < message_pk))
+        query = select(Message.id).where(
+            Message.call_id == call_id,
+            Message.state.in_([MessageState.RECEIVED, MessageState.PROCESSING]),
+            earlier,
+        )
+        return session.scalar(query.limit(1)) is not None
+
+    def unclaim(self, message_pk: int) -> None:
+        """Give a claimed message back untouched, to be taken again later (by any worker)."""
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message_pk, Message.state == MessageState.PROCESSING)
+                .values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None, attempts=Message.attempts - 1)
+            )
+
     def release_stale_claims(self, older_than: timedelta | None) -> int:
         """Give back claims of workers that died; ``None`` releases every claim (single process start)."""
         with transaction(self.sessions) as session:

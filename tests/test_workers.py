@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 
+from mailbot.app import Bot, RunSummary
 from mailbot.coordination import MailboxLease
 from mailbot.decide import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
+from parsers import read_message
 from storage.archive import RawArchive
 from storage.db import make_engine, schema_status, transaction, upgrade
+from storage.models import Message, MessageState
 from storage.store import Store
-from tests.conftest import ImapServer, corpus_truth, load_corpus, make_config
+from tests.conftest import ImapServer, corpus_truth, load_corpus, make_config, make_settings
 
 REPO = Path(__file__).resolve().parent.parent
 ANSWERED_OUTCOMES = frozenset(outcome.value for outcome in ANSWERED)
@@ -392,3 +395,29 @@ def test_three_workers_one_killed_mid_run_decide_and_answer_every_message_once(
     finally:
         workers.close()
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, postgres_url: str, corpus_dir: Path
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir, ["smp-006", "smp-011"])  # a form, then its revision
+    settings = make_settings(tmp_path, imap_server, smtp_sink, postgres_url)
+    with Bot(settings, inline=True) as first, Bot(settings, inline=True) as second:
+        first.poll_all(RunSummary())
+        (earlier,) = first.store.claim_received("first", 1)
+
+        assert second.processor.run_pending() == [], "the revision must not be decided before its original"
+        with second.store.sessions() as session:
+            waiting = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))
+            assert waiting is not None and waiting.state == MessageState.RECEIVED and waiting.outcome is None
+
+        with first.store.sessions() as session:
+            sha = session.get_one(Message, earlier).sha256
+        spec = settings.call_by_id("smp-zhipu-2024").form_spec
+        first.processor.decide_and_store(earlier, read_message(first.store.archive.get(sha), spec))
+        (revision,) = second.processor.run_pending()
+    assert revision.outcome == "revision"
+    with second.store.sessions() as session:
+        decided = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))
+        assert decided is not None and decided.supersedes_key == truth["smp-006"]["message_id"]
