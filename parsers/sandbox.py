@@ -77,12 +77,15 @@ class _KeptRecords(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        kept = logging.makeLogRecord(record.__dict__)
-        kept.msg, kept.args = record.getMessage(), None  # arguments may not pickle
-        if record.exc_info:
-            kept.exc_text = logging.Formatter().formatException(record.exc_info)
-        kept.exc_info = None
-        self.records.append(kept)
+        try:
+            kept = logging.makeLogRecord(record.__dict__)
+            kept.msg, kept.args = record.getMessage(), None  # arguments may not pickle
+            if record.exc_info:
+                kept.exc_text = logging.Formatter().formatException(record.exc_info)
+            kept.exc_info = None
+            self.records.append(kept)
+        except Exception:
+            self.handleError(record)
 
     def take(self) -> list[logging.LogRecord]:
         taken, self.records = self.records, []
