@@ -67,9 +67,21 @@ def test_corpus_through_real_servers(
     for message_id, outcome in outcome_of.items():
         answers = 1 if outcome in ANSWERED else 0
         assert acks.get(message_id, 0) == answers, (message_id, outcome)
+    reference_of = {r["message_id"]: r["reference"] for r in records}
     for mail in smtp_sink.received:
         parsed = email.message_from_bytes(mail.raw, policy=email.policy.default)
-        assert not parsed.defects
+        assert isinstance(parsed, email.message.EmailMessage)
+        assert not parsed.defects and all(not part.defects for part in parsed.walk())
+        original = str(parsed["In-Reply-To"])
+        assert original in str(parsed["References"]), "threads to the original"
+        assert (
+            reference_of[original] in str(parsed["Subject"])
+            or reference_of[original] in parsed.get_body(("plain",)).get_content()
+        )
+        answered = by_message[original]
+        if answered["outcome"] == "accepted":
+            text = parsed.get_body(("plain",)).get_content()
+            assert answered["fields"]["applicant_name"] in text and answered["fields"]["project_title"] in text
 
     # a second run finds nothing new and sends nothing
     before = len(smtp_sink.received)
