@@ -74,13 +74,12 @@ def test_corpus_through_real_servers(
         assert not parsed.defects and all(not part.defects for part in parsed.walk())
         original = str(parsed["In-Reply-To"])
         assert original in str(parsed["References"]), "threads to the original"
-        assert (
-            reference_of[original] in str(parsed["Subject"])
-            or reference_of[original] in parsed.get_body(("plain",)).get_content()
-        )
+        body = parsed.get_body(("plain",))
+        assert body is not None
+        text = body.get_content()
+        assert reference_of[original] in str(parsed["Subject"]) or reference_of[original] in text
         answered = by_message[original]
         if answered["outcome"] == "accepted":
-            text = parsed.get_body(("plain",)).get_content()
             assert answered["fields"]["applicant_name"] in text and answered["fields"]["project_title"] in text
 
     # a second run finds nothing new and sends nothing
