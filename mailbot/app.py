@@ -39,6 +39,7 @@ from templates import TemplateSet
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+GIVE_BACK_WITHIN_S = 30.0
 
 
 def worker_name() -> str:
@@ -168,10 +169,39 @@ class Bot:
                 lease.release()
 
     def process(self) -> list[Processed]:
-        return self.processor.run_pending(self.batch_size)
+        try:
+            return self.processor.run_pending(self.batch_size)
+        except Exception:
+            self.give_back(lambda: self.store.release_claims_of(self.worker), "message(s)")
+            raise
 
     def send(self) -> list[SendResult]:
-        return self.sender.flush()
+        try:
+            return self.sender.flush()
+        except Exception:
+            self.give_back(self.sender.give_back, "answer(s)")
+            raise
+
+    def give_back(self, release: Callable[[], int], what: str) -> None:
+        """Return what this worker claimed in a round that failed, for the next round or run to take up.
+
+        Left alone, the claims would wait for their expiry on PostgreSQL (another worker cannot
+        tell a failed round from a slow one), and later messages would be decided before them.
+        The database may be what failed: keep trying for a while, as a restart takes seconds.
+        """
+        deadline = time.monotonic() + GIVE_BACK_WITHIN_S
+        while True:
+            try:
+                released = release()
+            except Exception as exc:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    log.warning("could not give back the %s this worker claimed (%s): they wait for expiry", what, exc)
+                    return
+                self._stop.wait(1.0)
+                continue
+            if released:
+                log.info("gave back %d %s this worker had claimed", released, what)
+            return
 
     def run_once(self) -> RunSummary:
         """Read every mailbox, then decide everything while answers go out as soon as they are decided.

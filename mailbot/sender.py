@@ -113,6 +113,11 @@ class SmtpTransport:
         except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
             raise TemporaryFailure(f"{exc.__class__.__name__}: {exc}") from None
+        except BaseException:
+            # ``before_end`` failed (the database went away): in the middle of the data a QUIT would
+            # be read as more of the message and wait out the timeout; the server drops the rest
+            self._abandon()
+            raise
         if refused:
             return "accepted except " + ", ".join(refused)
         return "250 accepted"
@@ -160,6 +165,11 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
+    def _abandon(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
 
 class SentFolders:
     """One IMAP connection per mailbox for a whole flush: a fresh login for every copy is slow."""
@@ -195,6 +205,9 @@ class Sender:
         self.store = store
         self.worker = worker
         self.timings = timings or StageTimings()
+        # answers whose hand-over could not be recorded: the database may say "committing", but
+        # their end never went out
+        self._ends_not_sent: set[int] = set()
 
     def flush(self, limit: int | None = None) -> list[SendResult]:
         """Send every due outbox row (at most ``limit``); returns what happened to each."""
@@ -253,8 +266,19 @@ class Sender:
 
     def _handing_over(self, outbox_id: int) -> None:
         """Record that the end of the message goes out now: from here on the server may accept it."""
-        with transaction(self.store.sessions) as session:
-            session.get_one(OutboxMail, outbox_id).state = OutboxState.COMMITTING
+        try:
+            with transaction(self.store.sessions) as session:
+                session.get_one(OutboxMail, outbox_id).state = OutboxState.COMMITTING
+        except Exception:
+            # a lost connection leaves it unknown whether the mark committed; the end stays unsent
+            self._ends_not_sent.add(outbox_id)
+            raise
+
+    def give_back(self) -> int:
+        """After a failed flush, queue again the answers this worker claimed and never sent the end of."""
+        released = self.store.release_outbox_claims_of(self.worker, self._ends_not_sent)
+        self._ends_not_sent.clear()
+        return released
 
     def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
         with transaction(self.store.sessions) as session:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import decode_header, make_header
@@ -289,6 +289,16 @@ class Store:
             result = session.execute(query.values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    def release_claims_of(self, worker: str) -> int:
+        """Give back the messages ``worker`` claimed and did not decide (its processing round failed)."""
+        with transaction(self.sessions) as session:
+            result = session.execute(
+                update(Message)
+                .where(Message.state == MessageState.PROCESSING, Message.claimed_by == worker)
+                .values(state=MessageState.RECEIVED, claimed_by=None, claimed_at=None)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def pending_count(self) -> int:
         with self.sessions() as session:
             return int(
@@ -350,6 +360,23 @@ class Store:
             if older_than is not None:
                 query = query.where(OutboxMail.sending_since < utcnow() - older_than)
             return [(row.id, row.state) for row in session.execute(query)]
+
+    def release_outbox_claims_of(self, worker: str, ends_not_sent: Collection[int] = ()) -> int:
+        """Give back the answers ``worker`` claimed and never handed the end of over: nobody has them.
+
+        Those are its ``sending`` rows, and the ``committing`` rows in ``ends_not_sent``: marked, or
+        possibly marked, just before a failure stopped the end from going out.
+        """
+        unsent = OutboxMail.state == OutboxState.SENDING
+        if ends_not_sent:
+            unsent |= (OutboxMail.state == OutboxState.COMMITTING) & OutboxMail.id.in_(list(ends_not_sent))
+        with transaction(self.sessions) as session:
+            result = session.execute(
+                update(OutboxMail)
+                .where(unsent, OutboxMail.claimed_by == worker)
+                .values(state=OutboxState.PENDING, claimed_by=None, next_attempt_at=utcnow())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def outbox_counts(self) -> dict[str, int]:
         with self.sessions() as session:
