@@ -17,16 +17,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from mailbot.app import Bot
+from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
-from mailbot.embedded import SmtpSink
+from mailbot.embedded import LOOPBACK, SmtpSink
 from mailbot.ops import status_report
+from storage.models import Message, MessageState, OutboxMail, OutboxState
 from storage.store import Recorded
 from tests.conftest import PASSWORD, PASSWORD_ENV, ImapServer, corpus_truth, load_corpus, make_config
 from tests.support.dovecot import DovecotServer
@@ -222,6 +229,139 @@ def test_login_refused_for_a_while_then_fixed(
             loop.join(timeout=30)
         assert not loop.is_alive(), "the loop stops when asked"
     assert "NOW FAILING" not in smp_status_line(settings)
+    assert_invariants(settings, truth, smtp_sink)
+
+
+# --- PostgreSQL restarted ---------------------------------------------------------------------
+
+DATABASE_DOWN_S = 1.5
+
+
+def count_rows(engine: Engine, table: type[Message] | type[OutboxMail], *where: ColumnElement[bool]) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def decided_in_postgres(engine: Engine) -> int:
+    try:
+        return count_rows(engine, Message, Message.outcome.is_not(None))
+    except ProgrammingError:  # the schema is not there yet
+        return 0
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+def test_postgres_restarted_in_the_middle_of_a_batch(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
+) -> None:
+    """To its clients a restart is every connection reset at once, and none accepted for a moment.
+
+    PostgreSQL is shared by everything on the machine, so the bot talks to it through a proxy that
+    does exactly that, while the test watches the real database directly.
+    """
+    names = first_of_call(corpus_dir, SMP_CALL, 16)
+    truth = load_corpus(imap_server, corpus_dir, names)
+    real = make_url(postgres_url)
+    observer = create_engine(postgres_url)
+    seen: dict[str, int] = {}
+    failures: list[BaseException] = []
+    try:
+        with TcpProxy((real.host or LOOPBACK, real.port or 5432)) as proxy:
+            proxied = real.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+            raw = make_config(tmp_path, imap_server, smtp_sink, proxied)
+            raw["smtp"]["timeout_s"] = 5  # a conversation the failure interrupts ends within seconds
+            settings = settings_for(tmp_path, raw)
+
+            def restart_mid_batch() -> None:
+                try:
+                    wait_until(lambda: decided_in_postgres(observer) >= 4, 30, "four messages are decided")
+                    proxy.refuse(True)
+                    seen["connections cut"] = proxy.cut_all()
+                    seen["decided at the cut"] = decided_in_postgres(observer)
+                    time.sleep(DATABASE_DOWN_S)
+                    proxy.refuse(False)
+                except BaseException as exc:
+                    failures.append(exc)
+
+            restarter = threading.Thread(target=restart_mid_batch, name="restart-postgres")
+            with Bot(settings, inline=True) as bot:
+                restarter.start()
+                with pytest.raises(OperationalError):
+                    bot.run_once()
+            restarter.join(timeout=30)
+            assert not failures, failures
+            assert seen["connections cut"] >= 1 and seen["decided at the cut"] < len(names), seen
+            # the run gave back what it had claimed and not finished: nothing waits for a claim to expire
+            assert count_rows(observer, Message, Message.state == MessageState.PROCESSING) == 0
+            assert count_rows(observer, OutboxMail, OutboxMail.state == OutboxState.SENDING) == 0
+            left = len(names) - decided_in_postgres(observer)
+            assert left > 0, "the restart stopped the run"
+
+            with Bot(settings, inline=True) as bot:
+                settle_answers_handed_over(bot)
+                second = bot.run_once()
+            assert second.errors == []
+            assert len(second.processed) == left
+            assert_invariants(settings, truth, smtp_sink)
+    finally:
+        observer.dispose()
+
+
+def settle_answers_handed_over(bot: Bot) -> None:
+    """Let a restarted worker look at an answer cut off while its end was handed over, at once.
+
+    Only that state is ambiguous (the server may have the answer), so on PostgreSQL, where other
+    workers may be mid-conversation, it is looked at once older than the SMTP timeout thrice.
+    """
+    with bot.store.sessions() as session, session.begin():
+        session.execute(
+            update(OutboxMail)
+            .where(OutboxMail.state == OutboxState.COMMITTING)
+            .values(sending_since=utcnow() - timedelta(hours=1))
+        )
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
+    tmp_path: Path,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    database_url: str,
+) -> None:
+    """The database committed "the end goes out now" and then the connection died before saying so.
+
+    The row reads ``committing``, yet the end of the answer never left: the worker knows that,
+    and must not let the answer pass for delivered.
+    """
+    truth = load_corpus(imap_server, corpus_dir, first_of_call(corpus_dir, SMP_CALL, 1))
+    settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink, database_url))
+    lost: list[int] = []
+
+    def note_hand_over(session: Session, _context: object) -> None:
+        session.info["handed over"] = [
+            row.id for row in session.dirty if isinstance(row, OutboxMail) and row.state == OutboxState.COMMITTING
+        ]
+
+    def confirmation_lost(session: Session) -> None:
+        if session.info.get("handed over") and not lost:
+            lost.extend(session.info["handed over"])
+            raise OperationalError("COMMIT", {}, ConnectionResetError("the connection was reset"))
+
+    with Bot(settings, inline=True) as bot:
+        event.listen(bot.store.sessions, "after_flush", note_hand_over)
+        event.listen(bot.store.sessions, "after_commit", confirmation_lost)
+        try:
+            with pytest.raises(OperationalError):
+                bot.run_once()
+        finally:
+            event.remove(bot.store.sessions, "after_flush", note_hand_over)
+            event.remove(bot.store.sessions, "after_commit", confirmation_lost)
+        assert lost, "the hand-over was recorded"
+        assert smtp_sink.received == []
+        with bot.store.sessions() as session:
+            (row,) = session.scalars(select(OutboxMail))
+        assert row.state == OutboxState.PENDING, "queued again: its end never went out"
+        assert bot.run_once().errors == []
     assert_invariants(settings, truth, smtp_sink)
 
 
