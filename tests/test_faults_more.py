@@ -306,6 +306,47 @@ def test_postgres_restarted_in_the_middle_of_a_batch(
         observer.dispose()
 
 
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+@pytest.mark.xfail(
+    strict=True,
+    reason="Processor._finish sends a message to review for any error, a lost database connection "
+    "included: the message ends 'unreadable/internal-error' with no answer instead of being retried",
+)
+def test_postgres_connections_reset_while_a_decision_is_stored(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
+) -> None:
+    """Every connection reset and new ones accepted at once: a backend restart, a failover, a proxy.
+
+    The reset comes exactly as the fourth decision is being stored, so the decision is lost with
+    its connection; the message must then be decided again, not handed to a person.
+    """
+    names = first_of_call(corpus_dir, SMP_CALL, 8)
+    truth = load_corpus(imap_server, corpus_dir, names)
+    real = make_url(postgres_url)
+    with TcpProxy((real.host or LOOPBACK, real.port or 5432)) as proxy:
+        proxied = real.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+        settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink, proxied))
+        decisions: list[str] = []
+
+        def reset_at_the_fourth_decision(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("UPDATE messages SET") and "outcome=" in statement:
+                decisions.append(statement)
+                if len(decisions) == 4:
+                    proxy.cut_all()
+
+        with Bot(settings, inline=True) as bot:
+            event.listen(bot.store.engine, "before_cursor_execute", reset_at_the_fourth_decision)
+            try:
+                bot.run_once()
+            except OperationalError:
+                pass  # failing the run is fine; what matters is what it leaves
+            finally:
+                event.remove(bot.store.engine, "before_cursor_execute", reset_at_the_fourth_decision)
+            assert len(decisions) >= 4, "the reset came while a decision was stored"
+            assert bot.run_once().errors == []
+        assert_invariants(settings, truth, smtp_sink)
+
+
 def settle_answers_handed_over(bot: Bot) -> None:
     """Let a restarted worker look at an answer cut off while its end was handed over, at once.
 
