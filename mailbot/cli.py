@@ -242,6 +242,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # applicants' data: whatever mailbot or its libraries create is for the owner alone
+    os.umask(0o077)
     configure_logging(args.log_level, args.log_format)
     try:
         if args.config or args.command not in {"demo", "parse"}:

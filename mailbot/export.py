@@ -118,7 +118,7 @@ def to_json(records: Sequence[dict[str, Any]]) -> str:
 
 
 def to_csv(records: Sequence[dict[str, Any]], redact: bool = False) -> str:
-    rows = [_flat(r, redact) for r in records]
+    rows = [{key: _cell(value) for key, value in _flat(r, redact).items()} for r in records]
     buffer = io.StringIO()
     columns = list(rows[0]) if rows else ["message_id"]
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -147,7 +147,7 @@ def _sheet(workbook: Workbook, title: str, rows: Iterable[dict[str, Any]], first
 def _cell(value: Any) -> Any:
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value  # a value from a submission must never become a spreadsheet formula
     return value
 

@@ -20,8 +20,9 @@ from sqlalchemy import Engine, func, select, update
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, Settings, resolve_secret
 from mailbot.export import pseudonym
-from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context
+from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.review import ReviewQueue
+from mailbot.sender import connect_smtp
 from storage.archive import RawArchive
 from storage.db import make_engine, schema_status, session_factory
 from storage.models import (
@@ -76,17 +77,7 @@ def _check_smtp(settings: Settings) -> CheckLine:
     except ConfigError as exc:
         return CheckLine(False, what, f"{exc}; export it before starting mailbot")
     try:
-        context = tls_context(cfg.verify_certificate)
-        smtp: smtplib.SMTP
-        if cfg.tls == "ssl":
-            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=30, context=context)
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=30)
-            if cfg.tls == "starttls":
-                smtp.starttls(context=context)
-        with smtp:
-            if secret is not None and cfg.auth == "password" and cfg.user:
-                smtp.login(cfg.user, secret)
+        with connect_smtp(settings, timeout_s=30) as smtp:
             smtp.noop()
     except (OSError, smtplib.SMTPException) as exc:
         return CheckLine(False, what, f"cannot connect or log in: {exc.__class__.__name__}: {exc}")

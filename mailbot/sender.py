@@ -15,10 +15,10 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from mailbot.clock import utcnow
-from mailbot.config import Settings, resolve_secret
+from mailbot.config import ConfigError, Settings, resolve_secret
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from storage.db import transaction
@@ -48,9 +48,44 @@ class PermanentFailure(Exception):
     pass
 
 
+class LoginRefused(TemporaryFailure):
+    """No answer can go out until the SMTP credentials are fixed: stop the round, keep the rows."""
+
+
 def retry_delay(attempts: int) -> timedelta:
     delay: timedelta = FIRST_RETRY * (2 ** min(max(attempts - 1, 0), 10))
     return min(delay, MAX_RETRY)
+
+
+def connect_smtp(settings: Settings, timeout_s: float | None = None) -> smtplib.SMTP:
+    """A connected, logged-in SMTP session as ``[smtp]`` describes it (certificates verified)."""
+    cfg = settings.smtp
+    timeout = timeout_s or cfg.timeout_s
+    warn_if_plaintext("smtp", "server", cfg.host, cfg.tls)
+    context = tls_context(cfg.verify_certificate)
+    smtp: smtplib.SMTP
+    if cfg.tls == "ssl":
+        smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
+        if cfg.tls == "starttls":
+            smtp.starttls(context=context)
+    if smtp.sock is not None:
+        # the final line goes out as its own small write: without this, Nagle's algorithm holds
+        # it until the server acknowledges the body (tens of milliseconds per message)
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if cfg.user and cfg.password_env:
+        secret = resolve_secret(cfg)
+        try:
+            if cfg.auth == "xoauth2":
+                token = f"user={cfg.user}\x01auth=Bearer {secret}\x01\x01"
+                smtp.auth("XOAUTH2", lambda _challenge=None: token)
+            else:
+                smtp.login(cfg.user, secret)
+        except smtplib.SMTPAuthenticationError:
+            smtp.close()
+            raise
+    return smtp
 
 
 class SmtpTransport:
@@ -59,30 +94,7 @@ class SmtpTransport:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
-
-    def _connect(self) -> smtplib.SMTP:
-        cfg = self.settings.smtp
-        warn_if_plaintext("smtp", "server", cfg.host, cfg.tls)
-        context = tls_context(cfg.verify_certificate)
-        smtp: smtplib.SMTP
-        if cfg.tls == "ssl":
-            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s, context=context)
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
-            if cfg.tls == "starttls":
-                smtp.starttls(context=context)
-        if smtp.sock is not None:
-            # the final line goes out as its own small write: without this, Nagle's algorithm holds
-            # it until the server acknowledges the body (tens of milliseconds per message)
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if cfg.user and cfg.password_env:
-            secret = resolve_secret(cfg)
-            if cfg.auth == "xoauth2":
-                token = f"user={cfg.user}\x01auth=Bearer {secret}\x01\x01"
-                smtp.auth("XOAUTH2", lambda _challenge=None: token)
-            else:
-                smtp.login(cfg.user, secret)
-        return smtp
+        self.login_refused = False
 
     def send(self, sender: str, recipients: list[str], raw: bytes, before_end: Callable[[], None]) -> str:
         """Send one message; ``before_end`` runs just before the end of the data is handed over.
@@ -92,8 +104,12 @@ class SmtpTransport:
         """
         try:
             if self._smtp is None:
-                self._smtp = self._connect()
+                self._smtp = connect_smtp(self.settings)
             refused = self._transaction(self._smtp, sender, recipients, raw, before_end)
+        except (smtplib.SMTPAuthenticationError, ConfigError) as exc:
+            # a wrong or rotated password is the operator's to fix, not the answer's fault
+            self.close()
+            raise LoginRefused(f"the SMTP server refused the login: {exc}") from None
         except smtplib.SMTPRecipientsRefused as exc:
             self.close()
             codes = [code for code, _ in exc.recipients.values()]
@@ -205,12 +221,15 @@ class Sender:
         self.store = store
         self.worker = worker
         self.timings = timings or StageTimings()
+        self._quiet_until: datetime | None = None
         # answers whose hand-over could not be recorded: the database may say "committing", but
         # their end never went out
         self._ends_not_sent: set[int] = set()
 
     def flush(self, limit: int | None = None) -> list[SendResult]:
         """Send every due outbox row (at most ``limit``); returns what happened to each."""
+        if self._quiet_until is not None and utcnow() < self._quiet_until:
+            return []  # the server refused our login a moment ago: asking again now only adds refusals
         self.recover_interrupted()
         results: list[SendResult] = []
         transport = SmtpTransport(self.settings)
@@ -222,6 +241,10 @@ class Sender:
                     break
                 for outbox_id in ids:
                     results.append(self._deliver(transport, folders, outbox_id))
+                    if transport.login_refused:
+                        self.give_back()  # the rest of this round's rows never started
+                        self._quiet_until = utcnow() + FIRST_RETRY
+                        return results
         finally:
             transport.close()
             folders.close()
@@ -245,6 +268,10 @@ class Sender:
         except PermanentFailure as exc:
             log.error("SMTP refused %s for good: %s", message_id, exc, extra=extra)
             return self._finish(outbox_id, OutboxState.FAILED, str(exc))
+        except LoginRefused as exc:
+            transport.login_refused = True
+            log.error("%s; answers wait until it is fixed", exc, extra=extra)
+            return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=utcnow() + FIRST_RETRY)
         except TemporaryFailure as exc:
             give_up_at = created + timedelta(hours=self.settings.smtp.retry_for_hours)
             next_at = utcnow() + retry_delay(attempts)
