@@ -33,6 +33,7 @@ from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, upgrade
+from storage.models import Message
 from storage.store import Store
 from templates import TemplateSet
 
@@ -170,10 +171,40 @@ class Bot:
 
     def process(self) -> list[Processed]:
         try:
-            return self.processor.run_pending(self.batch_size)
+            done = self.processor.run_pending(self.batch_size)
         except Exception:
             self.give_back(lambda: self.store.release_claims_of(self.worker), "message(s)")
             raise
+        self.file_for_review([item for item in done if item.in_review])
+        return done
+
+    def file_for_review(self, items: Sequence[Processed]) -> None:
+        """Move the originals of new review items to ``[queue] imap_folder``, for admins in a mail client.
+
+        A courtesy beside the queue folder: a failure is logged and changes nothing else.
+        """
+        target = self.settings.queue.imap_folder
+        if not target or not items:
+            return
+        by_mailbox: dict[str, list[str]] = {}
+        with self.store.sessions() as session:
+            for item in items:
+                message = session.get(Message, item.message_pk)
+                if message is not None and message.message_id:
+                    by_mailbox.setdefault(message.mailbox, []).append(message.message_id)
+        known = {box.name for box in self.settings.mailbox}
+        for name, message_ids in by_mailbox.items():
+            if name not in known:
+                continue  # imported mail has no server copy
+            box = self.settings.mailbox_by_name(name)
+            folders = [f for f in (box.folder, box.processed_folder) if f]
+            try:
+                with MailboxClient(box, resolve_secret(box)) as client:
+                    for message_id in message_ids:
+                        if not client.move_message_id(folders, message_id, target):
+                            log.info("%s is no longer in %s", message_id, ", ".join(folders), extra={"mailbox": name})
+            except Exception as exc:
+                log.warning("could not move review items to %s in %s: %s", target, name, exc, extra={"mailbox": name})
 
     def send(self) -> list[SendResult]:
         try:

@@ -228,6 +228,18 @@ class MailboxClient:
         self.ensure_folder(folder)
         self.client.append(folder, raw, flags=list(flags), msg_time=when)
 
+    def move_message_id(self, folders: Sequence[str], message_id: str, target: str) -> bool:
+        """Move the message with this Message-ID from the first of ``folders`` that has it."""
+        for folder in folders:
+            if not self.client.folder_exists(folder):
+                continue
+            self.client.select_folder(folder)
+            uids = self.client.search(["HEADER", "Message-ID", message_id])
+            if uids:
+                self.move(uids, target)
+                return True
+        return False
+
     def contains_message_id(self, folder: str, message_id: str) -> bool:
         """Whether ``folder`` holds a message with this Message-ID header."""
         if not self.client.folder_exists(folder):

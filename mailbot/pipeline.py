@@ -83,6 +83,7 @@ class Processed:
     outcome: str
     reference: str | None
     acknowledged: bool
+    in_review: bool = False
 
 
 def format_reference(call: CallSettings, number: int) -> str:
@@ -277,7 +278,14 @@ class Processor:
                     message.reason or decision.rule,
                     decision.explanation,
                 )
-            result = Processed(pk, message.message_key, decision.outcome.value, reference, acknowledged)
+            result = Processed(
+                pk,
+                message.message_key,
+                decision.outcome.value,
+                reference,
+                acknowledged,
+                in_review=message.state == MessageState.REVIEW,
+            )
             log.info(
                 "%s → %s (%s)",
                 message.message_key,
@@ -530,7 +538,9 @@ class Processor:
                 "internal-error",
                 f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
             )
-            return Processed(pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False)
+            return Processed(
+                pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False, in_review=True
+            )
 
 
 def _application_status(outcome: Outcome, previous: str | None) -> str:
