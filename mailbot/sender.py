@@ -225,6 +225,8 @@ class Sender:
         # answers whose hand-over could not be recorded: the database may say "committing", but
         # their end never went out
         self._ends_not_sent: set[int] = set()
+        # answers the server accepted while the database could not record it: the reply, by row
+        self._accepted_unrecorded: dict[int, str] = {}
 
     def flush(self, limit: int | None = None) -> list[SendResult]:
         """Send every due outbox row (at most ``limit``); returns what happened to each."""
@@ -287,7 +289,11 @@ class Sender:
             )
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
         log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
-        result = self._finish(outbox_id, OutboxState.SENT, reply)
+        try:
+            result = self._finish(outbox_id, OutboxState.SENT, reply)
+        except Exception:
+            self._accepted_unrecorded[outbox_id] = reply
+            raise
         self._file_in_sent(folders, outbox_id)
         return result
 
@@ -302,10 +308,19 @@ class Sender:
             raise
 
     def give_back(self) -> int:
-        """After a failed flush, queue again the answers this worker claimed and never sent the end of."""
-        released = self.store.release_outbox_claims_of(self.worker, self._ends_not_sent)
+        """After a failed flush, settle what this worker knows of its answers; returns how many.
+
+        The ones it never sent the end of are queued again; the ones the server accepted while
+        the database was away are recorded as sent (rather than left for a recovery that could
+        only presume it).
+        """
+        settled = self.store.release_outbox_claims_of(self.worker, self._ends_not_sent)
         self._ends_not_sent.clear()
-        return released
+        for outbox_id, reply in list(self._accepted_unrecorded.items()):
+            self._finish(outbox_id, OutboxState.SENT, reply)
+            del self._accepted_unrecorded[outbox_id]
+            settled += 1
+        return settled
 
     def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
         with transaction(self.store.sessions) as session:

@@ -37,7 +37,7 @@ from storage.models import Message, MessageState, OutboxMail, OutboxState
 from storage.store import Recorded
 from tests.conftest import PASSWORD, PASSWORD_ENV, ImapServer, corpus_truth, load_corpus, make_config
 from tests.support.dovecot import DovecotServer
-from tests.support.invariants import invariant_violations
+from tests.support.invariants import ANSWERED_OUTCOMES, answers_by_original, invariant_violations
 from tests.support.proxy import TcpProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -344,6 +344,42 @@ def test_postgres_connections_reset_while_a_decision_is_stored(
                 event.remove(bot.store.engine, "before_cursor_execute", reset_at_the_fourth_decision)
             assert len(decisions) >= 4, "the reset came while a decision was stored"
             assert bot.run_once().errors == []
+        assert_invariants(settings, truth, smtp_sink)
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+def test_long_running_bot_rides_out_a_postgres_restart(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
+) -> None:
+    """``run`` without ``--once`` keeps going through a restart and takes up the mail that came meanwhile."""
+    names = first_of_call(corpus_dir, SMP_CALL, 8)
+    early, late = names[:4], names[4:]
+    truth = load_corpus(imap_server, corpus_dir, early)
+    real = make_url(postgres_url)
+    with TcpProxy((real.host or LOOPBACK, real.port or 5432)) as proxy:
+        proxied = real.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+        raw = make_config(tmp_path, imap_server, smtp_sink, proxied, mailbox={"poll_interval_s": 0.5})
+        settings = settings_for(tmp_path, raw)
+
+        def answered(among: dict[str, dict[str, Any]]) -> Callable[[], bool]:
+            wanted = {info["message_id"] for info in among.values() if info["outcome"] in ANSWERED_OUTCOMES}
+            return lambda: wanted <= set(answers_by_original(mail.raw for mail in smtp_sink.received))
+
+        with Bot(settings, inline=True) as bot:
+            loop = threading.Thread(target=bot.run_forever, name="run-forever", daemon=True)
+            loop.start()
+            try:
+                wait_until(answered(truth), 30, "the first messages are answered")
+                proxy.refuse(True)
+                assert proxy.cut_all() >= 1
+                time.sleep(4 * settings.mailbox[0].poll_interval_s)  # every intake loop meets the outage
+                proxy.refuse(False)
+                truth |= load_corpus(imap_server, corpus_dir, late)
+                wait_until(answered(truth), 40, "the mail that came after the restart is answered")
+            finally:
+                bot.stop()
+                loop.join(timeout=30)
+            assert not loop.is_alive(), "the loop stops when asked"
         assert_invariants(settings, truth, smtp_sink)
 
 
