@@ -21,6 +21,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
@@ -169,6 +170,10 @@ class Processor:
             self.store.unclaim(pk)
             self._deferred = True
             return None
+        except DBAPIError:
+            # the database, not the message, failed (a restart, a lost connection, a long lock):
+            # the round stops and the claim is given back, so the message is decided again later
+            raise
         except Exception as exc:
             return self.send_to_review(pk, exc)
 

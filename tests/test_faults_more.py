@@ -307,11 +307,6 @@ def test_postgres_restarted_in_the_middle_of_a_batch(
 
 
 @pytest.mark.timeout(FAULT_TIMEOUT_S)
-@pytest.mark.xfail(
-    strict=True,
-    reason="Processor._finish sends a message to review for any error, a lost database connection "
-    "included: the message ends 'unreadable/internal-error' with no answer instead of being retried",
-)
 def test_postgres_connections_reset_while_a_decision_is_stored(
     tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
 ) -> None:
