@@ -8,6 +8,7 @@ exactly one record with its true outcome, every answerable message exactly one a
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -16,15 +17,18 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from mailbot.app import Bot
@@ -33,6 +37,7 @@ from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import LOOPBACK, SmtpSink
 from mailbot.ops import status_report
+from parsers import extract_parts
 from storage.models import Message, MessageState, OutboxMail, OutboxState
 from storage.store import Recorded
 from tests.conftest import PASSWORD, PASSWORD_ENV, ImapServer, corpus_truth, load_corpus, make_config
@@ -376,6 +381,62 @@ def test_long_running_bot_rides_out_a_postgres_restart(
                 loop.join(timeout=30)
             assert not loop.is_alive(), "the loop stops when asked"
         assert_invariants(settings, truth, smtp_sink)
+
+
+def with_longer_name(corpus_dir: Path, name: str, times: int) -> tuple[bytes, str]:
+    """Corpus message ``name`` again, its form's applicant name written ``times`` over, with a new Message-ID."""
+    info = corpus_truth(corpus_dir)[name]
+    source = (corpus_dir / f"{name}.eml").read_bytes()
+    form, package = next((a, d) for a, d in extract_parts(source) if a.filename.endswith(".docx"))
+    applicant = str(info["fields"]["applicant_name"]).encode()
+    original = zipfile.ZipFile(io.BytesIO(package))
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in original.infolist():
+            data = original.read(member)
+            if member.filename == "word/document.xml":
+                assert applicant in data, "the form names its applicant"
+                data = data.replace(applicant, applicant * times)
+            target.writestr(member.filename, data)
+    message_id = f"<longer-name-{name}@mailbot.test>"
+    mail = EmailMessage()
+    mail["From"] = "applicant <applicant@mailbot.test>"
+    mail["To"] = info["mailbox"]
+    mail["Subject"] = "申报材料"
+    mail["Message-ID"] = message_id
+    mail["Date"] = format_datetime(datetime.fromisoformat(info["arrival"]))
+    mail.set_content("申报表见附件。")
+    mail.add_attachment(rewritten.getvalue(), maintype="application", subtype="octet-stream", filename=form.filename)
+    return mail.as_bytes(), message_id
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+@pytest.mark.xfail(
+    strict=True,
+    raises=DataError,
+    reason="Processor._finish gives back the message on any DBAPIError; a value too long for its "
+    "column (DataError) belongs to the message, so on PostgreSQL it is retried for ever and every "
+    "later message of the call waits behind it",
+)
+def test_a_form_value_too_long_for_its_column_does_not_stop_the_call(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
+) -> None:
+    """Not every database error is the database's: one applicant's overlong name must not stop intake."""
+    names = first_of_call(corpus_dir, SMP_CALL, 3)
+    # a .docx form of someone none of the delivered messages names: their outcomes stay as the truth says
+    crafted, crafted_id = with_longer_name(corpus_dir, "smp-014", 250)
+    truth = load_corpus(imap_server, corpus_dir, names[:1])
+    imap_server.append(SMP_USER, crafted, datetime.fromisoformat(truth[names[0]]["arrival"]) + timedelta(hours=1))
+    truth |= load_corpus(imap_server, corpus_dir, names[1:])
+    settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink, postgres_url))
+    with Bot(settings, inline=True) as bot:
+        for _ in range(2):  # the second run shows nothing is left waiting
+            assert bot.run_once().errors == []
+        with bot.store.sessions() as session:
+            crafted_state = session.scalar(select(Message.state).where(Message.message_key == crafted_id))
+    assert crafted_state in (MessageState.DONE, MessageState.REVIEW)
+    violations = invariant_violations(settings, truth, [mail.raw for mail in smtp_sink.received])
+    assert not [line for line in violations if crafted_id not in line], "\n".join(violations)
 
 
 def settle_answers_handed_over(bot: Bot) -> None:
