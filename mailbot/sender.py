@@ -48,6 +48,10 @@ class PermanentFailure(Exception):
     pass
 
 
+class TakenOver(Exception):
+    """Another worker took the answer for abandoned and sends it: this one must not."""
+
+
 class LoginRefused(TemporaryFailure):
     """No answer can go out until the SMTP credentials are fixed: stop the round, keep the rows."""
 
@@ -242,7 +246,9 @@ class Sender:
                 if not ids:
                     break
                 for outbox_id in ids:
-                    results.append(self._deliver(transport, folders, outbox_id))
+                    result = self._deliver(transport, folders, outbox_id)
+                    if result is not None:
+                        results.append(result)
                     if transport.login_refused:
                         self.give_back()  # the rest of this round's rows never started
                         self._quiet_until = utcnow() + FIRST_RETRY
@@ -252,7 +258,11 @@ class Sender:
             folders.close()
         return results
 
-    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult:
+    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | None:
+        """Send one claimed answer; None if another worker took it over meanwhile."""
+        if not self.store.start_conversation(outbox_id, self.worker):
+            log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
+            return None
         with self.store.sessions() as session:
             mail = session.get_one(OutboxMail, outbox_id)
             sender, recipients, raw = mail.sender, list(mail.recipients), mail.raw
@@ -267,6 +277,9 @@ class Sender:
                 )
             with self.timings.stage("send"):
                 reply = transport.send(sender, recipients, raw, lambda: self._handing_over(outbox_id))
+        except TakenOver as exc:
+            log.warning("%s: the end of the answer was not sent", exc, extra=extra)
+            return None
         except PermanentFailure as exc:
             log.error("SMTP refused %s for good: %s", message_id, exc, extra=extra)
             return self._finish(outbox_id, OutboxState.FAILED, str(exc))
@@ -301,11 +314,15 @@ class Sender:
         """Record that the end of the message goes out now: from here on the server may accept it."""
         try:
             with transaction(self.store.sessions) as session:
-                session.get_one(OutboxMail, outbox_id).state = OutboxState.COMMITTING
+                mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
+                if mail.state == OutboxState.SENDING and mail.claimed_by == self.worker:
+                    mail.state = OutboxState.COMMITTING
+                    return
         except Exception:
             # a lost connection leaves it unknown whether the mark committed; the end stays unsent
             self._ends_not_sent.add(outbox_id)
             raise
+        raise TakenOver(f"answer {outbox_id} was taken over by another worker")
 
     def give_back(self) -> int:
         """After a failed flush, settle what this worker knows of its answers; returns how many.

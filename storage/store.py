@@ -351,6 +351,24 @@ class Store:
             ),
         )
 
+    def start_conversation(self, outbox_id: int, worker: str) -> bool:
+        """Whether ``worker`` still holds this claimed answer; if so, its staleness counts from now.
+
+        A batch is claimed at once and sent one by one: measured from the claim, the last answers
+        of a slow batch would look abandoned to another worker, which would send them as well.
+        """
+        with transaction(self.sessions) as session:
+            result = session.execute(
+                update(OutboxMail)
+                .where(
+                    OutboxMail.id == outbox_id,
+                    OutboxMail.state == OutboxState.SENDING,
+                    OutboxMail.claimed_by == worker,
+                )
+                .values(sending_since=utcnow())
+            )
+            return int(getattr(result, "rowcount", 0) or 0) == 1
+
     def interrupted_sends(self, older_than: timedelta | None) -> list[tuple[int, str]]:
         """(id, state) of outbox rows a worker left mid-conversation: it stopped before the reply."""
         with self.sessions() as session:

@@ -8,6 +8,7 @@ exactly one record with its true outcome, every answerable message exactly one a
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -19,27 +20,34 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SmtpServer
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from mailbot.app import Bot
+from mailbot.app import Bot, RunSummary
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
-from mailbot.embedded import LOOPBACK, SmtpSink
+from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.ops import status_report
+from mailbot.sender import Sender
 from parsers import extract_parts
 from storage.models import Message, MessageState, OutboxMail, OutboxState
-from storage.store import Recorded
+from storage.store import Recorded, Store
 from tests.conftest import PASSWORD, PASSWORD_ENV, ImapServer, corpus_truth, load_corpus, make_config
 from tests.support.dovecot import DovecotServer
 from tests.support.invariants import ANSWERED_OUTCOMES, answers_by_original, invariant_violations
@@ -411,13 +419,6 @@ def with_longer_name(corpus_dir: Path, name: str, times: int) -> tuple[bytes, st
 
 
 @pytest.mark.timeout(FAULT_TIMEOUT_S)
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataError,
-    reason="Processor._finish gives back the message on any DBAPIError; a value too long for its "
-    "column (DataError) belongs to the message, so on PostgreSQL it is retried for ever and every "
-    "later message of the call waits behind it",
-)
 def test_a_form_value_too_long_for_its_column_does_not_stop_the_call(
     tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, postgres_url: str
 ) -> None:
@@ -496,6 +497,62 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
         assert row.state == OutboxState.PENDING, "queued again: its end never went out"
         assert bot.run_once().errors == []
     assert_invariants(settings, truth, smtp_sink)
+
+
+# --- another worker takes over a slow batch ---------------------------------------------------
+
+
+@dataclass
+class AnotherWorkerStepsIn:
+    """An SMTP server so slow over the first answer that another worker takes the rest for abandoned.
+
+    While it holds the first answer, the rest of the batch has been claimed longer than a worker may
+    take over (their clocks are set back), and a second worker settles and sends them.
+    """
+
+    settings: Settings
+    store: Store
+    received: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope) -> str:
+        content = envelope.original_content or envelope.content
+        assert isinstance(content, bytes)
+        self.received.append(content)
+        if len(self.received) == 1:
+            await asyncio.get_running_loop().run_in_executor(None, self.second_worker)
+        return "250 accepted"
+
+    def second_worker(self) -> None:
+        with self.store.sessions() as session, session.begin():
+            session.execute(
+                update(OutboxMail)
+                .where(OutboxMail.state == OutboxState.SENDING)
+                .values(sending_since=utcnow() - timedelta(hours=1))
+            )
+        Sender(self.settings, self.store, "a second worker").flush()
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+def test_a_slow_batch_taken_over_by_another_worker_is_answered_once(
+    tmp_path: Path, imap_server: ImapServer, corpus_dir: Path, postgres_url: str
+) -> None:
+    truth = load_corpus(imap_server, corpus_dir, first_of_call(corpus_dir, SMP_CALL, 3))
+    port = free_port()
+    smtp: Any = SimpleNamespace(host=LOOPBACK, port=port)  # the configuration needs only these
+    settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp, postgres_url))
+    with Bot(settings, inline=True) as bot:
+        bot.poll_all(RunSummary())
+        assert len(bot.process()) == len(truth)
+        handler = AnotherWorkerStepsIn(settings, bot.store)
+        controller = Controller(handler, hostname=LOOPBACK, port=port, decode_data=False)
+        controller.start()
+        try:
+            first = Sender(settings, bot.store, "a slow worker").flush()
+        finally:
+            controller.stop()
+    violations = invariant_violations(settings, truth, handler.received)
+    assert not violations, "\n".join(violations)
+    assert [result.state for result in first] == [OutboxState.SENT], "the slow worker sent only its first"
 
 
 # --- SQLite locked by another process ---------------------------------------------------------
