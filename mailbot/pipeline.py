@@ -21,7 +21,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
@@ -85,6 +85,16 @@ class Processed:
     reference: str | None
     acknowledged: bool
     in_review: bool = False
+
+
+def as_stored(identity: Identity) -> Identity:
+    """The identity cut to the columns that hold it, so an absurdly long name is stored and matched alike."""
+    return Identity(
+        identity.email[:500] if identity.email else None,
+        identity.phone[:100] if identity.phone else None,
+        identity.name_key[:500] if identity.name_key else None,
+        identity.institution_key[:500] if identity.institution_key else None,
+    )
 
 
 def format_reference(call: CallSettings, number: int) -> str:
@@ -170,9 +180,10 @@ class Processor:
             self.store.unclaim(pk)
             self._deferred = True
             return None
-        except DBAPIError:
+        except (OperationalError, InterfaceError):
             # the database, not the message, failed (a restart, a lost connection, a long lock):
-            # the round stops and the claim is given back, so the message is decided again later
+            # the round stops and the claim is given back, so the message is decided again later.
+            # What the message itself causes (a value too long for its column) goes to review below.
             raise
         except Exception as exc:
             return self.send_to_review(pk, exc)
@@ -227,7 +238,7 @@ class Processor:
             form = submission.form
             rules = self.rules[call.id]
             probe = (
-                identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases)
+                as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
                 if form
                 else None
             )
@@ -304,7 +315,8 @@ class Processor:
 
     @staticmethod
     def _remember_person(message: Message, decision: Decision, submission: Submission) -> None:
-        form, identity = submission.form, decision.identity
+        form = submission.form
+        identity = as_stored(decision.identity) if decision.identity else None
         title = form.value("project_title") if form else None
         message.form_sha256 = form.sha256 if form else None
         message.project_title = title if isinstance(title, str) else None
@@ -348,10 +360,10 @@ class Processor:
         values = to_jsonable(form.values())
         key = decision.application_key or message.message_key
         application = session.scalar(select(Application).where(Application.application_key == key))
-        identity = decision.identity
+        identity = as_stored(decision.identity)
         if application is None:
             applicant = find_applicant(session, call.id, identity) or Applicant(call_id=call.id)
-            applicant.name = str(values.get("applicant_name") or applicant.name or "") or None
+            applicant.name = str(values.get("applicant_name") or applicant.name or "")[:500] or None
             applicant.name_key = identity.name_key or applicant.name_key
             applicant.institution_key = identity.institution_key or applicant.institution_key
             applicant.email = identity.email or applicant.email

@@ -302,12 +302,14 @@ class Sender:
             )
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
         log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
+        # filed before it is recorded: should the worker stop in between, the copy in Sent is what
+        # tells the restarted one that this answer went out
+        filed = self._file_in_sent(folders, mailbox, raw, outbox_id)
         try:
-            result = self._finish(outbox_id, OutboxState.SENT, reply)
+            result = self._finish(outbox_id, OutboxState.SENT, reply, filed_in_sent=filed)
         except Exception:
             self._accepted_unrecorded[outbox_id] = reply
             raise
-        self._file_in_sent(folders, outbox_id)
         return result
 
     def _handing_over(self, outbox_id: int) -> None:
@@ -339,16 +341,24 @@ class Sender:
             settled += 1
         return settled
 
-    def _finish(self, outbox_id: int, state: OutboxState, reply: str, next_attempt: object = None) -> SendResult:
+    def _finish(
+        self,
+        outbox_id: int,
+        state: OutboxState,
+        reply: str,
+        next_attempt: datetime | None = None,
+        filed_in_sent: bool = False,
+    ) -> SendResult:
         with transaction(self.store.sessions) as session:
             mail = session.get_one(OutboxMail, outbox_id)
             mail.state = state
+            mail.filed_in_sent = mail.filed_in_sent or filed_in_sent
             mail.last_reply = reply[:2000]
             mail.claimed_by = None
             if state == OutboxState.SENT:
                 mail.sent_at = utcnow()
             if next_attempt is not None:
-                mail.next_attempt_at = next_attempt  # type: ignore[assignment]
+                mail.next_attempt_at = next_attempt
             self.store.add_event(
                 session,
                 f"outbox-{state}",
@@ -371,24 +381,20 @@ class Sender:
             return None
         return MailboxClient(box, resolve_secret(box))
 
-    def _file_in_sent(self, folders: SentFolders, outbox_id: int) -> None:
+    def _file_in_sent(self, folders: SentFolders, mailbox: str | None, raw: bytes, outbox_id: int) -> bool:
         """File a copy in the mailbox's Sent folder, as a mail client would, so the office sees it."""
         if self.settings.smtp.saves_to_sent:
-            return
-        with self.store.sessions() as session:
-            mail = session.get_one(OutboxMail, outbox_id)
-            mailbox, raw = mail.mailbox, mail.raw
+            return False
         try:
             client = folders.client(mailbox)
             if client is None:
-                return
+                return False
             client.append(client.box.sent_folder, raw, utcnow())
         except Exception as exc:  # filing is a courtesy; the send stands
             folders.drop(mailbox)
             log.warning("could not file %s in Sent: %s", outbox_id, exc)
-            return
-        with transaction(self.store.sessions) as session:
-            session.get_one(OutboxMail, outbox_id).filed_in_sent = True
+            return False
+        return True
 
     def _earlier_attempt_filed(self, folders: SentFolders, mailbox: str | None, message_id: str) -> bool:
         """Whether a provider that files submitted mail has a copy from an earlier attempt.
