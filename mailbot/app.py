@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from mailbot.config import MailboxSettings, Settings, resolve_secret
@@ -28,6 +28,7 @@ from mailbot.pipeline import Processed, Processor, Reader
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
+from parsers.limits import MIB, Limits
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
@@ -47,11 +48,19 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def read_inline(raw: bytes, spec: FormSpec) -> Future[Submission]:
+def inline_reader(limits: Limits) -> Reader:
     """Read in this process (no containment): the single-process mode of benchmarks and debugging."""
-    done: Future[Submission] = Future()
-    done.set_result(read_message(raw, spec))
-    return done
+
+    def read(raw: bytes, spec: FormSpec) -> Future[Submission]:
+        done: Future[Submission] = Future()
+        done.set_result(read_message(raw, spec, limits))
+        return done
+
+    return read
+
+
+def limits_of(settings: Settings) -> Limits:
+    return replace(Limits(), max_message_bytes=settings.processing.max_message_mb * MIB)
 
 
 def failure_text(box: MailboxSettings, exc: Exception) -> str:
@@ -76,13 +85,14 @@ class Bot:
         self.store = Store(engine, RawArchive(settings.archive_dir))
         self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)
-        self.review = ReviewQueue(settings.queue_dir)
+        self.review = ReviewQueue(settings.queue_dir, limits_of(settings))
         self.worker = worker_name()
         processing = settings.processing
         self.pool: ParserPool | None = None
-        reader: Reader = read_inline
+        limits = limits_of(settings)
+        reader: Reader = inline_reader(limits)
         if not inline:
-            self.pool = ParserPool(processing.workers, processing.parse_timeout_s, processing.parse_memory_mb)
+            self.pool = ParserPool(processing.workers, processing.parse_timeout_s, processing.parse_memory_mb, limits)
             reader = self.pool.submit
         self._decided = threading.Event()
         self._arrived = threading.Event()

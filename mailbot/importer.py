@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mailbot.clock import ensure_aware
 from mailbot.config import Settings
+from parsers.mime import header_block
 from storage.store import Recorded, Store, header_facts
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class ImportError_(Exception):
 
 def newest_received(raw: bytes) -> datetime | None:
     """The time stamp after the last ';' of the topmost Received: header that has one."""
-    headers = _HEADERS.parsebytes(raw, headersonly=True)
+    headers = _HEADERS.parsebytes(header_block(raw), headersonly=True)
     for value in headers.get_all("Received") or []:
         _, sep, stamp = str(value).rpartition(";")
         if not sep:

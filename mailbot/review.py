@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mailbot.clock import BEIJING, utcnow
-from parsers import extract_parts
+from parsers import Limits, extract_parts
+from parsers.sandbox import limit_memory
 from storage.archive import FILE_MODE, fsync_dir, make_private_dir, write_atomic
 from storage.models import Message
 from templates import reason_sentence
@@ -44,6 +48,11 @@ def _fit(name: str) -> str:
     return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + dot + extension
 
 
+# decoding a message takes several times its size: larger ones are decoded in a child process
+IN_PROCESS_BYTES = 4 * 1024 * 1024
+EXTRACT_TIMEOUT_S = 120
+
+
 def _unique_names(names: list[str]) -> list[str]:
     """Names fit to write, none equal to another (ignoring case, as a reviewer's Windows share would)."""
     taken: set[str] = set()
@@ -62,8 +71,27 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def write_attachments(raw: bytes, directory: Path, limits: Limits | None) -> list[str]:
+    """Decode the attachments of ``raw`` into ``directory`` under safe, distinct names."""
+    parts = extract_parts(raw, limits) if raw else []
+    names = _unique_names([a.filename for a, _ in parts])
+    for (_attachment, data), name in zip(parts, names, strict=True):
+        path = directory / name
+        path.write_bytes(data)
+        path.chmod(FILE_MODE)
+    return names
+
+
+def write_attachments_apart(message_file: Path, directory: Path, limits: Limits | None) -> None:
+    """The same in a child process with capped memory: decoding a large message costs several times its size."""
+    most = (limits or Limits()).max_message_bytes
+    command = [sys.executable, "-m", "mailbot.review", str(message_file), str(directory), str(most)]
+    subprocess.run(command, check=True, timeout=EXTRACT_TIMEOUT_S, capture_output=True)
+
+
 class ReviewQueue:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
+        self.limits = limits
         self.root = root
 
     def folder_of(self, message: Message) -> Path:
@@ -83,11 +111,13 @@ class ReviewQueue:
             (staging / "message.eml").write_bytes(raw)
             files_dir = staging / "attachments"
             files_dir.mkdir(mode=0o700)
-            parts = extract_parts(raw) if raw else []
-            for (_attachment, data), name in zip(parts, _unique_names([a.filename for a, _ in parts]), strict=True):
-                path = files_dir / name
-                path.write_bytes(data)
-                path.chmod(FILE_MODE)
+            if len(raw) > IN_PROCESS_BYTES:
+                try:
+                    write_attachments_apart(staging / "message.eml", files_dir, self.limits)
+                except (subprocess.SubprocessError, OSError) as exc:
+                    diagnostics["attachments"] = f"not decoded ({exc.__class__.__name__}): they are in message.eml"
+            else:
+                write_attachments(raw, files_dir, self.limits)
             record = {
                 "message_id": message.message_id,
                 "message_key": message.message_key,
@@ -127,3 +157,15 @@ class ReviewQueue:
             folder / "closed.json",
             json.dumps({"outcome": outcome, "by": actor, "at": utcnow().isoformat()}, ensure_ascii=False).encode(),
         )
+
+
+def _extract_main(argv: list[str]) -> int:
+    """``python -m mailbot.review MESSAGE DIRECTORY MAX_MESSAGE_BYTES``: the child of write_attachments_apart."""
+    message_file, directory, most = Path(argv[0]), Path(argv[1]), int(argv[2])
+    limit_memory(12 * most // (1024 * 1024))  # the decoded message in several forms, and no more
+    write_attachments(message_file.read_bytes(), directory, replace(Limits(), max_message_bytes=most))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_extract_main(sys.argv[1:]))

@@ -90,8 +90,14 @@ def parse(raw: bytes) -> Message:
     return email.parser.BytesParser(policy=compat32).parsebytes(raw)
 
 
+def header_block(raw: bytes) -> bytes:
+    """The top-level header section: reading headers never has to touch a large body."""
+    ends = [at for at in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if at >= 0]
+    return raw[: min(ends) + 2] if ends else raw
+
+
 def parse_headers_only(raw: bytes) -> Message:
-    return email.parser.BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    return email.parser.BytesParser(policy=compat32).parsebytes(header_block(raw), headersonly=True)
 
 
 def decode_bytes(data: bytes, declared: str | None = None) -> str:

@@ -52,7 +52,7 @@ def _address_space() -> int:
         return 0
 
 
-def _limit_memory(memory_mb: int) -> None:
+def limit_memory(memory_mb: int) -> None:
     """Cap the address space at what is mapped now plus ``memory_mb``: the allowance is all for reading."""
     import resource
 
@@ -100,7 +100,7 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_lev
     root = logging.getLogger()
     root.handlers = [kept]
     root.setLevel(log_level)
-    _limit_memory(memory_mb)
+    limit_memory(memory_mb)
     while True:
         try:
             job = connection.recv()

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.clock import utcnow
+from parsers.mime import header_block
 from storage.archive import RawArchive
 from storage.db import is_postgres, session_factory, transaction
 from storage.models import (
@@ -69,7 +70,7 @@ def _clean(text: str) -> str:
 
 def header_facts(raw: bytes) -> HeaderFacts:
     """The few header values recorded at intake, read without decoding the body."""
-    headers = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+    headers = _HEADER_PARSER.parsebytes(header_block(raw), headersonly=True)
 
     def text(name: str) -> str:
         value = headers.get(name)

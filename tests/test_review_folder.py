@@ -23,3 +23,35 @@ def test_unreadable_originals_move_to_the_review_folder(
     assert sorted(imap_server.message_ids("min.gao@aminer.cn", REVIEW_FOLDER)) == unreadable
     assert imap_server.message_ids("min.gao@aminer.cn", "INBOX") == [truth["smp-001"]["message_id"]]
     assert len(list(settings.queue_dir.iterdir())) == 2, "the queue folders are there as well"
+
+
+def test_a_large_message_is_decoded_apart_and_its_files_still_land(tmp_path: Path) -> None:
+    import os
+    from datetime import UTC, datetime
+    from email.message import EmailMessage
+
+    from mailbot.review import IN_PROCESS_BYTES, ReviewQueue
+    from storage.models import Message
+
+    payload = os.urandom(IN_PROCESS_BYTES + 1024 * 1024)
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "a@b.edu.cn", "min.gao@aminer.cn", "large"
+    mail.set_content("申报表见附件")
+    mail.add_attachment(payload, maintype="application", subtype="pdf", filename="申报表.pdf")
+    raw = mail.as_bytes()
+    assert len(raw) > IN_PROCESS_BYTES
+    message = Message(
+        message_key="<large@b.edu.cn>",
+        message_id="<large@b.edu.cn>",
+        sha256="ab" * 32,
+        mailbox="smp",
+        call_id="smp-zhipu-2024",
+        arrival=datetime(2024, 9, 1, tzinfo=UTC),
+        reference="SMP24-0099",
+        reason="corrupt",
+        from_addr="a@b.edu.cn",
+        subject="large",
+    )
+    folder = ReviewQueue(tmp_path / "queue").add(message, raw, "unreadable", "")
+    assert (folder / "attachments" / "申报表.pdf").read_bytes() == payload
+    assert (folder / "message.eml").read_bytes() == raw
