@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.digest import add_digest_command
@@ -260,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailbot: {exc}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        print(f"mailbot: the database failed: {first_line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
