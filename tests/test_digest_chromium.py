@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,36 +13,18 @@ from mailbot.config import Settings
 from mailbot.digest import render_digest
 from storage.store import Store
 from templates import TemplateSet
+from tests.support.chromium import chromium_binary, run_chromium
 from tests.test_digest import digest_of, make_settings, make_store, populate
 
 pytestmark = pytest.mark.chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 WIDTH, HEIGHT = 1000, 1600
 
 
 def chromium(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{CHROMIUM} is not installed (CI=true: this test must run)")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    profile = tmp_path / "profile"
-    profile.mkdir(exist_ok=True)
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *arguments,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return run_chromium(chromium_binary(), tmp_path / "profile", *arguments)
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ tests skip, except under CI=true where they fail.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from PIL import Image
 from mailbot.acknowledge import OUTCOMES, AckContext, compose_acknowledgement, make_message_id
 from mailbot.config import CallSettings, load_settings
 from templates import TemplateSet
+from tests.support.chromium import chromium_binary, run_chromium
 
 pytestmark = pytest.mark.chromium
 
@@ -31,12 +29,7 @@ WIDTH, HEIGHT = 900, 1400
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is not installed (CI=true: the rendering tests must run)")
-        pytest.skip("chromium is not installed")
-    return binary
+    return chromium_binary()
 
 
 def _context(call: CallSettings, outcome: str) -> AckContext:
@@ -79,25 +72,6 @@ def _html(ctx: AckContext) -> str:
     return content
 
 
-def _run(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
 def _hex(colour: str) -> tuple[int, int, int]:
     value = colour.lstrip("#")
     return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
@@ -117,7 +91,7 @@ def test_the_html_answer_draws_as_laid_out(chromium: str, tmp_path: Path, call: 
     shot = SCREENSHOTS / f"{call.id}-{outcome}.png"
     shot.unlink(missing_ok=True)
 
-    _run(
+    run_chromium(
         chromium,
         tmp_path / "profile",
         f"--screenshot={shot}",
@@ -137,7 +111,7 @@ def test_the_html_answer_draws_as_laid_out(chromium: str, tmp_path: Path, call: 
         white = pixels.crop((WIDTH // 2 - 100, 200, WIDTH // 2 + 100, 260))
         assert (255, 255, 255) in {colour for _, colour in white.getcolors(maxcolors=1 << 20) or []}
 
-    dom = _run(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
     assert call.name_zh in dom and call.name_en in dom
     assert "您好" in dom and "Dear applicant" in dom
     assert ctx.reference is not None and ctx.reference in dom
@@ -153,6 +127,6 @@ def test_hostile_markup_stays_text_in_the_browser(chromium: str, tmp_path: Path)
     ctx = dataclasses.replace(ctx, fields={**ctx.fields, "project_title": hostile})
     page = tmp_path / "hostile.html"
     page.write_text(_html(ctx), encoding="utf-8")
-    dom = _run(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
     assert "<script" not in dom and "<img" not in dom
     assert "&lt;script&gt;" in dom, "the title is shown as the text it is"
