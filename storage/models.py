@@ -94,8 +94,6 @@ class Message(Base):
     outcome: Mapped[str | None] = mapped_column(String(30), index=True)
     reason: Mapped[str | None] = mapped_column(String(60))
     reference: Mapped[str | None] = mapped_column(String(40), unique=True)
-    decision: Mapped[dict[str, Any] | None]
-    reading: Mapped[dict[str, Any] | None]
     supersedes_key: Mapped[str | None] = mapped_column(String(998))
     duplicate_of_key: Mapped[str | None] = mapped_column(String(998))
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id"))
@@ -107,9 +105,13 @@ class Message(Base):
     person_phone: Mapped[str | None] = mapped_column(String(100))
     person_name_key: Mapped[str | None] = mapped_column(String(500))
     person_institution_key: Mapped[str | None] = mapped_column(String(500))
-    error: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
     purged_at: Mapped[datetime | None]
+    # the large values last: SQLite keeps a row's columns in this order, and a query that reads
+    # only the small ones then never walks the overflow pages of a whole reading
+    decision: Mapped[dict[str, Any] | None]
+    reading: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
     attachments: Mapped[list[AttachmentRecord]] = relationship(back_populates="message")
