@@ -33,6 +33,7 @@ import email
 import email.policy
 import io
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -629,7 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--workers", type=int, default=2, help="parser processes of the pool run (default 2)")
     parser.add_argument("--mode", choices=["pool", "single", "both"], default="both")
-    parser.add_argument("--pdf-forms", type=int, default=4, help="PDF forms made per call (default 4)")
+    parser.add_argument(
+        "--pdf-forms",
+        type=int,
+        default=None,
+        help="PDF forms made per call (default: enough that each is sent about three times, as revisions are)",
+    )
     parser.add_argument("--steady", type=float, help="messages per second of the steady scenario")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the steady scenario")
     parser.add_argument("--seed", type=int, default=2024)
@@ -639,7 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         local_config(Path(tempfile.gettempdir()), ("127.0.0.1", 1), ("127.0.0.1", 1), PASSWORD_ENV),
         "rush configuration",
     )
-    pdfs = pdf_forms(list(settings.call), args.pdf_forms, random.Random(args.seed)) if args.pdf_forms else {}
+    # each PDF names one applicant: reused too often, it turns the load into one person's revisions
+    per_call = (
+        args.pdf_forms if args.pdf_forms is not None else max(4, math.ceil(args.n * 0.4 / len(settings.call) / 3))
+    )
+    pdfs = pdf_forms(list(settings.call), per_call, random.Random(args.seed)) if per_call else {}
     summary = batch(args, settings, pdfs)
     if args.steady:
         print(f"steady scenario: {args.steady}/s for {args.seconds} s …", flush=True)
