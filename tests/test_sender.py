@@ -13,6 +13,8 @@ from tests.conftest import ImapServer, load_corpus, make_config
 from tests.support.smtp_auth import AuthSink
 
 SMTP_USER = "min.gao@aminer.cn"
+# the test server cannot have a certificate, so it takes a login without TLS (loopback only)
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
 def test_a_refused_smtp_login_keeps_answers_waiting_until_it_is_fixed(
