@@ -85,11 +85,11 @@ class Bot:
         self.store = Store(engine, RawArchive(settings.archive_dir))
         self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)
-        self.review = ReviewQueue(settings.queue_dir, limits_of(settings))
+        limits = limits_of(settings)
+        self.review = ReviewQueue(settings.queue_dir, limits)
         self.worker = worker_name()
         processing = settings.processing
         self.pool: ParserPool | None = None
-        limits = limits_of(settings)
         reader: Reader = inline_reader(limits)
         if not inline:
             self.pool = ParserPool(processing.workers, processing.parse_timeout_s, processing.parse_memory_mb, limits)
@@ -105,7 +105,7 @@ class Bot:
             self.templates,
             self.review,
             self.worker,
-            on_decided=lambda _result: self._decided.set(),
+            on_decided=lambda _result: self.wake_sender(),
             timings=self.timings,
         )
         self.sender = Sender(settings, self.store, self.worker, self.timings)
