@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tomllib
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -112,7 +113,8 @@ def run_demo(data_dir: Path) -> int:
     print(f"Archive:  {settings.archive_dir}")
     print(f"Queue:    {settings.queue_dir}  (what a person must look at)")
     print(f"Config:   {data_dir / 'mailbot.toml'}")
-    print(f"Try:      mailbot --config {data_dir / 'mailbot.toml'} export --format csv")
+    command = Path(sys.executable).parent / "mailbot"
+    print(f"Try:      {command} --config {data_dir / 'mailbot.toml'} export --format csv")
     return 1 if summary.errors else 0
 
 
