@@ -7,6 +7,7 @@ is used only with ``tls = "none"`` and then with a warning unless the server is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -63,7 +64,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.cache
 def tls_context(verify: bool) -> ssl.SSLContext:
+    """The TLS settings of every connection; made once, as loading the system's CA list takes ~20 ms."""
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
@@ -124,7 +127,7 @@ class MailboxClient:
     def connect(self) -> None:
         box = self.box
         warn_if_plaintext("mailbox", box.name, box.host, box.tls)
-        context = tls_context(box.verify_certificate)
+        context = tls_context(box.verify_certificate) if box.tls != "none" else None
         client: imapclient.IMAPClient | None = None
         try:
             client = imapclient.IMAPClient(
@@ -134,7 +137,7 @@ class MailboxClient:
                 ssl_context=context if box.tls == "ssl" else None,
                 timeout=self._timeout,
             )
-            if box.tls == "starttls":
+            if box.tls == "starttls" and context is not None:
                 client.starttls(context)
             # keep INTERNALDATE's own zone: imapclient otherwise converts to naive local time
             client.normalise_times = False

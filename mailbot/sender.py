@@ -66,14 +66,13 @@ def connect_smtp(settings: Settings, timeout_s: float | None = None) -> smtplib.
     cfg = settings.smtp
     timeout = timeout_s or cfg.timeout_s
     warn_if_plaintext("smtp", "server", cfg.host, cfg.tls)
-    context = tls_context(cfg.verify_certificate)
     smtp: smtplib.SMTP
     if cfg.tls == "ssl":
-        smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=context)
+        smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=tls_context(cfg.verify_certificate))
     else:
         smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
         if cfg.tls == "starttls":
-            smtp.starttls(context=context)
+            smtp.starttls(context=tls_context(cfg.verify_certificate))
     if smtp.sock is not None:
         # the final line goes out as its own small write: without this, Nagle's algorithm holds
         # it until the server acknowledges the body (tens of milliseconds per message)
