@@ -169,6 +169,7 @@ class TemplateSet:
             value, zone, "en", end_of_day=end_of_day
         )
         self._tables: dict[str, dict[str, Any]] = {}
+        self._from_strings: dict[str, jinja2.Template] = {}
         self._reasons: dict[str, Reason] | None = None
 
     @classmethod
@@ -180,7 +181,11 @@ class TemplateSet:
 
     def render_string(self, source: str, context: Mapping[str, Any]) -> str:
         """Render a template given as text (a subject line from a TOML table); never autoescaped."""
-        return self.environment.from_string(source).render(context)
+        template = self._from_strings.get(source)
+        if template is None:
+            # compiling takes longer than rendering, and the same few subject lines come back
+            template = self._from_strings[source] = self.environment.from_string(source)
+        return template.render(context)
 
     def table(self, name: str) -> dict[str, Any]:
         """A TOML file of the set: the packaged tables updated key by key with the override's."""
