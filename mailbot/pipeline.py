@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -602,8 +602,8 @@ def load_priors(
 ) -> list[PriorApplication]:
     """Earlier readable forms of this call that could be the same person's, as the rules see them.
 
-    Only messages sharing an email, a phone, a name or the very file with ``probe`` can match (the
-    rules need one of them), so those are found by index; every message of their applications
+    Only messages sharing an email, a phone, name and institution, or the very file with ``probe``
+    can match (the rules need one of them), so those are found by index; every message of their applications
     comes along, since the rules look at applications whole.
     """
     if probe is None:
@@ -636,11 +636,15 @@ def load_priors(
         for column, value in (
             (Message.person_email, probe.email),
             (Message.person_phone, probe.phone),
-            (Message.person_name_key, probe.name_key),
             (Message.form_sha256, form_sha256),
         )
         if value
     ]
+    if probe.name_key and probe.institution_key:
+        # a name matches only at the same institution: namesakes elsewhere are not even candidates
+        clues.append(
+            and_(Message.person_name_key == probe.name_key, Message.person_institution_key == probe.institution_key)
+        )
     if not clues:
         return []
     keys = {row.application_key for row in session.execute(earlier.where(or_(*clues)))}

@@ -120,7 +120,7 @@ class Message(Base):
         Index("ix_messages_call_arrival", "call_id", "arrival"),
         Index("ix_messages_call_email", "call_id", "person_email"),
         Index("ix_messages_call_phone", "call_id", "person_phone"),
-        Index("ix_messages_call_name", "call_id", "person_name_key"),
+        Index("ix_messages_call_name_place", "call_id", "person_name_key", "person_institution_key"),
         Index("ix_messages_call_form", "call_id", "form_sha256"),
     )
 
