@@ -113,6 +113,7 @@ class Bot:
         self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 4)
 
     def close(self) -> None:
+        self.sender.close()
         for lease in self.leases.values():
             lease.release()
         if self.pool is not None:
@@ -218,7 +219,7 @@ class Bot:
 
     def send(self) -> list[SendResult]:
         try:
-            return self.sender.flush()
+            return self.sender.flush(keep_connections=True)
         except Exception:
             self.give_back(self.sender.give_back, "answer(s)")
             raise

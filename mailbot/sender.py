@@ -13,6 +13,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ ACTOR = "sender"
 DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 FIRST_RETRY = timedelta(minutes=1)
 MAX_RETRY = timedelta(hours=1)
+# how long connections may sit unused between flushes and still be trusted with the next answer
+REUSE_CONNECTIONS_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -230,15 +233,26 @@ class Sender:
         self._ends_not_sent: set[int] = set()
         # answers the server accepted while the database could not record it: the reply, by row
         self._accepted_unrecorded: dict[int, str] = {}
+        self._transport: SmtpTransport | None = None
+        self._folders: SentFolders | None = None
+        self._last_flush = float("-inf")
 
-    def flush(self, limit: int | None = None) -> list[SendResult]:
-        """Send every due outbox row (at most ``limit``); returns what happened to each."""
+    def flush(self, limit: int | None = None, keep_connections: bool = False) -> list[SendResult]:
+        """Send every due outbox row (at most ``limit``); returns what happened to each.
+
+        With ``keep_connections`` the SMTP and IMAP sessions stay open for the next flush if this
+        one had work (during a rush a fresh login for every few answers costs more than sending
+        them); they are closed when a flush finds nothing to do or comes after a long pause.
+        """
         if self._quiet_until is not None and utcnow() < self._quiet_until:
             return []  # the server refused our login a moment ago: asking again now only adds refusals
+        if time.monotonic() - self._last_flush > REUSE_CONNECTIONS_S:
+            self.close()  # a server may have dropped a connection left idle that long
         self.recover_interrupted()
         results: list[SendResult] = []
-        transport = SmtpTransport(self.settings)
-        folders = SentFolders(self)
+        transport = self._transport = self._transport or SmtpTransport(self.settings)
+        folders = self._folders = self._folders or SentFolders(self)
+        keep = False
         try:
             while limit is None or len(results) < limit:
                 ids = self.store.claim_outbox(self.worker, 20 if limit is None else min(20, limit - len(results)))
@@ -252,10 +266,21 @@ class Sender:
                         self.give_back()  # the rest of this round's rows never started
                         self._quiet_until = utcnow() + FIRST_RETRY
                         return results
+            keep = keep_connections and bool(results)
         finally:
-            transport.close()
-            folders.close()
+            self._last_flush = time.monotonic()
+            if not keep:
+                self.close()
         return results
+
+    def close(self) -> None:
+        """Log out of the SMTP and IMAP sessions kept open between flushes."""
+        transport, self._transport = self._transport, None
+        folders, self._folders = self._folders, None
+        if transport is not None:
+            transport.close()
+        if folders is not None:
+            folders.close()
 
     def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | None:
         """Send one claimed answer; None if another worker took it over meanwhile."""
