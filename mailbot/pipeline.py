@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -602,9 +602,9 @@ def load_priors(
 ) -> list[PriorApplication]:
     """Earlier readable forms of this call that could be the same person's, as the rules see them.
 
-    Only messages sharing an email, a phone, name and institution, or the very file with ``probe``
-    can match (the rules need one of them), so those are found by index; every message of their applications
-    comes along, since the rules look at applications whole.
+    Only messages sharing an email or a phone (under the same or no name), name and institution,
+    or the very file with ``probe`` can match (the rules need one of them), so those are found by
+    index; every message of their applications comes along, since the rules look at them whole.
     """
     if probe is None:
         return []
@@ -631,15 +631,18 @@ def load_priors(
             Message.arrival <= before,
         )
     )
+    # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
+    # secretary's phone, a placeholder number) does not bring every form naming someone else
+    same_name_or_unnamed = (
+        or_(Message.person_name_key == probe.name_key, Message.person_name_key.is_(None)) if probe.name_key else true()
+    )
     clues = [
-        column == value
-        for column, value in (
-            (Message.person_email, probe.email),
-            (Message.person_phone, probe.phone),
-            (Message.form_sha256, form_sha256),
-        )
+        and_(column == value, same_name_or_unnamed)
+        for column, value in ((Message.person_email, probe.email), (Message.person_phone, probe.phone))
         if value
     ]
+    if form_sha256:
+        clues.append(Message.form_sha256 == form_sha256)
     if probe.name_key and probe.institution_key:
         # a name matches only at the same institution: namesakes elsewhere are not even candidates
         clues.append(
