@@ -174,6 +174,7 @@ def pdf_forms(calls: Sequence[CallSettings], per_call: int, rng: random.Random) 
             name, email_address = _applicant_identity(rng, PDF_APPLICANT_SERIALS + index)
             institution = INSTITUTIONS[index % len(INSTITUTIONS)][0]
             values = _person(call, name, institution, email_address, rng.choice(TITLES), index)
+            values["phone"] = _mobile(PDF_APPLICANT_SERIALS + index)
             extra = 1 + (index * 13) // max(1, per_call - 1) if per_call > 1 else rng.randint(1, 14)
             documents[f"{call.id}-{index:02d}"] = padded_form(call, values, extra)
     with tempfile.TemporaryDirectory(prefix="rush-soffice-") as workdir:
@@ -198,6 +199,11 @@ def _applicant_identity(rng: random.Random, serial: int) -> tuple[str, str]:
     name = rng.choice(SURNAMES) + "".join(rng.choices(GIVEN, k=rng.randint(1, 2)))
     domain = INSTITUTIONS[serial % len(INSTITUTIONS)][1]
     return name, f"applicant{serial:05d}@{domain}"
+
+
+def _mobile(serial: int) -> str:
+    """Every applicant their own mobile number, as in real forms (the sample forms share one)."""
+    return f"137{serial:08d}"
 
 
 def build_load(
@@ -241,6 +247,7 @@ def build_load(
             name, address = _applicant_identity(rng, serial)
             institution = INSTITUTIONS[serial % len(INSTITUTIONS)][0]
             values = _person(call, name, institution, address, rng.choice(TITLES), serial)
+            values["phone"] = _mobile(serial)
             subject = f"{call.reference_prefix} 申报-{name}-{institution}"
             if pdfs.get(call.id) and rng.random() < 0.4:
                 attachment = (f"申报书-{name}.pdf", rng.choice(pdfs[call.id]), PDF)
