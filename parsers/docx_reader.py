@@ -1,6 +1,7 @@
 """Word (.docx) to lines and grids, in reading order.
 
-python-docx opens the package; the body's XML is then walked by hand because forms hide their
+Only the main document part is parsed (by python-docx's XML parser), after the package's sizes
+and every part's checksum are checked; the body's XML is then walked by hand because forms hide their
 text where the object API does not look: content controls (w:sdt, block and inline), text boxes
 (w:txbxContent, read once although Word stores a fallback copy), legacy form fields, merged and
 nested table cells. A raw count of every w:t guards the walk: when the walk saw clearly less text
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import posixpath
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ STRICT = "http://purl.oclc.org/ooxml/wordprocessingml/main"
 MARKUP_COMPATIBILITY = "http://schemas.openxmlformats.org/markup-compatibility/2006"
 _CHECKED, _UNCHECKED = "☑", "☐"
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+_PACKAGE_RELATIONSHIPS = "_rels/.rels"
+_CONTENT_TYPES = "[Content_Types].xml"
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -39,20 +44,56 @@ class DocxText:
 
 def read_docx(data: bytes, filename: str, limits: Limits) -> DocxText:
     """The document's blocks; raises CannotRead with the reason it cannot be read."""
-    _check_package(data, filename, limits)
-    body = _open_body(data, filename)
+    body = _open_body(data, filename, limits)
     walker = _Walker(filename, body.nsmap.get("w") or _namespace_of(body))
     walker.walk_children(body)
     diagnostics = walker.recover_skipped(body)
     return DocxText(walker.blocks, diagnostics)
 
 
-def _check_package(data: bytes, filename: str, limits: Limits) -> None:
+def _open_body(data: bytes, filename: str, limits: Limits) -> etree._Element:
+    """The main part's w:body, parsed by python-docx's own (entity-safe) XML parser.
+
+    Only the main part is parsed: ``docx.Document`` would also parse styles, numbering, settings and
+    the rest, which was most of the cost of reading a form and none of its text.
+    """
+    from docx.opc.constants import CONTENT_TYPE
+    from docx.oxml.parser import parse_xml
+
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as package:
-            members = package.infolist()
+        package = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise CannotRead(Unreadable("corrupt", filename, f"not a complete zip package: {exc}")) from None
+    try:
+        with package:
+            _check_package(package.infolist(), filename, limits)
+            _check_parts(package)
+            part = _main_part(package)
+            if part is None:
+                raise CannotRead(Unreadable("corrupt", filename, "no main document part in the package"))
+            declared = _declared_type(package, part)
+            if declared != CONTENT_TYPE.WML_DOCUMENT_MAIN:
+                # macro-enabled documents and templates hold their text the same way
+                log.info(
+                    "%s: the main part %s is declared as '%s', not a Word document; reading it",
+                    filename,
+                    part,
+                    declared,
+                )
+            root = parse_xml(package.read(part))
+    except CannotRead:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, NotImplementedError) as exc:
+        raise CannotRead(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
+    except etree.XMLSyntaxError as exc:
+        raise CannotRead(Unreadable("corrupt", filename, f"broken XML in the document: {exc}")) from None
+    body = root.find(f"{{{_namespace_of(root)}}}body")
+    if body is None:
+        raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
+    return body
+
+
+def _check_package(members: list[zipfile.ZipInfo], filename: str, limits: Limits) -> None:
     total = sum(member.file_size for member in members)
     markup = sum(member.file_size for member in members if member.filename.endswith((".xml", ".rels")))
     if len(members) > 5_000 or markup > limits.docx_max_xml_bytes or total > limits.archive_max_total_bytes:
@@ -67,48 +108,29 @@ def _check_package(data: bytes, filename: str, limits: Limits) -> None:
             raise CannotRead(Unreadable("encrypted", filename, f"part {member.filename!r} is encrypted"))
 
 
-def _open_body(data: bytes, filename: str) -> etree._Element:
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
-
-    try:
-        document = docx.Document(io.BytesIO(data))
-        body = document.element.body
-        if body is None:
-            raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
-        return body
-    except CannotRead:
-        raise
-    except (PackageNotFoundError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise CannotRead(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
-    except etree.XMLSyntaxError as exc:
-        raise CannotRead(Unreadable("corrupt", filename, f"broken XML in the document: {exc}")) from None
-    except (ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
-        # python-docx refuses macro-enabled or oddly declared packages: read the main part directly.
-        log.info("%s: python-docx refused the package (%s); reading its XML directly", filename, exc)
-        return _body_from_zip(data, filename)
+def _check_parts(package: zipfile.ZipFile) -> None:
+    """Read every part through to its CRC: a damaged part means a damaged file, even one not parsed."""
+    for member in package.infolist():
+        with package.open(member) as part:
+            while part.read(_CHUNK):
+                pass
 
 
-def _body_from_zip(data: bytes, filename: str) -> etree._Element:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as package:
-            names = set(package.namelist())
-            part = "word/document.xml" if "word/document.xml" in names else _main_part(package, names)
-            if part is None:
-                raise CannotRead(Unreadable("corrupt", filename, "no main document part in the package"))
-            root = etree.fromstring(package.read(part), _SAFE_XML)
-    except CannotRead:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, etree.XMLSyntaxError) as exc:
-        raise CannotRead(Unreadable("corrupt", filename, f"broken Word package: {exc}")) from None
-    namespace = _namespace_of(root)
-    body = root.find(f"{{{namespace}}}body")
-    if body is None:
-        raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
-    return body
-
-
-def _main_part(package: zipfile.ZipFile, names: set[str]) -> str | None:
+def _main_part(package: zipfile.ZipFile) -> str | None:
+    """The part the package relationships name as the document; else the usual or a likely name."""
+    names = set(package.namelist())
+    if _PACKAGE_RELATIONSHIPS in names:
+        relationships = etree.fromstring(package.read(_PACKAGE_RELATIONSHIPS), _SAFE_XML)
+        for relationship in relationships:
+            if _local_name(relationship) != "Relationship" or relationship.get("TargetMode") == "External":
+                continue
+            if not relationship.get("Type", "").endswith("/officeDocument"):
+                continue
+            target = posixpath.normpath(posixpath.join("/", relationship.get("Target", ""))).lstrip("/")
+            if target in names:
+                return target
+    if "word/document.xml" in names:
+        return "word/document.xml"
     candidates = sorted(
         name for name in names if name.startswith("word/") and name.endswith(".xml") and name.count("/") == 1
     )
@@ -116,6 +138,26 @@ def _main_part(package: zipfile.ZipFile, names: set[str]) -> str | None:
         if "document" in name:
             return name
     return None
+
+
+def _declared_type(package: zipfile.ZipFile, part: str) -> str:
+    """The content type [Content_Types].xml gives the part, by its name or else its extension."""
+    if _CONTENT_TYPES not in package.namelist():
+        return ""
+    extension = part.rsplit(".", 1)[-1].lower()
+    by_extension = ""
+    for entry in etree.fromstring(package.read(_CONTENT_TYPES), _SAFE_XML):
+        kind = _local_name(entry)
+        if kind == "Override" and entry.get("PartName", "").lstrip("/").lower() == part.lower():
+            return str(entry.get("ContentType", ""))
+        if kind == "Default" and entry.get("Extension", "").lower() == extension:
+            by_extension = str(entry.get("ContentType", ""))
+    return by_extension
+
+
+def _local_name(element: etree._Element) -> str:
+    tag = element.tag
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
 def _namespace_of(element: etree._Element) -> str:
