@@ -1,10 +1,11 @@
-"""PDF to lines and grids: pypdfium2 for every page's text, pdfplumber for the layout of form pages.
+"""PDF to lines and grids: pypdfium2 for every page's text and the tables of form pages.
 
 pypdfium2 is fast, so it reads up to ``pdf_max_pages`` pages to find the form pages (those naming
 several of the call's fields) and to judge the text layer's health: no text is a scan, text made of
 replacement characters, (cid:N) runs, controls or Latin-1 mojibake is a font without a usable
-Unicode map. Only the form pages are laid out by pdfplumber (slow, pure Python) for their table
-cells; scanning stops at the first page after the form that names no field.
+Unicode map. Only the form pages are laid out into table cells, from pdfium's geometry
+(parsers.pdf_grid) or, for pages it leaves alone, by pdfplumber (slow, pure Python); scanning stops
+at the first page after the form that names no field.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from parsers.fields import LabelIndex
 from parsers.layout import Block, Cell, Grid, Line
 from parsers.limits import Limits
 from parsers.model import Location, Unreadable
+from parsers.pdf_grid import Table, page_tables
 from parsers.spec import FormSpec
 from parsers.textnorm import is_cjk, join_wrapped_lines
 
@@ -65,18 +67,20 @@ def _read_document(document: Any, data: bytes, filename: str, spec: FormSpec, li
     index = LabelIndex(spec)
     page_count = len(document)
     texts: list[str] = []
-    form_pages: list[int] = []
+    form_pages: dict[int, tuple[Any, Any]] = {}  # page number: the pdfium page and its text page
     for number in range(min(page_count, limits.pdf_max_pages)):
+        page = textpage = None
         try:
             page = document[number]
-            text = page.get_textpage().get_text_range()
+            textpage = page.get_textpage()
+            text = textpage.get_text_range()
         except pdfium.PdfiumError as exc:
             log.info("%s: page %d has no readable text: %s", filename, number + 1, exc)
             text = ""
         texts.append(text)
         mentioned = index.fields_mentioned(text)
         if len(mentioned) >= _FORM_PAGE_FIELDS:
-            form_pages.append(number)
+            form_pages[number] = (page, textpage)
             if len(form_pages) >= limits.pdf_max_form_pages:
                 break
         elif form_pages:
@@ -142,21 +146,34 @@ def _page_lines(text: str, filename: str, page: int) -> list[Block]:
     return lines
 
 
-def _tables(data: bytes, filename: str, form_pages: list[int], diagnostics: list[str]) -> list[Block]:
-    import pdfplumber
-
-    grids: list[Block] = []
+def _tables(data: bytes, filename: str, form_pages: dict[int, tuple[Any, Any]], diagnostics: list[str]) -> list[Block]:
+    tables: dict[int, list[Table]] = {}
     try:
-        with pdfplumber.open(io.BytesIO(data)) as pdf:
-            for number in form_pages:
-                if number >= len(pdf.pages):
-                    break
-                for table_number, table in enumerate(pdf.pages[number].extract_tables(), start=1):
-                    where = Location(filename, page=number + 1, table=table_number)
-                    grids.append(Grid(tuple(_row(row) for row in table), where))
+        for number, (page, textpage) in form_pages.items():
+            from_geometry = page_tables(page, textpage) if textpage is not None else None
+            if from_geometry is not None:
+                tables[number] = from_geometry
+        unread = [number for number in form_pages if number not in tables]
+        if unread:
+            _plumber_tables(data, unread, tables)
     except Exception as exc:  # pdfminer raises many kinds on broken files; the page text still serves
         diagnostics.append(f"{filename}: table layout failed ({type(exc).__name__}: {exc}); read as text lines")
+    grids: list[Block] = []
+    for number in sorted(tables):
+        for table_number, table in enumerate(tables[number], start=1):
+            where = Location(filename, page=number + 1, table=table_number)
+            grids.append(Grid(tuple(_row(row) for row in table), where))
     return grids
+
+
+def _plumber_tables(data: bytes, numbers: list[int], tables: dict[int, list[Table]]) -> None:
+    import pdfplumber
+
+    with pdfplumber.open(io.BytesIO(data)) as pdf:
+        for number in numbers:
+            if number >= len(pdf.pages):
+                break
+            tables[number] = pdf.pages[number].extract_tables()
 
 
 def _row(cells: list[str | None]) -> tuple[Cell, ...]:

@@ -10,6 +10,7 @@ from PIL import Image
 from parsers import read_document
 from parsers.limits import Limits
 from parsers.model import FormReading, Unreadable
+from parsers.pdf_grid import page_tables
 from parsers.spec import FormSpec
 from tests.parsers.builders import EXPECTED, SMP_ROWS, paragraph_form, table_form, to_pdf
 
@@ -145,3 +146,34 @@ def test_no_ocr_engine_is_installed_by_default() -> None:
     from parsers.ocr import engine
 
     assert engine() in (None, "rapidocr", "tesseract")
+
+
+@pytest.mark.parametrize("variant", ["ruled", "spans", "unruled"])
+def test_pdfium_tables_are_pdfplumbers(soffice: str, variant: str) -> None:
+    """The cheap geometry must cut cells exactly as pdfplumber would, or fields would drift."""
+    import pdfplumber
+    import pypdfium2 as pdfium
+
+    rows = [[*row, "备注 Notes"] if number % 3 == 0 else row for number, row in enumerate(SMP_ROWS)]
+    form = table_form(rows if variant == "spans" else SMP_ROWS, ruled=variant != "unruled")
+    data = to_pdf(form)
+    document = pdfium.PdfDocument(data)
+    try:
+        page = document[0]
+        tables = page_tables(page, page.get_textpage())
+    finally:
+        document.close()
+    with pdfplumber.open(io.BytesIO(data)) as pdf:
+        assert tables == pdf.pages[0].extract_tables()
+
+
+def test_rotated_page_is_left_to_pdfplumber(form_pdf: bytes) -> None:
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(form_pdf)
+    try:
+        page = document[0]
+        page.set_rotation(90)
+        assert page_tables(page, page.get_textpage()) is None
+    finally:
+        document.close()
