@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -37,6 +40,7 @@ def make_engine(url: str) -> Engine:
             make_private_dir(Path(parsed.database).resolve().parent)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
+        _writers_take_turns(engine)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -48,6 +52,66 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+_WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_HOLDS_TURN = "mailbot_holds_write_turn"
+
+
+class _Turns:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` is not: a thread that releases it and asks again at once (the processor,
+    deciding message after message) nearly always gets it back before a waiting thread wakes.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._taken = False
+
+    def acquire(self, timeout: float) -> bool:
+        ticket = object()
+        with self._changed:
+            self._waiting.append(ticket)
+            mine = self._changed.wait_for(lambda: not self._taken and self._waiting[0] is ticket, timeout)
+            self._waiting.remove(ticket)
+            if mine:
+                self._taken = True
+            else:
+                self._changed.notify_all()  # the one behind may be first now
+            return mine
+
+    def release(self) -> None:
+        with self._changed:
+            self._taken = False
+            self._changed.notify_all()
+
+
+def _writers_take_turns(engine: Engine) -> None:
+    """Threads of this process write to SQLite one after another, handing over on a lock.
+
+    SQLite alone makes a writer that finds the file locked sleep and retry (1, 2, 5 … 100 ms):
+    a thread that writes now and then (the sender) then loses nearly every race against one that
+    writes all the time (the processor), and answers wait for seconds. Here a writer waits on a
+    lock that is handed over the moment the other's connection goes back to the pool, after its
+    commit. Other processes still meet SQLite's busy timeout.
+    """
+    turn = _Turns()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def take_turn(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # bounded, so a thread writing through a second connection while its first holds the turn
+        # ends in SQLite's own "database is locked" instead of waiting for itself forever
+        if not connection.info.get(_HOLDS_TURN) and _WRITES.match(statement):
+            connection.info[_HOLDS_TURN] = turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+
+    def hand_over(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
+        if record.info.pop(_HOLDS_TURN, False):
+            turn.release()
+
+    event.listen(engine, "checkin", hand_over)
+    event.listen(engine, "invalidate", hand_over)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
