@@ -108,6 +108,7 @@ class MailboxClient:
         self._secret = secret
         self._timeout = timeout_s
         self._client: imapclient.IMAPClient | None = None
+        self._folders_seen: set[str] = set()
 
     def __enter__(self) -> Self:
         self.connect()
@@ -162,6 +163,7 @@ class MailboxClient:
                 f"mailbox {box.name}: cannot connect to {box.host}:{box.port} ({exc.__class__.__name__}: {exc})"
             ) from None
         self._client = client
+        self._folders_seen = set()
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -209,8 +211,12 @@ class MailboxClient:
             yield FetchedMail(uid, bytes(data[b"BODY[]"]), ensure_aware(data[b"INTERNALDATE"]))
 
     def ensure_folder(self, folder: str) -> None:
+        # asked once per connection: a copy in Sent for every answer would otherwise ask every time
+        if folder in self._folders_seen:
+            return
         if not self.client.folder_exists(folder):
             self.client.create_folder(folder)
+        self._folders_seen.add(folder)
 
     def move(self, uids: Iterable[int], folder: str) -> None:
         uid_list = list(uids)
