@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
+
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, resolve_secret
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
@@ -284,7 +286,8 @@ class Sender:
 
     def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | None:
         """Send one claimed answer; None if another worker took it over meanwhile."""
-        if not self.store.start_conversation(outbox_id, self.worker):
+        # only another worker can take an answer over, and only on a database several share
+        if self.store.concurrent and not self.store.start_conversation(outbox_id, self.worker):
             log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
             return None
         with self.store.sessions() as session:
@@ -340,9 +343,16 @@ class Sender:
         """Record that the end of the message goes out now: from here on the server may accept it."""
         try:
             with transaction(self.store.sessions) as session:
-                mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
-                if mail.state == OutboxState.SENDING and mail.claimed_by == self.worker:
-                    mail.state = OutboxState.COMMITTING
+                marked = session.execute(
+                    update(OutboxMail)
+                    .where(
+                        OutboxMail.id == outbox_id,
+                        OutboxMail.state == OutboxState.SENDING,
+                        OutboxMail.claimed_by == self.worker,
+                    )
+                    .values(state=OutboxState.COMMITTING)
+                )
+                if getattr(marked, "rowcount", 0) == 1:
                     return
         except Exception:
             # a lost connection leaves it unknown whether the mark committed; the end stays unsent
@@ -373,23 +383,27 @@ class Sender:
         next_attempt: datetime | None = None,
         filed_in_sent: bool = False,
     ) -> SendResult:
+        changes: dict[str, object] = {"state": state, "last_reply": reply[:2000], "claimed_by": None}
+        if filed_in_sent:
+            changes["filed_in_sent"] = True
+        if state == OutboxState.SENT:
+            changes["sent_at"] = utcnow()
+        if next_attempt is not None:
+            changes["next_attempt_at"] = next_attempt
         with transaction(self.store.sessions) as session:
-            mail = session.get_one(OutboxMail, outbox_id)
-            mail.state = state
-            mail.filed_in_sent = mail.filed_in_sent or filed_in_sent
-            mail.last_reply = reply[:2000]
-            mail.claimed_by = None
-            if state == OutboxState.SENT:
-                mail.sent_at = utcnow()
-            if next_attempt is not None:
-                mail.next_attempt_at = next_attempt
+            message_pk, message_id = session.execute(
+                update(OutboxMail)
+                .where(OutboxMail.id == outbox_id)
+                .values(changes)
+                .returning(OutboxMail.message_pk, OutboxMail.message_id)
+            ).one()
             self.store.add_event(
                 session,
                 f"outbox-{state}",
                 ACTOR,
-                mail.message_pk,
+                message_pk,
                 outbox_id=outbox_id,
-                message_id=mail.message_id,
+                message_id=message_id,
                 reply=reply[:500],
             )
         return SendResult(outbox_id, state.value, reply)

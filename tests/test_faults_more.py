@@ -33,10 +33,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SmtpServer
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
-from sqlalchemy import ColumnElement, Engine, create_engine, event, func, select, update
+from sqlalchemy import ColumnElement, Engine, Update, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from mailbot.app import Bot, RunSummary
 from mailbot.clock import utcnow
@@ -471,10 +471,10 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink, database_url))
     lost: list[int] = []
 
-    def note_hand_over(session: Session, _context: object) -> None:
-        session.info["handed over"] = [
-            row.id for row in session.dirty if isinstance(row, OutboxMail) and row.state == OutboxState.COMMITTING
-        ]
+    def note_hand_over(execution: ORMExecuteState) -> None:
+        statement = execution.statement
+        if isinstance(statement, Update) and statement.compile().params.get("state") == OutboxState.COMMITTING:
+            execution.session.info["handed over"] = [statement.compile().params["id_1"]]
 
     def confirmation_lost(session: Session) -> None:
         if session.info.get("handed over") and not lost:
@@ -482,13 +482,13 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
             raise OperationalError("COMMIT", {}, ConnectionResetError("the connection was reset"))
 
     with Bot(settings, inline=True) as bot:
-        event.listen(bot.store.sessions, "after_flush", note_hand_over)
+        event.listen(bot.store.sessions, "do_orm_execute", note_hand_over)
         event.listen(bot.store.sessions, "after_commit", confirmation_lost)
         try:
             with pytest.raises(OperationalError):
                 bot.run_once()
         finally:
-            event.remove(bot.store.sessions, "after_flush", note_hand_over)
+            event.remove(bot.store.sessions, "do_orm_execute", note_hand_over)
             event.remove(bot.store.sessions, "after_commit", confirmation_lost)
         assert lost, "the hand-over was recorded"
         assert smtp_sink.received == []
