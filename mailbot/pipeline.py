@@ -268,7 +268,9 @@ class Processor:
             self._remember_person(message, decision, submission)
             message.state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
             message.claimed_by = None
-            self._store_attachments(session, message, submission)
+            # a first decision has stored nothing yet; a retry keeps what the first one stored
+            if expect == MessageState.PROCESSING or not message.attachments:
+                self._store_attachments(session, message, submission)
             if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
                 self._store_application(session, message, call, decision, submission)
             self._record_bounces(session, submission)
@@ -331,8 +333,6 @@ class Processor:
         return session.scalar(select(OutboxMail.id).where(OutboxMail.message_id == message_id)) is not None
 
     def _store_attachments(self, session: Session, message: Message, submission: Submission) -> None:
-        if message.attachments:
-            return
         for attachment in submission.attachments:
             session.add(
                 AttachmentRecord(
