@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from storage.archive import RawArchive, write_atomic
 from storage.db import make_engine, schema_status, upgrade
@@ -94,3 +97,37 @@ def test_reference_numbers_count_up_per_call(store: Store) -> None:
         numbers = [store.next_reference_number(session, "smp-zhipu-2024") for _ in range(3)]
         other = store.next_reference_number(session, "caai-ant-2024")
     assert numbers == [1, 2, 3] and other == 1
+
+
+def test_sqlite_writers_of_one_process_take_turns_in_order(tmp_path: Path) -> None:
+    """A thread writing all the time must not keep an occasional writer (the sender) waiting."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE log (who TEXT)"))
+    order: list[str] = []
+    busy_holds_turn = threading.Event()
+    stop = threading.Event()
+
+    def busy_writer() -> None:
+        while not stop.is_set():
+            with engine.begin() as connection:
+                connection.execute(text("INSERT INTO log VALUES ('busy')"))
+                busy_holds_turn.set()
+                time.sleep(0.002)  # a decision's work inside its transaction
+            order.append("busy")
+
+    def occasional_writer() -> None:
+        busy_holds_turn.wait()
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO log VALUES ('occasional')"))
+        order.append("occasional")
+
+    threads = [threading.Thread(target=busy_writer), threading.Thread(target=occasional_writer)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(timeout=5)
+    stop.set()
+    threads[0].join(timeout=5)
+    engine.dispose()
+    assert "occasional" in order, "the occasional writer never got a turn"
+    assert order.index("occasional") <= 2, f"it waited behind {order.index('occasional')} busy transactions"
