@@ -89,13 +89,14 @@ def poll_folder(
     log.info("%d new message(s) in %s/%s", len(uids), box.name, folder, extra={"mailbox": box.name})
     to_move: list[int] = []
     summaries = client.summaries(uids)
+    by_uid = {s.uid: s for s in summaries}
     for batch in batches(summaries, box.batch_size):
-        by_uid = {s.uid: s for s in summaries if s.uid in set(batch)}
+        known = store.known_message_ids([m for uid in batch if (m := by_uid[uid].message_id)])
         need_body = []
         for uid in batch:
             ref = DeliveryRef(box.name, folder, state.uidvalidity, uid)
             message_id = by_uid[uid].message_id
-            known_pk = store.known_message_id(message_id) if message_id else None
+            known_pk = known.get(message_id) if message_id else None
             if known_pk is not None:
                 # the same message again: a second delivery, a copy in another folder, or a re-scan
                 store.record_known_delivery(known_pk, ref)

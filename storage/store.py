@@ -110,9 +110,15 @@ class Store:
 
     # --- intake -----------------------------------------------------------------------------
 
-    def known_message_id(self, message_id: str) -> int | None:
+    def known_message_ids(self, message_ids: Collection[str]) -> dict[str, int]:
+        """The recorded messages among ``message_ids``: Message-ID → primary key."""
+        if not message_ids:
+            return {}
         with self.sessions() as session:
-            return session.scalar(select(Message.id).where(Message.message_key == message_id))
+            rows = session.execute(
+                select(Message.message_key, Message.id).where(Message.message_key.in_(list(message_ids)))
+            )
+            return {key: pk for key, pk in rows}
 
     def record(
         self,
