@@ -8,6 +8,7 @@ or mobile number, or the same name at the same institution, and never when the t
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -17,6 +18,10 @@ from importlib import resources
 from typing import Any
 
 import opencc
+
+# Names are read character by character (the surname from its own table): pypinyin's dictionary of
+# phrases would only guess readings from everyday words, and it holds ~45 MB in every process.
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "true")
 from pypinyin import lazy_pinyin
 from pypinyin.contrib.tone_convert import to_normal
 from pypinyin.pinyin_dict import pinyin_dict
