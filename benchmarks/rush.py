@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -331,18 +330,14 @@ class BotRun:
     stage_counts: dict[str, int]
     outcomes: dict[str, int]
     rss_self_mb: float
-    rss_children_mb: float
     rss_workers_mb: float
+    pss_total_mb: float
     latencies: list[float] = field(default_factory=list)
     unanswered: int = 0
 
 
-def _rusage_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _descendants_peak_mb() -> float:
-    """The largest VmHWM among this process's live descendants (the parser workers while they run)."""
+def _descendants() -> set[int]:
+    """This process's live descendants (the forkserver and the parser workers)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -356,25 +351,71 @@ def _descendants_peak_mb() -> float:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
         mine |= frontier
-    peak = 0.0
-    for pid in mine:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-        except (OSError, ValueError):
-            continue
-    return peak
+    return mine
+
+
+def _proc_kib(path: str, key: str) -> int:
+    """A ``key: N kB`` line of a /proc file (0 once the process is gone)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class MemorySampler:
+    """The bot's memory while it runs, sampled a few times a second.
+
+    ``ru_maxrss`` will not do: Linux keeps it across exec, so a child started by fork + exec
+    reports the parent's size at the fork (here the whole generated load). VmHWM is reset by exec;
+    PSS splits pages shared between the bot, the forkserver and the workers among them, so their
+    sum is what the whole bot occupies.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.peak_total_pss_kib = 0
+        self._pids: set[int] = set()
+        self._samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        if self._samples % 8 == 0:  # walking /proc for the workers costs more than sampling them
+            self._pids = {os.getpid(), *_descendants()}
+        self._samples += 1
+        total = sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in self._pids)
+        self.peak_total_pss_kib = max(self.peak_total_pss_kib, total)
+
+
+def _workers_peak_mb() -> float:
+    """The largest VmHWM among the live descendants (the parser workers while they run)."""
+    return max((_proc_kib(f"/proc/{pid}/status", "VmHWM:") for pid in _descendants()), default=0) / 1024
 
 
 def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
     """One ``run_once`` in this (fresh) process; returned as plain data for the parent."""
     settings = parse_settings(raw_config, "rush configuration")
-    with Bot(settings, inline=inline) as bot:
+    with Bot(settings, inline=inline) as bot, MemorySampler() as memory:
         started_wall, started = time.time(), time.perf_counter()
         summary = bot.run_once()
         seconds = time.perf_counter() - started
-        workers_peak = _descendants_peak_mb()
+        workers_peak = _workers_peak_mb()
         snapshot = bot.timings.snapshot()
     outcomes = Counter(p.outcome for p in summary.processed)
     return asdict(
@@ -388,9 +429,9 @@ def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
             stages={name: total.seconds for name, total in snapshot.items()},
             stage_counts={name: total.count for name, total in snapshot.items()},
             outcomes=dict(outcomes),
-            rss_self_mb=_rusage_mb(resource.RUSAGE_SELF),
-            rss_children_mb=_rusage_mb(resource.RUSAGE_CHILDREN),
+            rss_self_mb=_proc_kib("/proc/self/status", "VmHWM:") / 1024,
             rss_workers_mb=workers_peak,
+            pss_total_mb=memory.peak_total_pss_kib / 1024,
         )
     )
 
@@ -528,8 +569,8 @@ def run_figures(run: BotRun, n: int, floor_s: float) -> dict[str, Any]:
         "p95_latency_s": percentile(run.latencies, 0.95),
         "max_latency_s": max(run.latencies, default=float("nan")),
         "peak_rss_mb": run.rss_self_mb,
-        "peak_rss_children_mb": run.rss_children_mb,
         "peak_rss_worker_mb": run.rss_workers_mb,
+        "peak_pss_total_mb": run.pss_total_mb,
         "stages": run.stages,
         "stage_counts": run.stage_counts,
         "outcomes": run.outcomes,
@@ -601,8 +642,8 @@ def print_table(summary: dict[str, Any]) -> None:
         ("latency p95 (s)", "p95_latency_s", "{:.2f}"),
         ("latency max (s)", "max_latency_s", "{:.2f}"),
         ("peak RSS bot (MB)", "peak_rss_mb", "{:.0f}"),
-        ("peak RSS children (MB)", "peak_rss_children_mb", "{:.0f}"),
         ("peak RSS a worker (MB)", "peak_rss_worker_mb", "{:.0f}"),
+        ("peak PSS whole bot (MB)", "peak_pss_total_mb", "{:.0f}"),
         ("processed", "processed", "{}"),
         ("acknowledged", "acknowledged", "{}"),
         ("expected, not answered", "unanswered", "{}"),
