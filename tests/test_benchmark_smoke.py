@@ -30,6 +30,7 @@ def test_rush_answers_every_submission_in_both_modes(tmp_path: Path, dovecot: Im
         assert summary[f"{prefix}errors"] == []
         assert 0 < summary[f"{prefix}p50_latency_s"] <= summary[f"{prefix}max_latency_s"]
         assert summary[f"{prefix}peak_rss_mb"] > 0
+        assert summary[f"{prefix}peak_pss_total_mb"] > 0
         assert summary[f"{prefix}stages"]["fetch"] > 0
     assert summary["mode"] == "pool"
     assert summary["peak_rss_worker_mb"] > 0
