@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,8 +41,6 @@ from templates import TemplateSet
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
-# how long a thread may keep the interpreter before another gets a turn (Python's default: 5 ms)
-THREAD_SWITCH_S = 0.001
 GIVE_BACK_WITHIN_S = 30.0
 
 
@@ -82,10 +79,6 @@ class RunSummary:
 class Bot:
     def __init__(self, settings: Settings, inline: bool = False) -> None:
         self.settings = settings
-        # The sending thread waits on the network several times per answer and, each time, waits
-        # again for its turn on the interpreter while the deciding thread computes: with 5 ms
-        # turns, answers left at some 25 a second however fast the mail server was.
-        sys.setswitchinterval(THREAD_SWITCH_S)
         make_private_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
         upgrade(engine)
