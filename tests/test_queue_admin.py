@@ -134,6 +134,18 @@ def configure(
     return write
 
 
+def queue_one(
+    imap_server: ImapServer, corpus_dir: Path, configure: Callable[..., tuple[Path, Settings]], name: str
+) -> tuple[dict[str, Any], Path, Settings, Message]:
+    """One corpus message through a run: its truth, the configuration file, the settings, its record."""
+    truth = load_corpus(imap_server, corpus_dir, [name])[name]
+    config, settings = configure()
+    with Bot(settings) as bot:
+        bot.run_once()
+        message = message_by_id(bot, truth["message_id"])
+    return truth, config, settings, message
+
+
 def cli_run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = cli.main(["--config", str(config), *args])
@@ -255,11 +267,7 @@ def test_resolve_with_typed_fields_makes_an_application(
     configure: Callable[..., tuple[Path, Settings]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    truth = load_corpus(imap_server, corpus_dir, [CORRUPT_SMP])[CORRUPT_SMP]
-    config, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
-        queued = message_by_id(bot, truth["message_id"])
+    truth, config, settings, queued = queue_one(imap_server, corpus_dir, configure, CORRUPT_SMP)
     typed = {
         "project_title": "面向软件工程的大模型代码评测",
         "applicant_name": "沈 欣怡",
@@ -301,11 +309,7 @@ def test_reject_closes_the_item_with_who_and_why(
     configure: Callable[..., tuple[Path, Settings]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    truth = load_corpus(imap_server, corpus_dir, [CORRUPT_CAAI])[CORRUPT_CAAI]
-    config, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
-        queued = message_by_id(bot, truth["message_id"])
+    truth, config, settings, queued = queue_one(imap_server, corpus_dir, configure, CORRUPT_CAAI)
     sent_before = len(smtp_sink.received)
     code, out, _ = cli_run(capsys, config, "queue", "--by", "bob", "reject", queued.reference or "", "--reason", "spam")
     assert code == 0 and f"closed {queued.id}" in out
@@ -392,11 +396,7 @@ def test_reject_with_notify_tells_the_sender_once(
     configure: Callable[..., tuple[Path, Settings]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    truth = load_corpus(imap_server, corpus_dir, [CORRUPT_CAAI])[CORRUPT_CAAI]
-    config, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
-        queued = message_by_id(bot, truth["message_id"])
+    truth, config, settings, queued = queue_one(imap_server, corpus_dir, configure, CORRUPT_CAAI)
     reason = "请将申报表另存为新的 .docx 后重新发送"
     code, out, _ = cli_run(
         capsys, config, "queue", "--by", "bob", "reject", queued.reference or "", "--reason", reason, "--notify"
