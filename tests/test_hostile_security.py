@@ -314,8 +314,8 @@ HEAD = (
 LEAF = b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=form.pdf\r\n\r\n%PDF-1.4\r\n"
 
 
-def nested_multiparts(levels: int) -> bytes:
-    part = LEAF
+def in_multiparts(part: bytes, levels: int) -> bytes:
+    """``part`` inside ``levels`` multipart/mixed containers, one inside the other."""
     for level in range(levels):
         boundary = f"level-{level}".encode()
         part = (
@@ -329,7 +329,11 @@ def nested_multiparts(levels: int) -> bytes:
             + boundary
             + b"--\r\n"
         )
-    return HEAD + part
+    return part
+
+
+def nested_multiparts(levels: int) -> bytes:
+    return HEAD + in_multiparts(LEAF, levels)
 
 
 def enclosed_messages(levels: int) -> bytes:
@@ -349,20 +353,7 @@ def test_a_thousand_nested_levels_are_contained(build: Callable[[int], bytes]) -
 
 def test_nesting_within_the_depth_limit_is_still_read(form_docx: bytes) -> None:
     part = mime_part(form_docx, DOCX_TYPE, b'attachment; filename="form.docx"')
-    for level in range(LIMITS.max_mime_depth - 2):
-        boundary = f"level-{level}".encode()
-        part = (
-            b"Content-Type: multipart/mixed; boundary="
-            + boundary
-            + b"\r\n\r\n--"
-            + boundary
-            + b"\r\n"
-            + part
-            + b"\r\n--"
-            + boundary
-            + b"--\r\n"
-        )
-    submission = read_contained(HEAD + part)
+    submission = read_contained(HEAD + in_multiparts(part, LIMITS.max_mime_depth - 2))
     assert submission.form is not None and submission.form.value("project_title") == TITLE
 
 
