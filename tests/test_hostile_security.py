@@ -104,14 +104,13 @@ def refused_for(submission: Submission, *reasons: str) -> str:
     return submission.unreadable.detail
 
 
+def disposition_named(filename: str) -> bytes:
+    """An attachment's Content-Disposition with ``filename`` as an RFC 2231 UTF-8 parameter."""
+    return f"attachment; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}".encode()
+
+
 def attached(data: bytes, filename: str, content_type: str = DOCX_TYPE, encoding: str = "base64") -> bytes:
-    quoted = urllib.parse.quote(filename, safe="")
-    return message(
-        [
-            text_part("申请表见附件"),
-            mime_part(data, content_type, f"attachment; filename*=UTF-8''{quoted}".encode(), encoding),
-        ]
-    )
+    return message([text_part("申请表见附件"), mime_part(data, content_type, disposition_named(filename), encoding)])
 
 
 def with_parts(package: bytes, replaced: dict[str, bytes]) -> bytes:
@@ -407,8 +406,7 @@ HOSTILE_NAMES = [
 def hostile_names_message() -> bytes:
     parts = []
     for number, name in enumerate(HOSTILE_NAMES):
-        disposition = f"attachment; filename*=UTF-8''{urllib.parse.quote(name, safe='')}".encode()
-        parts.append(mime_part(f"%PDF-1.4 part {number}".encode(), "application/pdf", disposition))
+        parts.append(mime_part(f"%PDF-1.4 part {number}".encode(), "application/pdf", disposition_named(name)))
     return message(parts)
 
 
@@ -498,11 +496,7 @@ def hostile_messages() -> dict[str, bytes]:
     readable = message(
         [
             text_part("申请表见附件 <script>alert(5)</script>\x1b[31m"),
-            mime_part(
-                hostile_form(),
-                DOCX_TYPE,
-                f"attachment; filename*=UTF-8''{urllib.parse.quote(form_name, safe='')}".encode(),
-            ),
+            mime_part(hostile_form(), DOCX_TYPE, disposition_named(form_name)),
         ],
         headers={
             "From": encoded_word("张伟" + injected) + b" <zhangwei@tsinghua.edu.cn>",
@@ -514,13 +508,7 @@ def hostile_messages() -> dict[str, bytes]:
     )
     broken_name = "申请表<script>\x1b]0;t\x07../../x.docx"
     unreadable = message(
-        [
-            mime_part(
-                broken_package(),
-                DOCX_TYPE,
-                f"attachment; filename*=UTF-8''{urllib.parse.quote(broken_name, safe='')}".encode(),
-            )
-        ],
+        [mime_part(broken_package(), DOCX_TYPE, disposition_named(broken_name))],
         headers={
             "From": encoded_word("李娜\x1b]0;x\x07<b>bold</b>" + injected) + b" <li.na@pku.edu.cn>",
             "Subject": b"\x1b[31m\xe7\x94\xb3\xe8\xaf\xb7 <script>alert(6)</script>\x1b]0;t\x07",
