@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -332,6 +333,7 @@ class BotRun:
     rss_self_mb: float
     rss_workers_mb: float
     pss_total_mb: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     unanswered: int = 0
 
@@ -408,15 +410,30 @@ def _workers_peak_mb() -> float:
     return max((_proc_kib(f"/proc/{pid}/status", "VmHWM:") for pid in _descendants()), default=0) / 1024
 
 
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its children it has reaped (/proc/PID/stat utime … cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
     """One ``run_once`` in this (fresh) process; returned as plain data for the parent."""
     settings = parse_settings(raw_config, "rush configuration")
     with Bot(settings, inline=inline) as bot, MemorySampler() as memory:
         started_wall, started = time.time(), time.perf_counter()
+        cpu_before = _cpu_s(resource.RUSAGE_SELF)
         summary = bot.run_once()
         seconds = time.perf_counter() - started
+        bot_cpu = _cpu_s(resource.RUSAGE_SELF) - cpu_before
         workers_peak = _workers_peak_mb()
         snapshot = bot.timings.snapshot()
+    # the parser workers are reaped by now (by the forkserver, which the bot reaped)
+    cpu = {"bot": bot_cpu, "parser workers": _cpu_s(resource.RUSAGE_CHILDREN)}
     outcomes = Counter(p.outcome for p in summary.processed)
     return asdict(
         BotRun(
@@ -432,6 +449,7 @@ def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
             rss_self_mb=_proc_kib("/proc/self/status", "VmHWM:") / 1024,
             rss_workers_mb=workers_peak,
             pss_total_mb=memory.peak_total_pss_kib / 1024,
+            cpu_s=cpu,
         )
     )
 
@@ -440,16 +458,24 @@ def _run_bot_child(raw_config: dict[str, Any], inline: bool, results: Any) -> No
     results.put(run_bot(raw_config, inline))
 
 
-def run_bot_isolated(raw_config: dict[str, Any], inline: bool) -> BotRun:
-    """``run_bot`` in a new process, so its peak RSS is the bot's alone."""
+def run_bot_isolated(raw_config: dict[str, Any], inline: bool, imap_server_pid: int) -> BotRun:
+    """``run_bot`` in a new process, so its peak RSS is the bot's alone.
+
+    Also counts the CPU the servers spent meanwhile: this process's (the SMTP sink; it does
+    nothing else while it waits) and Dovecot's (its master and the imap processes it reaped).
+    """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     child = context.Process(target=_run_bot_child, args=(raw_config, inline, results), name="rush-bot")
+    sink_before, imap_before = time.process_time(), _process_cpu_s(imap_server_pid)
     child.start()
     try:
         outcome: dict[str, Any] = results.get()
     finally:
         child.join()
+    time.sleep(0.5)  # Dovecot reaps the bot's imap processes after their logout
+    outcome["cpu_s"]["SMTP sink"] = time.process_time() - sink_before
+    outcome["cpu_s"]["IMAP server"] = _process_cpu_s(imap_server_pid) - imap_before
     return BotRun(**outcome)
 
 
@@ -466,9 +492,17 @@ def read_form(part: email.message.EmailMessage) -> int:
     return 0
 
 
-def floor(dovecot: DovecotServer, users: Sequence[str]) -> tuple[float, int]:
+@dataclass(frozen=True)
+class FloorRun:
+    seconds: float
+    cells_read: int
+    cpu_s: dict[str, float]
+
+
+def floor(dovecot: DovecotServer, users: Sequence[str]) -> FloorRun:
     """Fetch everything and read the forms, nothing else: the least time the bot's work could take."""
     started = time.perf_counter()
+    cpu_before, imap_before = time.process_time(), _process_cpu_s(dovecot.pid)
     read = 0
     for user in users:
         client = imapclient.IMAPClient(dovecot.host, port=dovecot.port, ssl=False)
@@ -484,7 +518,9 @@ def floor(dovecot: DovecotServer, users: Sequence[str]) -> tuple[float, int]:
                         read += read_form(part)
         finally:
             client.logout()
-    return time.perf_counter() - started, read
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+    time.sleep(0.5)  # Dovecot reaps the imap processes after their logout
+    return FloorRun(seconds, read, {"floor": cpu, "IMAP server": _process_cpu_s(dovecot.pid) - imap_before})
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -533,25 +569,26 @@ def batch(args: argparse.Namespace, settings: Settings, pdfs: dict[str, list[byt
             data_dir = Path(data_root) / ("single" if inline else "pool")
             config = rush_config(data_dir, dovecot, sink, args.workers, idle=False)
             print(f"running the bot ({'single process' if inline else f'{args.workers} parser workers'}) …")
-            run = run_bot_isolated(config, inline)
-            time.sleep(0.2)  # the sink's last reply is recorded on its own thread
+            run = run_bot_isolated(config, inline, dovecot.pid)
             attach_latencies(run, load, appended, appends_done, sink)
             runs.append(run)
         print("running the floor …", flush=True)
-        floor_s, cells = floor(dovecot, users)
-    return summarise(args, load, runs, floor_s, cells)
+        floor_run = floor(dovecot, users)
+    return summarise(args, load, runs, floor_run)
 
 
 def summarise(
-    args: argparse.Namespace, load: Sequence[Planned], runs: list[BotRun], floor_s: float, cells: int
+    args: argparse.Namespace, load: Sequence[Planned], runs: list[BotRun], floor_run: FloorRun
 ) -> dict[str, Any]:
+    floor_s = floor_run.seconds
     summary: dict[str, Any] = {
         "n": len(load),
         "kinds": dict(Counter(p.kind for p in load)),
         "workers": args.workers,
         "floor_s": floor_s,
-        "floor_cells_read": cells,
+        "floor_cells_read": floor_run.cells_read,
         "floor_messages_per_s": len(load) / floor_s,
+        "floor_cpu_s": floor_run.cpu_s,
     }
     headline = next((run for run in runs if run.mode == "pool"), runs[0])
     for prefix, run in [("", headline), *(("single_", r) for r in runs if r.mode == "single")]:
@@ -572,6 +609,8 @@ def run_figures(run: BotRun, n: int, floor_s: float) -> dict[str, Any]:
         "peak_rss_worker_mb": run.rss_workers_mb,
         "peak_pss_total_mb": run.pss_total_mb,
         "stages": run.stages,
+        "cpu_s": run.cpu_s,
+        "cpu_ms_per_message": {name: seconds * 1000 / n for name, seconds in run.cpu_s.items()},
         "stage_counts": run.stage_counts,
         "outcomes": run.outcomes,
         "processed": run.processed,
@@ -649,7 +688,8 @@ def print_table(summary: dict[str, Any]) -> None:
         ("expected, not answered", "unanswered", "{}"),
     ]
     print(f"\nDeadline rush: {summary['n']} messages ({', '.join(f'{k} {v}' for k, v in summary['kinds'].items())})")
-    print(f"floor: {summary['floor_s']:.2f} s ({summary['floor_messages_per_s']:.1f} messages/s)\n")
+    floor_cpu = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["floor_cpu_s"].items())
+    print(f"floor: {summary['floor_s']:.2f} s ({summary['floor_messages_per_s']:.1f} messages/s; CPU {floor_cpu})\n")
     print(f"{'':<24}" + "".join(f"{title:>14}" for title, _ in shown))
     for label, key, fmt in rows:
         print(f"{label:<24}" + "".join(f"{fmt.format(summary[prefix + key]):>14}" for _, prefix in shown))
@@ -660,6 +700,10 @@ def print_table(summary: dict[str, Any]) -> None:
     # time in no stage: in single-process mode that is where the reading happens
     outside = "".join(f"{summary[p + 'bot_s'] - sum(summary[p + 'stages'].values()):>14.2f}" for _, p in shown)
     print(f"{'in no stage (s)':<24}" + outside)
+    # where the two cores went: the bot's processes and the servers it talks to
+    for name in summary["cpu_s"]:
+        cells = "".join(f"{summary[prefix + 'cpu_s'].get(name, 0.0):>14.2f}" for _, prefix in shown)
+        print(f"{'CPU ' + name + ' (s)':<24}" + cells)
     for _, prefix in shown:
         for error in summary[f"{prefix}errors"]:
             print(f"error ({prefix or 'pool'}): {error}")

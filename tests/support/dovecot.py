@@ -169,6 +169,13 @@ namespace inbox {{
         self.stop()
         raise RuntimeError(f"dovecot did not start on port {self.port}\n{self.log_text()}")
 
+    @property
+    def pid(self) -> int:
+        """The master process, which reaps the imap processes it starts (and so counts their CPU)."""
+        if self.process is None:
+            raise RuntimeError("dovecot is not running")
+        return self.process.pid
+
     def log_text(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
