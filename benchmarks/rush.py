@@ -421,6 +421,16 @@ def _process_cpu_s(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _descendants_cpu_s() -> float:
+    total = 0.0
+    for pid in _descendants():
+        try:
+            total += _process_cpu_s(pid)
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
 def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
     """One ``run_once`` in this (fresh) process; returned as plain data for the parent."""
     settings = parse_settings(raw_config, "rush configuration")
@@ -429,11 +439,13 @@ def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
         cpu_before = _cpu_s(resource.RUSAGE_SELF)
         summary = bot.run_once()
         seconds = time.perf_counter() - started
-        bot_cpu = _cpu_s(resource.RUSAGE_SELF) - cpu_before
+        cpu = {
+            "bot": _cpu_s(resource.RUSAGE_SELF) - cpu_before,
+            # the forkserver and the live workers, with any workers replaced during the run
+            "parser workers": _descendants_cpu_s(),
+        }
         workers_peak = _workers_peak_mb()
         snapshot = bot.timings.snapshot()
-    # the parser workers are reaped by now (by the forkserver, which the bot reaped)
-    cpu = {"bot": bot_cpu, "parser workers": _cpu_s(resource.RUSAGE_CHILDREN)}
     outcomes = Counter(p.outcome for p in summary.processed)
     return asdict(
         BotRun(

@@ -3,11 +3,12 @@
 Everything taken from a submission (names, titles, file names, subjects, addresses) is treated as
 hostile: control characters, line breaks and terminal escapes are removed before a value reaches a
 header or a body, addresses are checked against a strict syntax, the HTML body is autoescaped, and
-the headers themselves are produced by :mod:`email` so that non-ASCII text is RFC 2047 encoded.
+non-ASCII header text is RFC 2047 encoded by :mod:`email.header`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -15,12 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.headerregistry import Address, AddressHeader
-from email.message import EmailMessage
+from email.headerregistry import AddressHeader
 from email.policy import EmailPolicy
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsBytes
 
 import dkim
 
@@ -292,8 +292,20 @@ def _own_addresses(call: CallSettings) -> set[str]:
     return {call.sender.address.lower(), *(a.lower() for a in call.addresses)}
 
 
-def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: datetime) -> EmailMessage:
-    """The answer to one submission as a multipart/alternative message, ready to serialise and send."""
+@dataclass(frozen=True)
+class ComposedMail:
+    """An answer ready to queue: who gets it, its Message-ID, and its bytes as sent (CRLF, unsigned)."""
+
+    message_id: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+    def __bytes__(self) -> bytes:
+        return self.raw
+
+
+def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: datetime) -> ComposedMail:
+    """The answer to one submission as a multipart/alternative message, ready to sign and send."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("the Date of an acknowledgement needs an aware datetime")
     recipient = valid_address(ctx.reply_to)
@@ -311,30 +323,134 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     text = templates.render(f"ack/{ctx.outcome}.txt.j2", context)
     html = templates.render(f"ack/{ctx.outcome}.html.j2", context)
 
-    msg = EmailMessage(policy=SMTP_POLICY)
-    msg["From"] = Address(display_name=one_line(ctx.call.sender.name, 80), addr_spec=ctx.call.sender.address)
-    msg["To"] = Address(addr_spec=recipient)
     copy_to = _copy_address(ctx.applicant_email, recipient, own)
-    if copy_to:
-        msg["Cc"] = Address(addr_spec=copy_to)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(now.astimezone(ctx.call.tz))
-    msg["Message-ID"] = message_id
     original = valid_message_id(ctx.original_message_id)
-    if original:
-        msg["In-Reply-To"] = original
-    references = thread_references(ctx.original_references, original)
-    if references:
-        msg["References"] = " ".join(references)
-    # RFC 3834: the standard mark of an automatic answer; well-behaved responders stay quiet on it.
-    msg["Auto-Submitted"] = "auto-replied"
-    # Exchange's own switch: no out-of-office or auto-reply back, but delivery reports still come.
-    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
-    msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
-    msg.add_alternative(html, subtype="html", charset="utf-8", cte="base64")
-    # After the content: setting content clears every Content-* header.
-    msg["Content-Language"] = "zh-CN, en"
-    return msg
+    raw = alternative_mail(
+        OutgoingHeaders(
+            sender_name=one_line(ctx.call.sender.name, 80),
+            sender_address=ctx.call.sender.address,
+            to=recipient,
+            cc=copy_to,
+            subject=subject,
+            date=now.astimezone(ctx.call.tz),
+            message_id=message_id,
+            in_reply_to=original,
+            references=thread_references(ctx.original_references, original),
+        ),
+        text,
+        html,
+    )
+    recipients = tuple(sorted({address.lower() for address in (recipient, copy_to) if address}))
+    return ComposedMail(message_id, recipients, raw)
+
+
+# --- the message on the wire ------------------------------------------------------------------
+#
+# Every answer has the same shape (two bodies, a fixed set of headers), so it is written out here
+# rather than through EmailMessage: the header registry and generator cost more than rendering the
+# templates, once per answer during a rush. Header values arrive cleaned by one_line and checked by
+# valid_address / valid_message_id; a line break among them is refused all the same.
+
+CRLF = "\r\n"
+HEADER_WIDTH = 78
+BASE64_LINE = 76
+
+
+@dataclass(frozen=True)
+class OutgoingHeaders:
+    sender_name: str
+    sender_address: str
+    to: str
+    cc: str | None
+    subject: str
+    date: datetime
+    message_id: str
+    in_reply_to: str | None
+    references: Sequence[str]
+
+
+def _single_line(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a header value may not break lines: {value[:80]!r}")
+    return value
+
+
+def _plain_ascii(value: str) -> bool:
+    # literal "=?" in ASCII text would read as the start of an encoded word: encode such text too
+    return value.isascii() and "=?" not in value
+
+
+def text_header(name: str, value: str) -> str:
+    """``Name: value`` folded to the line width, as RFC 2047 encoded words unless plain ASCII."""
+    charset = "us-ascii" if _plain_ascii(value) else "utf-8"
+    return f"{name}: " + Header(_single_line(value), charset, HEADER_WIDTH, name).encode(linesep=CRLF)
+
+
+def mailbox_header(name: str, display_name: str, address: str) -> str:
+    if not display_name:
+        return f"{name}: {_single_line(address)}"
+    if _plain_ascii(display_name):
+        # folded at spaces only (folding white space may stand inside a quoted display name)
+        mailbox = Header(_single_line(formataddr((display_name, address))), "us-ascii", HEADER_WIDTH, name)
+        return f"{name}: " + mailbox.encode(splitchars=" ", linesep=CRLF)
+    words = Header(_single_line(display_name), "utf-8", HEADER_WIDTH, name).encode(linesep=CRLF)
+    angle = f"<{_single_line(address)}>"
+    last_line = f"{name}: {words}".rpartition(CRLF)[2]
+    space = f"{CRLF} " if len(last_line) + 1 + len(angle) > HEADER_WIDTH else " "
+    return f"{name}: {words}{space}{angle}"
+
+
+def ids_header(name: str, ids: Sequence[str]) -> str:
+    # Message-IDs are never encoded words: a long one stays whole on its line (legal up to 998)
+    return f"{name}: " + f"{CRLF} ".join(_single_line(i) for i in ids)
+
+
+def base64_body(text: str) -> str:
+    """``text`` with CRLF line ends, base64-encoded in lines of 76 characters (RFC 2045)."""
+    data = b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+    encoded = base64.b64encode(data).decode("ascii")
+    return "".join(encoded[i : i + BASE64_LINE] + CRLF for i in range(0, len(encoded), BASE64_LINE))
+
+
+def alternative_mail(headers: OutgoingHeaders, text: str, html: str) -> bytes:
+    """A multipart/alternative message (text, then HTML) with ``headers`` and automatic-answer marks."""
+    lines = [
+        mailbox_header("From", headers.sender_name, headers.sender_address),
+        mailbox_header("To", "", headers.to),
+    ]
+    if headers.cc:
+        lines.append(mailbox_header("Cc", "", headers.cc))
+    lines += [
+        text_header("Subject", headers.subject),
+        f"Date: {format_datetime(headers.date)}",
+        ids_header("Message-ID", [headers.message_id]),
+    ]
+    if headers.in_reply_to:
+        lines.append(ids_header("In-Reply-To", [headers.in_reply_to]))
+    if headers.references:
+        lines.append(ids_header("References", headers.references))
+    # the boundary cannot occur in the parts: base64 has no "_" and "=" only as final padding
+    boundary = "=_" + hashlib.sha256(headers.message_id.encode()).hexdigest()[:32]
+    lines += [
+        # RFC 3834: the standard mark of an automatic answer; well-behaved responders stay quiet on it.
+        "Auto-Submitted: auto-replied",
+        # Exchange's own switch: no out-of-office or auto-reply back, but delivery reports still come.
+        "X-Auto-Response-Suppress: OOF, AutoReply",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative;{CRLF} boundary="{boundary}"',
+        "Content-Language: zh-CN, en",
+        "",
+    ]
+    for subtype, body in (("plain", text), ("html", html)):
+        lines += [
+            f"--{boundary}",
+            f'Content-Type: text/{subtype}; charset="utf-8"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            base64_body(body),
+        ]
+    lines.append(f"--{boundary}--{CRLF}")
+    return CRLF.join(lines).encode("ascii")
 
 
 def _copy_address(applicant_email: str | None, recipient: str, own: set[str]) -> str | None:
@@ -363,9 +479,9 @@ def sign_dkim(msg_bytes: bytes, selector: str, domain: str, key_pem: bytes) -> b
     return bytes(signature) + msg_bytes
 
 
-def message_bytes(msg: EmailMessage, smtp: SmtpSettings) -> bytes:
+def message_bytes(mail: SupportsBytes, smtp: SmtpSettings) -> bytes:
     """The message as sent (CRLF line ends), DKIM-signed when ``[smtp] dkim_*`` are all set."""
-    raw = msg.as_bytes(policy=SMTP_POLICY)
+    raw = bytes(mail)
     dkim_settings = (smtp.dkim_selector, smtp.dkim_domain, smtp.dkim_key_file)
     if all(value is None for value in dkim_settings):
         return raw

@@ -15,9 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, true
@@ -25,13 +22,16 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
-    SMTP_POLICY,
     AckContext,
+    ComposedMail,
+    OutgoingHeaders,
+    alternative_mail,
     compose_acknowledgement,
     is_our_message_id,
     make_message_id,
     message_bytes,
     valid_address,
+    valid_message_id,
 )
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
@@ -435,8 +435,7 @@ class Processor:
             log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
             return False
         mail = compose_acknowledgement(context, self.templates, now)
-        recipients = sorted({a.lower() for a in [recipient, *mail.get_all("Cc", [])] if a})
-        self._add_to_outbox(session, "ack", message, call, recipient, recipients, mail, suppressed)
+        self._add_to_outbox(session, "ack", message, call, recipient, mail, suppressed)
         if suppressed:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
@@ -459,21 +458,24 @@ class Processor:
         }
         subject = one_line(f"【已处理】{call.name_zh} · {message.reference or ''} / Closed: {message.reference or ''}")
         context["subject"] = subject
-        mail = EmailMessage(policy=SMTP_POLICY)
-        mail["From"] = Address(display_name=one_line(call.sender.name, 80), addr_spec=call.sender.address)
-        mail["To"] = Address(addr_spec=recipient)
-        mail["Subject"] = subject
-        mail["Date"] = format_datetime(now.astimezone(call.tz))
-        mail["Message-ID"] = message_id
-        if message.message_id:
-            mail["In-Reply-To"] = message.message_id
-            mail["References"] = message.message_id
-        mail["Auto-Submitted"] = "auto-replied"
-        mail.set_content(self.templates.render("notice/closed.txt.j2", context), charset="utf-8", cte="base64")
-        mail.add_alternative(
-            self.templates.render("notice/closed.html.j2", context), subtype="html", charset="utf-8", cte="base64"
+        original = valid_message_id(message.message_id)
+        raw = alternative_mail(
+            OutgoingHeaders(
+                sender_name=one_line(call.sender.name, 80),
+                sender_address=call.sender.address,
+                to=recipient,
+                cc=None,
+                subject=subject,
+                date=now.astimezone(call.tz),
+                message_id=message_id,
+                in_reply_to=original,
+                references=[original] if original else [],
+            ),
+            self.templates.render("notice/closed.txt.j2", context),
+            self.templates.render("notice/closed.html.j2", context),
         )
-        self._add_to_outbox(session, "notice", message, call, recipient, [recipient], mail, None)
+        mail = ComposedMail(message_id, (recipient.lower(),), raw)
+        self._add_to_outbox(session, "notice", message, call, recipient, mail, None)
         return True
 
     def _add_to_outbox(
@@ -483,8 +485,7 @@ class Processor:
         message: Message,
         call: CallSettings,
         recipient: str,
-        recipients: list[str],
-        mail: EmailMessage,
+        mail: ComposedMail,
         suppressed: str | None,
     ) -> None:
         now = utcnow()
@@ -495,9 +496,9 @@ class Processor:
                 call_id=call.id,
                 mailbox=self.settings.mailbox_for_call(call.id),
                 sender=call.sender.address,
-                recipients=recipients,
+                recipients=list(mail.recipients),
                 to_addr=recipient,
-                message_id=str(mail["Message-ID"]),
+                message_id=mail.message_id,
                 raw=message_bytes(mail, self.settings.smtp),
                 state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
                 attempts=0,

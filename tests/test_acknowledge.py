@@ -19,12 +19,14 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailbot.acknowledge import (
     OUTCOMES,
     AckContext,
+    OutgoingHeaders,
+    alternative_mail,
     compose_acknowledgement,
     is_our_message_id,
     make_message_id,
@@ -381,6 +383,35 @@ def test_any_title_round_trips_into_the_subject(title: str) -> None:
     assert str(msg["Subject"]) == (
         f"【已收到】{SMP.name_zh}申报{middle} · 编号 SMP24-0042 / Received: application SMP24-0042"
     )
+
+
+@given(st.text(alphabet=st.sampled_from([*'=?_Qqb:;,"<>()@. ', "a", "Z", "申", "é"]), min_size=1, max_size=100))
+def test_subjects_and_sender_names_of_any_text_read_back_as_written(text: str) -> None:
+    # ASCII too: a literal "=?utf-8?q?...?=" must stay text, and quotes, commas and angle brackets
+    # in a display name must not change the address
+    written = one_line(text, 100) or "x"
+    call = SMP.model_copy(update={"sender": SMP.sender.model_copy(update={"name": written})})
+    raw = bytes(compose_acknowledgement(context(call, original_subject=written), TEMPLATES, NOW))
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg["From"].addresses[0].display_name == written
+    assert msg["From"].addresses[0].addr_spec == SMP.sender.address
+    assert all(len(line) <= 78 for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n"))
+
+
+def test_a_line_break_never_reaches_a_header() -> None:
+    headers = OutgoingHeaders(
+        sender_name="Office",
+        sender_address="min.gao@aminer.cn",
+        to="a@example.org",
+        cc=None,
+        subject="Received\r\nBcc: victim@example.org",
+        date=NOW,
+        message_id="<a@b>",
+        in_reply_to=None,
+        references=[],
+    )
+    with pytest.raises(ValueError, match="break lines"):
+        alternative_mail(headers, "text", "<p>html</p>")
 
 
 # ---------------------------------------------------------------------------------------------- message ids

@@ -7,7 +7,10 @@ tests skip, except under CI=true where they fail.
 from __future__ import annotations
 
 import dataclasses
+import email
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -64,7 +67,9 @@ def _context(call: CallSettings, outcome: str) -> AckContext:
 
 
 def _html(ctx: AckContext) -> str:
-    msg = compose_acknowledgement(ctx, TEMPLATES, datetime(2024, 8, 20, 9, 31, tzinfo=UTC))
+    raw = bytes(compose_acknowledgement(ctx, TEMPLATES, datetime(2024, 8, 20, 9, 31, tzinfo=UTC)))
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
     part = msg.get_body(("html",))
     assert part is not None
     content = part.get_content()
