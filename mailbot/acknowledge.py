@@ -390,9 +390,11 @@ def mailbox_header(name: str, display_name: str, address: str) -> str:
     if not display_name:
         return f"{name}: {_single_line(address)}"
     if _plain_ascii(display_name):
-        # folded at spaces only (folding white space may stand inside a quoted display name)
-        mailbox = Header(_single_line(formataddr((display_name, address))), "us-ascii", HEADER_WIDTH, name)
-        return f"{name}: " + mailbox.encode(splitchars=" ", linesep=CRLF)
+        line = f"{name}: " + _single_line(formataddr((display_name, address)))
+        if len(line) <= HEADER_WIDTH:
+            return line
+        # too long for one line: encoded words fold cleanly, where a folded quoted name may not
+        # read back the same
     words = Header(_single_line(display_name), "utf-8", HEADER_WIDTH, name).encode(linesep=CRLF)
     angle = f"<{_single_line(address)}>"
     last_line = f"{name}: {words}".rpartition(CRLF)[2]

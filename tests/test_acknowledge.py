@@ -11,7 +11,9 @@ import sys
 import zipfile
 from datetime import UTC, datetime
 from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import formataddr
 from pathlib import Path
 from typing import Any
 
@@ -386,15 +388,18 @@ def test_any_title_round_trips_into_the_subject(title: str) -> None:
 
 
 @given(st.text(alphabet=st.sampled_from([*'=?_Qqb:;,"<>()@. ', "a", "Z", "申", "é"]), min_size=1, max_size=100))
+@example('Fund Office, the Artificial Intelligence "Large" Model Interdisciplinary Fund Beijing')
 def test_subjects_and_sender_names_of_any_text_read_back_as_written(text: str) -> None:
     # ASCII too: a literal "=?utf-8?q?...?=" must stay text, and quotes, commas and angle brackets
     # in a display name must not change the address
-    written = one_line(text, 100) or "x"
+    written = one_line(text, 80) or "x"
     call = SMP.model_copy(update={"sender": SMP.sender.model_copy(update={"name": written})})
     raw = bytes(compose_acknowledgement(context(call, original_subject=written), TEMPLATES, NOW))
-    msg = email.message_from_bytes(raw, policy=policy.default)
-    assert msg["From"].addresses[0].display_name == written
-    assert msg["From"].addresses[0].addr_spec == SMP.sender.address
+    # decoded by RFC 2047 alone: Python's newer header parser doubles a space at the start of a
+    # folded encoded word, which the encoding does not contain
+    as_written = email.message_from_bytes(raw)["From"]
+    decoded = str(make_header(decode_header(as_written)))
+    assert decoded in (formataddr((written, SMP.sender.address)), f"{written} <{SMP.sender.address}>")
     assert all(len(line) <= 78 for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n"))
 
 
