@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from mailbot.config import MailboxSettings, Settings
 from mailbot.imap import MailboxClient, MailSummary
-from storage.store import DeliveryRef, Store, header_facts
+from storage.store import DeliveryRef, Incoming, Store, header_facts
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +104,35 @@ def poll_folder(
                 to_move.append(uid)
             else:
                 need_body.append(uid)
-        for mail in client.fetch(need_body):
+        fetched = list(client.fetch(need_body))
+        incoming = []
+        for mail in fetched:
             facts = header_facts(mail.raw)
-            recorded = store.record(
-                mail.raw,
-                arrival=mail.internaldate,
-                mailbox=box.name,
-                call_id=call_for(settings, box, facts.recipients),
-                source="imap",
-                delivery=DeliveryRef(box.name, folder, state.uidvalidity, mail.uid),
+            incoming.append(
+                Incoming(
+                    mail.raw,
+                    mail.internaldate,
+                    call_for(settings, box, facts.recipients),
+                    DeliveryRef(box.name, folder, state.uidvalidity, mail.uid),
+                    facts,
+                )
             )
+        for item, recorded in zip(incoming, store.record_many(incoming, box.name, "imap"), strict=True):
+            message_id = item.facts.message_id if item.facts else None
             if recorded.new:
                 result.new += 1
                 result.recorded_pks.append(recorded.message_pk)
                 log.info(
                     "recorded %s from %s",
-                    facts.message_id or "(no Message-ID)",
+                    message_id or "(no Message-ID)",
                     box.name,
-                    extra={"message_id": facts.message_id, "mailbox": box.name},
+                    extra={"message_id": message_id, "mailbox": box.name},
                 )
                 if on_recorded is not None:
                     on_recorded(recorded.message_pk)
             else:
                 result.known += 1
-            to_move.append(mail.uid)
+        to_move.extend(mail.uid for mail in fetched)
     if box.processed_folder and to_move:
         client.move(to_move, box.processed_folder)
     return result

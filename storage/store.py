@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import decode_header, make_header
@@ -54,6 +54,17 @@ class DeliveryRef:
 class Recorded:
     message_pk: int
     new: bool
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message to record: its bytes, when it arrived, its call, and where it was found."""
+
+    raw: bytes
+    arrival: datetime
+    call_id: str | None
+    delivery: DeliveryRef | None
+    facts: HeaderFacts | None = None  # read from ``raw`` when not given
 
 
 @dataclass(frozen=True)
@@ -130,71 +141,111 @@ class Store:
         delivery: DeliveryRef | None,
     ) -> Recorded:
         """Archive ``raw`` durably, then record it (or a further delivery of it) in one transaction."""
-        digest = self.archive.put(raw)
-        facts = header_facts(raw)
-        key = message_key_for(facts.message_id, digest)
-        now = utcnow()
+        return self.record_many([Incoming(raw, arrival, call_id, delivery)], mailbox, source)[0]
+
+    def record_many(self, incoming: Sequence[Incoming], mailbox: str, source: str) -> list[Recorded]:
+        """Archive each message durably, then record them all in one transaction, in order.
+
+        One commit for a fetched batch rather than one per message: should the worker stop before
+        it, the folder's cursor has not moved either, and the same UIDs are read again (the
+        archive keeps each file once, by content).
+        """
+        archived = [(self.archive.put(item.raw), item.facts or header_facts(item.raw), item) for item in incoming]
         for _attempt in range(2):
             try:
                 with transaction(self.sessions) as session:
-                    existing = session.scalar(
-                        select(Message).where((Message.message_key == key) | (Message.sha256 == digest))
-                    )
-                    if existing is None:
-                        message = Message(
-                            message_key=key,
-                            message_id=facts.message_id,
-                            sha256=digest,
-                            size=len(raw),
-                            mailbox=mailbox,
-                            call_id=call_id,
-                            arrival=arrival,
-                            recorded_at=now,
-                            source=source,
-                            subject=facts.subject,
-                            from_addr=facts.from_addr,
-                            state=MessageState.RECEIVED,
-                            attempts=0,
-                        )
-                        session.add(message)
-                        session.flush()
-                        pk, new = message.id, True
-                    else:
-                        pk, new = existing.id, False
-                    if delivery is not None:
-                        self._add_delivery(session, pk, delivery, now)
-                        self._advance_cursor(session, delivery)
-                return Recorded(pk, new)
+                    return self._record_archived(session, archived, mailbox, source)
             except IntegrityError:
-                # another worker recorded the same message at the same moment: take theirs
+                # another worker recorded one of them at the same moment: take theirs
                 continue
-        raise RuntimeError(f"could not record message {key}")
+        raise RuntimeError(f"could not record {len(incoming)} message(s) from {mailbox}")
+
+    def _record_archived(
+        self,
+        session: Session,
+        archived: Sequence[tuple[str, HeaderFacts, Incoming]],
+        mailbox: str,
+        source: str,
+    ) -> list[Recorded]:
+        now = utcnow()
+        keys = [message_key_for(facts.message_id, digest) for digest, facts, _ in archived]
+        digests = [digest for digest, _, _ in archived]
+        by_key: dict[str, int | Message] = {}
+        by_digest: dict[str, int | Message] = {}
+        for pk, key, digest in session.execute(
+            select(Message.id, Message.message_key, Message.sha256).where(
+                Message.message_key.in_(keys) | Message.sha256.in_(digests)
+            )
+        ):
+            by_key[key] = by_digest[digest] = pk
+        found: list[tuple[int | Message, bool]] = []
+        for key, (digest, facts, item) in zip(keys, archived, strict=True):
+            known = by_key.get(key) or by_digest.get(digest)
+            if known is not None:
+                # recorded before, or earlier in this batch (the same message under two UIDs)
+                found.append((known, False))
+                continue
+            message = Message(
+                message_key=key,
+                message_id=facts.message_id,
+                sha256=digest,
+                size=len(item.raw),
+                mailbox=mailbox,
+                call_id=item.call_id,
+                arrival=item.arrival,
+                recorded_at=now,
+                source=source,
+                subject=facts.subject,
+                from_addr=facts.from_addr,
+                state=MessageState.RECEIVED,
+                attempts=0,
+            )
+            session.add(message)
+            by_key[key] = by_digest[digest] = message
+            found.append((message, True))
+        session.flush()  # the batch's INSERTs, and their keys
+        results = [Recorded(entry.id if isinstance(entry, Message) else entry, new) for entry, new in found]
+        self._add_deliveries(
+            session,
+            [(r.message_pk, item.delivery) for r, (_, _, item) in zip(results, archived, strict=True) if item.delivery],
+            now,
+        )
+        return results
 
     def record_known_delivery(self, message_pk: int, delivery: DeliveryRef) -> None:
         with transaction(self.sessions) as session:
-            self._add_delivery(session, message_pk, delivery, utcnow())
-            self._advance_cursor(session, delivery)
+            self._add_deliveries(session, [(message_pk, delivery)], utcnow())
 
-    def _add_delivery(self, session: Session, message_pk: int, ref: DeliveryRef, now: datetime) -> None:
-        exists = session.scalar(
-            select(Delivery.id).where(
-                Delivery.mailbox == ref.mailbox,
-                Delivery.folder == ref.folder,
-                Delivery.uidvalidity == ref.uidvalidity,
-                Delivery.uid == ref.uid,
-            )
-        )
-        if exists is None:
-            session.add(
-                Delivery(
-                    message_pk=message_pk,
-                    mailbox=ref.mailbox,
-                    folder=ref.folder,
-                    uidvalidity=ref.uidvalidity,
-                    uid=ref.uid,
-                    seen_at=now,
+    def _add_deliveries(self, session: Session, found: Sequence[tuple[int, DeliveryRef]], now: datetime) -> None:
+        """Note where each message was found (once per folder and UID) and move the folders' cursors."""
+        by_folder: dict[tuple[str, str, int], list[tuple[int, DeliveryRef]]] = {}
+        for message_pk, ref in found:
+            by_folder.setdefault((ref.mailbox, ref.folder, ref.uidvalidity), []).append((message_pk, ref))
+        for (mailbox, folder, uidvalidity), entries in by_folder.items():
+            known = set(
+                session.scalars(
+                    select(Delivery.uid).where(
+                        Delivery.mailbox == mailbox,
+                        Delivery.folder == folder,
+                        Delivery.uidvalidity == uidvalidity,
+                        Delivery.uid.in_([ref.uid for _, ref in entries]),
+                    )
                 )
             )
+            for message_pk, ref in entries:
+                if ref.uid not in known:
+                    known.add(ref.uid)
+                    session.add(
+                        Delivery(
+                            message_pk=message_pk,
+                            mailbox=mailbox,
+                            folder=folder,
+                            uidvalidity=uidvalidity,
+                            uid=ref.uid,
+                            seen_at=now,
+                        )
+                    )
+            self._advance_cursor(session, max((ref for _, ref in entries), key=lambda ref: ref.uid))
 
     def _advance_cursor(self, session: Session, ref: DeliveryRef) -> None:
         cursor = session.get(MailboxCursor, (ref.mailbox, ref.folder))

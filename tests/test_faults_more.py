@@ -120,20 +120,20 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
             proxy.stall(0)
 
         with Bot(settings, inline=True) as bot:
-            record = bot.store.record
+            record_many = bot.store.record_many
             recorded: list[Recorded] = []
 
-            def record_then_restart(*args: Any, **kwargs: Any) -> Recorded:
+            def record_then_restart(*args: Any, **kwargs: Any) -> list[Recorded]:
                 """After the second message: hold the bot's next FETCH while Dovecot restarts under it."""
-                result = record(*args, **kwargs)
-                recorded.append(result)
+                result = record_many(*args, **kwargs)
+                recorded.extend(result)
                 if len(recorded) == before_restart:
                     proxy.stall(30)
                     threading.Thread(target=restart_server, name="restart-dovecot").start()
                 return result
 
             with monkeypatch.context() as patch:
-                patch.setattr(bot.store, "record", record_then_restart)
+                patch.setattr(bot.store, "record_many", record_then_restart)
                 first = bot.run_once()
 
             assert restarted.is_set() and server.process is not None and server.process.pid != old_pid

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from storage.archive import RawArchive, write_atomic
 from storage.db import make_engine, schema_status, upgrade
 from storage.models import Message, MessageState
-from storage.store import DeliveryRef, Store, header_facts
+from storage.store import DeliveryRef, Incoming, Store, header_facts
 
 RAW = (
     b"Message-ID: <a1@example.edu.cn>\r\nFrom: =?utf-8?b?5byg5Lyf?= <ZW@Example.edu.cn>\r\nTo: min.gao@aminer.cn\r\n"
@@ -73,6 +73,25 @@ def test_recording_twice_is_one_message_with_two_deliveries(store: Store) -> Non
         message = session.get_one(Message, first.message_pk)
         assert message.arrival == WHEN and message.arrival.tzinfo is not None
         assert message.state == MessageState.RECEIVED
+
+
+def test_a_fetched_batch_is_recorded_in_order_each_message_once(store: Store) -> None:
+    other = RAW.replace(b"<a1@", b"<b1@")
+    store.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 1))
+
+    def found_at(raw: bytes, uid: int) -> Incoming:
+        return Incoming(raw, WHEN, "smp-zhipu-2024", DeliveryRef("smp", "INBOX", 7, uid))
+
+    # known already; new; the new one again under another UID (one copy per Message-ID); a re-read UID
+    batch = [found_at(RAW, 2), found_at(other, 3), found_at(other + b"\r\n", 4), found_at(RAW, 1)]
+    recorded = store.record_many(batch, "smp", "imap")
+    assert [r.new for r in recorded] == [False, True, False, False]
+    assert recorded[1].message_pk == recorded[2].message_pk != recorded[0].message_pk == recorded[3].message_pk
+    assert sorted(d.uid for d in store.deliveries_of(recorded[0].message_pk)) == [1, 2]
+    assert sorted(d.uid for d in store.deliveries_of(recorded[1].message_pk)) == [3, 4]
+    assert store.cursor("smp", "INBOX") == (7, 4)
+    with store.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == 2
 
 
 def test_uidvalidity_reset_restarts_the_cursor(store: Store) -> None:
