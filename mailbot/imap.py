@@ -234,8 +234,18 @@ class MailboxClient:
             self.client.expunge()
 
     def append(self, folder: str, raw: bytes, when: datetime, flags: Sequence[bytes] = (rb"\Seen",)) -> None:
+        self.append_all(folder, [raw], when, flags)
+
+    def append_all(
+        self, folder: str, raws: Sequence[bytes], when: datetime, flags: Sequence[bytes] = (rb"\Seen",)
+    ) -> None:
+        """Add ``raws`` to ``folder``: in one command where the server has MULTIAPPEND (RFC 3502)."""
         self.ensure_folder(folder)
-        self.client.append(folder, raw, flags=list(flags), msg_time=when)
+        if len(raws) > 1 and self.client.has_capability("MULTIAPPEND"):
+            self.client.multiappend(folder, [{"msg": raw, "flags": list(flags), "date": when} for raw in raws])
+            return
+        for raw in raws:
+            self.client.append(folder, raw, flags=list(flags), msg_time=when)
 
     def move_message_id(self, folders: Sequence[str], message_id: str, target: str) -> bool:
         """Move the message with this Message-ID from the first of ``folders`` that has it."""

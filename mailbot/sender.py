@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, resolve_secret
@@ -43,6 +44,16 @@ class SendResult:
     outbox_id: int
     state: str
     reply: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An answer the SMTP server took, whose outcome is recorded with the rest of its batch."""
+
+    outbox_id: int
+    reply: str
+    mailbox: str | None
+    raw: bytes
 
 
 class TemporaryFailure(Exception):
@@ -260,14 +271,11 @@ class Sender:
                 ids = self.store.claim_outbox(self.worker, 20 if limit is None else min(20, limit - len(results)))
                 if not ids:
                     break
-                for outbox_id in ids:
-                    result = self._deliver(transport, folders, outbox_id)
-                    if result is not None:
-                        results.append(result)
-                    if transport.login_refused:
-                        self.give_back()  # the rest of this round's rows never started
-                        self._quiet_until = utcnow() + FIRST_RETRY
-                        return results
+                results.extend(self._deliver_claimed(transport, folders, ids))
+                if transport.login_refused:
+                    self.give_back()  # the rest of this round's rows never started
+                    self._quiet_until = utcnow() + FIRST_RETRY
+                    return results
             keep = keep_connections and bool(results)
         finally:
             self._last_flush = time.monotonic()
@@ -284,8 +292,52 @@ class Sender:
         if folders is not None:
             folders.close()
 
-    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | None:
-        """Send one claimed answer; None if another worker took it over meanwhile."""
+    def _deliver_claimed(self, transport: SmtpTransport, folders: SentFolders, ids: list[int]) -> list[SendResult]:
+        """Send claimed answers one by one, then file the accepted ones in Sent and record them together.
+
+        Each answer's hand-over is committed before its end goes out (``_handing_over``); recording
+        the server's reply can wait for the batch, because a row left in ``committing`` by a stop
+        counts as delivered, never as one to send again. One transaction and one Sent command
+        for the batch, rather than two of each per answer.
+        """
+        outcomes: dict[int, SendResult] = {}
+        accepted: list[Accepted] = []
+        oldest = 0.0
+        for outbox_id in ids:
+            outcome = self._deliver(transport, folders, outbox_id)
+            if isinstance(outcome, Accepted):
+                oldest = oldest if accepted else time.monotonic()
+                accepted.append(outcome)
+                self._accepted_unrecorded[outbox_id] = outcome.reply
+            elif outcome is not None:
+                outcomes[outbox_id] = outcome
+            if transport.login_refused:
+                break
+            if accepted and time.monotonic() - oldest > self.settings.smtp.timeout_s:
+                # a slow server: record before another worker could take a waiting row for abandoned
+                outcomes.update(self._record_accepted(folders, accepted))
+                accepted = []
+        if accepted:
+            outcomes.update(self._record_accepted(folders, accepted))
+        return [outcomes[outbox_id] for outbox_id in ids if outbox_id in outcomes]
+
+    def _record_accepted(self, folders: SentFolders, accepted: list[Accepted]) -> dict[int, SendResult]:
+        # filed before recorded: should the worker stop in between, the copy in Sent is what tells
+        # the restarted one that these answers went out
+        filed = self._file_in_sent(folders, accepted)
+        with transaction(self.store.sessions) as session:
+            results = {
+                answer.outbox_id: self._mark(
+                    session, answer.outbox_id, OutboxState.SENT, answer.reply, filed_in_sent=answer.outbox_id in filed
+                )
+                for answer in accepted
+            }
+        for answer in accepted:
+            del self._accepted_unrecorded[answer.outbox_id]
+        return results
+
+    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | Accepted | None:
+        """Send one claimed answer: Accepted by the server, a failure recorded, or None if taken over."""
         # only another worker can take an answer over, and only on a database several share
         if self.store.concurrent and not self.store.start_conversation(outbox_id, self.worker):
             log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
@@ -329,15 +381,7 @@ class Sender:
             )
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
         log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
-        # filed before it is recorded: should the worker stop in between, the copy in Sent is what
-        # tells the restarted one that this answer went out
-        filed = self._file_in_sent(folders, mailbox, raw, outbox_id)
-        try:
-            result = self._finish(outbox_id, OutboxState.SENT, reply, filed_in_sent=filed)
-        except Exception:
-            self._accepted_unrecorded[outbox_id] = reply
-            raise
-        return result
+        return Accepted(outbox_id, reply, mailbox, raw)
 
     def _handing_over(self, outbox_id: int) -> None:
         """Record that the end of the message goes out now: from here on the server may accept it."""
@@ -376,7 +420,14 @@ class Sender:
         return settled
 
     def _finish(
+        self, outbox_id: int, state: OutboxState, reply: str, next_attempt: datetime | None = None
+    ) -> SendResult:
+        with transaction(self.store.sessions) as session:
+            return self._mark(session, outbox_id, state, reply, next_attempt=next_attempt)
+
+    def _mark(
         self,
+        session: Session,
         outbox_id: int,
         state: OutboxState,
         reply: str,
@@ -390,22 +441,21 @@ class Sender:
             changes["sent_at"] = utcnow()
         if next_attempt is not None:
             changes["next_attempt_at"] = next_attempt
-        with transaction(self.store.sessions) as session:
-            message_pk, message_id = session.execute(
-                update(OutboxMail)
-                .where(OutboxMail.id == outbox_id)
-                .values(changes)
-                .returning(OutboxMail.message_pk, OutboxMail.message_id)
-            ).one()
-            self.store.add_event(
-                session,
-                f"outbox-{state}",
-                ACTOR,
-                message_pk,
-                outbox_id=outbox_id,
-                message_id=message_id,
-                reply=reply[:500],
-            )
+        message_pk, message_id = session.execute(
+            update(OutboxMail)
+            .where(OutboxMail.id == outbox_id)
+            .values(changes)
+            .returning(OutboxMail.message_pk, OutboxMail.message_id)
+        ).one()
+        self.store.add_event(
+            session,
+            f"outbox-{state}",
+            ACTOR,
+            message_pk,
+            outbox_id=outbox_id,
+            message_id=message_id,
+            reply=reply[:500],
+        )
         return SendResult(outbox_id, state.value, reply)
 
     # --- the Sent folder ----------------------------------------------------------------------
@@ -419,20 +469,29 @@ class Sender:
             return None
         return MailboxClient(box, resolve_secret(box))
 
-    def _file_in_sent(self, folders: SentFolders, mailbox: str | None, raw: bytes, outbox_id: int) -> bool:
-        """File a copy in the mailbox's Sent folder, as a mail client would, so the office sees it."""
+    def _file_in_sent(self, folders: SentFolders, accepted: list[Accepted]) -> set[int]:
+        """File copies in each mailbox's Sent folder, as a mail client would, so the office sees them.
+
+        Returns the rows filed. Filing is a courtesy: a failure is logged and the sends stand.
+        """
         if self.settings.smtp.saves_to_sent:
-            return False
-        try:
-            client = folders.client(mailbox)
-            if client is None:
-                return False
-            client.append(client.box.sent_folder, raw, utcnow())
-        except Exception as exc:  # filing is a courtesy; the send stands
-            folders.drop(mailbox)
-            log.warning("could not file %s in Sent: %s", outbox_id, exc)
-            return False
-        return True
+            return set()
+        by_mailbox: dict[str | None, list[Accepted]] = {}
+        for answer in accepted:
+            by_mailbox.setdefault(answer.mailbox, []).append(answer)
+        filed: set[int] = set()
+        for mailbox, answers in by_mailbox.items():
+            try:
+                client = folders.client(mailbox)
+                if client is None:
+                    continue
+                client.append_all(client.box.sent_folder, [answer.raw for answer in answers], utcnow())
+            except Exception as exc:
+                folders.drop(mailbox)
+                log.warning("could not file %d answer(s) in Sent of %s: %s", len(answers), mailbox, exc)
+                continue
+            filed.update(answer.outbox_id for answer in answers)
+        return filed
 
     def _earlier_attempt_filed(self, folders: SentFolders, mailbox: str | None, message_id: str) -> bool:
         """Whether a provider that files submitted mail has a copy from an earlier attempt.

@@ -376,14 +376,20 @@ class Store:
             session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"mailbot-call:{call_id}"))))
 
     def next_reference_number(self, session: Session, call_id: str) -> int:
-        counter = session.get(CallCounter, call_id, with_for_update=True)
-        if counter is None:
-            counter = CallCounter(call_id=call_id, last_number=0)
-            session.add(counter)
+        """The call's next number, counted up in one statement (its row stays locked until commit)."""
+        bump = (
+            update(CallCounter)
+            .where(CallCounter.call_id == call_id)
+            .values(last_number=CallCounter.last_number + 1)
+            .returning(CallCounter.last_number)
+            .execution_options(synchronize_session=False)
+        )
+        number = session.execute(bump).scalar_one_or_none()
+        if number is None:  # the call's first number
+            session.add(CallCounter(call_id=call_id, last_number=1))
             session.flush()
-        counter.last_number += 1
-        session.flush()
-        return counter.last_number
+            return 1
+        return int(number)
 
     def add_event(self, session: Session, kind: str, actor: str, message_pk: int | None = None, **detail: Any) -> None:
         session.add(Event(at=utcnow(), kind=kind, actor=actor, message_pk=message_pk, detail=detail))
