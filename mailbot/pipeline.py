@@ -219,7 +219,9 @@ class Processor:
         ``expect`` is the state the message must still be in (another worker, or an admin's
         concurrent action, may have finished it meanwhile); if it is not, nothing changes.
         """
-        with self.store.sessions() as session, session.begin():
+        # no flush before the commit: the queries below never need this message's own changes,
+        # and one flush at the end writes everything in as few statements as it can
+        with self.store.sessions() as session, session.begin(), session.no_autoflush:
             message = session.get_one(Message, pk, with_for_update=True)
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
@@ -253,10 +255,6 @@ class Processor:
                 lambda mid: self._is_ours(session, mid),
             )
             self.timings.add("decide", time.perf_counter() - decide_started)
-            reference = message.reference  # a retried message keeps the number it was given
-            if reference is None and decision.outcome != Outcome.IGNORED:
-                reference = format_reference(call, self.store.next_reference_number(session, call.id))
-            message.reference = reference
             message.outcome = decision.outcome.value
             message.reason = submission.unreadable.reason if submission.unreadable else None
             message.decision = decision_record(decision)
@@ -274,6 +272,11 @@ class Processor:
             if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
                 self._store_application(session, message, call, decision, submission)
             self._record_bounces(session, submission)
+            # counted up late: on SQLite this first write makes the other threads wait for the commit
+            reference = message.reference  # a retried message keeps the number it was given
+            if reference is None and decision.outcome != Outcome.IGNORED:
+                reference = format_reference(call, self.store.next_reference_number(session, call.id))
+            message.reference = reference
             acknowledged = False
             # a retry that ends where it was has nothing new to tell the applicant
             repeated = expect == MessageState.REVIEW and previous_outcome == decision.outcome.value
@@ -368,12 +371,10 @@ class Processor:
             applicant.institution_key = identity.institution_key or applicant.institution_key
             applicant.email = identity.email or applicant.email
             applicant.phone = identity.phone or applicant.phone
-            session.add(applicant)
-            session.flush()
             application = Application(
                 call_id=call.id,
                 application_key=key,
-                applicant_id=applicant.id,
+                applicant=applicant,
                 created_at=now,
                 duplicate_of_key=decision.duplicate_of,
             )
@@ -385,8 +386,7 @@ class Processor:
         application.missing = list(decision.missing)
         application.flags = list(decision.flags)
         application.updated_at = now
-        session.flush()
-        message.application_id = application.id
+        message.application = application
 
     def _record_bounces(self, session: Session, submission: Submission) -> None:
         for bounced_id in submission.envelope.bounced_message_ids:

@@ -115,6 +115,7 @@ class Message(Base):
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
     attachments: Mapped[list[AttachmentRecord]] = relationship(back_populates="message")
+    application: Mapped[Application | None] = relationship()
 
     __table_args__ = (
         Index("ix_messages_call_arrival", "call_id", "arrival"),
