@@ -199,11 +199,9 @@ class Processor:
 
     def _start_reading(self, pk: int) -> Future[Submission]:
         with self.store.sessions() as session:
-            message = session.get_one(Message, pk)
-            call_id = message.call_id or self.settings.call[0].id
-            sha = message.sha256
+            call_id, sha = session.execute(select(Message.call_id, Message.sha256).where(Message.id == pk)).one()
         raw = self.store.archive.get(sha)
-        return self.reader(raw, self.settings.call_by_id(call_id).form_spec)
+        return self.reader(raw, self.settings.call_by_id(call_id or self.settings.call[0].id).form_spec)
 
     # --- deciding and storing ----------------------------------------------------------------
 
