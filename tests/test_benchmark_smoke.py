@@ -32,7 +32,10 @@ def test_rush_answers_every_submission_in_both_modes(tmp_path: Path, dovecot: Im
         assert summary[f"{prefix}peak_rss_mb"] > 0
         assert summary[f"{prefix}peak_pss_total_mb"] > 0
         assert summary[f"{prefix}stages"]["fetch"] > 0
+        assert summary[f"{prefix}cpu_s"]["bot"] > 0
     assert summary["mode"] == "pool"
     assert summary["peak_rss_worker_mb"] > 0
+    assert summary["cpu_s"]["parser workers"] > 0 and summary["single_cpu_s"]["parser workers"] == 0
+    assert summary["floor_cpu_s"]["floor"] > 0
     assert summary["floor_s"] > 0
     assert summary["ratio_to_floor"] == pytest.approx(summary["bot_s"] / summary["floor_s"])
