@@ -86,7 +86,7 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     from_addr: Mapped[str] = mapped_column(String(998), default="")
 
-    state: Mapped[str] = mapped_column(String(20), default=MessageState.RECEIVED, index=True)
+    state: Mapped[str] = mapped_column(String(20), default=MessageState.RECEIVED)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -119,6 +119,8 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_call_arrival", "call_id", "arrival"),
+        # claims take the oldest received messages: in index order, without sorting the backlog
+        Index("ix_messages_state_arrival", "state", "arrival", "id"),
         Index("ix_messages_call_email", "call_id", "person_email"),
         Index("ix_messages_call_phone", "call_id", "person_phone"),
         Index("ix_messages_call_name_place", "call_id", "person_name_key", "person_institution_key"),
@@ -219,7 +221,7 @@ class OutboxMail(Base):
     to_addr: Mapped[str | None] = mapped_column(String(998))  # the person answered (rate limits count it)
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING, index=True)
+    state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     created_at: Mapped[datetime]
@@ -230,7 +232,10 @@ class OutboxMail(Base):
     filed_in_sent: Mapped[bool] = mapped_column(default=False)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("ix_outbox_to_created", "to_addr", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_to_created", "to_addr", "created_at"),
+        Index("ix_outbox_state_due", "state", "next_attempt_at", "id"),
+    )
 
 
 class Event(Base):
