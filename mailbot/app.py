@@ -16,19 +16,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from mailbot.config import MailboxSettings, Settings, resolve_secret
 from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
-from mailbot.pipeline import Processed, Processor, Reader
+from mailbot.pipeline import Processed, Processor, Reader, limits_of
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
-from parsers.limits import MIB, Limits
+from parsers.limits import Limits
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
@@ -51,16 +52,12 @@ def worker_name() -> str:
 def inline_reader(limits: Limits) -> Reader:
     """Read in this process (no containment): the single-process mode of benchmarks and debugging."""
 
-    def read(raw: bytes, spec: FormSpec) -> Future[Submission]:
+    def read(original: Path, spec: FormSpec) -> Future[Submission]:
         done: Future[Submission] = Future()
-        done.set_result(read_message(raw, spec, limits))
+        done.set_result(read_message(original.read_bytes(), spec, limits))
         return done
 
     return read
-
-
-def limits_of(settings: Settings) -> Limits:
-    return replace(Limits(), max_message_bytes=settings.processing.max_message_mb * MIB)
 
 
 def failure_text(box: MailboxSettings, exc: Exception) -> str:

@@ -13,8 +13,9 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, true
@@ -47,6 +48,8 @@ from mailbot.decide import (
 from mailbot.identity import Identity, identity_of, same_person
 from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
+from parsers.limits import MIB, Limits
+from parsers.message import too_large
 from parsers.model import Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.models import (
@@ -63,7 +66,8 @@ from templates import TemplateSet, local_time, one_line
 
 log = logging.getLogger(__name__)
 
-Reader = Callable[[bytes, FormSpec], "Future[Submission]"]
+# reads the archived message at a path (in a worker process, or in this one)
+Reader = Callable[[Path, FormSpec], "Future[Submission]"]
 
 
 class StateChanged(Exception):
@@ -97,6 +101,10 @@ def as_stored(identity: Identity) -> Identity:
     )
 
 
+def limits_of(settings: Settings) -> Limits:
+    return replace(Limits(), max_message_bytes=settings.processing.max_message_mb * MIB)
+
+
 def format_reference(call: CallSettings, number: int) -> str:
     return f"{call.reference_prefix}-{number:04d}"
 
@@ -126,6 +134,7 @@ class Processor:
         self.on_decided = on_decided
         self.timings = timings or StageTimings()
         self._deferred = False
+        self.limits = limits_of(settings)
         own = settings.own_addresses
         self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
 
@@ -199,9 +208,18 @@ class Processor:
 
     def _start_reading(self, pk: int) -> Future[Submission]:
         with self.store.sessions() as session:
-            call_id, sha = session.execute(select(Message.call_id, Message.sha256).where(Message.id == pk)).one()
-        raw = self.store.archive.get(sha)
-        return self.reader(raw, self.settings.call_by_id(call_id or self.settings.call[0].id).form_spec)
+            call_id, sha, size = session.execute(
+                select(Message.call_id, Message.sha256, Message.size).where(Message.id == pk)
+            ).one()
+        if size > self.limits.max_message_bytes:
+            # refused unread: neither this process nor a worker holds a message of that size
+            refused: Future[Submission] = Future()
+            refused.set_result(too_large(self.store.archive.head(sha), size, self.limits))
+            return refused
+        original = self.store.archive.path_for(sha)
+        if not original.is_file():
+            raise FileNotFoundError(f"the archived message {sha} is missing")
+        return self.reader(original, self.settings.call_by_id(call_id or self.settings.call[0].id).form_spec)
 
     # --- deciding and storing ----------------------------------------------------------------
 
@@ -293,7 +311,7 @@ class Processor:
             if message.state == MessageState.REVIEW:
                 self.review.add(
                     message,
-                    self.store.archive.get(message.sha256),
+                    self.store.archive.path_for(message.sha256),
                     message.reason or decision.rule,
                     decision.explanation,
                 )
@@ -544,13 +562,10 @@ class Processor:
             message.claimed_by = None
             message.decided_at = utcnow()
             self.store.add_event(session, "failed", ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
-            try:
-                raw = self.store.archive.get(message.sha256)
-            except OSError:
-                raw = b""
+            original = self.store.archive.path_for(message.sha256)
             self.review.add(
                 message,
-                raw,
+                original if original.exists() else b"",
                 "internal-error",
                 f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
             )

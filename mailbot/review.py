@@ -97,27 +97,32 @@ class ReviewQueue:
     def folder_of(self, message: Message) -> Path:
         return self.root / item_name(message)
 
-    def add(self, message: Message, raw: bytes, reason: str, sentence: str, **diagnostics: Any) -> Path:
-        """Write (or rewrite) the queue folder of ``message``.
+    def add(self, message: Message, original: bytes | Path, reason: str, sentence: str, **diagnostics: Any) -> Path:
+        """Write (or rewrite) the queue folder of ``message``, with its ``original`` bytes or archive file.
 
         ``reason`` is the rule that sent it here; the reason code an admin looks up (and the
         sentences) come from ``message.reason`` when the message has one ("corrupt", "scanned" …).
+        A file is copied, not read: a message too large to read is not held in memory to queue it.
         """
         code = message.reason or reason
         make_private_dir(self.root)
         target = self.folder_of(message)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
         try:
-            (staging / "message.eml").write_bytes(raw)
+            if isinstance(original, Path):
+                shutil.copyfile(original, staging / "message.eml")
+            else:
+                (staging / "message.eml").write_bytes(original)
             files_dir = staging / "attachments"
             files_dir.mkdir(mode=0o700)
-            if len(raw) > IN_PROCESS_BYTES:
+            size = (staging / "message.eml").stat().st_size
+            if size > IN_PROCESS_BYTES:
                 try:
                     write_attachments_apart(staging / "message.eml", files_dir, self.limits)
                 except (subprocess.SubprocessError, OSError) as exc:
                     diagnostics["attachments"] = f"not decoded ({exc.__class__.__name__}): they are in message.eml"
             else:
-                write_attachments(raw, files_dir, self.limits)
+                write_attachments((staging / "message.eml").read_bytes(), files_dir, self.limits)
             record = {
                 "message_id": message.message_id,
                 "message_key": message.message_key,

@@ -44,13 +44,19 @@ _EXTENSIONS = {
 }
 
 
+def too_large(head: bytes, size: int, limits: Limits) -> Submission:
+    """A message over the size limit, known from its header section alone (``head`` may be just that)."""
+    detail = f"the message has {size} bytes (limit {limits.max_message_bytes})"
+    return Submission(
+        read_headers(head, limits), unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,)
+    )
+
+
 def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Submission:
     """Everything read from one message. Never raises: bad input ends as a reason or a diagnostic."""
     limits = limits or Limits()
     if len(raw) > limits.max_message_bytes:
-        envelope = read_envelope(raw, limits)
-        detail = f"the message has {len(raw)} bytes (limit {limits.max_message_bytes})"
-        return Submission(envelope, unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,))
+        return too_large(raw, len(raw), limits)
     envelope = EMPTY_ENVELOPE
     try:
         message = parse(raw)

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from types import TracebackType
 
 from parsers.limits import Limits
@@ -106,8 +107,8 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_lev
             job = connection.recv()
             if job is None:
                 return
-            raw, spec = job
-            submission = read_message(raw, spec, limits)
+            source, spec = job
+            submission = read_message(_bytes_of(source), spec, limits)
             connection.send(("ok", submission, kept.take()))
         except (EOFError, OSError):
             return
@@ -118,9 +119,18 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_lev
             return
 
 
+# a message's bytes, or the file that holds them: the worker reads a file itself, so a large
+# message is neither held by the submitting process nor copied through the pipe
+Source = bytes | Path
+
+
+def _bytes_of(source: Source) -> bytes:
+    return source.read_bytes() if isinstance(source, Path) else source
+
+
 @dataclass
 class _Job:
-    raw: bytes
+    source: Source
     spec: FormSpec
     future: Future[Submission]
 
@@ -173,11 +183,11 @@ class ParserPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, raw: bytes, spec: FormSpec) -> Future[Submission]:
+    def submit(self, source: Source, spec: FormSpec) -> Future[Submission]:
         if self._closed:
             raise RuntimeError("the parser pool is closed")
         future: Future[Submission] = Future()
-        self._jobs.put(_Job(raw, spec, future))
+        self._jobs.put(_Job(source, spec, future))
         return future
 
     def close(self) -> None:
@@ -221,7 +231,7 @@ class ParserPool:
 
     def _run(self, worker: _Worker, job: _Job) -> tuple[Submission, bool]:
         try:
-            worker.connection.send((job.raw, job.spec))
+            worker.connection.send((job.source, job.spec))
             if not worker.connection.poll(self.timeout_s):
                 detail = f"reading took over {self.timeout_s:g} s; the reader was stopped"
                 return self._contained(job, "timeout", detail), False
@@ -243,8 +253,9 @@ class ParserPool:
     def _contained(self, job: _Job, reason: UnreadableReason, detail: str) -> Submission:
         """What can be known without reading the documents: envelope and the list of attachments."""
         log.warning("message not read: %s: %s", reason, detail)
-        envelope = read_envelope(job.raw, self.limits)
-        attachments = tuple(attachment for attachment, _ in extract_parts(job.raw, self.limits))
+        raw = _bytes_of(job.source)
+        envelope = read_envelope(raw, self.limits)
+        attachments = tuple(attachment for attachment, _ in extract_parts(raw, self.limits))
         return Submission(
             envelope=envelope,
             attachments=attachments,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+HEAD_BYTES = 256 * 1024  # header sections are a few KB; a long Received chain stays far below this
 
 
 def sha256_hex(data: bytes) -> str:
@@ -72,6 +73,11 @@ class RawArchive:
 
     def get(self, digest: str) -> bytes:
         return self.path_for(digest).read_bytes()
+
+    def head(self, digest: str, most: int = HEAD_BYTES) -> bytes:
+        """The first ``most`` bytes: a message's header section, without reading a large body."""
+        with self.path_for(digest).open("rb") as handle:
+            return handle.read(most)
 
     def contains(self, digest: str) -> bool:
         return self.path_for(digest).exists()

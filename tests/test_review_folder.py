@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
+
+from sqlalchemy import select
 
 from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
+from parsers.model import Submission
+from parsers.spec import FormSpec
+from storage.models import Message
 from tests.conftest import ImapServer, load_corpus, make_settings
 
 REVIEW_FOLDER = "Intake/Needs review"
@@ -55,3 +61,41 @@ def test_a_large_message_is_decoded_apart_and_its_files_still_land(tmp_path: Pat
     folder = ReviewQueue(tmp_path / "queue").add(message, raw, "unreadable", "")
     assert (folder / "attachments" / "申报表.pdf").read_bytes() == payload
     assert (folder / "message.eml").read_bytes() == raw
+
+
+def test_a_message_over_the_size_limit_is_refused_unread_answered_and_queued_whole(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink
+) -> None:
+    import json
+    import os
+    from datetime import UTC, datetime
+    from email.message import EmailMessage
+
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "zhang.wei@pku.edu.cn", "min.gao@aminer.cn", "申报材料"
+    mail["Message-ID"] = "<oversized@pku.edu.cn>"
+    mail.set_content("申报表见附件")
+    mail.add_attachment(os.urandom(1024 * 1024), maintype="application", subtype="pdf", filename="申报表.pdf")
+    imap_server.append("min.gao@aminer.cn", mail.as_bytes(), datetime(2024, 9, 1, tzinfo=UTC))
+    settings = make_settings(tmp_path, imap_server, smtp_sink, processing={"max_message_mb": 1})
+    with Bot(settings) as bot:
+        handed_to_reader: list[Path] = []
+        reader = bot.processor.reader
+
+        def reading(original: Path, spec: FormSpec) -> Future[Submission]:
+            handed_to_reader.append(original)
+            return reader(original, spec)
+
+        bot.processor.reader = reading
+        summary = bot.run_once()
+        with bot.store.sessions() as session:
+            sha = session.scalars(select(Message.sha256)).one()
+        original = bot.store.archive.get(sha)
+    assert len(original) > 1024 * 1024
+    assert handed_to_reader == [], "a message over the limit is never read in full, here or in a worker"
+    assert [(p.outcome, p.acknowledged, p.in_review) for p in summary.processed] == [("unreadable", True, True)]
+    [folder] = list(settings.queue_dir.iterdir())
+    assert (folder / "message.eml").read_bytes() == original
+    assert json.loads((folder / "reason.json").read_text(encoding="utf-8"))["reason"] == "too-large"
+    [answer] = smtp_sink.received
+    assert answer.recipients == ["zhang.wei@pku.edu.cn"]

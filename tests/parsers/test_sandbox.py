@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from parsers.sandbox import ParserPool, read_message_contained
 from parsers.spec import FormSpec
 from tests.parsers.builders import DOCX_TYPE, SMP_ROWS, message, mime_part, table_form, text_part
@@ -9,12 +11,25 @@ from tests.parsers.builders import DOCX_TYPE, SMP_ROWS, message, mime_part, tabl
 RAW = message([text_part("见附件"), mime_part(table_form(SMP_ROWS), DOCX_TYPE, b'attachment; filename="form.docx"')])
 
 
-def test_pool_reads_in_workers(smp_spec: FormSpec) -> None:
+def test_pool_reads_in_workers_from_bytes_or_from_a_file(smp_spec: FormSpec, tmp_path: Path) -> None:
+    archived = tmp_path / "message.eml"
+    archived.write_bytes(RAW)
     with ParserPool(2, timeout_s=60, memory_mb=512) as pool:
-        futures = [pool.submit(RAW, smp_spec) for _ in range(3)]
+        futures = [pool.submit(source, smp_spec) for source in (RAW, archived, RAW)]
         submissions = [future.result(timeout=120) for future in futures]
     assert all(submission.form is not None for submission in submissions)
     assert submissions[0].form is not None and submissions[0].form.value("topic") == "3.2"
+    assert submissions[1] == submissions[0], "the worker reads the file itself: the same reading"
+
+
+def test_a_job_given_as_a_file_still_resolves_when_its_worker_is_stopped(smp_spec: FormSpec, tmp_path: Path) -> None:
+    archived = tmp_path / "message.eml"
+    archived.write_bytes(RAW)
+    with ParserPool(1, timeout_s=0.001, memory_mb=512) as pool:
+        late = pool.submit(archived, smp_spec).result(timeout=60)
+    assert late.unreadable is not None and late.unreadable.reason == "timeout"
+    assert late.envelope.message_id == "<test.1@example.org>"
+    assert [attachment.filename for attachment in late.attachments] == ["form.docx"]
 
 
 def test_overrunning_worker_is_replaced(smp_spec: FormSpec) -> None:
