@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from mailbot.config import MailboxSettings, Settings
 from mailbot.imap import MailboxClient, MailSummary
+from storage.archive import Archived
 from storage.store import DeliveryRef, Incoming, Store, header_facts
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # a batch is also bounded by size, so a run of large attachments never piles up in memory
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+# above this a message is fetched in pieces straight into the archive
+PIECES_ABOVE = 8 * 1024 * 1024
 
 
 @dataclass
@@ -55,6 +59,15 @@ def batches(summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_B
         size += summary.size
     if batch:
         yield batch
+
+
+def fetch_into_archive(client: MailboxClient, store: Store, uid: int) -> tuple[datetime, Archived] | None:
+    """A large message written to the archive piece by piece as it arrives: never whole in memory."""
+    found = client.fetch_in_pieces(uid)
+    if found is None:
+        return None
+    arrival, pieces = found
+    return arrival, store.archive.put_pieces(pieces)
 
 
 def poll_folder(
@@ -104,17 +117,27 @@ def poll_folder(
                 to_move.append(uid)
             else:
                 need_body.append(uid)
-        fetched = list(client.fetch(need_body))
+        whole = {mail.uid: mail for mail in client.fetch([u for u in need_body if by_uid[u].size <= PIECES_ABOVE])}
         incoming = []
-        for mail in fetched:
-            facts = header_facts(mail.raw)
+        for uid in need_body:
+            mail = whole.get(uid)
+            if mail is not None:
+                raw, arrival, archived = mail.raw, mail.internaldate, None
+            else:
+                large = fetch_into_archive(client, store, uid) if by_uid[uid].size > PIECES_ABOVE else None
+                if large is None:
+                    continue  # expunged meanwhile
+                arrival, archived = large
+                raw = archived.head
+            facts = header_facts(raw)
             incoming.append(
                 Incoming(
-                    mail.raw,
-                    mail.internaldate,
+                    raw,
+                    arrival,
                     call_for(settings, box, facts.recipients),
-                    DeliveryRef(box.name, folder, state.uidvalidity, mail.uid),
+                    DeliveryRef(box.name, folder, state.uidvalidity, uid),
                     facts,
+                    archived,
                 )
             )
         for item, recorded in zip(incoming, store.record_many(incoming, box.name, "imap"), strict=True):
@@ -132,7 +155,7 @@ def poll_folder(
                     on_recorded(recorded.message_pk)
             else:
                 result.known += 1
-        to_move.extend(mail.uid for mail in fetched)
+        to_move.extend(item.delivery.uid for item in incoming if item.delivery)
     if box.processed_folder and to_move:
         client.move(to_move, box.processed_folder)
     return result

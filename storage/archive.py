@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -55,6 +57,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+@dataclass(frozen=True)
+class Archived:
+    """A message stored without being held whole: its digest, its size and its first bytes."""
+
+    digest: str
+    size: int
+    head: bytes
+
+
 class RawArchive:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -70,6 +81,33 @@ class RawArchive:
             make_private_dir(self.root)
             write_atomic(target, raw)
         return digest
+
+    def put_pieces(self, pieces: Iterable[bytes]) -> Archived:
+        """Store a message arriving in pieces durably, never holding more than one piece of it."""
+        make_private_dir(self.root)
+        digest = hashlib.sha256()
+        head = bytearray()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for piece in pieces:
+                    handle.write(piece)
+                    digest.update(piece)
+                    size += len(piece)
+                    if len(head) < HEAD_BYTES:
+                        head += piece[: HEAD_BYTES - len(head)]
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, FILE_MODE)
+            target = self.path_for(digest.hexdigest())
+            make_private_dir(target.parent)
+            os.replace(tmp_name, target)  # the same bytes under the same name, if it was there
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return Archived(digest.hexdigest(), size, bytes(head))
 
     def get(self, digest: str) -> bytes:
         return self.path_for(digest).read_bytes()

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.clock import utcnow
 from parsers.mime import header_block
-from storage.archive import RawArchive
+from storage.archive import Archived, RawArchive
 from storage.db import is_postgres, session_factory, transaction
 from storage.models import (
     CallCounter,
@@ -58,13 +58,21 @@ class Recorded:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A message to record: its bytes, when it arrived, its call, and where it was found."""
+    """A message to record: its bytes, when it arrived, its call, and where it was found.
+
+    A message archived while it arrived (``archived``) brings only its first bytes as ``raw``.
+    """
 
     raw: bytes
     arrival: datetime
     call_id: str | None
     delivery: DeliveryRef | None
     facts: HeaderFacts | None = None  # read from ``raw`` when not given
+    archived: Archived | None = None
+
+    @property
+    def size(self) -> int:
+        return self.archived.size if self.archived else len(self.raw)
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,14 @@ class Store:
         it, the folder's cursor has not moved either, and the same UIDs are read again (the
         archive keeps each file once, by content).
         """
-        archived = [(self.archive.put(item.raw), item.facts or header_facts(item.raw), item) for item in incoming]
+        archived = [
+            (
+                item.archived.digest if item.archived else self.archive.put(item.raw),
+                item.facts or header_facts(item.raw),
+                item,
+            )
+            for item in incoming
+        ]
         for _attempt in range(2):
             try:
                 with transaction(self.sessions) as session:
@@ -189,7 +204,7 @@ class Store:
                 message_key=key,
                 message_id=facts.message_id,
                 sha256=digest,
-                size=len(item.raw),
+                size=item.size,
                 mailbox=mailbox,
                 call_id=item.call_id,
                 arrival=item.arrival,
