@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, func, or_, select, true, union
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -623,6 +623,7 @@ def load_priors(
     if probe is None:
         return []
     columns = (
+        Message.id,
         Message.message_key,
         Message.arrival,
         Message.outcome,
@@ -634,16 +635,6 @@ def load_priors(
         Message.form_sha256,
         Application.application_key,
         Message.reference,
-    )
-    earlier = (
-        select(*columns)
-        .join(Application, Message.application_id == Application.id)
-        .where(
-            Message.call_id == call_id,
-            Message.id != exclude_pk,
-            Message.outcome.in_([o.value for o in APPLICATION_OUTCOMES]),
-            Message.arrival <= before,
-        )
     )
     # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
     # secretary's phone, a placeholder number) does not bring every form naming someone else
@@ -664,10 +655,37 @@ def load_priors(
         )
     if not clues:
         return []
-    keys = {row.application_key for row in session.execute(earlier.where(or_(*clues)))}
-    if not keys:
+    # One SELECT per clue, each with the call alone beside it, so that each is answered from the
+    # index of its clue: written as one OR, or with the arrival beside it, SQLite read every earlier
+    # message of the call instead, and deciding slowed down as the call filled up. Which of the few
+    # rows found count (earlier, readable, not this message) is checked here.
+    counted = {o.value for o in APPLICATION_OUTCOMES}
+
+    def counts(pk: int, outcome: str | None, arrival: datetime) -> bool:
+        return pk != exclude_pk and outcome in counted and arrival <= before
+
+    clue_matches = union(
+        *(
+            select(Message.id, Message.outcome, Message.arrival, Message.application_id).where(
+                Message.call_id == call_id, clue
+            )
+            for clue in clues
+        )
+    )
+    applications = {
+        row.application_id
+        for row in session.execute(clue_matches)
+        if row.application_id is not None and counts(row.id, row.outcome, row.arrival)
+    }
+    if not applications:
         return []
-    rows = session.execute(earlier.where(Application.application_key.in_(keys)).order_by(Message.arrival, Message.id))
+    found = session.execute(
+        select(*columns)
+        .join(Application, Message.application_id == Application.id)
+        .where(Message.application_id.in_(applications))
+        .order_by(Message.arrival, Message.id)
+    )
+    rows = [row for row in found if counts(row.id, row.outcome, row.arrival)]
     return [
         PriorApplication(
             message_key=row.message_key,

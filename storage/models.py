@@ -125,6 +125,8 @@ class Message(Base):
         Index("ix_messages_call_phone", "call_id", "person_phone"),
         Index("ix_messages_call_name_place", "call_id", "person_name_key", "person_institution_key"),
         Index("ix_messages_call_form", "call_id", "form_sha256"),
+        # every message of an application, for the rules that look at an application whole
+        Index("ix_messages_application", "application_id"),
     )
 
 
