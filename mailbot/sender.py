@@ -1,9 +1,11 @@
 """The sender: delivers the outbox over SMTP, at most once per acknowledgement.
 
-A row is marked ``sending`` (committed) before the SMTP conversation and ``sent`` with the server's
-reply after it. A row found in ``sending`` after a crash may or may not have reached the server:
-the mailbox's Sent folder decides (the bot files every message there, and providers that file
-submitted mail themselves do too); only if it is not there is the row sent again.
+A row is claimed as ``sending``, marked ``committing`` (committed) just before the final line of
+its data goes out, and recorded ``sent`` with the server's reply, together with the rest of its
+batch once their copies are filed in Sent. After a stop, a ``sending`` row never reached the
+server and is sent again; a ``committing`` row may have: the mailbox's Sent folder decides where
+the provider files what it accepts, and elsewhere it counts as delivered, since a second copy is
+the worse mistake.
 """
 
 from __future__ import annotations
