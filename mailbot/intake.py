@@ -8,7 +8,7 @@ are read again and recognised by Message-ID or sha256, never processed twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -61,13 +61,23 @@ def batches(summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_B
         yield batch
 
 
-def fetch_into_archive(client: MailboxClient, store: Store, uid: int) -> tuple[datetime, Archived] | None:
-    """A large message written to the archive piece by piece as it arrives: never whole in memory."""
-    found = client.fetch_in_pieces(uid)
-    if found is None:
-        return None
-    arrival, pieces = found
-    return arrival, store.archive.put_pieces(pieces)
+def bodies(
+    client: MailboxClient, store: Store, uids: Sequence[int], sizes: Mapping[int, int]
+) -> Iterator[tuple[int, bytes, datetime, Archived | None]]:
+    """(UID, bytes, arrival, archived) of each message still there, in order.
+
+    A large one is written to the archive piece by piece as it arrives, never whole in memory;
+    its bytes are then only its first ones (the header section), and ``archived`` says where it is.
+    """
+    whole = {mail.uid: mail for mail in client.fetch([uid for uid in uids if sizes[uid] <= PIECES_ABOVE])}
+    for uid in uids:
+        mail = whole.get(uid)
+        if mail is not None:
+            yield uid, mail.raw, mail.internaldate, None
+        elif sizes[uid] > PIECES_ABOVE and (found := client.fetch_in_pieces(uid)) is not None:
+            arrival, pieces = found
+            archived = store.archive.put_pieces(pieces)
+            yield uid, archived.head, arrival, archived
 
 
 def poll_folder(
@@ -117,18 +127,8 @@ def poll_folder(
                 to_move.append(uid)
             else:
                 need_body.append(uid)
-        whole = {mail.uid: mail for mail in client.fetch([u for u in need_body if by_uid[u].size <= PIECES_ABOVE])}
         incoming = []
-        for uid in need_body:
-            mail = whole.get(uid)
-            if mail is not None:
-                raw, arrival, archived = mail.raw, mail.internaldate, None
-            else:
-                large = fetch_into_archive(client, store, uid) if by_uid[uid].size > PIECES_ABOVE else None
-                if large is None:
-                    continue  # expunged meanwhile
-                arrival, archived = large
-                raw = archived.head
+        for uid, raw, arrival, archived in bodies(client, store, need_body, {u: by_uid[u].size for u in need_body}):
             facts = header_facts(raw)
             incoming.append(
                 Incoming(
