@@ -213,12 +213,12 @@ class MailboxClient:
                 continue
             yield FetchedMail(uid, bytes(data[b"BODY[]"]), ensure_aware(data[b"INTERNALDATE"]))
 
-    def fetch_in_pieces(self, uid: int, piece_bytes: int = 0) -> tuple[datetime, Iterator[bytes]] | None:
+    def fetch_in_pieces(self, uid: int) -> tuple[datetime, Iterator[bytes]] | None:
         """A message's arrival time and its bytes in pieces (partial FETCH, RFC 3501 section 6.4.5).
 
         None if the message is gone. The pieces must be consumed before the next command.
         """
-        piece = piece_bytes or PIECE_BYTES
+        piece = PIECE_BYTES
         first = self.client.fetch([uid], ["INTERNALDATE"]).get(uid)
         if first is None:
             return None

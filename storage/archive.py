@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +43,30 @@ def fsync_dir(path: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old state or the whole new file."""
     make_private_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    write_pieces_atomic(path.parent, [data], lambda: path)
+
+
+def write_pieces_atomic(directory: Path, pieces: Iterable[bytes], target: Callable[[], Path]) -> Path:
+    """Write ``pieces`` to a new file in ``directory``, flush it to disk, then rename it to ``target()``.
+
+    ``target`` is asked after the last piece (a content-addressed name is known only then); the
+    file appears there whole or not at all. Returns where it went.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for piece in pieces:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, FILE_MODE)
-        os.replace(tmp_name, path)
+        final = target()
+        os.replace(tmp_name, final)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(final.parent)
+    return final
 
 
 @dataclass(frozen=True)
@@ -88,25 +100,22 @@ class RawArchive:
         digest = hashlib.sha256()
         head = bytearray()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for piece in pieces:
-                    handle.write(piece)
-                    digest.update(piece)
-                    size += len(piece)
-                    if len(head) < HEAD_BYTES:
-                        head += piece[: HEAD_BYTES - len(head)]
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, FILE_MODE)
+
+        def counted() -> Iterator[bytes]:
+            nonlocal size
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+                if len(head) < HEAD_BYTES:
+                    head.extend(piece[: HEAD_BYTES - len(head)])
+                yield piece
+
+        def named_by_content() -> Path:
             target = self.path_for(digest.hexdigest())
             make_private_dir(target.parent)
-            os.replace(tmp_name, target)  # the same bytes under the same name, if it was there
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+            return target  # the same bytes under the same name, if it was there
+
+        write_pieces_atomic(self.root, counted(), named_by_content)
         return Archived(digest.hexdigest(), size, bytes(head))
 
     def get(self, digest: str) -> bytes:
