@@ -122,7 +122,8 @@ class ReviewQueue:
                 except (subprocess.SubprocessError, OSError) as exc:
                     diagnostics["attachments"] = f"not decoded ({exc.__class__.__name__}): they are in message.eml"
             else:
-                write_attachments((staging / "message.eml").read_bytes(), files_dir, self.limits)
+                raw = original if isinstance(original, bytes) else (staging / "message.eml").read_bytes()
+                write_attachments(raw, files_dir, self.limits)
             record = {
                 "message_id": message.message_id,
                 "message_key": message.message_key,
