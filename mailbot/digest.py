@@ -36,12 +36,15 @@ from mailbot.export import message_fields, to_xlsx
 from mailbot.identity import normalise_institution
 from storage.db import transaction
 from storage.models import (
+    SEND_RECOVERED,
     Application,
     DigestRun,
+    Event,
     Message,
     MessageState,
     OutboxMail,
     OutboxState,
+    SendVerdict,
 )
 from storage.store import Store
 from templates import TemplateSet, one_line, zone_label
@@ -158,7 +161,7 @@ class ReviewItem:
 class AckProblem:
     reference: str | None
     recipients: str
-    problem: str  # "bounced" | "failed"
+    problem: str  # "bounced" | "failed" | "uncertain"
     at: datetime | None
     detail: str
     new: bool  # happened since the last digest
@@ -431,7 +434,9 @@ def _ack_problems(session: Session, call_id: str, since: datetime | None) -> tup
         .where(
             OutboxMail.kind == "ack",
             OutboxMail.call_id == call_id,
-            OutboxMail.bounced_at.is_not(None) | (OutboxMail.state == OutboxState.FAILED),
+            OutboxMail.bounced_at.is_not(None)
+            | (OutboxMail.state == OutboxState.FAILED)
+            | OutboxMail.id.in_(_presumed_sends(session)),
         )
     )
     problems = []
@@ -442,13 +447,28 @@ def _ack_problems(session: Session, call_id: str, since: datetime | None) -> tup
             AckProblem(
                 reference=reference,
                 recipients=one_line(", ".join(mail.recipients), 200),
-                problem="bounced" if mail.bounced_at is not None else "failed",
+                problem=_problem(mail),
                 at=at,
                 detail=one_line(mail.last_reply or "", DETAIL_CHARS),
                 new=since is None or at is None or at > since,
             )
         )
     return tuple(sorted(problems, key=lambda p: (not p.new, p.reference or "")))
+
+
+def _problem(mail: OutboxMail) -> str:
+    if mail.bounced_at is not None:
+        return "bounced"
+    return "failed" if mail.state == OutboxState.FAILED else "uncertain"
+
+
+def _presumed_sends(session: Session) -> list[int]:
+    """Answers a stop interrupted as the server took them and nothing could tell whether it kept them.
+
+    Rare (one per stop and sending worker at most), so the event log is read rather than indexed.
+    """
+    details = session.scalars(select(Event.detail).where(Event.kind == SEND_RECOVERED))
+    return [int(d["outbox_id"]) for d in details if d.get("verdict") == SendVerdict.PRESUMED.value]
 
 
 # ---------------------------------------------------------------------------------------------- words

@@ -28,7 +28,7 @@ from mailbot.config import ConfigError, Settings, resolve_secret
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from storage.db import transaction
-from storage.models import OutboxMail, OutboxState
+from storage.models import SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -510,16 +510,16 @@ class Sender:
             folders.drop(mailbox)
             raise TemporaryFailure(f"cannot look in Sent before sending again: {exc}") from None
 
-    def _verdict(self, outbox_id: int, state: str) -> str | None:
+    def _verdict(self, outbox_id: int, state: str) -> SendVerdict | None:
         if state == OutboxState.SENDING:
-            return "again"
+            return SendVerdict.AGAIN
         with self.store.sessions() as session:
             found = self.in_sent_folder(session.get_one(OutboxMail, outbox_id))
         if found:
-            return "found"
+            return SendVerdict.FOUND
         if self.settings.smtp.saves_to_sent:
-            return None if found is None else "again"
-        return "presumed"
+            return None if found is None else SendVerdict.AGAIN
+        return SendVerdict.PRESUMED
 
     def in_sent_folder(self, mail: OutboxMail) -> bool | None:
         """True/False if the Sent folder answers; None if it cannot be asked."""
@@ -551,19 +551,19 @@ class Sender:
                 mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
                 if mail.state != state:
                     continue
-                if verdict == "again":
+                if verdict == SendVerdict.AGAIN:
                     mail.state = OutboxState.PENDING
                     mail.next_attempt_at = utcnow()
                 else:
                     mail.state = OutboxState.SENT
                     mail.sent_at = mail.sent_at or utcnow()
-                    mail.filed_in_sent = verdict == "found"
+                    mail.filed_in_sent = verdict == SendVerdict.FOUND
                     mail.last_reply = (
                         "found in the Sent folder after an interruption"
-                        if verdict == "found"
+                        if verdict == SendVerdict.FOUND
                         else "presumed delivered: interrupted while the server took the end of the message"
                     )
                 self.store.add_event(
-                    session, "outbox-recovered", ACTOR, mail.message_pk, outbox_id=outbox_id, verdict=verdict
+                    session, SEND_RECOVERED, ACTOR, mail.message_pk, outbox_id=outbox_id, verdict=verdict.value
                 )
             log.info("interrupted send %s (%s): %s", outbox_id, state, verdict)

@@ -65,6 +65,17 @@ class OutboxState(StrEnum):
     SUPPRESSED = "suppressed"  # a guard decided not to send (rate limit, own address)
 
 
+class SendVerdict(StrEnum):
+    """What became of a send a stop interrupted (the ``SEND_RECOVERED`` event says which)."""
+
+    AGAIN = "again"  # the end of the message never left: sent again
+    FOUND = "found"  # the provider's Sent folder holds it
+    PRESUMED = "presumed"  # nothing can tell; counted as delivered, since a second copy is worse
+
+
+SEND_RECOVERED = "outbox-recovered"  # event kind; its detail names the outbox row and the verdict
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: AwareDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 

@@ -39,6 +39,7 @@ from mailbot.scheduling import MISFIRE_GRACE, DigestScheduler
 from storage.archive import RawArchive
 from storage.db import make_engine, transaction, upgrade
 from storage.models import (
+    SEND_RECOVERED,
     Applicant,
     Application,
     DigestRun,
@@ -47,6 +48,7 @@ from storage.models import (
     MessageState,
     OutboxMail,
     OutboxState,
+    SendVerdict,
 )
 from storage.store import Store
 from templates import TemplateSet
@@ -255,10 +257,20 @@ def populate(store: Store, previous_digest: bool = True) -> None:
         other = form("孙丽", "浙江大学", "越狱攻击", "ANT-18")
         m_other = world.message("accepted", "ANT24-0001", bj(9, 1, 9), other, call_id="caai-ant-2024")
         world.application(m_other, "accepted", other)
-        # acknowledgements: one sent, one bounced since the last digest, one failed before it
+        # acknowledgements: one sent, one bounced since the last digest, one failed before it, one whose
+        # send a stop interrupted as the server took it (presumed delivered), one such found in Sent
         world.ack(m5, OutboxState.SENT)
         world.ack(m1, OutboxState.SENT, bounced_at=bj(9, 1, 12), last_reply="250 accepted")
         world.ack(m2, OutboxState.FAILED, sending_since=bj(8, 25, 10), last_reply="550 5.1.1 no such user")
+        for message, verdict in ((m6, SendVerdict.PRESUMED), (m7, SendVerdict.FOUND)):
+            mail = world.ack(
+                message, OutboxState.SENT, sending_since=bj(9, 1, 10, 5), last_reply=f"{verdict} after a stop"
+            )
+            session.flush()
+            detail = {"outbox_id": mail.id, "verdict": verdict.value}
+            session.add(
+                Event(at=bj(9, 1, 11), kind=SEND_RECOVERED, actor="sender", message_pk=message.id, detail=detail)
+            )
         if previous_digest:
             session.add(DigestRun(call_id=CALL, day=date(2024, 9, 1), created_at=LAST_DIGEST, late=False))
 
@@ -361,11 +373,12 @@ def test_digest_lists_new_submissions_and_what_needs_a_person(populated: Store, 
 
     assert [(p.reference, p.problem, p.new) for p in data.ack_problems] == [
         ("SMP24-0001", "bounced", True),
+        ("SMP24-0006", "uncertain", True),
         ("SMP24-0002", "failed", False),
     ]
-    assert data.ack_problems[1].detail == "550 5.1.1 no such user"
-    # duplicates 1, flags 2, correspondence 1, review 2, new bounce 1
-    assert data.attention_count == 7
+    assert data.ack_problems[2].detail == "550 5.1.1 no such user"
+    # duplicates 1, flags 2, correspondence 1, review 2, new bounce 1, new uncertain answer 1
+    assert data.attention_count == 8
 
 
 def test_first_digest_counts_everything_as_new(store: Store, settings: Settings) -> None:
@@ -403,10 +416,18 @@ def test_rendered_digest_names_everything_chinese_first_and_escapes_submitted_te
     data = digest_of(populated, settings, late=True)
     subject, text, html = render_digest(data, TemplateSet())
     assert subject.startswith("【补发】【每日摘要】SMP-智谱 AI 大模型交叉学科基金（第二期） · 2024年9月2日")
-    assert "新增 7 · 待处理 7" in subject
-    assert subject.endswith("Daily digest 2024-09-02 (late): 7 new, 7 to handle")
+    assert "新增 7 · 待处理 8" in subject
+    assert subject.endswith("Daily digest 2024-09-02 (late): 7 new, 8 to handle")
     for body in (text, html):
-        for expected in ("SMP24-0005", "王芳", "陈老师", "请问申报书是否需要盖章", "SMP24-0010", "550 5.1.1"):
+        for expected in (
+            "SMP24-0005",
+            "王芳",
+            "陈老师",
+            "请问申报书是否需要盖章",
+            "SMP24-0010",
+            "550 5.1.1",
+            "可能未送达",
+        ):
             assert expected in body
         assert body.index("本摘要为补发" if body is html else "【补发】") < body.index(
             "This digest is late" if body is html else "(Late)"

@@ -39,6 +39,7 @@ from mailbot.app import Bot, RunSummary
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
+from mailbot.digest import build_digest
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.imap import MailboxClient
 from mailbot.ops import status_report
@@ -461,6 +462,34 @@ def test_recovery_waits_while_the_sent_folder_cannot_be_searched(
             (sent,) = bot.send()
             assert sent.state == OutboxState.SENT
     assert answers_by_original(handler.accepted) == Counter(ids_of(truth))
+
+
+@pytest.mark.timeout(FAULT_TIMEOUT_S)
+def test_an_interrupted_hand_over_nothing_can_check_is_presumed_delivered_and_told_to_coordinators(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path
+) -> None:
+    load_corpus(imap_server, corpus_dir, ["smp-002"])
+    settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink))
+    assert not settings.smtp.saves_to_sent, "the provider files nothing: no Sent folder can tell"
+    with Bot(settings, inline=True) as bot:
+        bot.poll_all(RunSummary())
+        bot.process()
+        # a worker died between recording the hand-over and writing the end of the answer
+        (claimed,) = bot.store.claim_outbox("a worker that then died", 1)
+        with bot.store.sessions() as session, session.begin():
+            session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
+        assert bot.send() == []
+        (row,) = outbox_rows(bot)
+        assert (row.state, row.filed_in_sent) == (OutboxState.SENT, False), "never sent a second time"
+        assert row.last_reply is not None and row.last_reply.startswith("presumed delivered")
+        with bot.store.sessions() as session:
+            call = settings.call_by_id("smp-zhipu-2024")
+            now = utcnow()
+            digest = build_digest(session, settings, call, now.astimezone(call.tz).date(), now)
+    assert smtp_sink.received == []
+    (problem,) = digest.ack_problems
+    assert (problem.problem, problem.new) == ("uncertain", True)
+    assert problem.reference is not None and problem.reference.startswith("SMP")
 
 
 @pytest.mark.timeout(FAULT_TIMEOUT_S)

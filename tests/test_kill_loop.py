@@ -7,7 +7,8 @@ parts as there are rounds, in arrival order, so every round has mail to fetch, d
 the SMTP server takes a moment before it confirms each answer (after queueing it, as an MTA does),
 so kills also land while answers are being handed over. A last run is left to finish. Then every
 corpus message must have exactly one record with its true outcome, every answerable message
-exactly one answer, and no answer may be left half-sent.
+exactly one answer (but for at most one per kill presumed delivered, see tests/support/invariants.py),
+and no answer may be left half-sent.
 
 Six kills by default keep the suite short; ``MAILBOT_KILL_LOOP=20`` (or more) is the long version
 and ``MAILBOT_KILL_SEED`` replays another sequence.
@@ -177,5 +178,6 @@ def test_killed_at_random_points_loses_nothing_and_answers_once(
     final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=FINAL_RUN_TIMEOUT_S)
     assert final.returncode == 0, f"{story}\n{final.stderr[-3000:]}"
     assert len(truth) == len(everything)
-    violations = invariant_violations(settings, truth, slow_smtp.handler.accepted())
+    kills = sum(1 for item in rounds if item.exit_code == -signal.SIGKILL)
+    violations = invariant_violations(settings, truth, slow_smtp.handler.accepted(), stops=kills)
     assert not violations, f"seed {SEED}, {KILLS} kills:\n{story}\nfinal run: {final.stdout}" + "\n".join(violations)
