@@ -53,6 +53,19 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class ClaimedAnswer:
+    """What sending needs of an answer this worker claimed."""
+
+    sender: str
+    recipients: list[str]
+    raw: bytes
+    message_id: str
+    created_at: datetime
+    attempts: int
+    mailbox: str | None
+
+
+@dataclass(frozen=True)
 class Accepted:
     """An answer the SMTP server took, whose outcome is recorded with the rest of its batch."""
 
@@ -309,8 +322,9 @@ class Sender:
         outcomes: dict[int, SendResult] = {}
         accepted: list[Accepted] = []
         oldest = 0.0
+        answers = self._claimed_answers(ids)
         for outbox_id in ids:
-            outcome = self._deliver(transport, folders, outbox_id)
+            outcome = self._deliver(transport, folders, outbox_id, answers[outbox_id])
             if isinstance(outcome, Accepted):
                 oldest = oldest if accepted else time.monotonic()
                 accepted.append(outcome)
@@ -327,6 +341,23 @@ class Sender:
             outcomes.update(self._record_accepted(folders, accepted))
         return [outcomes[outbox_id] for outbox_id in ids if outbox_id in outcomes]
 
+    def _claimed_answers(self, ids: list[int]) -> dict[int, ClaimedAnswer]:
+        """What sending needs of each claimed answer, read in one query for the batch."""
+        with self.store.sessions() as session:
+            rows = session.execute(
+                select(
+                    OUTBOX.c.id,
+                    OUTBOX.c.sender,
+                    OUTBOX.c.recipients,
+                    OUTBOX.c.raw,
+                    OUTBOX.c.message_id,
+                    OUTBOX.c.created_at,
+                    OUTBOX.c.attempts,
+                    OUTBOX.c.mailbox,
+                ).where(OUTBOX.c.id.in_(ids))
+            )
+            return {row.id: ClaimedAnswer(*row[1:]) for row in rows}
+
     def _record_accepted(self, folders: SentFolders, accepted: list[Accepted]) -> dict[int, SendResult]:
         # filed before recorded: should the worker stop in between, the copy in Sent is what tells
         # the restarted one that these answers went out
@@ -342,24 +373,16 @@ class Sender:
             del self._accepted_unrecorded[answer.outbox_id]
         return results
 
-    def _deliver(self, transport: SmtpTransport, folders: SentFolders, outbox_id: int) -> SendResult | Accepted | None:
+    def _deliver(
+        self, transport: SmtpTransport, folders: SentFolders, outbox_id: int, answer: ClaimedAnswer
+    ) -> SendResult | Accepted | None:
         """Send one claimed answer: Accepted by the server, a failure recorded, or None if taken over."""
         # only another worker can take an answer over, and only on a database several share
         if self.store.concurrent and not self.store.start_conversation(outbox_id, self.worker):
             log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
             return None
-        with self.store.sessions() as session:
-            sender, recipients, raw, message_id, created, attempts, mailbox = session.execute(
-                select(
-                    OUTBOX.c.sender,
-                    OUTBOX.c.recipients,
-                    OUTBOX.c.raw,
-                    OUTBOX.c.message_id,
-                    OUTBOX.c.created_at,
-                    OUTBOX.c.attempts,
-                    OUTBOX.c.mailbox,
-                ).where(OUTBOX.c.id == outbox_id)
-            ).one()
+        sender, recipients, raw = answer.sender, answer.recipients, answer.raw
+        message_id, created, attempts, mailbox = answer.message_id, answer.created_at, answer.attempts, answer.mailbox
         extra = {"message_id": message_id}
         try:
             if attempts > 1 and self._earlier_attempt_filed(folders, mailbox, message_id):
