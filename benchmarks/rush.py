@@ -338,14 +338,14 @@ class BotRun:
     outcomes: dict[str, int]
     rss_self_mb: float
     rss_workers_mb: float
-    pss_total_mb: float
+    pss_total_mb: float = 0.0  # sampled from outside by run_bot_isolated
     cpu_s: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     unanswered: int = 0
 
 
-def _descendants() -> set[int]:
-    """This process's live descendants (the forkserver and the parser workers)."""
+def _descendants(root: int | None = None) -> set[int]:
+    """The live descendants of ``root`` (default: this process): the forkserver and the parser workers."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -355,7 +355,7 @@ def _descendants() -> set[int]:
             except (OSError, ValueError, IndexError):
                 continue
     mine: set[int] = set()
-    frontier = {os.getpid()}
+    frontier = {os.getpid() if root is None else root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
         mine |= frontier
@@ -374,17 +374,20 @@ def _proc_kib(path: str, key: str) -> int:
 
 
 class MemorySampler:
-    """The bot's memory while it runs, sampled a few times a second.
+    """The bot's memory while it runs, sampled a few times a second from outside its process.
 
     ``ru_maxrss`` will not do: Linux keeps it across exec, so a child started by fork + exec
     reports the parent's size at the fork (here the whole generated load). VmHWM is reset by exec;
     PSS splits pages shared between the bot, the forkserver and the workers among them, so their
-    sum is what the whole bot occupies.
+    sum is what the whole bot occupies. Reading it costs a few milliseconds a time, so it is read
+    by this process, not by a thread inside the bot competing with the bot's own.
     """
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, root: int, interval_s: float = 0.5) -> None:
+        self.root = root
         self.interval_s = interval_s
         self.peak_total_pss_kib = 0
+        self.cpu_s = 0.0  # what sampling cost, so it is not counted as the SMTP sink's
         self._pids: set[int] = set()
         self._samples = 0
         self._stop = threading.Event()
@@ -397,15 +400,16 @@ class MemorySampler:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
 
     def _run(self) -> None:
+        started = time.thread_time()
         while not self._stop.wait(self.interval_s):
             self.sample()
+        self.cpu_s = time.thread_time() - started
 
     def sample(self) -> None:
         if self._samples % 8 == 0:  # walking /proc for the workers costs more than sampling them
-            self._pids = {os.getpid(), *_descendants()}
+            self._pids = {self.root, *_descendants(self.root)}
         self._samples += 1
         total = sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in self._pids)
         self.peak_total_pss_kib = max(self.peak_total_pss_kib, total)
@@ -440,7 +444,7 @@ def _descendants_cpu_s() -> float:
 def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
     """One ``run_once`` in this (fresh) process; returned as plain data for the parent."""
     settings = parse_settings(raw_config, "rush configuration")
-    with Bot(settings, inline=inline) as bot, MemorySampler() as memory:
+    with Bot(settings, inline=inline) as bot:
         started_wall, started = time.time(), time.perf_counter()
         cpu_before = _cpu_s(resource.RUSAGE_SELF)
         summary = bot.run_once()
@@ -466,7 +470,6 @@ def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
             outcomes=dict(outcomes),
             rss_self_mb=_proc_kib("/proc/self/status", "VmHWM:") / 1024,
             rss_workers_mb=workers_peak,
-            pss_total_mb=memory.peak_total_pss_kib / 1024,
             cpu_s=cpu,
         )
     )
@@ -480,20 +483,25 @@ def run_bot_isolated(raw_config: dict[str, Any], inline: bool, imap_server_pid: 
     """``run_bot`` in a new process, so its peak RSS is the bot's alone.
 
     Also counts the CPU the servers spent meanwhile: this process's (the SMTP sink; it does
-    nothing else while it waits) and Dovecot's (its master and the imap processes it reaped).
+    nothing else while it waits but sample the bot's memory, counted apart) and Dovecot's (its
+    master and the imap processes it reaped).
     """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     child = context.Process(target=_run_bot_child, args=(raw_config, inline, results), name="rush-bot")
     sink_before, imap_before = time.process_time(), _process_cpu_s(imap_server_pid)
     child.start()
+    assert child.pid is not None
     try:
-        outcome: dict[str, Any] = results.get()
+        with MemorySampler(child.pid) as memory:
+            outcome: dict[str, Any] = results.get()
     finally:
         child.join()
     time.sleep(0.5)  # Dovecot reaps the bot's imap processes after their logout
-    outcome["cpu_s"]["SMTP sink"] = time.process_time() - sink_before
+    outcome["pss_total_mb"] = memory.peak_total_pss_kib / 1024
+    outcome["cpu_s"]["SMTP sink"] = time.process_time() - sink_before - memory.cpu_s
     outcome["cpu_s"]["IMAP server"] = _process_cpu_s(imap_server_pid) - imap_before
+    outcome["cpu_s"]["memory sampler"] = memory.cpu_s
     return BotRun(**outcome)
 
 
