@@ -431,6 +431,16 @@ def _process_cpu_s(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _stolen_s() -> float:
+    """CPU seconds the host gave to others while this machine's cores had work (/proc/stat steal).
+
+    On a shared virtual machine this varies from run to run and makes every party's CPU time and
+    the wall times noisier; a run with much of it is worth repeating before comparing.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def _descendants_cpu_s() -> float:
     total = 0.0
     for pid in _descendants():
@@ -489,7 +499,7 @@ def run_bot_isolated(raw_config: dict[str, Any], inline: bool, imap_server_pid: 
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     child = context.Process(target=_run_bot_child, args=(raw_config, inline, results), name="rush-bot")
-    sink_before, imap_before = time.process_time(), _process_cpu_s(imap_server_pid)
+    sink_before, imap_before, stolen_before = time.process_time(), _process_cpu_s(imap_server_pid), _stolen_s()
     child.start()
     assert child.pid is not None
     try:
@@ -502,6 +512,7 @@ def run_bot_isolated(raw_config: dict[str, Any], inline: bool, imap_server_pid: 
     outcome["cpu_s"]["SMTP sink"] = time.process_time() - sink_before - memory.cpu_s
     outcome["cpu_s"]["IMAP server"] = _process_cpu_s(imap_server_pid) - imap_before
     outcome["cpu_s"]["memory sampler"] = memory.cpu_s
+    outcome["cpu_s"]["stolen by the host"] = _stolen_s() - stolen_before
     return BotRun(**outcome)
 
 
@@ -528,7 +539,7 @@ class FloorRun:
 def floor(dovecot: DovecotServer, users: Sequence[str]) -> FloorRun:
     """Fetch everything and read the forms, nothing else: the least time the bot's work could take."""
     started = time.perf_counter()
-    cpu_before, imap_before = time.process_time(), _process_cpu_s(dovecot.pid)
+    cpu_before, imap_before, stolen_before = time.process_time(), _process_cpu_s(dovecot.pid), _stolen_s()
     read = 0
     for user in users:
         client = imapclient.IMAPClient(dovecot.host, port=dovecot.port, ssl=False)
@@ -546,7 +557,10 @@ def floor(dovecot: DovecotServer, users: Sequence[str]) -> FloorRun:
             client.logout()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_before
     time.sleep(0.5)  # Dovecot reaps the imap processes after their logout
-    return FloorRun(seconds, read, {"floor": cpu, "IMAP server": _process_cpu_s(dovecot.pid) - imap_before})
+    imap = _process_cpu_s(dovecot.pid) - imap_before
+    return FloorRun(
+        seconds, read, {"floor": cpu, "IMAP server": imap, "stolen by the host": _stolen_s() - stolen_before}
+    )
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
