@@ -53,6 +53,9 @@ from parsers.message import too_large
 from parsers.model import Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.models import (
+    APPLICATIONS,
+    MESSAGES,
+    OUTBOX,
     Applicant,
     Application,
     AttachmentRecord,
@@ -349,7 +352,7 @@ class Processor:
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):
             return True
-        return session.scalar(select(OutboxMail.id).where(OutboxMail.message_id == message_id)) is not None
+        return session.scalar(select(OUTBOX.c.id).where(OUTBOX.c.message_id == message_id)) is not None
 
     def _store_attachments(self, session: Session, message: Message, submission: Submission) -> None:
         for attachment in submission.attachments:
@@ -533,12 +536,12 @@ class Processor:
         count = (
             session.scalar(
                 select(func.count())
-                .select_from(OutboxMail)
+                .select_from(OUTBOX)
                 .where(
-                    OutboxMail.to_addr == recipient,
-                    OutboxMail.kind == "ack",
-                    OutboxMail.created_at >= day_ago,
-                    OutboxMail.state != OutboxState.SUPPRESSED,
+                    OUTBOX.c.to_addr == recipient,
+                    OUTBOX.c.kind == "ack",
+                    OUTBOX.c.created_at >= day_ago,
+                    OUTBOX.c.state != OutboxState.SUPPRESSED,
                 )
             )
             or 0
@@ -589,7 +592,7 @@ def decision_record(decision: Decision) -> dict[str, Any]:
 def reference_of(session: Session, message_key: str | None) -> str | None:
     if message_key is None:
         return None
-    return session.scalar(select(Message.reference).where(Message.message_key == message_key))
+    return session.scalar(select(MESSAGES.c.reference).where(MESSAGES.c.message_key == message_key))
 
 
 def find_applicant(session: Session, call_id: str, identity: Identity) -> Applicant | None:
@@ -623,35 +626,39 @@ def load_priors(
     if probe is None:
         return []
     columns = (
-        Message.id,
-        Message.message_key,
-        Message.arrival,
-        Message.outcome,
-        Message.person_email,
-        Message.person_phone,
-        Message.person_name_key,
-        Message.person_institution_key,
-        Message.project_title,
-        Message.form_sha256,
-        Application.application_key,
-        Message.reference,
+        MESSAGES.c.id,
+        MESSAGES.c.message_key,
+        MESSAGES.c.arrival,
+        MESSAGES.c.outcome,
+        MESSAGES.c.person_email,
+        MESSAGES.c.person_phone,
+        MESSAGES.c.person_name_key,
+        MESSAGES.c.person_institution_key,
+        MESSAGES.c.project_title,
+        MESSAGES.c.form_sha256,
+        APPLICATIONS.c.application_key,
+        MESSAGES.c.reference,
     )
     # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
     # secretary's phone, a placeholder number) does not bring every form naming someone else
     same_name_or_unnamed = (
-        or_(Message.person_name_key == probe.name_key, Message.person_name_key.is_(None)) if probe.name_key else true()
+        or_(MESSAGES.c.person_name_key == probe.name_key, MESSAGES.c.person_name_key.is_(None))
+        if probe.name_key
+        else true()
     )
     clues = [
         and_(column == value, same_name_or_unnamed)
-        for column, value in ((Message.person_email, probe.email), (Message.person_phone, probe.phone))
+        for column, value in ((MESSAGES.c.person_email, probe.email), (MESSAGES.c.person_phone, probe.phone))
         if value
     ]
     if form_sha256:
-        clues.append(Message.form_sha256 == form_sha256)
+        clues.append(MESSAGES.c.form_sha256 == form_sha256)
     if probe.name_key and probe.institution_key:
         # a name matches only at the same institution: namesakes elsewhere are not even candidates
         clues.append(
-            and_(Message.person_name_key == probe.name_key, Message.person_institution_key == probe.institution_key)
+            and_(
+                MESSAGES.c.person_name_key == probe.name_key, MESSAGES.c.person_institution_key == probe.institution_key
+            )
         )
     if not clues:
         return []
@@ -666,8 +673,8 @@ def load_priors(
 
     clue_matches = union(
         *(
-            select(Message.id, Message.outcome, Message.arrival, Message.application_id).where(
-                Message.call_id == call_id, clue
+            select(MESSAGES.c.id, MESSAGES.c.outcome, MESSAGES.c.arrival, MESSAGES.c.application_id).where(
+                MESSAGES.c.call_id == call_id, clue
             )
             for clue in clues
         )
@@ -681,9 +688,9 @@ def load_priors(
         return []
     found = session.execute(
         select(*columns)
-        .join(Application, Message.application_id == Application.id)
-        .where(Message.application_id.in_(applications))
-        .order_by(Message.arrival, Message.id)
+        .join(APPLICATIONS, MESSAGES.c.application_id == APPLICATIONS.c.id)
+        .where(MESSAGES.c.application_id.in_(applications))
+        .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
     )
     rows = [row for row in found if counts(row.id, row.outcome, row.arrival)]
     return [

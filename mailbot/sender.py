@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
@@ -29,7 +28,7 @@ from mailbot.config import ConfigError, Settings, resolve_secret
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from storage.db import transaction
-from storage.models import SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
+from storage.models import OUTBOX, SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,9 +37,6 @@ ACTOR = "sender"
 DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 FIRST_RETRY = timedelta(minutes=1)
 MAX_RETRY = timedelta(hours=1)
-# the per-answer statements go to the table itself: an ORM-enabled statement costs several times
-# more in Python, and these run a few times for every answer sent
-OUTBOX = cast(Table, OutboxMail.__table__)
 # how long connections may sit unused between flushes and still be trusted with the next answer
 REUSE_CONNECTIONS_S = 10.0
 
