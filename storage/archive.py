@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-PARALLEL_WRITES = 8
 HEAD_BYTES = 256 * 1024  # header sections are a few KB; a long Received chain stays far below this
 
 
@@ -95,17 +93,6 @@ class RawArchive:
             make_private_dir(self.root)
             write_atomic(target, raw)
         return digest
-
-    def put_all(self, raws: Sequence[bytes]) -> list[str]:
-        """``put`` for a fetched batch, the files written side by side.
-
-        Each file still reaches the disk before this returns; the waits for the disk overlap
-        instead of queueing one behind the other in the thread that fetches and records.
-        """
-        if len(raws) < 2:
-            return [self.put(raw) for raw in raws]
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_WRITES, len(raws)), thread_name_prefix="archive") as pool:
-            return list(pool.map(self.put, raws))
 
     def put_pieces(self, pieces: Iterable[bytes]) -> Archived:
         """Store a message arriving in pieces durably, never holding more than one piece of it."""

@@ -158,10 +158,9 @@ class Store:
         it, the folder's cursor has not moved either, and the same UIDs are read again (the
         archive keeps each file once, by content).
         """
-        written = iter(self.archive.put_all([item.raw for item in incoming if not item.archived]))
         archived = [
             (
-                item.archived.digest if item.archived else next(written),
+                item.archived.digest if item.archived else self.archive.put(item.raw),
                 item.facts or header_facts(item.raw),
                 item,
             )

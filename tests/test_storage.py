@@ -40,18 +40,6 @@ def test_archive_is_content_addressed_private_and_atomic(tmp_path: Path) -> None
     assert archive.put(RAW) == digest  # idempotent
 
 
-def test_a_batch_is_archived_in_order_the_same_bytes_once(tmp_path: Path) -> None:
-    archive = RawArchive(tmp_path / "archive")
-    raws = [RAW.replace(b"Subject:", f"X-N: {n}\r\nSubject:".encode()) for n in range(12)]
-    batch = [*raws, raws[3]]  # the same message under a second UID
-    digests = archive.put_all(batch)
-    assert digests == [archive.put(raw) for raw in batch]
-    assert len(set(digests)) == 12
-    for digest, raw in zip(digests, batch, strict=True):
-        assert archive.get(digest) == raw
-    assert not [p for p in archive.root.rglob(".tmp-*")], "no temporary file is left behind"
-
-
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_space(fd: int) -> None:
         raise OSError(28, "No space left on device")
