@@ -53,6 +53,8 @@ _CHARSET_ALIASES = {
 _CHARSET_NAME = re.compile(r"[a-z0-9][a-z0-9!#$%&'+^_`{}~.:-]*")  # RFC 2978's characters, case folded
 _SEVEN_BIT_FIRST = ("iso-2022", "utf-7", "hz", "utf-16", "utf-32")
 _FALLBACKS = ("utf-8", "gb18030", "big5hkscs")
+_WESTERN = ("utf-8", "cp1252", "latin-1")
+_EIGHT_BIT_RUN = re.compile(rb"[\x80-\xff]+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -110,7 +112,8 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
             pass
     if data.isascii():
         return data.decode("ascii")
-    for candidate in ("utf-8", charset, *_FALLBACKS):
+    fallbacks = _WESTERN if charset is None and _looks_western(data) else _FALLBACKS
+    for candidate in ("utf-8", charset, *fallbacks):
         if not candidate:
             continue
         try:
@@ -121,6 +124,17 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
         return data.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return data.decode("utf-8", errors="replace")
+
+
+def _looks_western(data: bytes) -> bool:
+    """Undeclared 8-bit text whose every 8-bit byte stands alone between ASCII ones ("M\xfcller").
+
+    That is a Latin-1 or Windows-1252 letter inside a word. In GBK text the common characters are
+    two 8-bit bytes; a lone one is the lead of a rare character, and text made only of those does
+    not occur, while GB18030 would turn the Latin letter and the ASCII after it into a CJK character.
+    """
+    runs = _EIGHT_BIT_RUN.findall(data)
+    return bool(runs) and all(len(run) == 1 for run in runs)
 
 
 def _charset(declared: str | None) -> str | None:

@@ -81,6 +81,10 @@ def test_charsets_declared_wrongly_or_not_at_all(smp_spec: FormSpec) -> None:
         "申报表 raw".encode("gbk"): "申报表 raw",
         "申报表 raw".encode(): "申报表 raw",
         split_word.encode(): "申报",
+        # undeclared Latin-1 / Windows-1252 from an old Western client; GBK around a rare character
+        "Prof. Müller, Café".encode("latin-1"): "Prof. Müller, Café",
+        "Réponse – José".encode("cp1252"): "Réponse – José",
+        "朱镕基 raw".encode("gbk"): "朱镕基 raw",
     }
     for header, expected in cases.items():
         envelope = read_message(message([text_part("x")], {"Subject": header}), smp_spec).envelope
