@@ -435,6 +435,15 @@ def test_a_sent_folder_that_cannot_be_searched_holds_the_answer_back(
     assert answers_by_original(handler.accepted) == Counter(ids_of(truth))
 
 
+def decide_and_die_handing_over(bot: Bot) -> None:
+    """Fetch and decide the mailbox, then leave its one answer as a worker killed mid-hand-over would."""
+    bot.poll_all(RunSummary())
+    bot.process()
+    (claimed,) = bot.store.claim_outbox("a worker that then died", 1)
+    with bot.store.sessions() as session, session.begin():
+        session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
+
+
 @pytest.mark.timeout(FAULT_TIMEOUT_S)
 def test_recovery_waits_while_the_sent_folder_cannot_be_searched(
     tmp_path: Path, imap_server: ImapServer, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -444,12 +453,8 @@ def test_recovery_waits_while_the_sent_folder_cannot_be_searched(
     with ScriptedSink(handler) as sink:
         settings = parse_settings(provider_files_sent_mail(tmp_path, imap_server, sink, None), "provider")
         with Bot(settings, inline=True) as bot:
-            bot.poll_all(RunSummary())
-            bot.process()
             # a worker died while the end of the answer was on its way: only the Sent folder can tell
-            (claimed,) = bot.store.claim_outbox("a worker that then died", 1)
-            with bot.store.sessions() as session, session.begin():
-                session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
+            decide_and_die_handing_over(bot)
             with monkeypatch.context() as patch:
 
                 def connection_lost(*_args: object) -> bool:
@@ -472,12 +477,8 @@ def test_an_interrupted_hand_over_nothing_can_check_is_presumed_delivered_and_to
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink))
     assert not settings.smtp.saves_to_sent, "the provider files nothing: no Sent folder can tell"
     with Bot(settings, inline=True) as bot:
-        bot.poll_all(RunSummary())
-        bot.process()
         # a worker died between recording the hand-over and writing the end of the answer
-        (claimed,) = bot.store.claim_outbox("a worker that then died", 1)
-        with bot.store.sessions() as session, session.begin():
-            session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
+        decide_and_die_handing_over(bot)
         assert bot.send() == []
         (row,) = outbox_rows(bot)
         assert (row.state, row.filed_in_sent) == (OutboxState.SENT, False), "never sent a second time"
