@@ -52,8 +52,9 @@ _CHARSET_ALIASES = {
 }
 _CHARSET_NAME = re.compile(r"[a-z0-9][a-z0-9!#$%&'+^_`{}~.:-]*")  # RFC 2978's characters, case folded
 _SEVEN_BIT_FIRST = ("iso-2022", "utf-7", "hz", "utf-16", "utf-32")
-_FALLBACKS = ("utf-8", "gb18030", "big5hkscs")
-_WESTERN = ("utf-8", "cp1252", "latin-1")
+# tried after UTF-8 and the declared charset, in this order
+_FALLBACKS = ("gb18030", "big5hkscs")
+_WESTERN = ("cp1252", "latin-1")
 _EIGHT_BIT_RUN = re.compile(rb"[\x80-\xff]+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
