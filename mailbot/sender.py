@@ -377,17 +377,18 @@ class Sender:
         if self.store.concurrent and not self.store.start_conversation(outbox_id, self.worker):
             log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
             return None
-        sender, recipients, raw = answer.sender, answer.recipients, answer.raw
-        message_id, created, attempts, mailbox = answer.message_id, answer.created_at, answer.attempts, answer.mailbox
+        message_id, attempts = answer.message_id, answer.attempts
         extra = {"message_id": message_id}
         try:
-            if attempts > 1 and self._earlier_attempt_filed(folders, mailbox, message_id):
+            if attempts > 1 and self._earlier_attempt_filed(folders, answer.mailbox, message_id):
                 log.info("%s is in the Sent folder already: not sending it again", message_id, extra=extra)
                 return self._finish(
                     outbox_id, OutboxState.SENT, "found in the Sent folder: an earlier attempt went out"
                 )
             with self.timings.stage("send"):
-                reply = transport.send(sender, recipients, raw, lambda: self._handing_over(outbox_id))
+                reply = transport.send(
+                    answer.sender, answer.recipients, answer.raw, lambda: self._handing_over(outbox_id)
+                )
         except TakenOver as exc:
             log.warning("%s: the end of the answer was not sent", exc, extra=extra)
             return None
@@ -399,7 +400,7 @@ class Sender:
             log.error("%s; answers wait until it is fixed", exc, extra=extra)
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=utcnow() + FIRST_RETRY)
         except TemporaryFailure as exc:
-            give_up_at = created + timedelta(hours=self.settings.smtp.retry_for_hours)
+            give_up_at = answer.created_at + timedelta(hours=self.settings.smtp.retry_for_hours)
             next_at = utcnow() + retry_delay(attempts)
             if next_at > give_up_at:
                 log.error("giving up on %s after %d attempts: %s", message_id, attempts, exc, extra=extra)
@@ -412,8 +413,8 @@ class Sender:
                 extra=extra,
             )
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
-        log.info("sent %s to %s", message_id, ", ".join(recipients), extra=extra)
-        return Accepted(outbox_id, reply, mailbox, raw)
+        log.info("sent %s to %s", message_id, ", ".join(answer.recipients), extra=extra)
+        return Accepted(outbox_id, reply, answer.mailbox, answer.raw)
 
     def _handing_over(self, outbox_id: int) -> None:
         """Record that the end of the message goes out now: from here on the server may accept it."""
