@@ -286,7 +286,11 @@ class DigestRun(Base):
 
 # The tables themselves, for statements that need no ORM objects (counts, columns, marks): an
 # ORM-enabled statement costs several times the Python of the table statement for the same SQL,
-# and some of these run several times for every message.
+# and some of these run several times for every message (a decision's writes are all of this kind).
 MESSAGES = cast(Table, Message.__table__)
+APPLICANTS = cast(Table, Applicant.__table__)
 APPLICATIONS = cast(Table, Application.__table__)
+ATTACHMENTS = cast(Table, AttachmentRecord.__table__)
 OUTBOX = cast(Table, OutboxMail.__table__)
+EVENTS = cast(Table, Event.__table__)
+COUNTERS = cast(Table, CallCounter.__table__)

@@ -17,7 +17,7 @@ from email.header import decode_header, make_header
 from email.utils import getaddresses
 from typing import Any
 
-from sqlalchemy import Engine, Select, Update, func, select, update
+from sqlalchemy import Engine, Select, Update, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,9 +26,9 @@ from parsers.mime import header_block
 from storage.archive import Archived, RawArchive
 from storage.db import is_postgres, session_factory, transaction
 from storage.models import (
-    CallCounter,
+    COUNTERS,
+    EVENTS,
     Delivery,
-    Event,
     MailboxCursor,
     Message,
     MessageState,
@@ -393,21 +393,20 @@ class Store:
     def next_reference_number(self, session: Session, call_id: str) -> int:
         """The call's next number, counted up in one statement (its row stays locked until commit)."""
         bump = (
-            update(CallCounter)
-            .where(CallCounter.call_id == call_id)
-            .values(last_number=CallCounter.last_number + 1)
-            .returning(CallCounter.last_number)
-            .execution_options(synchronize_session=False)
+            update(COUNTERS)
+            .where(COUNTERS.c.call_id == call_id)
+            .values(last_number=COUNTERS.c.last_number + 1)
+            .returning(COUNTERS.c.last_number)
         )
         number = session.execute(bump).scalar_one_or_none()
         if number is None:  # the call's first number
-            session.add(CallCounter(call_id=call_id, last_number=1))
-            session.flush()
+            session.execute(insert(COUNTERS), {"call_id": call_id, "last_number": 1})
             return 1
         return int(number)
 
     def add_event(self, session: Session, kind: str, actor: str, message_pk: int | None = None, **detail: Any) -> None:
-        session.add(Event(at=utcnow(), kind=kind, actor=actor, message_pk=message_pk, detail=detail))
+        row = {"at": utcnow(), "kind": kind, "actor": actor, "message_pk": message_pk, "detail": detail}
+        session.execute(insert(EVENTS), row)
 
     # --- outbox -----------------------------------------------------------------------------
 
