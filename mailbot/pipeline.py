@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, union
+from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, true, union, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -53,12 +53,11 @@ from parsers.message import too_large
 from parsers.model import Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.models import (
+    APPLICANTS,
     APPLICATIONS,
+    ATTACHMENTS,
     MESSAGES,
     OUTBOX,
-    Applicant,
-    Application,
-    AttachmentRecord,
     Message,
     MessageState,
     OutboxMail,
@@ -112,7 +111,55 @@ def format_reference(call: CallSettings, number: int) -> str:
     return f"{call.reference_prefix}-{number:04d}"
 
 
-def _log_extra(message: Message, reference: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MessageFacts:
+    """What deciding and answering need of a message's row, read once without an ORM object."""
+
+    id: int
+    message_key: str
+    message_id: str | None
+    sha256: str
+    call_id: str | None
+    arrival: datetime
+    state: str
+    attempts: int
+    outcome: str | None
+    reference: str | None
+
+
+_FACTS = tuple(MESSAGES.c[name] for name in MessageFacts.__dataclass_fields__)
+
+# A decision's statements, built once and given their values when executed: building a statement
+# for every message cost more than running it. Rows are named by ``row_id`` (a bound name may not
+# be a column's).
+_SELECT_FACTS = select(*_FACTS).where(MESSAGES.c.id == bindparam("row_id")).with_for_update()
+_SELECT_TO_READ = select(MESSAGES.c.call_id, MESSAGES.c.sha256, MESSAGES.c.size).where(
+    MESSAGES.c.id == bindparam("row_id")
+)
+_SELECT_REFERENCE = select(MESSAGES.c.reference).where(MESSAGES.c.message_key == bindparam("key"))
+_SELECT_APPLICATION = select(APPLICATIONS.c.id, APPLICATIONS.c.status).where(
+    APPLICATIONS.c.application_key == bindparam("key")
+)
+_SELECT_OUR_ANSWER = select(OUTBOX.c.id).where(OUTBOX.c.message_id == bindparam("message_id"))
+_SELECT_ANY_ATTACHMENT = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.message_pk == bindparam("row_id")).limit(1)
+_COUNT_RECENT_ANSWERS = (
+    select(func.count())
+    .select_from(OUTBOX)
+    .where(
+        OUTBOX.c.to_addr == bindparam("to_addr"),
+        OUTBOX.c.kind == "ack",
+        OUTBOX.c.created_at >= bindparam("since", type_=OUTBOX.c.created_at.type),
+        OUTBOX.c.state != OutboxState.SUPPRESSED,
+    )
+)
+_UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id"))
+_UPDATE_APPLICANT = update(APPLICANTS).where(APPLICANTS.c.id == bindparam("row_id"))
+_UPDATE_APPLICATION = update(APPLICATIONS).where(APPLICATIONS.c.id == bindparam("row_id"))
+_INSERT_APPLICANT = insert(APPLICANTS).returning(APPLICANTS.c.id)
+_INSERT_APPLICATION = insert(APPLICATIONS).returning(APPLICATIONS.c.id)
+
+
+def _log_extra(message: Message | MessageFacts, reference: str | None = None) -> dict[str, Any]:
     return {"message_id": message.message_id or message.message_key, "reference": reference}
 
 
@@ -211,9 +258,7 @@ class Processor:
 
     def _start_reading(self, pk: int) -> Future[Submission]:
         with self.store.sessions() as session:
-            call_id, sha, size = session.execute(
-                select(Message.call_id, Message.sha256, Message.size).where(Message.id == pk)
-            ).one()
+            call_id, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
         if size > self.limits.max_message_bytes:
             # refused unread: neither this process nor a worker holds a message of that size
             refused: Future[Submission] = Future()
@@ -237,17 +282,15 @@ class Processor:
 
         ``expect`` is the state the message must still be in (another worker, or an admin's
         concurrent action, may have finished it meanwhile); if it is not, nothing changes.
+        Everything is read first and written last, as table statements: on SQLite the first
+        write makes the other threads wait for the commit, and ORM bookkeeping for a handful of
+        rows cost more than the rest of the decision.
         """
-        # no flush before the commit: the queries below never need this message's own changes,
-        # and one flush at the end writes everything in as few statements as it can
-        with self.store.sessions() as session, session.begin(), session.no_autoflush:
-            message = session.get_one(Message, pk, with_for_update=True)
+        with self.store.sessions() as session, session.begin():
+            message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
-            if expect == MessageState.REVIEW:
-                message.attempts += 1  # counted only if the retry commits
             call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
-            previous_outcome = message.outcome
             self.store.lock_call(session, call.id)
             if (
                 expect == MessageState.PROCESSING
@@ -269,38 +312,48 @@ class Processor:
                 submission,
                 message.message_key,
                 message.arrival,
-                self.rules[call.id],
+                rules,
                 priors,
                 lambda mid: self._is_ours(session, mid),
             )
             self.timings.add("decide", time.perf_counter() - decide_started)
-            message.outcome = decision.outcome.value
-            message.reason = submission.unreadable.reason if submission.unreadable else None
-            message.decision = decision_record(decision)
-            message.reading = to_jsonable(submission)
-            message.supersedes_key = decision.supersedes
-            message.duplicate_of_key = decision.duplicate_of
-            message.decided_at = utcnow()
-            message.error = None
-            self._remember_person(message, decision, submission)
-            message.state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
-            message.claimed_by = None
-            # a first decision has stored nothing yet; a retry keeps what the first one stored
-            if expect == MessageState.PROCESSING or not message.attachments:
-                self._store_attachments(session, message, submission)
+            state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
+            reason = submission.unreadable.reason if submission.unreadable else None
+            # a retry is counted only if it commits
+            attempts = message.attempts + 1 if expect == MessageState.REVIEW else message.attempts
+            changes: dict[str, Any] = {
+                "state": state,
+                "claimed_by": None,
+                "attempts": attempts,
+                "outcome": decision.outcome.value,
+                "reason": reason,
+                "decision": decision_record(decision),
+                "reading": to_jsonable(submission),
+                "supersedes_key": decision.supersedes,
+                "duplicate_of_key": decision.duplicate_of,
+                "decided_at": utcnow(),
+                "error": None,
+                **person_columns(decision, submission),
+            }
             if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
-                self._store_application(session, message, call, decision, submission)
+                application_id = self._store_application(session, pk, message.message_key, call, decision, submission)
+                if application_id is not None:
+                    changes["application_id"] = application_id
+            # a first decision has stored nothing yet; a retry keeps what the first one stored
+            if expect == MessageState.PROCESSING or not self._has_attachments(session, pk):
+                self._store_attachments(session, pk, submission)
             self._record_bounces(session, submission)
-            # counted up late: on SQLite this first write makes the other threads wait for the commit
             reference = message.reference  # a retried message keeps the number it was given
             if reference is None and decision.outcome != Outcome.IGNORED:
                 reference = format_reference(call, self.store.next_reference_number(session, call.id))
-            message.reference = reference
+            changes["reference"] = reference
+            session.execute(_UPDATE_MESSAGE, {"row_id": pk, **changes})
             acknowledged = False
             # a retry that ends where it was has nothing new to tell the applicant
-            repeated = expect == MessageState.REVIEW and previous_outcome == decision.outcome.value
+            repeated = expect == MessageState.REVIEW and message.outcome == decision.outcome.value
             if decision.outcome in ANSWERED and not repeated:
-                acknowledged = self._queue_acknowledgement(session, message, call, decision, submission)
+                answered = replace(message, attempts=attempts, reference=reference)
+                acknowledged = self._queue_acknowledgement(session, answered, call, decision, submission)
             self.store.add_event(
                 session,
                 "decided",
@@ -311,12 +364,10 @@ class Processor:
                 reference=reference,
                 explanation=decision.explanation,
             )
-            if message.state == MessageState.REVIEW:
+            if state == MessageState.REVIEW:
+                stored = session.get_one(Message, pk)
                 self.review.add(
-                    message,
-                    self.store.archive.path_for(message.sha256),
-                    message.reason or decision.rule,
-                    decision.explanation,
+                    stored, self.store.archive.path_for(stored.sha256), reason or decision.rule, decision.explanation
                 )
             result = Processed(
                 pk,
@@ -324,7 +375,7 @@ class Processor:
                 decision.outcome.value,
                 reference,
                 acknowledged,
-                in_review=message.state == MessageState.REVIEW,
+                in_review=state == MessageState.REVIEW,
             )
             log.info(
                 "%s → %s (%s)",
@@ -337,75 +388,86 @@ class Processor:
             self.on_decided(result)
         return result
 
-    @staticmethod
-    def _remember_person(message: Message, decision: Decision, submission: Submission) -> None:
-        form = submission.form
-        identity = as_stored(decision.identity) if decision.identity else None
-        title = form.value("project_title") if form else None
-        message.form_sha256 = form.sha256 if form else None
-        message.project_title = title if isinstance(title, str) else None
-        message.person_email = identity.email if identity else None
-        message.person_phone = identity.phone if identity else None
-        message.person_name_key = identity.name_key if identity else None
-        message.person_institution_key = identity.institution_key if identity else None
-
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):
             return True
-        return session.scalar(select(OUTBOX.c.id).where(OUTBOX.c.message_id == message_id)) is not None
+        return session.scalar(_SELECT_OUR_ANSWER, {"message_id": message_id}) is not None
 
-    def _store_attachments(self, session: Session, message: Message, submission: Submission) -> None:
-        for attachment in submission.attachments:
-            session.add(
-                AttachmentRecord(
-                    message_pk=message.id,
-                    filename=attachment.filename,
-                    kind=attachment.kind,
-                    size=attachment.size,
-                    sha256=attachment.sha256,
-                    role=attachment.role,
-                )
+    @staticmethod
+    def _has_attachments(session: Session, pk: int) -> bool:
+        return session.scalar(_SELECT_ANY_ATTACHMENT, {"row_id": pk}) is not None
+
+    @staticmethod
+    def _store_attachments(session: Session, pk: int, submission: Submission) -> None:
+        if submission.attachments:
+            session.execute(
+                insert(ATTACHMENTS),
+                [
+                    {
+                        "message_pk": pk,
+                        "filename": attachment.filename,
+                        "kind": attachment.kind,
+                        "size": attachment.size,
+                        "sha256": attachment.sha256,
+                        "role": attachment.role,
+                    }
+                    for attachment in submission.attachments
+                ],
             )
 
+    @staticmethod
     def _store_application(
-        self,
         session: Session,
-        message: Message,
+        pk: int,
+        message_key: str,
         call: CallSettings,
         decision: Decision,
         submission: Submission,
-    ) -> None:
+    ) -> int | None:
+        """The id of the application this message now is the current form of (made if new)."""
         form = submission.form
         if form is None or decision.identity is None:
-            return
+            return None
         now = utcnow()
         values = to_jsonable(form.values())
-        key = decision.application_key or message.message_key
-        application = session.scalar(select(Application).where(Application.application_key == key))
+        key = decision.application_key or message_key
+        current = {
+            "current_message_pk": pk,
+            "project_title": str(values.get("project_title") or "") or None,
+            "fields": values,
+            "missing": list(decision.missing),
+            "flags": list(decision.flags),
+            "updated_at": now,
+        }
+        known = session.execute(_SELECT_APPLICATION, {"key": key}).one_or_none()
+        if known is not None:
+            status = _application_status(decision.outcome, known.status)
+            session.execute(_UPDATE_APPLICATION, {"row_id": known.id, "status": status, **current})
+            return int(known.id)
         identity = as_stored(decision.identity)
-        if application is None:
-            applicant = find_applicant(session, call.id, identity) or Applicant(call_id=call.id)
-            applicant.name = str(values.get("applicant_name") or applicant.name or "")[:500] or None
-            applicant.name_key = identity.name_key or applicant.name_key
-            applicant.institution_key = identity.institution_key or applicant.institution_key
-            applicant.email = identity.email or applicant.email
-            applicant.phone = identity.phone or applicant.phone
-            application = Application(
-                call_id=call.id,
-                application_key=key,
-                applicant=applicant,
-                created_at=now,
-                duplicate_of_key=decision.duplicate_of,
-            )
-            session.add(application)
-        application.current_message_pk = message.id
-        application.status = _application_status(decision.outcome, application.status)
-        application.project_title = str(values.get("project_title") or "") or None
-        application.fields = values
-        application.missing = list(decision.missing)
-        application.flags = list(decision.flags)
-        application.updated_at = now
-        message.application = application
+        applicant = find_applicant(session, call.id, identity)
+        person = {
+            "name": str(values.get("applicant_name") or (applicant.name if applicant else "") or "")[:500] or None,
+            "name_key": identity.name_key or (applicant.name_key if applicant else None),
+            "institution_key": identity.institution_key or (applicant.institution_key if applicant else None),
+            "email": identity.email or (applicant.email if applicant else None),
+            "phone": identity.phone or (applicant.phone if applicant else None),
+        }
+        if applicant is None:
+            applicant_id = session.execute(_INSERT_APPLICANT, {"call_id": call.id, **person}).scalar_one()
+        else:
+            applicant_id = applicant.id
+            if any(person[column] != getattr(applicant, column) for column in person):
+                session.execute(_UPDATE_APPLICANT, {"row_id": applicant_id, **person})
+        created = {
+            "call_id": call.id,
+            "application_key": key,
+            "applicant_id": applicant_id,
+            "created_at": now,
+            "duplicate_of_key": decision.duplicate_of,
+            "status": _application_status(decision.outcome, None),
+        }
+        return int(session.execute(_INSERT_APPLICATION, {**created, **current}).scalar_one())
 
     def _record_bounces(self, session: Session, submission: Submission) -> None:
         for bounced_id in submission.envelope.bounced_message_ids:
@@ -417,7 +479,7 @@ class Processor:
     def _queue_acknowledgement(
         self,
         session: Session,
-        message: Message,
+        message: MessageFacts,
         call: CallSettings,
         decision: Decision,
         submission: Submission,
@@ -454,7 +516,7 @@ class Processor:
             log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
             return False
         mail = compose_acknowledgement(context, self.templates, now)
-        self._add_to_outbox(session, "ack", message, call, recipient, mail, suppressed)
+        self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
         if suppressed:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
@@ -494,37 +556,38 @@ class Processor:
             self.templates.render("notice/closed.html.j2", context),
         )
         mail = ComposedMail(message_id, (recipient.lower(),), raw)
-        self._add_to_outbox(session, "notice", message, call, recipient, mail, None)
+        self._add_to_outbox(session, "notice", message.id, call, recipient, mail, None)
         return True
 
     def _add_to_outbox(
         self,
         session: Session,
         kind: str,
-        message: Message,
+        message_pk: int,
         call: CallSettings,
         recipient: str,
         mail: ComposedMail,
         suppressed: str | None,
     ) -> None:
         now = utcnow()
-        session.add(
-            OutboxMail(
-                kind=kind,
-                message_pk=message.id,
-                call_id=call.id,
-                mailbox=self.settings.mailbox_for_call(call.id),
-                sender=call.sender.address,
-                recipients=list(mail.recipients),
-                to_addr=recipient,
-                message_id=mail.message_id,
-                raw=message_bytes(mail, self.settings.smtp),
-                state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-                last_reply=suppressed,
-            )
+        session.execute(
+            insert(OUTBOX),
+            {
+                "kind": kind,
+                "message_pk": message_pk,
+                "call_id": call.id,
+                "mailbox": self.settings.mailbox_for_call(call.id),
+                "sender": call.sender.address,
+                "recipients": list(mail.recipients),
+                "to_addr": recipient,
+                "message_id": mail.message_id,
+                "raw": message_bytes(mail, self.settings.smtp),
+                "state": OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "last_reply": suppressed,
+            },
         )
 
     def _suppression(self, session: Session, recipient: str) -> str | None:
@@ -533,19 +596,7 @@ class Processor:
         if recipient in self.settings.own_addresses:
             return "the sender is one of our own addresses"
         day_ago = utcnow() - timedelta(days=1)
-        count = (
-            session.scalar(
-                select(func.count())
-                .select_from(OUTBOX)
-                .where(
-                    OUTBOX.c.to_addr == recipient,
-                    OUTBOX.c.kind == "ack",
-                    OUTBOX.c.created_at >= day_ago,
-                    OUTBOX.c.state != OutboxState.SUPPRESSED,
-                )
-            )
-            or 0
-        )
+        count = session.scalar(_COUNT_RECENT_ANSWERS, {"to_addr": recipient, "since": day_ago}) or 0
         limit = self.settings.smtp.max_answers_per_recipient_per_day
         if count >= limit:
             return f"{count} automatic answers to this address in the last 24 hours (limit {limit})"
@@ -583,6 +634,21 @@ def _application_status(outcome: Outcome, previous: str | None) -> str:
     return outcome.value
 
 
+def person_columns(decision: Decision, submission: Submission) -> dict[str, Any]:
+    """Who the form names and what it is, in the message's columns that the rules search by."""
+    form = submission.form
+    identity = as_stored(decision.identity) if decision.identity else None
+    title = form.value("project_title") if form else None
+    return {
+        "form_sha256": form.sha256 if form else None,
+        "project_title": title if isinstance(title, str) else None,
+        "person_email": identity.email if identity else None,
+        "person_phone": identity.phone if identity else None,
+        "person_name_key": identity.name_key if identity else None,
+        "person_institution_key": identity.institution_key if identity else None,
+    }
+
+
 def decision_record(decision: Decision) -> dict[str, Any]:
     record: dict[str, Any] = to_jsonable(decision)
     record["outcome"] = decision.outcome.value
@@ -592,22 +658,23 @@ def decision_record(decision: Decision) -> dict[str, Any]:
 def reference_of(session: Session, message_key: str | None) -> str | None:
     if message_key is None:
         return None
-    return session.scalar(select(MESSAGES.c.reference).where(MESSAGES.c.message_key == message_key))
+    return session.scalar(_SELECT_REFERENCE, {"key": message_key})
 
 
-def find_applicant(session: Session, call_id: str, identity: Identity) -> Applicant | None:
+def find_applicant(session: Session, call_id: str, identity: Identity) -> Row[Any] | None:
+    """The applicant row of this call that ``identity`` is the same person as, if any."""
     clues = [
         column == value
         for column, value in (
-            (Applicant.email, identity.email),
-            (Applicant.phone, identity.phone),
-            (Applicant.name_key, identity.name_key),
+            (APPLICANTS.c.email, identity.email),
+            (APPLICANTS.c.phone, identity.phone),
+            (APPLICANTS.c.name_key, identity.name_key),
         )
         if value
     ]
     if not clues:
         return None
-    for applicant in session.scalars(select(Applicant).where(Applicant.call_id == call_id, or_(*clues))):
+    for applicant in session.execute(select(APPLICANTS).where(APPLICANTS.c.call_id == call_id, or_(*clues))):
         known = Identity(applicant.email, applicant.phone, applicant.name_key, applicant.institution_key)
         if same_person(known, identity):
             return applicant
