@@ -15,10 +15,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, true, union, update
+from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, func, insert, or_, select, true, union, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -661,38 +662,75 @@ def reference_of(session: Session, message_key: str | None) -> str | None:
     return session.scalar(_SELECT_REFERENCE, {"key": message_key})
 
 
+@cache
+def _applicants_query(email: bool, phone: bool, name: bool) -> Select[Any]:
+    """A call's applicants sharing any of the given clues (built once for each set of clues)."""
+    clues = [
+        column == bindparam(column.key)
+        for column, given in ((APPLICANTS.c.email, email), (APPLICANTS.c.phone, phone), (APPLICANTS.c.name_key, name))
+        if given
+    ]
+    return select(APPLICANTS).where(APPLICANTS.c.call_id == bindparam("call_id"), or_(*clues))
+
+
 def find_applicant(session: Session, call_id: str, identity: Identity) -> Row[Any] | None:
     """The applicant row of this call that ``identity`` is the same person as, if any."""
-    clues = [
-        column == value
-        for column, value in (
-            (APPLICANTS.c.email, identity.email),
-            (APPLICANTS.c.phone, identity.phone),
-            (APPLICANTS.c.name_key, identity.name_key),
-        )
-        if value
-    ]
-    if not clues:
+    if not (identity.email or identity.phone or identity.name_key):
         return None
-    for applicant in session.execute(select(APPLICANTS).where(APPLICANTS.c.call_id == call_id, or_(*clues))):
+    query = _applicants_query(bool(identity.email), bool(identity.phone), bool(identity.name_key))
+    clues = {"call_id": call_id, "email": identity.email, "phone": identity.phone, "name_key": identity.name_key}
+    for applicant in session.execute(query, clues):
         known = Identity(applicant.email, applicant.phone, applicant.name_key, applicant.institution_key)
         if same_person(known, identity):
             return applicant
     return None
 
 
-def load_priors(
-    session: Session, call_id: str, before: datetime, exclude_pk: int, probe: Identity | None, form_sha256: str | None
-) -> list[PriorApplication]:
-    """Earlier readable forms of this call that could be the same person's, as the rules see them.
+@cache
+def _clue_matches_query(email: bool, phone: bool, form: bool, name_and_place: bool, named: bool) -> CompoundSelect[Any]:
+    """Messages of a call sharing any of the given clues with a form (built once for each set of clues).
 
-    Only messages sharing an email or a phone (under the same or no name), name and institution,
-    or the very file with ``probe`` can match (the rules need one of them), so those are found by
-    index; every message of their applications comes along, since the rules look at them whole.
+    One SELECT per clue, each with the call alone beside it, so that each is answered from the
+    index of its clue: written as one OR, or with the arrival beside it, SQLite read every earlier
+    message of the call instead, and deciding slowed down as the call filled up.
     """
-    if probe is None:
-        return []
-    columns = (
+    # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
+    # secretary's phone, a placeholder number) does not bring every form naming someone else
+    same_name_or_unnamed = (
+        or_(MESSAGES.c.person_name_key == bindparam("name_key"), MESSAGES.c.person_name_key.is_(None))
+        if named
+        else true()
+    )
+    clues = [
+        and_(column == bindparam(key), same_name_or_unnamed)
+        for column, key, given in (
+            (MESSAGES.c.person_email, "email", email),
+            (MESSAGES.c.person_phone, "phone", phone),
+        )
+        if given
+    ]
+    if form:
+        clues.append(MESSAGES.c.form_sha256 == bindparam("form_sha256"))
+    if name_and_place:
+        # a name matches only at the same institution: namesakes elsewhere are not even candidates
+        clues.append(
+            and_(
+                MESSAGES.c.person_name_key == bindparam("name_key"),
+                MESSAGES.c.person_institution_key == bindparam("institution_key"),
+            )
+        )
+    return union(
+        *(
+            select(MESSAGES.c.id, MESSAGES.c.outcome, MESSAGES.c.arrival, MESSAGES.c.application_id).where(
+                MESSAGES.c.call_id == bindparam("call_id"), clue
+            )
+            for clue in clues
+        )
+    )
+
+
+_SELECT_PRIORS = (
+    select(
         MESSAGES.c.id,
         MESSAGES.c.message_key,
         MESSAGES.c.arrival,
@@ -706,60 +744,51 @@ def load_priors(
         APPLICATIONS.c.application_key,
         MESSAGES.c.reference,
     )
-    # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
-    # secretary's phone, a placeholder number) does not bring every form naming someone else
-    same_name_or_unnamed = (
-        or_(MESSAGES.c.person_name_key == probe.name_key, MESSAGES.c.person_name_key.is_(None))
-        if probe.name_key
-        else true()
-    )
-    clues = [
-        and_(column == value, same_name_or_unnamed)
-        for column, value in ((MESSAGES.c.person_email, probe.email), (MESSAGES.c.person_phone, probe.phone))
-        if value
-    ]
-    if form_sha256:
-        clues.append(MESSAGES.c.form_sha256 == form_sha256)
-    if probe.name_key and probe.institution_key:
-        # a name matches only at the same institution: namesakes elsewhere are not even candidates
-        clues.append(
-            and_(
-                MESSAGES.c.person_name_key == probe.name_key, MESSAGES.c.person_institution_key == probe.institution_key
-            )
-        )
-    if not clues:
+    .join(APPLICATIONS, MESSAGES.c.application_id == APPLICATIONS.c.id)
+    .where(MESSAGES.c.application_id.in_(bindparam("applications", expanding=True)))
+    .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
+)
+
+
+def load_priors(
+    session: Session, call_id: str, before: datetime, exclude_pk: int, probe: Identity | None, form_sha256: str | None
+) -> list[PriorApplication]:
+    """Earlier readable forms of this call that could be the same person's, as the rules see them.
+
+    Only messages sharing an email or a phone (under the same or no name), name and institution,
+    or the very file with ``probe`` can match (the rules need one of them), so those are found by
+    index; every message of their applications comes along, since the rules look at them whole.
+    """
+    if probe is None:
         return []
-    # One SELECT per clue, each with the call alone beside it, so that each is answered from the
-    # index of its clue: written as one OR, or with the arrival beside it, SQLite read every earlier
-    # message of the call instead, and deciding slowed down as the call filled up. Which of the few
-    # rows found count (earlier, readable, not this message) is checked here.
+    name_and_place = bool(probe.name_key and probe.institution_key)
+    if not (probe.email or probe.phone or form_sha256 or name_and_place):
+        return []
+    clue_matches = _clue_matches_query(
+        bool(probe.email), bool(probe.phone), bool(form_sha256), name_and_place, bool(probe.name_key)
+    )
+    clues = {
+        "call_id": call_id,
+        "email": probe.email,
+        "phone": probe.phone,
+        "form_sha256": form_sha256,
+        "name_key": probe.name_key,
+        "institution_key": probe.institution_key,
+    }
+    # which of the few rows found count (earlier, readable, not this message) is checked here
     counted = {o.value for o in APPLICATION_OUTCOMES}
 
     def counts(pk: int, outcome: str | None, arrival: datetime) -> bool:
         return pk != exclude_pk and outcome in counted and arrival <= before
 
-    clue_matches = union(
-        *(
-            select(MESSAGES.c.id, MESSAGES.c.outcome, MESSAGES.c.arrival, MESSAGES.c.application_id).where(
-                MESSAGES.c.call_id == call_id, clue
-            )
-            for clue in clues
-        )
-    )
     applications = {
         row.application_id
-        for row in session.execute(clue_matches)
+        for row in session.execute(clue_matches, clues)
         if row.application_id is not None and counts(row.id, row.outcome, row.arrival)
     }
     if not applications:
         return []
-    found = session.execute(
-        select(*columns)
-        .join(APPLICATIONS, MESSAGES.c.application_id == APPLICATIONS.c.id)
-        .where(MESSAGES.c.application_id.in_(applications))
-        .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
-    )
-    rows = [row for row in found if counts(row.id, row.outcome, row.arrival)]
+    found = session.execute(_SELECT_PRIORS, {"applications": sorted(applications)})
     return [
         PriorApplication(
             message_key=row.message_key,
@@ -771,5 +800,6 @@ def load_priors(
             application_key=row.application_key,
             reference=row.reference,
         )
-        for row in rows
+        for row in found
+        if counts(row.id, row.outcome, row.arrival)
     ]
