@@ -28,6 +28,8 @@ from storage.db import is_postgres, session_factory, transaction
 from storage.models import (
     COUNTERS,
     EVENTS,
+    MESSAGES,
+    OUTBOX,
     Delivery,
     MailboxCursor,
     Message,
@@ -307,10 +309,14 @@ class Store:
 
     # --- processing queue -------------------------------------------------------------------
 
-    def _claim(self, pick: Select[int], mark: Callable[[list[int]], Update]) -> list[int]:
-        """Take the rows ``pick`` finds for this worker alone: rows another worker holds are skipped."""
+    def _claim(self, pick: Select[Any], mark: Callable[[list[int]], Update]) -> list[int]:
+        """Take the rows ``pick`` finds for this worker alone: rows another worker holds are skipped.
+
+        Table statements, not ORM ones: a claim runs for every few messages, and an ORM update
+        spends most of its time on keeping a session's objects in step, of which a claim has none.
+        """
         with transaction(self.sessions) as session:
-            ids = list(session.scalars(pick.with_for_update(skip_locked=True)))
+            ids = [int(pk) for pk in session.scalars(pick.with_for_update(skip_locked=True))]
             if ids:
                 session.execute(mark(ids))
             return ids
@@ -318,18 +324,21 @@ class Store:
     def claim_received(self, worker: str, limit: int) -> list[int]:
         """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
         pick = (
-            select(Message.id)
-            .where(Message.state == MessageState.RECEIVED)
-            .order_by(Message.arrival, Message.id)
+            select(MESSAGES.c.id)
+            .where(MESSAGES.c.state == MessageState.RECEIVED)
+            .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
             .limit(limit)
         )
         return self._claim(
             pick,
             lambda ids: (
-                update(Message)
-                .where(Message.id.in_(ids), Message.state == MessageState.RECEIVED)
+                update(MESSAGES)
+                .where(MESSAGES.c.id.in_(ids), MESSAGES.c.state == MessageState.RECEIVED)
                 .values(
-                    state=MessageState.PROCESSING, claimed_by=worker, claimed_at=utcnow(), attempts=Message.attempts + 1
+                    state=MessageState.PROCESSING,
+                    claimed_by=worker,
+                    claimed_at=utcnow(),
+                    attempts=MESSAGES.c.attempts + 1,
                 )
             ),
         )
@@ -413,19 +422,17 @@ class Store:
     def claim_outbox(self, worker: str, limit: int) -> list[int]:
         now = utcnow()
         pick = (
-            select(OutboxMail.id)
-            .where(OutboxMail.state == OutboxState.PENDING, OutboxMail.next_attempt_at <= now)
-            .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
+            select(OUTBOX.c.id)
+            .where(OUTBOX.c.state == OutboxState.PENDING, OUTBOX.c.next_attempt_at <= now)
+            .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
             .limit(limit)
         )
         return self._claim(
             pick,
             lambda ids: (
-                update(OutboxMail)
-                .where(OutboxMail.id.in_(ids), OutboxMail.state == OutboxState.PENDING)
-                .values(
-                    state=OutboxState.SENDING, sending_since=now, claimed_by=worker, attempts=OutboxMail.attempts + 1
-                )
+                update(OUTBOX)
+                .where(OUTBOX.c.id.in_(ids), OUTBOX.c.state == OutboxState.PENDING)
+                .values(state=OutboxState.SENDING, sending_since=now, claimed_by=worker, attempts=OUTBOX.c.attempts + 1)
             ),
         )
 
