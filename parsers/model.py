@@ -152,8 +152,13 @@ class Submission:
         return "no_form"
 
 
+_PLAIN = (str, int, float, type(None))  # bool is an int
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, tuples and datetimes as plain JSON values (for storage and ``--json``)."""
+    if isinstance(value, _PLAIN):  # most of a reading's values: answered before the costlier checks
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
