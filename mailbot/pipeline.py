@@ -283,9 +283,9 @@ class Processor:
 
         ``expect`` is the state the message must still be in (another worker, or an admin's
         concurrent action, may have finished it meanwhile); if it is not, nothing changes.
-        Everything is read first and written last, as table statements: on SQLite the first
-        write makes the other threads wait for the commit, and ORM bookkeeping for a handful of
-        rows cost more than the rest of the decision.
+        The rows are written as table statements, and only once the decision is made: on SQLite
+        the first write makes the other threads wait for the commit, and the ORM's bookkeeping
+        for a handful of rows cost more than the rest of the decision.
         """
         with self.store.sessions() as session, session.begin():
             message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
