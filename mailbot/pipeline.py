@@ -220,7 +220,7 @@ class Processor:
     def _start(self, pk: int) -> Future[Submission] | BaseException:
         try:
             with self.timings.stage("parse", count=0):
-                return self._start_reading(pk)
+                return self.start_reading(pk)
         except Exception as exc:  # the archive copy is missing or unreadable
             return exc
 
@@ -254,10 +254,11 @@ class Processor:
         Nothing changes unless the whole decision commits: a failure leaves the item in the queue.
         """
         if submission is None:
-            submission = self._start_reading(pk).result()
+            submission = self.start_reading(pk).result()
         return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor)
 
-    def _start_reading(self, pk: int) -> Future[Submission]:
+    def start_reading(self, pk: int) -> Future[Submission]:
+        """Have the archived message ``pk`` read (in the pool, or here when reading inline)."""
         with self.store.sessions() as session:
             call_id, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
         if size > self.limits.max_message_bytes:

@@ -1,4 +1,4 @@
-"""The deadline-rush benchmark runs end to end on a small load (speed is never asserted)."""
+"""The benchmarks run end to end on a small load (speed is never asserted)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import rush
+from benchmarks import decisions, rush
 from tests.conftest import ImapServer
 
-pytestmark = pytest.mark.dovecot
 
-
+@pytest.mark.dovecot
 @pytest.mark.timeout(60)
 def test_rush_answers_every_submission_in_both_modes(tmp_path: Path, dovecot: ImapServer) -> None:
     # the fixture only proves Dovecot can run here (and fails under CI when it cannot): the
@@ -39,3 +38,19 @@ def test_rush_answers_every_submission_in_both_modes(tmp_path: Path, dovecot: Im
     assert summary["floor_cpu_s"]["floor"] > 0
     assert summary["floor_s"] > 0
     assert summary["ratio_to_floor"] == pytest.approx(summary["bot_s"] / summary["floor_s"])
+
+
+@pytest.mark.timeout(60)
+def test_decisions_benchmark_decides_every_message(tmp_path: Path) -> None:
+    out = tmp_path / "decisions.json"
+
+    assert decisions.main(["--n", "30", "--json", str(out), "--profile", str(tmp_path / "decide.prof")]) == 0
+
+    summary = json.loads(out.read_text(encoding="utf-8"))
+    assert summary["n"] == 30
+    assert sum(summary["outcomes"].values()) == 30
+    # the load's forms are all made by the project's own generator: every one must be read
+    assert summary["outcomes"].get("accepted", 0) > 0 and "unreadable" not in summary["outcomes"]
+    assert summary["cpu_s"] > 0 and summary["wall_s"] > 0
+    assert summary["ms_per_message"] == pytest.approx(1000 * summary["wall_s"] / 30)
+    assert (tmp_path / "decide.prof").stat().st_size > 0
