@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parsers.layout import Block, Cell, Grid
 from parsers.model import DocumentKind, FieldValue, FormReading, Location, Unreadable
@@ -115,6 +116,13 @@ class LabelIndex:
             group = next(name for name, matched in match.groupdict().items() if matched is not None)
             pairs.append((self._group_field[group], value))
         return pairs
+
+
+@lru_cache(maxsize=16)
+def label_index(spec: FormSpec) -> LabelIndex:
+    """The index of ``spec``'s labels, built once per spec: building it (its pattern of every label)
+    took longer than reading a .docx form's cells."""
+    return LabelIndex(spec)
 
 
 _MAX_LABEL_WORDS = 6
@@ -268,7 +276,7 @@ def read_form(
     guess: bool = True,
 ) -> FormReading | Unreadable | None:
     """The form's fields, ``Unreadable("no-fields")`` for an empty form, None for another document."""
-    index = LabelIndex(spec)
+    index = label_index(spec)
     chosen = best_per_field(find_values(blocks, index))
     labelled = set(chosen)
     if not looks_like_form(spec, labelled):

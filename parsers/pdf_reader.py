@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parsers.errors import CannotRead
-from parsers.fields import LabelIndex
+from parsers.fields import label_index
 from parsers.layout import Block, Cell, Grid, Line
 from parsers.limits import Limits
 from parsers.model import Location, Unreadable
@@ -64,7 +64,7 @@ def read_pdf(data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfT
 def _read_document(document: Any, data: bytes, filename: str, spec: FormSpec, limits: Limits) -> PdfText:
     import pypdfium2 as pdfium
 
-    index = LabelIndex(spec)
+    index = label_index(spec)
     page_count = len(document)
     texts: list[str] = []
     form_pages: dict[int, tuple[Any, Any]] = {}  # page number: the pdfium page and its text page
