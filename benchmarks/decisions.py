@@ -38,9 +38,19 @@ from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
 from mailbot.importer import import_one
+from mailbot.pipeline import Processor
 from parsers.model import Submission
 
 UNUSED_SERVER = ("127.0.0.1", 9)  # nothing is fetched or sent
+
+
+def _progress(done: int, total: int, what: str) -> None:
+    if done % 100 == 0 or done == total:
+        print(f"\r  {what} {done}/{total}    ", end="", file=sys.stderr, flush=True)
+
+
+def decide_all(processor: Processor, readings: Sequence[tuple[int, Submission]]) -> Counter[str]:
+    return Counter(processor.decide_and_store(pk, submission).outcome for pk, submission in readings)
 
 
 def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -> dict[str, Any]:
@@ -52,26 +62,21 @@ def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -
         with Bot(settings, inline=True) as bot:
             for index, planned in enumerate(load, start=1):
                 import_one(settings, bot.store, planned.raw, None, None, planned.arrival)
-                if index % 100 == 0 or index == len(load):
-                    print(f"\r  imported {index}/{len(load)}", end="", file=sys.stderr, flush=True)
+                _progress(index, len(load), "imported")
             claimed = bot.store.claim_received(bot.worker, n)
             readings: list[tuple[int, Submission]] = []
             for index, pk in enumerate(claimed, start=1):
                 readings.append((pk, bot.processor.start_reading(pk).result()))
-                if index % 100 == 0 or index == len(claimed):
-                    print(f"\r  read {index}/{len(claimed)}    ", end="", file=sys.stderr, flush=True)
+                _progress(index, len(claimed), "read")
             print(file=sys.stderr)
-            profiler = cProfile.Profile() if profile else None
-            outcomes: Counter[str] = Counter()
+            profiler = cProfile.Profile()
             wall, cpu = time.perf_counter(), time.process_time()
-            if profiler:
-                profiler.enable()
-            for pk, submission in readings:
-                outcomes[bot.processor.decide_and_store(pk, submission).outcome] += 1
-            if profiler:
-                profiler.disable()
+            if profile is None:
+                outcomes = decide_all(bot.processor, readings)
+            else:
+                outcomes = profiler.runcall(decide_all, bot.processor, readings)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            if profiler and profile:
+            if profile is not None:
                 profiler.dump_stats(profile)
     decided = len(readings)
     return {
