@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -39,9 +40,25 @@ _OUT_OF_MEMORY_SIGNALS = (signal.SIGKILL, signal.SIGABRT)
 def _context() -> BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["parsers.message"])
+        context.set_forkserver_preload(["parsers.message", "parsers.nlp", *_main_module()])
         return context
     return multiprocessing.get_context("spawn")
+
+
+def _main_module() -> list[str]:
+    """The program's main module, as the forkserver preloads it.
+
+    Every child of the forkserver runs the program's main module again before its target (as
+    spawn does); loaded once in the forkserver, what it imports is already there in each child,
+    so a worker starts in milliseconds instead of importing the whole program (about 0.8 s).
+    """
+    main = sys.modules["__main__"]
+    name = getattr(main.__spec__, "name", None)
+    if name is not None:
+        # a package's __main__ is never run again in a child
+        return [] if name == "__main__" or name.endswith(".__main__") else [name]
+    # a script: the forkserver loads "__main__" from the script's path
+    return ["__main__"] if getattr(main, "__file__", None) else []
 
 
 def _address_space() -> int:
@@ -208,7 +225,7 @@ class ParserPool:
         self.close()
 
     def _supervise(self) -> None:
-        worker: _Worker | None = None
+        worker = self._start_worker()
         while True:
             job = self._jobs.get()
             if job is None:
@@ -228,6 +245,14 @@ class ParserPool:
             job.future.set_result(submission)
         if worker is not None:
             worker.stop()
+
+    def _start_worker(self) -> _Worker | None:
+        """A worker started before the first job arrives (starting one takes a while), if it starts."""
+        try:
+            return _Worker(self._context, self.memory_mb, self.limits)
+        except Exception:
+            log.exception("parser worker did not start; trying again with the first message")
+            return None
 
     def _run(self, worker: _Worker, job: _Job) -> tuple[Submission, bool]:
         try:
