@@ -53,6 +53,7 @@ from parsers.limits import MIB, Limits
 from parsers.message import too_large
 from parsers.model import Submission, to_jsonable
 from parsers.spec import FormSpec
+from storage.db import defer_durability
 from storage.models import (
     APPLICANTS,
     APPLICATIONS,
@@ -289,6 +290,9 @@ class Processor:
         for a handful of rows cost more than the rest of the decision.
         """
         with self.store.sessions() as session, session.begin():
+            # nothing leaves the machine on this commit: the answer goes out only after the sender's
+            # hand-over mark, a durable commit that takes this one to the disk with it
+            defer_durability(session)
             message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")

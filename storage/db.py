@@ -40,6 +40,7 @@ def make_engine(url: str) -> Engine:
             make_private_dir(Path(parsed.database).resolve().parent)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "checkin", _durable_again)
         _writers_take_turns(engine)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -52,6 +53,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+_DEFERS_DURABILITY = "mailbot_defers_durability"
+
+
+def _durable_again(dbapi_connection: Any, record: Any) -> None:
+    """The next user of a connection that deferred durability waits for the disk again."""
+    if not record.info.pop(_DEFERS_DURABILITY, False) or dbapi_connection is None:
+        return
+    try:
+        dbapi_connection.execute("PRAGMA synchronous=FULL")
+    except Exception as exc:
+        record.invalidate(exc)  # a new connection starts with FULL
 
 
 _WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
@@ -112,6 +126,22 @@ def _writers_take_turns(engine: Engine) -> None:
 
     event.listen(engine, "checkin", hand_over)
     event.listen(engine, "invalidate", hand_over)
+
+
+def defer_durability(session: Session) -> None:
+    """Let this transaction's commit return before it is on disk; the next durable commit takes it there.
+
+    Both databases write their log in order, so a commit that waits for the disk (SQLite's
+    ``synchronous=FULL``, PostgreSQL's default) makes every commit before it durable too. Used
+    where nothing leaves the machine on the strength of the commit alone: a crash of the machine
+    may then lose the last such transactions, never a later durable one or part of one.
+    """
+    connection = session.connection()
+    if is_postgres(connection.engine):
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+    else:
+        connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        connection.info[_DEFERS_DURABILITY] = True
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from storage.archive import RawArchive, write_atomic
-from storage.db import make_engine, schema_status, upgrade
+from storage.db import defer_durability, make_engine, schema_status, upgrade
 from storage.models import Message, MessageState
 from storage.store import DeliveryRef, Incoming, Store, header_facts
 
@@ -150,3 +151,20 @@ def test_sqlite_writers_of_one_process_take_turns_in_order(tmp_path: Path) -> No
     engine.dispose()
     assert "occasional" in order, "the occasional writer never got a turn"
     assert order.index("occasional") <= 2, f"it waited behind {order.index('occasional')} busy transactions"
+
+
+def test_a_deferred_commit_leaves_the_next_transaction_durable(database_url: str) -> None:
+    """Only the transaction that defers durability commits without waiting for the disk."""
+    engine = make_engine(database_url)
+    postgres = engine.dialect.name == "postgresql"
+    setting = text("SHOW synchronous_commit" if postgres else "PRAGMA synchronous")
+    durable, deferred = ("on", "off") if postgres else (2, 1)  # SQLite: FULL is 2, NORMAL 1
+    try:
+        with Session(engine) as session, session.begin():
+            assert session.scalar(setting) == durable
+            defer_durability(session)
+            assert session.scalar(setting) == deferred
+        with Session(engine) as session, session.begin():
+            assert session.scalar(setting) == durable
+    finally:
+        engine.dispose()
