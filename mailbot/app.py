@@ -146,12 +146,16 @@ class Bot:
     def poll_mailbox(self, box: MailboxSettings) -> PollResult:
         try:
             with MailboxClient(box, resolve_secret(box)) as client, self.timings.stage("fetch"):
-                result = poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
+                result = poll_folder(self.settings, box, client, self.store, self._recorded_in_batch)
         except Exception as exc:
             self.note_poll_failure(box, exc)
             raise
         self.store.note_poll(box.name, box.folder, None)
         return result
+
+    def _recorded_in_batch(self, pk: int) -> None:
+        if self.pool is not None:  # read inline, it would only be read earlier, not alongside
+            self.processor.read_ahead(pk)
 
     def note_poll_failure(self, box: MailboxSettings, exc: Exception) -> None:
         """Record the failure for ``status``; the database may be what failed, and intake must go on."""

@@ -83,6 +83,8 @@ class Deferred(Exception):
 
 
 ACTOR = "pipeline"
+# readings started during a batch run's intake (each a few kilobytes once read)
+READ_AHEAD_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ class Processor:
         self.on_decided = on_decided
         self.timings = timings or StageTimings()
         self._deferred = False
+        self._read_ahead: dict[int, Future[Submission] | BaseException] = {}
         self.limits = limits_of(settings)
         own = settings.own_addresses
         self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
@@ -210,13 +213,28 @@ class Processor:
             if more and room > 0 and len(window) <= batch_size // 2:
                 claimed = self.store.claim_received(self.worker, room)
                 more = bool(claimed)
-                window.extend((pk, self._start(pk)) for pk in claimed)
+                window.extend((pk, self._reading(pk)) for pk in claimed)
             if not window:
+                self._read_ahead.clear()  # what is left was claimed by another worker
                 return done
             pk, pending = window.popleft()
             result = self._finish(pk, pending)
             if result is not None:
                 done.append(result)
+
+    def read_ahead(self, pk: int) -> None:
+        """Start reading a message that intake has just archived, before it is claimed.
+
+        A batch run decides only after its whole intake (so decisions follow arrival order), but
+        reading does not depend on order: the pool reads while intake goes on instead of idling.
+        Bounded, so a large backlog does not pile up readings waiting for their turn.
+        """
+        if len(self._read_ahead) < READ_AHEAD_MAX:
+            self._read_ahead[pk] = self._start(pk)
+
+    def _reading(self, pk: int) -> Future[Submission] | BaseException:
+        started = self._read_ahead.pop(pk, None)
+        return self._start(pk) if started is None else started
 
     def _start(self, pk: int) -> Future[Submission] | BaseException:
         try:
