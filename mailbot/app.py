@@ -25,7 +25,7 @@ from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
-from mailbot.pipeline import Processed, Processor, Reader, limits_of
+from mailbot.pipeline import READ_AHEAD_MAX, Processed, Processor, Reader, limits_of
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
@@ -104,6 +104,8 @@ class Bot:
             self.worker,
             on_decided=lambda _result: self.wake_sender(),
             timings=self.timings,
+            # ahead of claims only where this worker alone claims: elsewhere another might read them again
+            read_ahead_max=READ_AHEAD_MAX if self.pool is not None and not self.store.concurrent else 0,
         )
         self.sender = Sender(settings, self.store, self.worker, self.timings)
         # enough reads in flight to keep every worker busy while the oldest message is stored
@@ -146,16 +148,16 @@ class Bot:
     def poll_mailbox(self, box: MailboxSettings) -> PollResult:
         try:
             with MailboxClient(box, resolve_secret(box)) as client, self.timings.stage("fetch"):
-                result = poll_folder(self.settings, box, client, self.store, self._recorded_in_batch)
+                result = poll_folder(self.settings, box, client, self.store, self._recorded)
         except Exception as exc:
             self.note_poll_failure(box, exc)
             raise
         self.store.note_poll(box.name, box.folder, None)
         return result
 
-    def _recorded_in_batch(self, pk: int) -> None:
-        if self.pool is not None:  # read inline, it would only be read earlier, not alongside
-            self.processor.read_ahead(pk)
+    def _recorded(self, pk: int) -> None:
+        self.processor.read_ahead(pk)
+        self._arrived.set()
 
     def note_poll_failure(self, box: MailboxSettings, exc: Exception) -> None:
         """Record the failure for ``status``; the database may be what failed, and intake must go on."""
@@ -322,7 +324,7 @@ class Bot:
                 with MailboxClient(box, resolve_secret(box)) as client:
                     while not self._stop.is_set() and lease.held():
                         with self.timings.stage("fetch"):
-                            poll_folder(self.settings, box, client, self.store, lambda _pk: self._arrived.set())
+                            poll_folder(self.settings, box, client, self.store, self._recorded)
                         self.store.note_poll(box.name, box.folder, None)
                         backoff = 1.0
                         if box.idle and client.supports_idle:

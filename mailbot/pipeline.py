@@ -83,7 +83,7 @@ class Deferred(Exception):
 
 
 ACTOR = "pipeline"
-# readings started during a batch run's intake (each a few kilobytes once read)
+# readings started before their messages are claimed (each a few kilobytes once read)
 READ_AHEAD_MAX = 512
 
 
@@ -178,6 +178,7 @@ class Processor:
         worker: str,
         on_decided: Callable[[Processed], None] | None = None,
         timings: StageTimings | None = None,
+        read_ahead_max: int = 0,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -188,6 +189,9 @@ class Processor:
         self.on_decided = on_decided
         self.timings = timings or StageTimings()
         self._deferred = False
+        # readings of messages not yet claimed, by row: filled by intake's callback and by
+        # run_pending, from two threads in a long run (single dict operations only)
+        self.read_ahead_max = read_ahead_max
         self._read_ahead: dict[int, Future[Submission] | BaseException] = {}
         self.limits = limits_of(settings)
         own = settings.own_addresses
@@ -214,8 +218,10 @@ class Processor:
                 claimed = self.store.claim_received(self.worker, room)
                 more = bool(claimed)
                 window.extend((pk, self._reading(pk)) for pk in claimed)
+                if more:
+                    self._read_further()
             if not window:
-                self._read_ahead.clear()  # what is left was claimed by another worker
+                self._drop_read_ahead()
                 return done
             pk, pending = window.popleft()
             result = self._finish(pk, pending)
@@ -227,10 +233,29 @@ class Processor:
 
         A batch run decides only after its whole intake (so decisions follow arrival order), but
         reading does not depend on order: the pool reads while intake goes on instead of idling.
-        Bounded, so a large backlog does not pile up readings waiting for their turn.
+        Bounded (``read_ahead_max``), so a large backlog does not pile up readings in memory.
         """
-        if len(self._read_ahead) < READ_AHEAD_MAX:
+        if len(self._read_ahead) < self.read_ahead_max:
             self._read_ahead[pk] = self._start(pk)
+
+    def _read_further(self) -> None:
+        """Keep the pool reading the messages next in line while earlier ones are decided.
+
+        Topped up in steps of half the bound, so the look-up runs once per few hundred messages.
+        """
+        if not self.read_ahead_max or len(self._read_ahead) > self.read_ahead_max // 2:
+            return
+        for pk in self.store.next_received(self.read_ahead_max):
+            if pk not in self._read_ahead:
+                self._read_ahead[pk] = self._start(pk)
+
+    def _drop_read_ahead(self) -> None:
+        """At the end of a round: nothing is left to claim, so what is left was taken elsewhere."""
+        dropped = list(self._read_ahead.values())
+        self._read_ahead.clear()
+        for pending in dropped:
+            if isinstance(pending, Future):
+                pending.cancel()  # not read at all if the pool has not started it
 
     def _reading(self, pk: int) -> Future[Submission] | BaseException:
         started = self._read_ahead.pop(pk, None)

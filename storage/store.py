@@ -118,6 +118,15 @@ def message_key_for(message_id: str | None, digest: str) -> str:
     return message_id if message_id else f"sha256:{digest}"
 
 
+def _oldest_received(limit: int) -> Select[Any]:
+    return (
+        select(MESSAGES.c.id)
+        .where(MESSAGES.c.state == MessageState.RECEIVED)
+        .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
+        .limit(limit)
+    )
+
+
 class Store:
     def __init__(self, engine: Engine, archive: RawArchive) -> None:
         self.engine = engine
@@ -321,16 +330,15 @@ class Store:
                 session.execute(mark(ids))
             return ids
 
+    def next_received(self, limit: int) -> list[int]:
+        """The ``limit`` unprocessed messages next in line (oldest arrival first), unclaimed."""
+        with self.sessions() as session:
+            return [int(pk) for pk in session.scalars(_oldest_received(limit))]
+
     def claim_received(self, worker: str, limit: int) -> list[int]:
         """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
-        pick = (
-            select(MESSAGES.c.id)
-            .where(MESSAGES.c.state == MessageState.RECEIVED)
-            .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
-            .limit(limit)
-        )
         return self._claim(
-            pick,
+            _oldest_received(limit),
             lambda ids: (
                 update(MESSAGES)
                 .where(MESSAGES.c.id.in_(ids), MESSAGES.c.state == MessageState.RECEIVED)

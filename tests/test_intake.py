@@ -1,21 +1,19 @@
 """Intake: a large message goes into the archive piece by piece, exactly as the server holds it;
-a batch run's pool reads while intake goes on."""
+the parser pool reads ahead of claims, while intake goes on and after."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from mailbot import imap, intake, pipeline
+from mailbot import imap, intake
 from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
 from parsers.model import Submission
-from parsers.spec import FormSpec
 from storage.archive import Archived, RawArchive
 from storage.models import Message
 from tests.conftest import ImapServer, load_corpus, make_settings
@@ -70,39 +68,42 @@ def test_large_messages_are_archived_in_pieces_byte_for_byte_and_read_as_usual(
     assert all(size == len(archived[key]) for key, (_sha, size) in stored.items())
 
 
-def test_a_batch_run_reads_while_intake_goes_on_each_message_once_and_within_the_bound(
+def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_message_once(
     tmp_path: Path,
     imap_server: ImapServer,
     smtp_sink: SmtpSink,
     corpus_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    names = ["smp-001", "smp-002", "smp-006", "caai-001"]
+    # one mailbox, appended in arrival order: intake's order is the order of claims
+    names = ["smp-001", "smp-002", "smp-003", "smp-006", "smp-008", "smp-010"]
     load_corpus(imap_server, corpus_dir, names)
-    monkeypatch.setattr(pipeline, "READ_AHEAD_MAX", 2)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
     with Bot(settings) as bot:
-        reader = bot.processor.reader
-        started: list[tuple[Path, bool]] = []  # (message read, whether intake had finished)
-        intake_done = False
+        processor, store = bot.processor, bot.store
+        processor.read_ahead_max = 4
+        bot.batch_size = 2
+        steps: list[tuple[str, int]] = []  # ("read" | "claim", message row), in order
+        start_reading, claim_received = processor.start_reading, store.claim_received
 
-        def recorded_reader(original: Path, spec: FormSpec) -> Future[Submission]:
-            started.append((original, intake_done))
-            return reader(original, spec)
+        def recorded_reading(pk: int) -> Future[Submission]:
+            steps.append(("read", pk))
+            return start_reading(pk)
 
-        run_pending = bot.processor.run_pending
+        def recorded_claim(worker: str, limit: int) -> list[int]:
+            claimed = claim_received(worker, limit)
+            steps.extend(("claim", pk) for pk in claimed)
+            return claimed
 
-        def after_intake(*args: Any, **kwargs: Any) -> list[pipeline.Processed]:
-            nonlocal intake_done
-            intake_done = True
-            return run_pending(*args, **kwargs)
-
-        monkeypatch.setattr(bot.processor, "reader", recorded_reader)
-        monkeypatch.setattr(bot.processor, "run_pending", after_intake)
+        monkeypatch.setattr(processor, "start_reading", recorded_reading)
+        monkeypatch.setattr(store, "claim_received", recorded_claim)
         summary = bot.run_once()
     assert summary.errors == []
-    assert len(summary.processed) == 4
-    assert len(started) == 4 and len({path for path, _ in started}) == 4, "each message read once"
-    assert [after for _, after in started] == [False, False, True, True], (
-        "two read during intake (the bound), the rest when claimed"
+    assert len(summary.processed) == 6
+    reads = [pk for step, pk in steps if step == "read"]
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 6, "each message read once"
+    first_claim = next(index for index, (step, _) in enumerate(steps) if step == "claim")
+    assert len([step for step, _ in steps[:first_claim] if step == "read"]) == 4, "the bound holds during intake"
+    assert all(steps.index(("read", pk)) < steps.index(("claim", pk)) for pk in reads), (
+        "the two beyond the bound are read ahead of their claims too, once the first are taken up"
     )
