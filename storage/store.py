@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailbot.clock import utcnow
 from parsers.mime import header_block
 from storage.archive import Archived, RawArchive
-from storage.db import is_postgres, session_factory, transaction
+from storage.db import defer_durability, is_postgres, session_factory, transaction
 from storage.models import (
     COUNTERS,
     EVENTS,
@@ -323,10 +323,13 @@ class Store:
 
         Table statements, not ORM ones: a claim runs for every few messages, and an ORM update
         spends most of its time on keeping a session's objects in step, of which a claim has none.
+        Nothing leaves the machine on a claim's commit, so it does not wait for the disk: a lost
+        claim only means the row is claimed again (see ``defer_durability``).
         """
         with transaction(self.sessions) as session:
             ids = [int(pk) for pk in session.scalars(pick.with_for_update(skip_locked=True))]
             if ids:
+                defer_durability(session)
                 session.execute(mark(ids))
             return ids
 
