@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
@@ -39,6 +39,32 @@ FIRST_RETRY = timedelta(minutes=1)
 MAX_RETRY = timedelta(hours=1)
 # how long connections may sit unused between flushes and still be trusted with the next answer
 REUSE_CONNECTIONS_S = 10.0
+
+# An answer's statements, built once and given their values when executed (building them cost
+# more than running them); rows are named by ``row_id``, as a bound name may not be a column's.
+_SELECT_CLAIMED = select(
+    OUTBOX.c.id,
+    OUTBOX.c.sender,
+    OUTBOX.c.recipients,
+    OUTBOX.c.raw,
+    OUTBOX.c.message_id,
+    OUTBOX.c.created_at,
+    OUTBOX.c.attempts,
+    OUTBOX.c.mailbox,
+).where(OUTBOX.c.id.in_(bindparam("row_ids", expanding=True)))
+_MARK_HANDING_OVER = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id == bindparam("row_id"),
+        OUTBOX.c.state == OutboxState.SENDING,
+        OUTBOX.c.claimed_by == bindparam("worker"),
+    )
+    .values(state=OutboxState.COMMITTING)
+)
+# the columns set are the ones given at execution
+_RECORD_OUTCOME = (
+    update(OUTBOX).where(OUTBOX.c.id == bindparam("row_id")).returning(OUTBOX.c.message_pk, OUTBOX.c.message_id)
+)
 
 
 @dataclass(frozen=True)
@@ -340,18 +366,7 @@ class Sender:
     def _claimed_answers(self, ids: list[int]) -> dict[int, ClaimedAnswer]:
         """What sending needs of each claimed answer, read in one query for the batch."""
         with self.store.sessions() as session:
-            rows = session.execute(
-                select(
-                    OUTBOX.c.id,
-                    OUTBOX.c.sender,
-                    OUTBOX.c.recipients,
-                    OUTBOX.c.raw,
-                    OUTBOX.c.message_id,
-                    OUTBOX.c.created_at,
-                    OUTBOX.c.attempts,
-                    OUTBOX.c.mailbox,
-                ).where(OUTBOX.c.id.in_(ids))
-            )
+            rows = session.execute(_SELECT_CLAIMED, {"row_ids": ids})
             return {row.id: ClaimedAnswer(*row[1:]) for row in rows}
 
     def _record_accepted(self, folders: SentFolders, accepted: list[Accepted]) -> dict[int, SendResult]:
@@ -420,15 +435,7 @@ class Sender:
         """Record that the end of the message goes out now: from here on the server may accept it."""
         try:
             with transaction(self.store.sessions) as session:
-                marked = session.execute(
-                    update(OUTBOX)
-                    .where(
-                        OUTBOX.c.id == outbox_id,
-                        OUTBOX.c.state == OutboxState.SENDING,
-                        OUTBOX.c.claimed_by == self.worker,
-                    )
-                    .values(state=OutboxState.COMMITTING)
-                )
+                marked = session.execute(_MARK_HANDING_OVER, {"row_id": outbox_id, "worker": self.worker})
                 if getattr(marked, "rowcount", 0) == 1:
                     return
         except Exception:
@@ -474,12 +481,7 @@ class Sender:
             changes["sent_at"] = utcnow()
         if next_attempt is not None:
             changes["next_attempt_at"] = next_attempt
-        message_pk, message_id = session.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id == outbox_id)
-            .values(changes)
-            .returning(OUTBOX.c.message_pk, OUTBOX.c.message_id)
-        ).one()
+        message_pk, message_id = session.execute(_RECORD_OUTCOME, {"row_id": outbox_id, **changes}).one()
         self.store.add_event(
             session,
             f"outbox-{state}",

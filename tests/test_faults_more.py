@@ -474,7 +474,8 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
     def note_hand_over(execution: ORMExecuteState) -> None:
         statement = execution.statement
         if isinstance(statement, Update) and statement.compile().params.get("state") == OutboxState.COMMITTING:
-            execution.session.info["handed over"] = [statement.compile().params["id_1"]]
+            assert isinstance(execution.parameters, dict)
+            execution.session.info["handed over"] = [execution.parameters["row_id"]]
 
     def confirmation_lost(session: Session) -> None:
         if session.info.get("handed over") and not lost:
