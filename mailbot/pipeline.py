@@ -250,7 +250,8 @@ class Processor:
                 self._read_ahead[pk] = self._start(pk)
 
     def _drop_read_ahead(self) -> None:
-        """At the end of a round: nothing is left to claim, so what is left was taken elsewhere."""
+        """At the end of a round, nothing was left to claim: what is still here arrived meanwhile
+        (read again when claimed) or was taken up otherwise (an admin's action, another process)."""
         dropped = list(self._read_ahead.values())
         self._read_ahead.clear()
         for pending in dropped:

@@ -41,7 +41,7 @@ READER_NICENESS = 10
 def _context() -> BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["parsers.message", "parsers.nlp", *_main_module()])
+        context.set_forkserver_preload(["parsers.forkserver_setup", "parsers.message", "parsers.nlp", *_main_module()])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -84,7 +84,7 @@ def limit_memory(memory_mb: int) -> None:
         log.warning("cannot limit the parser's memory: %s", exc)
 
 
-def yield_to_the_bot() -> None:
+def lower_priority() -> None:
     """Lower this reader's priority: on a busy machine intake, deciding and sending go first.
 
     Reading is bulk work that a queue absorbs; what applicants wait for (an answer) and what the
@@ -132,7 +132,7 @@ def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_lev
     root.handlers = [kept]
     root.setLevel(log_level)
     limit_memory(memory_mb)
-    yield_to_the_bot()
+    lower_priority()
     while True:
         try:
             job = connection.recv()
