@@ -51,7 +51,7 @@ def _main_module() -> list[str]:
 
     Every child of the forkserver runs the program's main module again before its target (as
     spawn does); loaded once in the forkserver, what it imports is already there in each child,
-    so a worker starts in milliseconds instead of importing the whole program (about 0.8 s).
+    instead of each worker importing the whole program again (measured: about 0.8 s of CPU).
     """
     main = sys.modules["__main__"]
     name = getattr(main.__spec__, "name", None)
