@@ -3,18 +3,23 @@
 Secrets never live in the file: a mailbox or SMTP account names the environment
 variable that holds its password (``password_env``), and :func:`resolve_secret`
 reads it when a connection is made, so ``mailbot check`` can say which one is unset.
+An OAuth2 account's ``oauth`` table names the variables of its client id, client secret and
+refresh token the same way (:mod:`mailbot.oauth` renews its access tokens from them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +31,7 @@ DEFAULT_CONFIG_PATHS = (Path("mailbot.toml"), Path("/etc/mailbot/mailbot.toml"))
 
 TlsMode = Literal["ssl", "starttls", "none"]
 AuthMode = Literal["password", "xoauth2"]
+OAuthProvider = Literal["microsoft", "google", "other"]
 Eligibility = Literal["phd", "faculty", "none"]
 
 
@@ -128,6 +134,74 @@ class CallSettings(_Section):
         )
 
 
+# Token endpoints of the identity providers that serve IMAP and SMTP with OAuth2, and the scopes a
+# refresh asks for. Microsoft needs the scopes named again on every refresh (and offline_access to
+# get the next refresh token); Google keeps the scope the user granted (https://mail.google.com/).
+MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a URL
+MICROSOFT_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OAuthSettings(_Section):
+    """How an ``auth = "xoauth2"`` account renews its access token: a refresh token and its client.
+
+    The values themselves come from the environment variables named here, never from the file.
+    """
+
+    provider: OAuthProvider = "other"
+    token_url: str | None = None
+    tenant: str = "organizations"
+    scope: str | None = None
+    client_id_env: str
+    client_secret_env: str | None = None  # public clients (a desktop-app registration) have none
+    refresh_token_env: str
+
+    @model_validator(mode="after")
+    def _usable_endpoint(self) -> OAuthSettings:
+        if self.provider == "other" and not self.token_url:
+            raise ValueError('give token_url, or provider = "microsoft" or "google" for their token endpoint')
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", self.tenant):
+            raise ValueError("tenant must be a directory (tenant) id, a domain, or organizations/common/consumers")
+        parts = urlsplit(self.endpoint)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(parts.hostname or "")):
+            raise ValueError(f"token_url must be an https:// URL (http:// only on loopback): {self.endpoint}")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """The token endpoint: ``token_url`` if given, else the provider's."""
+        if self.token_url:
+            return self.token_url
+        if self.provider == "microsoft":
+            return MICROSOFT_TOKEN_URL.format(tenant=self.tenant)
+        return GOOGLE_TOKEN_URL
+
+    @property
+    def scopes(self) -> str | None:
+        """The scope a refresh asks for (None: the one granted with the refresh token)."""
+        if self.scope is not None:
+            return self.scope or None
+        return MICROSOFT_SCOPE if self.provider == "microsoft" else None
+
+
+def _check_credentials(section: MailboxSettings | SmtpSettings) -> None:
+    """The secrets an account's ``auth`` needs are named; an ``oauth`` table only goes with xoauth2."""
+    if section.oauth is not None and section.auth != "xoauth2":
+        raise ValueError('an oauth table needs auth = "xoauth2"')
+    if section.oauth is None and not section.password_env:
+        needed = "password_env (an access token), or an oauth table" if section.auth == "xoauth2" else "password_env"
+        raise ValueError(f"needs {needed}")
+
+
 class MailboxSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     host: str
@@ -135,8 +209,9 @@ class MailboxSettings(_Section):
     tls: TlsMode = "ssl"
     verify_certificate: bool = True
     user: str
-    password_env: str
+    password_env: str | None = None
     auth: AuthMode = "password"
+    oauth: OAuthSettings | None = None
     folder: str = "INBOX"
     processed_folder: str | None = None
     review_folder: str | None = None
@@ -147,6 +222,11 @@ class MailboxSettings(_Section):
     calls: list[str] = Field(min_length=1)
     send_id: bool = True
 
+    @model_validator(mode="after")
+    def _credentials(self) -> MailboxSettings:
+        _check_credentials(self)
+        return self
+
 
 class SmtpSettings(_Section):
     host: str
@@ -156,6 +236,7 @@ class SmtpSettings(_Section):
     user: str | None = None
     password_env: str | None = None
     auth: AuthMode = "password"
+    oauth: OAuthSettings | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     retry_for_hours: float = Field(default=48.0, gt=0)
     saves_to_sent: bool = False
@@ -163,6 +244,15 @@ class SmtpSettings(_Section):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpSettings:
+        # without a password_env (and auth = "password") the server is used without a login
+        if self.auth == "xoauth2" and not self.user:
+            raise ValueError('auth = "xoauth2" needs user')
+        if self.auth == "xoauth2" or self.oauth is not None:
+            _check_credentials(self)
+        return self
 
 
 class StorageSettings(_Section):
@@ -280,17 +370,23 @@ class Settings(_Section):
 
 def resolve_secret(section: MailboxSettings | SmtpSettings, environ: Mapping[str, str] | None = None) -> str:
     """The password or OAuth2 token named by ``password_env``; raises ConfigError if unset."""
-    env = os.environ if environ is None else environ
     name = section.password_env
     if not name:
-        raise ConfigError(f"{_describe(section)} has no password_env")
-    value = env.get(name)
+        raise ConfigError(f"{describe_account(section)} has no password_env")
+    return secret_from_env(section, name, environ)
+
+
+def secret_from_env(
+    section: MailboxSettings | SmtpSettings, name: str, environ: Mapping[str, str] | None = None
+) -> str:
+    """The value of the environment variable ``name`` that ``section`` names; ConfigError if unset."""
+    value = (os.environ if environ is None else environ).get(name)
     if not value:
-        raise ConfigError(f"{_describe(section)}: environment variable {name} is not set")
+        raise ConfigError(f"{describe_account(section)}: environment variable {name} is not set")
     return value
 
 
-def _describe(section: MailboxSettings | SmtpSettings) -> str:
+def describe_account(section: MailboxSettings | SmtpSettings) -> str:
     if isinstance(section, MailboxSettings):
         return f"[[mailbox]] {section.name!r}"
     return "[smtp]"
