@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mailbot.config import MailboxSettings, Settings, resolve_secret
+from mailbot.config import MailboxSettings, Settings
 from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder
 from mailbot.metrics import StageTimings
+from mailbot.oauth import Credentials, record_token_states
 from mailbot.pipeline import READ_AHEAD_MAX, Processed, Processor, Reader, limits_of
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
@@ -107,7 +108,9 @@ class Bot:
             # ahead of claims only where this worker alone claims: elsewhere another might read them again
             read_ahead_max=READ_AHEAD_MAX if self.pool is not None and not self.store.concurrent else 0,
         )
-        self.sender = Sender(settings, self.store, self.worker, self.timings)
+        # one access token per refresh token for the intake threads and the sender together
+        self.credentials = Credentials(settings, record_token_states(self.store))
+        self.sender = Sender(settings, self.store, self.worker, self.timings, self.credentials)
         # enough reads in flight to keep every worker busy while the oldest message is stored
         self.batch_size = max(2, (self.pool.workers if self.pool else 1) * 4)
 
@@ -147,7 +150,7 @@ class Bot:
 
     def poll_mailbox(self, box: MailboxSettings) -> PollResult:
         try:
-            with MailboxClient(box, resolve_secret(box)) as client, self.timings.stage("fetch"):
+            with MailboxClient(box, self.credentials.of(box)) as client, self.timings.stage("fetch"):
                 result = poll_folder(self.settings, box, client, self.store, self._recorded)
         except Exception as exc:
             self.note_poll_failure(box, exc)
@@ -213,7 +216,7 @@ class Bot:
             box = self.settings.mailbox_by_name(name)
             folders = [f for f in (box.folder, box.processed_folder) if f]
             try:
-                with MailboxClient(box, resolve_secret(box)) as client:
+                with MailboxClient(box, self.credentials.of(box)) as client:
                     for message_id in message_ids:
                         if not client.move_message_id(folders, message_id, target):
                             log.info("%s is no longer in %s", message_id, ", ".join(folders), extra={"mailbox": name})
@@ -321,7 +324,7 @@ class Bot:
                     # another worker polls this mailbox; take over when it stops
                     self._stop.wait(box.poll_interval_s)
                     continue
-                with MailboxClient(box, resolve_secret(box)) as client:
+                with MailboxClient(box, self.credentials.of(box)) as client:
                     while not self._stop.is_set() and lease.held():
                         with self.timings.stage("fetch"):
                             poll_folder(self.settings, box, client, self.store, self._recorded)

@@ -19,11 +19,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import imapclient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbot import __version__
 from mailbot.clock import ensure_aware
 from mailbot.config import MailboxSettings
+from mailbot.oauth import Credential, FixedSecret, TokenRefused
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ PIECE_BYTES = 4 * 1024 * 1024
 
 class MailboxUnavailable(Exception):
     """The mailbox cannot be reached or refused the login; the message says what to fix."""
+
+
+class LoginRefused(MailboxUnavailable):
+    """The server refused the password or access token offered."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,9 @@ def _server_text(exc: IMAPClientError) -> str:
 class MailboxClient:
     """One logged-in IMAP connection for one configured mailbox."""
 
-    def __init__(self, box: MailboxSettings, secret: str, timeout_s: float = FETCH_TIMEOUT_S) -> None:
+    def __init__(self, box: MailboxSettings, secret: str | Credential, timeout_s: float = FETCH_TIMEOUT_S) -> None:
         self.box = box
-        self._secret = secret
+        self._credential = FixedSecret(secret) if isinstance(secret, str) else secret
         self._timeout = timeout_s
         self._client: imapclient.IMAPClient | None = None
         self._folders_seen: set[str] = set()
@@ -131,6 +136,25 @@ class MailboxClient:
     def connect(self) -> None:
         box = self.box
         warn_if_plaintext("mailbox", box.name, box.host, box.tls)
+        try:
+            secret = self._credential.secret()
+            try:
+                client = self._logged_in(secret)
+            except LoginRefused:
+                # a provider may revoke an access token before it expires: one renewed token, one more try
+                renewed = self._credential.renew(secret)
+                if renewed is None:
+                    raise
+                log.info("mailbox %s refused the access token: trying once with a renewed one", box.name)
+                client = self._logged_in(renewed)
+        except TokenRefused as exc:
+            raise MailboxUnavailable(f"mailbox {box.name}: {exc}") from None
+        self._client = client
+        self._folders_seen = set()
+
+    def _logged_in(self, secret: str) -> imapclient.IMAPClient:
+        """A new connection, logged in with ``secret``."""
+        box = self.box
         context = tls_context(box.verify_certificate) if box.tls != "none" else None
         client: imapclient.IMAPClient | None = None
         try:
@@ -149,9 +173,9 @@ class MailboxClient:
                 # NetEase and Coremail servers refuse SELECT from clients that do not say who they are
                 client.id_({"name": "mailbot", "version": __version__})
             if box.auth == "xoauth2":
-                client.oauth2_login(box.user, self._secret)
+                client.oauth2_login(box.user, secret)
             else:
-                client.login(box.user, self._secret)
+                client.login(box.user, secret)
         except (TimeoutError, OSError, IMAPClientError) as exc:
             # close at once: the traceback keeps the client alive, so the server would otherwise
             # see the connection (and count it against the account) until a garbage collection
@@ -159,14 +183,15 @@ class MailboxClient:
                 with contextlib.suppress(OSError):
                     client.shutdown()
             if isinstance(exc, IMAPClientError):
-                raise MailboxUnavailable(
+                # only the answer to the credentials themselves is worth a renewed token
+                refusal = LoginRefused if isinstance(exc, LoginError) else MailboxUnavailable
+                raise refusal(
                     f"mailbox {box.name}: the server refused the login as {box.user}: {_server_text(exc)}"
                 ) from None
             raise MailboxUnavailable(
                 f"mailbox {box.name}: cannot connect to {box.host}:{box.port} ({exc.__class__.__name__}: {exc})"
             ) from None
-        self._client = client
-        self._folders_seen = set()
+        return client
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -11,6 +11,8 @@ import logging
 import os
 import re
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -34,24 +36,39 @@ def _one_line(text: str) -> str:
     return _LINE_BREAK.sub(" ⏎ ", text)
 
 
+# secrets that appear while the program runs (OAuth2 access tokens, a rotated refresh token): the
+# newest ones, which are the ones that can still be used
+_LEARNED_SECRETS: deque[str] = deque(maxlen=64)
+_LEARNED_LOCK = threading.Lock()
+
+
+def mask_from_now_on(secret: str) -> None:
+    """Mask ``secret`` in every log line from now on, like the configured passwords."""
+    with _LEARNED_LOCK:
+        if len(secret) >= 4 and secret not in _LEARNED_SECRETS:
+            _LEARNED_SECRETS.append(secret)
+
+
+def _learned_secrets() -> tuple[str, ...]:
+    with _LEARNED_LOCK:
+        return tuple(_LEARNED_SECRETS)
+
+
 class SecretMask(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            text = record.getMessage()
-            for secret in self.secrets:
-                text = text.replace(secret, "********")
-            record.msg, record.args = text, None
+        if self.secrets or _LEARNED_SECRETS:
+            record.msg, record.args = self.mask(record.getMessage()), None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
         return True
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in sorted({*self.secrets, *_learned_secrets()}, key=len, reverse=True):
             text = text.replace(secret, "********")
         return text
 

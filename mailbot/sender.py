@@ -24,9 +24,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
-from mailbot.config import ConfigError, Settings, resolve_secret
+from mailbot.config import ConfigError, Settings
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
+from mailbot.oauth import Credential, Credentials, TokenRefused, record_token_states
 from storage.db import transaction
 from storage.models import OUTBOX, SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
 from storage.store import Store
@@ -118,7 +119,9 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, MAX_RETRY)
 
 
-def connect_smtp(settings: Settings, timeout_s: float | None = None) -> smtplib.SMTP:
+def connect_smtp(
+    settings: Settings, timeout_s: float | None = None, credentials: Credentials | None = None
+) -> smtplib.SMTP:
     """A connected, logged-in SMTP session as ``[smtp]`` describes it (certificates verified)."""
     cfg = settings.smtp
     timeout = timeout_s or cfg.timeout_s
@@ -134,25 +137,47 @@ def connect_smtp(settings: Settings, timeout_s: float | None = None) -> smtplib.
         # the final line goes out as its own small write: without this, Nagle's algorithm holds
         # it until the server acknowledges the body (tens of milliseconds per message)
         smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if cfg.user and cfg.password_env:
-        secret = resolve_secret(cfg)
+    if cfg.user and (cfg.password_env or cfg.oauth):
         try:
+            credential = (credentials or Credentials(settings)).of(cfg)
             if cfg.auth == "xoauth2":
-                token = f"user={cfg.user}\x01auth=Bearer {secret}\x01\x01"
-                smtp.auth("XOAUTH2", lambda _challenge=None: token)
+                _xoauth2_login(smtp, cfg.user, credential)
             else:
-                smtp.login(cfg.user, secret)
-        except smtplib.SMTPAuthenticationError:
+                smtp.login(cfg.user, credential.secret())
+        except (smtplib.SMTPAuthenticationError, ConfigError, TokenRefused):
             smtp.close()
             raise
     return smtp
 
 
+def _xoauth2_login(smtp: smtplib.SMTP, user: str, credential: Credential) -> None:
+    """AUTH XOAUTH2; a refused access token is renewed once and offered again on the same connection."""
+
+    def offer(token: str) -> None:
+        answer = f"user={user}\x01auth=Bearer {token}\x01\x01"
+        # a refusal comes as a challenge carrying the server's reason: the client answers it empty
+        smtp.auth("XOAUTH2", lambda challenge=None: answer if challenge is None else "")
+
+    # unlike login(), auth() does not say EHLO first, and takes the "503 send HELO first" that
+    # follows for "already authenticated": every send would then be refused for want of a login
+    smtp.ehlo_or_helo_if_needed()
+    token = credential.secret()
+    try:
+        offer(token)
+    except smtplib.SMTPAuthenticationError:
+        renewed = credential.renew(token)
+        if renewed is None:
+            raise
+        log.info("the SMTP server refused the access token: trying once with a renewed one")
+        offer(renewed)
+
+
 class SmtpTransport:
     """One SMTP connection per flush, opened lazily and reused for every message in it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, credentials: Credentials | None = None) -> None:
         self.settings = settings
+        self.credentials = credentials or Credentials(settings)
         self._smtp: smtplib.SMTP | None = None
         self.login_refused = False
 
@@ -164,12 +189,15 @@ class SmtpTransport:
         """
         try:
             if self._smtp is None:
-                self._smtp = connect_smtp(self.settings)
+                self._smtp = connect_smtp(self.settings, credentials=self.credentials)
             refused = self._transaction(self._smtp, sender, recipients, raw, before_end)
         except (smtplib.SMTPAuthenticationError, ConfigError) as exc:
             # a wrong or rotated password is the operator's to fix, not the answer's fault
             self.close()
             raise LoginRefused(f"the SMTP server refused the login: {exc}") from None
+        except TokenRefused as exc:
+            self.close()
+            raise LoginRefused(f"SMTP: {exc}") from None
         except smtplib.SMTPRecipientsRefused as exc:
             self.close()
             codes = [code for code, _ in exc.recipients.values()]
@@ -276,10 +304,19 @@ class SentFolders:
 
 
 class Sender:
-    def __init__(self, settings: Settings, store: Store, worker: str, timings: StageTimings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        worker: str,
+        timings: StageTimings | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.worker = worker
+        # shared with the intake threads where a Bot runs: one access token per refresh token
+        self.credentials = credentials or Credentials(settings, record_token_states(store))
         self.timings = timings or StageTimings()
         self._quiet_until: datetime | None = None
         # answers whose hand-over could not be recorded: the database may say "committing", but
@@ -304,7 +341,7 @@ class Sender:
             self.close()  # a server may have dropped a connection left idle that long
         self.recover_interrupted()
         results: list[SendResult] = []
-        transport = self._transport = self._transport or SmtpTransport(self.settings)
+        transport = self._transport = self._transport or SmtpTransport(self.settings, self.credentials)
         folders = self._folders = self._folders or SentFolders(self)
         keep = False
         try:
@@ -502,7 +539,7 @@ class Sender:
             box = self.settings.mailbox_by_name(mailbox_name)
         except KeyError:
             return None
-        return MailboxClient(box, resolve_secret(box))
+        return MailboxClient(box, self.credentials.of(box))
 
     def _file_in_sent(self, folders: SentFolders, accepted: list[Accepted]) -> set[int]:
         """File copies in each mailbox's Sent folder, as a mail client would, so the office sees them.
