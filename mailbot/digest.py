@@ -34,6 +34,7 @@ from mailbot.config import CallSettings, DigestSettings, Settings
 from mailbot.decide import Outcome
 from mailbot.export import message_fields, to_xlsx
 from mailbot.identity import normalise_institution
+from mailbot.oauth import TokenProblem, token_problems
 from storage.db import transaction
 from storage.models import (
     SEND_RECOVERED,
@@ -187,6 +188,8 @@ class DigestData:
     correspondence: tuple[Correspondence, ...]
     review: tuple[ReviewItem, ...]  # oldest first
     ack_problems: tuple[AckProblem, ...]
+    # the call's mailboxes and SMTP whose OAuth2 refresh token the provider no longer takes
+    token_problems: tuple[TokenProblem, ...] = ()
 
     @property
     def total_count(self) -> int:
@@ -209,6 +212,7 @@ class DigestData:
             + len(self.correspondence)
             + len(self.review)
             + sum(1 for p in self.ack_problems if p.new)
+            + len(self.token_problems)
         )
 
 
@@ -253,6 +257,7 @@ def build_digest(
         correspondence=tuple(_correspondence(m) for m in fresh if m.outcome == Outcome.CORRESPONDENCE.value),
         review=_review_queue(session, call.id),
         ack_problems=_ack_problems(session, call.id, since),
+        token_problems=token_problems(session, settings, call.id),
     )
 
 
@@ -519,6 +524,7 @@ def digest_context(data: DigestData, templates: TemplateSet) -> dict[str, Any]:
         "outcome": outcome,
         "flag": _words_table(templates, "flags"),
         "problem": _words_table(templates, "problems"),
+        "token_problem": _words_table(templates, "token_problems"),
         "reason": templates.reason,
         "duration": duration_words,
         "limit": LIST_LIMIT,

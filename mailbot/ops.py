@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
 
 from mailbot.clock import BEIJING, utcnow
-from mailbot.config import ConfigError, Settings, resolve_secret
+from mailbot.config import ConfigError, MailboxSettings, Settings, SmtpSettings
 from mailbot.export import pseudonym
 from mailbot.imap import MailboxClient, MailboxUnavailable
+from mailbot.oauth import Credentials, TokenRefused, token_statuses
 from mailbot.review import ReviewQueue
 from mailbot.sender import connect_smtp
 from storage.archive import RawArchive
@@ -52,36 +54,52 @@ class CheckLine:
         return f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
 
 
-def _check_mailbox(settings: Settings, name: str) -> CheckLine:
+def _token_note(account: MailboxSettings | SmtpSettings) -> str:
+    """How the account's OAuth2 access token is kept current, for a check line."""
+    if account.auth != "xoauth2":
+        return ""
+    if account.oauth is None:
+        return (
+            f" with the access token in {account.password_env}, which expires (usually within the hour): "
+            "give an oauth table for unattended runs"
+        )
+    return f" with an access token renewed at {account.oauth.endpoint}"
+
+
+def _check_mailbox(settings: Settings, credentials: Credentials, name: str) -> CheckLine:
     box = settings.mailbox_by_name(name)
     what = f"mailbox {box.name} ({box.user} at {box.host}:{box.port})"
     try:
-        secret = resolve_secret(box)
+        credential = credentials.of(box)
     except ConfigError as exc:
         return CheckLine(False, what, f"{exc}; export it before starting mailbot")
     try:
-        with MailboxClient(box, secret, timeout_s=30) as client:
+        with MailboxClient(box, credential, timeout_s=30) as client:
             state = client.select(box.folder)
     except MailboxUnavailable as exc:
         return CheckLine(False, what, str(exc))
     except Exception as exc:
         return CheckLine(False, what, f"folder {box.folder!r} cannot be opened: {exc}")
-    return CheckLine(True, what, f"logged in; {box.folder} holds {state.exists} message(s)")
+    return CheckLine(True, what, f"logged in{_token_note(box)}; {box.folder} holds {state.exists} message(s)")
 
 
-def _check_smtp(settings: Settings) -> CheckLine:
+def _check_smtp(settings: Settings, credentials: Credentials) -> CheckLine:
     cfg = settings.smtp
     what = f"SMTP {cfg.host}:{cfg.port} ({cfg.tls})"
+    logs_in = bool(cfg.user and (cfg.password_env or cfg.oauth))
     try:
-        secret = resolve_secret(cfg) if cfg.user and cfg.password_env else None
+        if logs_in:
+            credentials.of(cfg)
     except ConfigError as exc:
         return CheckLine(False, what, f"{exc}; export it before starting mailbot")
     try:
-        with connect_smtp(settings, timeout_s=30) as smtp:
+        with connect_smtp(settings, timeout_s=30, credentials=credentials) as smtp:
             smtp.noop()
+    except TokenRefused as exc:
+        return CheckLine(False, what, str(exc))
     except (OSError, smtplib.SMTPException) as exc:
         return CheckLine(False, what, f"cannot connect or log in: {exc.__class__.__name__}: {exc}")
-    return CheckLine(True, what, "connected" + (" and logged in" if secret else ""))
+    return CheckLine(True, what, "connected" + (f" and logged in{_token_note(cfg)}" if logs_in else ""))
 
 
 def _check_database(settings: Settings) -> CheckLine:
@@ -121,8 +139,9 @@ def run_checks(settings: Settings) -> list[CheckLine]:
     lines.append(_check_writable("archive", settings.archive_dir))
     lines.append(_check_writable("review queue", settings.queue_dir))
     lines.append(_check_database(settings))
-    lines.extend(_check_mailbox(settings, box.name) for box in settings.mailbox)
-    lines.append(_check_smtp(settings))
+    credentials = Credentials(settings)
+    lines.extend(_check_mailbox(settings, credentials, box.name) for box in settings.mailbox)
+    lines.append(_check_smtp(settings, credentials))
     return lines
 
 
@@ -158,6 +177,7 @@ def _status_lines(settings: Settings, engine: Engine) -> str:
             if error and (success is None or (cursor and cursor.last_error_at and cursor.last_error_at > success)):
                 line += f"; NOW FAILING since {_when(cursor.last_error_at if cursor else None)}: {error}"
             lines.append(line)
+        lines.extend(_token_lines(session, settings))
         counts = dict(session.execute(select(Message.state, func.count()).group_by(Message.state)).all())
         backlog = counts.get(MessageState.RECEIVED, 0) + counts.get(MessageState.PROCESSING, 0)
         lines.append(f"Backlog: {backlog} message(s) waiting to be decided")
@@ -189,6 +209,24 @@ def _status_lines(settings: Settings, engine: Engine) -> str:
             last = session.scalar(select(func.max(DigestRun.day)).where(DigestRun.call_id == call.id))
             lines.append(f"  {call.id:<16} last {last.isoformat() if last else 'none yet'}")
     return "\n".join(lines) + "\n"
+
+
+def _token_lines(session: Session, settings: Settings) -> list[str]:
+    """Each OAuth2 account's refresh token: working, or what a person must do."""
+    statuses = token_statuses(session, settings)
+    if not statuses:
+        return []
+    lines = ["OAuth2:"]
+    width = max(len(status.account) for status in statuses) + 1
+    for status in statuses:
+        if status.state is None:
+            state = "no access token renewed yet"
+        elif status.state == "valid":
+            state = f"refresh token accepted {_when(status.since)}"
+        else:
+            state = f"{status.advice} (since {_when(status.since)}; the token endpoint said {status.said})"
+        lines.append(f"  {status.account:<{width}} {state}")
+    return lines
 
 
 # --- purge ------------------------------------------------------------------------------------
