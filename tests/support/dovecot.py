@@ -73,6 +73,32 @@ class DovecotServer:
     def config_path(self) -> Path:
         return self.root / "dovecot.conf"
 
+    def accept_oauth2(self, introspection_url: str) -> None:
+        """Also take XOAUTH2/OAUTHBEARER logins, asking ``introspection_url`` (RFC 7662) about each token.
+
+        Dovecot's ``oauth2`` passdb POSTs ``token=…`` there and lets the user in whose name the
+        answer's ``username`` gives while ``active`` is true. Takes effect at the next (re)start.
+        """
+        settings = self.root / "dovecot-oauth2.conf.ext"
+        settings.write_text(
+            f"""introspection_mode = post
+introspection_url = {introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+        )
+        settings.chmod(0o644)
+        self.extra_config += f"""
+auth_mechanisms = plain login xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {settings}
+}}
+"""
+
     def _write_config(self) -> None:
         root = self.root
         as_root = os.geteuid() == 0
