@@ -256,8 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.command not in {"demo", "parse"}:
                     raise
             if settings is not None:
-                envs = [m.password_env for m in settings.mailbox] + [settings.smtp.password_env]
-                configure_logging(args.log_level, args.log_format, configured_secrets(envs))
+                configure_logging(args.log_level, args.log_format, configured_secrets(settings.secret_env_names))
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"mailbot: {exc}", file=sys.stderr)

@@ -357,6 +357,17 @@ class Settings(_Section):
         raise KeyError(name)
 
     @property
+    def secret_env_names(self) -> list[str]:
+        """The environment variables that hold secrets: their values are masked in every log line."""
+        names: list[str | None] = []
+        accounts: list[MailboxSettings | SmtpSettings] = [*self.mailbox, self.smtp]
+        for account in accounts:
+            names.append(account.password_env)
+            if account.oauth is not None:
+                names.extend((account.oauth.client_secret_env, account.oauth.refresh_token_env))
+        return [name for name in names if name]
+
+    @property
     def own_addresses(self) -> frozenset[str]:
         """Every address the bot sends from or reads: mail from these is never answered."""
         found = {m.user.lower() for m in self.mailbox}

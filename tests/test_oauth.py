@@ -29,7 +29,7 @@ from mailbot.clock import utcnow
 from mailbot.config import ConfigError, OAuthSettings, Settings, parse_settings
 from mailbot.digest import build_digest, render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
-from mailbot.logs import SecretMask, mask_from_now_on
+from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
 from mailbot.ops import run_checks, status_report
 from mailbot.sender import connect_smtp
@@ -272,6 +272,18 @@ def test_provider_presets_name_the_token_endpoints() -> None:
     google = parse_settings(_example_with(use("google"))).mailbox[0].oauth
     assert google is not None
     assert (google.endpoint, google.scopes) == ("https://oauth2.googleapis.com/token", None)
+
+
+def test_oauth_secrets_are_masked_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def use_oauth(raw: dict[str, Any]) -> None:
+        raw["mailbox"][0].update(auth="xoauth2", oauth={**OAUTH, "client_secret_env": "CLIENT_SECRET"})
+
+    settings = parse_settings(_example_with(use_oauth))
+    for name, value in {"CLIENT_SECRET": "s3cret-of-the-client", "RT": "rt-0123456789", "ID": "not-a-secret"}.items():
+        monkeypatch.setenv(name, value)
+    masked = configured_secrets(settings.secret_env_names)
+    assert {"s3cret-of-the-client", "rt-0123456789"} <= set(masked)
+    assert "not-a-secret" not in masked
 
 
 # --- against Dovecot and an SMTP server ----------------------------------------------------------
