@@ -212,8 +212,11 @@ def test_tokens_learned_while_running_are_masked_in_the_log() -> None:
 # --- configuration ----------------------------------------------------------------------------------
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
 def _example_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    raw = tomllib.loads((Path(__file__).resolve().parent.parent / "config.example.toml").read_text(encoding="utf-8"))
+    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     change(raw)
     return raw
 
@@ -272,6 +275,27 @@ def test_provider_presets_name_the_token_endpoints() -> None:
     google = parse_settings(_example_with(use("google"))).mailbox[0].oauth
     assert google is not None
     assert (google.endpoint, google.scopes) == ("https://oauth2.googleapis.com/token", None)
+
+
+def test_the_example_configurations_oauth_tables_are_valid() -> None:
+    """The commented-out [smtp.oauth] and [mailbox.oauth] of config.example.toml, switched on."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    switched_on, inside = [], False
+    for line in lines:
+        if line in ("# [smtp.oauth]", "# [mailbox.oauth]"):
+            inside = True
+        elif not line.startswith("#"):
+            inside = False
+        switched_on.append(line.removeprefix("# ") if inside else line)
+    raw = tomllib.loads("\n".join(switched_on))
+    for account in (raw["smtp"], raw["mailbox"][0]):
+        account.update(auth="xoauth2")
+        account.pop("password_env")
+    settings = parse_settings(raw, "config.example.toml")
+    smtp_oauth, box_oauth = settings.smtp.oauth, settings.mailbox[0].oauth
+    assert smtp_oauth is not None and box_oauth is not None
+    assert smtp_oauth.endpoint == "https://idp.example.org/oauth2/token"
+    assert box_oauth.endpoint == "https://oauth2.googleapis.com/token"
 
 
 def test_oauth_secrets_are_masked_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
