@@ -397,8 +397,8 @@ def test_a_long_run_outlives_its_access_tokens(
     corpus_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Tokens of three seconds, mail in two waves further apart: all of it taken in and answered."""
-    provider.lifetime_s = 3
+    """Tokens of four seconds, mail in two waves further apart: all of it taken in and answered."""
+    provider.lifetime_s = 4
     accounts = Accounts(tmp_path, oauth_dovecot, oauth_smtp, provider, monkeypatch, mailbox={"poll_interval_s": 0.5})
     server = oauth_dovecot.server
     assert isinstance(server, DovecotServer)
@@ -409,7 +409,7 @@ def test_a_long_run_outlives_its_access_tokens(
     try:
         wait_until(lambda: len(oauth_smtp.received) == 2, "the first wave's answers")
         refreshed_before = {name: accounts.refreshes(name) for name in ("smp", "caai")}
-        time.sleep(3.5)  # every access token issued so far has expired
+        time.sleep(4.5)  # every access token issued so far has expired
         # servers drop connections (Gmail after a day, any of them on a restart): the bot logs in anew
         server.restart()
         load_corpus(oauth_dovecot, corpus_dir, ["smp-002", "caai-003"])
