@@ -34,7 +34,7 @@ from mailbot.config import CallSettings, DigestSettings, Settings
 from mailbot.decide import Outcome
 from mailbot.export import message_fields, to_xlsx
 from mailbot.identity import normalise_institution
-from mailbot.oauth import TokenProblem, token_problems
+from mailbot.oauth import TokenStatus, token_problems
 from storage.db import transaction
 from storage.models import (
     SEND_RECOVERED,
@@ -189,7 +189,7 @@ class DigestData:
     review: tuple[ReviewItem, ...]  # oldest first
     ack_problems: tuple[AckProblem, ...]
     # the call's mailboxes and SMTP whose OAuth2 refresh token the provider no longer takes
-    token_problems: tuple[TokenProblem, ...] = ()
+    token_problems: tuple[TokenStatus, ...] = ()
 
     @property
     def total_count(self) -> int:

@@ -93,19 +93,20 @@ class FixedSecret:
         return None
 
 
-def revoked_advice(user: str, settings: OAuthSettings) -> str:
-    return (
-        f"OAuth2 refresh token revoked — re-authorise {user} with the provider, put the new refresh "
-        f"token in {settings.refresh_token_env} and restart mailbot"
-    )
-
-
-def client_refused_advice(settings: OAuthSettings) -> str:
-    secret = f" and the secret in {settings.client_secret_env}" if settings.client_secret_env else ""
-    return (
-        f"OAuth2 client refused by the token endpoint — check the client id in {settings.client_id_env}{secret} "
-        "(client secrets expire) and restart mailbot"
-    )
+def advice(state: TokenState | None, user: str, settings: OAuthSettings) -> str:
+    """What a person must do about a refresh token in ``state`` (nothing while it works)."""
+    if state == "revoked":
+        return (
+            f"OAuth2 refresh token revoked — re-authorise {user} with the provider, put the new refresh "
+            f"token in {settings.refresh_token_env} and restart mailbot"
+        )
+    if state == "client-refused":
+        secret = f" and the secret in {settings.client_secret_env}" if settings.client_secret_env else ""
+        return (
+            f"OAuth2 client refused by the token endpoint — check the client id in {settings.client_id_env}"
+            f"{secret} (client secrets expire) and restart mailbot"
+        )
+    return ""
 
 
 class RefreshingToken:
@@ -156,7 +157,8 @@ class RefreshingToken:
     def _refresh(self) -> str:
         now = self._clock()
         if self._refusal is not None and now < self._quiet_until:
-            raise self._refusal  # asking again so soon would get the same answer
+            # asking again so soon would get the same answer (a fresh exception: a raised one keeps its traceback)
+            raise TokenRefused(str(self._refusal), self._refusal.state)
         settings = self.settings
         session = OAuth2Session(
             self._client_id,
@@ -191,13 +193,11 @@ class RefreshingToken:
         said = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
         if exc.error == "invalid_grant":
             state: TokenState = "revoked"
-            advice = revoked_advice(self.user, self.settings)
         elif exc.error in ("invalid_client", "unauthorized_client"):
             state = "client-refused"
-            advice = client_refused_advice(self.settings)
         else:
             return self._unreachable(said)
-        refusal = TokenRefused(f"{advice} (the token endpoint said {said})", state)
+        refusal = TokenRefused(f"{advice(state, self.user, self.settings)} (the token endpoint said {said})", state)
         self._access = None
         self._refusal = refusal
         self._quiet_until = self._clock() + ASK_AGAIN_REFUSED_S
@@ -290,41 +290,35 @@ def record_token_states(store: Store) -> StateReporter:
 
 
 @dataclass(frozen=True)
-class TokenProblem:
-    """An account whose refresh token (or client) the provider refuses: a person must act."""
+class TokenStatus:
+    """The last recorded state of an account's refresh token, and what a person should do about it."""
 
     account: str  # "mailbox smp" or "SMTP"
     user: str
-    state: TokenState
-    since: datetime
-    advice: str  # what to do, in one sentence
-    said: str  # what the token endpoint answered
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    account: str
-    user: str
-    state: TokenState | None  # None: not renewed yet by any run
+    state: TokenState | None  # None: no run has renewed a token yet
     since: datetime | None
-    advice: str
-    said: str
+    said: str  # what the token endpoint answered
+    advice: str  # what to do, in one sentence; empty while the token works
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self.state in ("revoked", "client-refused")
 
 
-def oauth_accounts(settings: Settings, call_id: str | None = None) -> list[tuple[str, MailboxSettings | SmtpSettings]]:
-    """The accounts that renew their token (those serving ``call_id``), named as status and the digest say."""
-    found: list[tuple[str, MailboxSettings | SmtpSettings]] = [
-        (f"mailbox {box.name}", box)
+def oauth_accounts(settings: Settings, call_id: str | None = None) -> list[tuple[str, str, OAuthSettings]]:
+    """(name, user, oauth) of each account that renews its token (of those serving ``call_id``)."""
+    found = [
+        (f"mailbox {box.name}", box.user, box.oauth)
         for box in settings.mailbox
         if box.oauth is not None and (call_id is None or call_id in box.calls)
     ]
     if settings.smtp.oauth is not None:
-        found.append(("SMTP", settings.smtp))
+        found.append(("SMTP", settings.smtp.user or "", settings.smtp.oauth))
     return found
 
 
 def token_statuses(session: Session, settings: Settings, call_id: str | None = None) -> list[TokenStatus]:
-    """The last recorded state of each OAuth2 account's refresh token (of those serving ``call_id``)."""
+    """The state of each OAuth2 account's refresh token (of those serving ``call_id``), from the event log."""
     accounts = oauth_accounts(settings, call_id)
     if not accounts:
         return []
@@ -333,41 +327,19 @@ def token_statuses(session: Session, settings: Settings, call_id: str | None = N
     ).all()
     latest: dict[tuple[str, str], tuple[datetime, Mapping[str, object]]] = {}
     for at, detail in rows:
-        key = (str(detail.get("refresh_token_env")), str(detail.get("token_url")))
-        latest.setdefault(key, (at, detail))
+        latest.setdefault((str(detail.get("refresh_token_env")), str(detail.get("token_url"))), (at, detail))
     statuses = []
-    for name, account in accounts:
-        oauth = account.oauth
-        assert oauth is not None
-        found = latest.get((oauth.refresh_token_env, oauth.endpoint))
-        state = _state(found[1].get("state")) if found else None
-        advice = ""
-        if state == "revoked":
-            advice = revoked_advice(account.user or "", oauth)
-        elif state == "client-refused":
-            advice = client_refused_advice(oauth)
-        statuses.append(
-            TokenStatus(
-                name,
-                account.user or "",
-                state,
-                found[0] if found else None,
-                advice,
-                str(found[1].get("said") or "") if found else "",
-            )
-        )
+    for name, user, oauth in accounts:
+        at, detail = latest.get((oauth.refresh_token_env, oauth.endpoint), (None, {}))
+        state = _state(detail.get("state"))
+        said = str(detail.get("said") or "")
+        statuses.append(TokenStatus(name, user, state, at, said, advice(state, user, oauth)))
     return statuses
 
 
-def token_problems(session: Session, settings: Settings, call_id: str | None = None) -> tuple[TokenProblem, ...]:
+def token_problems(session: Session, settings: Settings, call_id: str | None = None) -> tuple[TokenStatus, ...]:
     """The OAuth2 accounts (of those serving ``call_id``) whose authorisation a person must renew."""
-    problems = []
-    for status in token_statuses(session, settings, call_id):
-        if status.state not in (None, "valid") and status.since is not None:
-            problems.append(
-                TokenProblem(status.account, status.user, status.state, status.since, status.advice, status.said)
-            )
-    return tuple(problems)
+    return tuple(status for status in token_statuses(session, settings, call_id) if status.needs_a_person)
 
 
 def _state(value: object) -> TokenState | None:
