@@ -142,7 +142,8 @@ MICROSOFT_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All https://outl
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (where plaintext is no risk)."""
     if host == "localhost":
         return True
     try:
@@ -172,7 +173,7 @@ class OAuthSettings(_Section):
         if not re.fullmatch(r"[A-Za-z0-9.-]+", self.tenant):
             raise ValueError("tenant must be a directory (tenant) id, a domain, or organizations/common/consumers")
         parts = urlsplit(self.endpoint)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback_host(parts.hostname or "")):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
             raise ValueError(f"token_url must be an https:// URL (http:// only on loopback): {self.endpoint}")
         return self
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import logging
 import re
 import ssl
@@ -23,7 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbot import __version__
 from mailbot.clock import ensure_aware
-from mailbot.config import MailboxSettings
+from mailbot.config import MailboxSettings, is_loopback
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
 
 log = logging.getLogger(__name__)
@@ -61,15 +60,6 @@ class MailSummary:
     uid: int
     message_id: str | None
     size: int
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @functools.cache
