@@ -336,15 +336,32 @@ def test_a_refused_imap_login_renews_the_access_token_exactly_once(
     connect_smtp(accounts.settings, credentials=credentials).quit()
     assert accounts.refreshes("smp") == 2
     assert oauth_smtp.logins == [(SMP_USER, True)]
-
-    # a server that refuses even a fresh token: one renewal, one more try, then the login fails
+    # and SMTP renews it the same way when the server refuses it
     provider.end_access_tokens(accounts.grants["smp"])
-    provider.revoke(accounts.grants["smp"])  # refreshing works no more either: the token endpoint says so
+    connect_smtp(accounts.settings, credentials=credentials).quit()
+    assert accounts.refreshes("smp") == 3
+    assert oauth_smtp.logins == [(SMP_USER, True), (SMP_USER, False), (SMP_USER, True)]
+
+    # Dovecot makes each failed login from one address wait longer (2, 4, 8, 15 s): a fresh start forgets
+    server = oauth_dovecot.server
+    assert isinstance(server, DovecotServer)
+    server.restart()
+    # a server that refuses even a fresh token: one renewal, one more try, then the login fails
+    provider.bar(SMP_USER)
+    with pytest.raises(MailboxUnavailable, match=r"the server refused the login as min\.gao@aminer\.cn"):
+        MailboxClient(box, credentials.of(box)).connect()
+    assert accounts.refreshes("smp") == 4
+    provider.bar(SMP_USER, barred=False)
+
+    # a revoked grant: the renewal itself is refused, and says what to do
+    server.restart()
+    provider.revoke(accounts.grants["smp"])
     with pytest.raises(MailboxUnavailable, match=r"OAuth2 refresh token revoked — re-authorise min\.gao@aminer\.cn"):
         MailboxClient(box, credentials.of(box)).connect()
-    assert accounts.refreshes("smp") == 3
+    assert accounts.refreshes("smp") == 5
     # the caai mailbox has its own grant, untouched
-    with MailboxClient(accounts.settings.mailbox_by_name("caai"), credentials.of(accounts.settings.mailbox[1])):
+    caai = accounts.settings.mailbox_by_name("caai")
+    with MailboxClient(caai, credentials.of(caai)):
         pass
     assert accounts.refreshes("caai") == 1
 

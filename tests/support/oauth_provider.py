@@ -50,6 +50,7 @@ class OAuthProvider:
         self._by_refresh_token: dict[str, int] = {}
         self._access: dict[str, AccessToken] = {}
         self._numbers = itertools.count(1)
+        self._barred: set[str] = set()
         self.token_requests: Counter[int] = Counter()  # per grant, answered or refused
         self.introspections: list[tuple[str, bool]] = []  # (user or "?", active)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -106,6 +107,11 @@ class OAuthProvider:
             if issued.grant == grant:
                 self._access[token] = AccessToken(grant, 0.0)
 
+    def bar(self, user: str, barred: bool = True) -> None:
+        """Call every access token of ``user`` inactive, even fresh ones (as for a disabled account)."""
+        with self._lock:
+            (self._barred.add if barred else self._barred.discard)(user)
+
     def active_user(self, token: str) -> str | None:
         """The user an access token belongs to while it is active, else None."""
         with self._lock:
@@ -113,7 +119,7 @@ class OAuthProvider:
             if issued is None or time.monotonic() >= issued.expires_at:
                 return None
             grant = self._grants[issued.grant]
-            return None if grant.revoked else grant.user
+            return None if grant.revoked or grant.user in self._barred else grant.user
 
     # --- the endpoints ----------------------------------------------------------------------
 
