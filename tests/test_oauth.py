@@ -164,7 +164,13 @@ def test_an_access_token_is_kept_until_shortly_before_it_expires_and_renewed_onc
 
     now[0] += 2  # then every thread that needs it at once waits for one renewal
     seen: list[str] = []
-    threads = [threading.Thread(target=lambda: seen.append(token.secret())) for _ in range(8)]
+    together = threading.Barrier(8)
+
+    def take() -> None:
+        together.wait()
+        seen.append(token.secret())
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
