@@ -1,7 +1,9 @@
 """One attached file, whatever it is, to a form reading, a reason it cannot be read, or nothing.
 
-The kind comes from the content (parsers.sniff). Archives are opened in memory and each member is
-examined like an attachment of its own, so the form inside a .zip is found the same way.
+The kind comes from the content (parsers.sniff). Archives (.zip, .7z, .rar) and Outlook's wrappers
+(winmail.dat, attached .msg items) are opened in memory and each file inside is examined like an
+attachment of its own, so the form inside them is found the same way; nesting counts against
+``archive_max_depth`` whatever the wrapper.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 
-from parsers.archive import read_zip
+from parsers.archive import ArchiveKind, Member, read_archive
 from parsers.convert import convert
 from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead
@@ -21,6 +23,7 @@ from parsers.limits import Limits
 from parsers.model import Attachment, AttachmentRole, DocumentKind, FormReading, Location, Unreadable
 from parsers.ocr import engine as ocr_engine
 from parsers.ocr import ocr_pdf_pages
+from parsers.outlook import read_msg, read_tnef
 from parsers.pdf_reader import read_pdf
 from parsers.sniff import DOCUMENT_KINDS, extension_of, is_encrypted_ole, sniff
 from parsers.spec import FormSpec
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 Reading = FormReading | Unreadable | None
 _CONVERTED: dict[DocumentKind, str] = {"doc": "doc", "wps": "wps", "rtf": "rtf", "odt": "odt"}
+_ARCHIVES: dict[DocumentKind, ArchiveKind] = {"zip": "zip", "7z": "7z", "rar": "rar"}
+_CONTAINERS: frozenset[DocumentKind] = frozenset({*_ARCHIVES, "tnef", "msg"})
 _FORM_NAME = re.compile(r"申报|申请|表|proposal|application|form|模板", re.IGNORECASE)
 
 
@@ -37,6 +42,8 @@ class Examined:
     attachment: Attachment
     reading: Reading
     diagnostics: tuple[str, ...] = ()
+    # the sender of the mail the file came inside (an attached Outlook item), "" for the message's own
+    original_sender: str = ""
 
 
 def examine(
@@ -65,8 +72,8 @@ def examine(
     if len(data) > limits.max_attachment_bytes:
         refused = Unreadable("too-large", filename, f"{len(data)} bytes (limit {limits.max_attachment_bytes})")
         return [Examined(replace(attachment, role="refused", note=refused.detail), refused)]
-    if kind == "zip":
-        return _examine_archive(data, attachment, spec, limits, depth)
+    if kind in _CONTAINERS:
+        return _examine_container(data, attachment, spec, limits, depth)
     diagnostics: list[str] = []
     try:
         reading = _read_single(data, attachment, spec, limits, diagnostics)
@@ -89,10 +96,6 @@ def _read_single(
     data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
 ) -> Reading:
     name, kind = attachment.filename, attachment.kind
-    if kind in ("rar", "7z"):
-        return Unreadable(
-            "unsupported-format", name, f".{kind} archives are not opened; please send a .zip or the file itself"
-        )
     if is_encrypted_ole(data):
         return Unreadable("encrypted", name, "the Office document is password-protected")
     if kind in _CONVERTED:
@@ -146,24 +149,36 @@ def _form(blocks: list[Block], attachment: Attachment, spec: FormSpec) -> Readin
     return read_form(blocks, spec, attachment=attachment.filename, sha256=attachment.sha256, kind=attachment.kind)
 
 
-def _examine_archive(data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, depth: int) -> list[Examined]:
+def _open_container(data: bytes, attachment: Attachment, limits: Limits) -> tuple[list[Member], str]:
+    """The files inside and, for an Outlook item, the address it came from."""
+    kind = attachment.kind
+    if kind in _ARCHIVES:
+        return read_archive(data, attachment.filename, _ARCHIVES[kind], limits), ""
+    item = (read_tnef if kind == "tnef" else read_msg)(data, attachment.filename, limits)
+    return item.members, item.sender
+
+
+def _examine_container(
+    data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, depth: int
+) -> list[Examined]:
     if depth >= limits.archive_max_depth:
         refused = Unreadable("archive-refused", attachment.filename, "an archive nested too deeply")
         return [Examined(replace(attachment, role="refused", note=refused.detail), refused)]
     try:
-        members = read_zip(data, attachment.filename, limits)
+        members, sender = _open_container(data, attachment, limits)
     except CannotRead as exc:
         role: AttachmentRole = "refused" if exc.reason.reason == "archive-refused" else "document"
         return [Examined(replace(attachment, role=role, note=exc.reason.detail), exc.reason)]
-    found = [Examined(attachment, None, (f"{attachment.filename}: {len(members)} files in the archive",))]
+    found = [Examined(attachment, None, (f"{attachment.filename}: {len(members)} files inside",))]
     for member in members:
         member_path = (*attachment.path, member.stored_name)
         if member.data is None:
             refused = member.refused or Unreadable("archive-refused", member.name)
             held = Attachment(member.name, "", "other", 0, "", member_path, "refused", refused.detail)
-            found.append(Examined(held, refused))
+            found.append(Examined(held, refused, original_sender=sender))
             continue
-        found.extend(examine(member.data, member.name, spec, limits, path=member_path, depth=depth + 1))
+        inside = examine(member.data, member.name, spec, limits, path=member_path, depth=depth + 1)
+        found.extend(replace(item, original_sender=item.original_sender or sender) for item in inside)
     return found
 
 

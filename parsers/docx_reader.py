@@ -4,8 +4,15 @@ Only the main document part is parsed (by python-docx's XML parser), after the p
 and every part's checksum are checked; the body's XML is then walked by hand because forms hide their
 text where the object API does not look: content controls (w:sdt, block and inline), text boxes
 (w:txbxContent, read once although Word stores a fallback copy), legacy form fields, merged and
-nested table cells. A raw count of every w:t guards the walk: when the walk saw clearly less text
-than the document holds, the missing paragraphs are added as lines and a diagnostic says so.
+nested table cells, and the headers (ECMA-376 Part 1, 17.10: some forms put a field there).
+A raw count of every w:t guards the walk: when the walk saw clearly less text than the document
+holds, the missing paragraphs are added as lines and a diagnostic says so.
+
+What Word shows is what is read. A content control showing its placeholder (17.5.2.39
+showingPlcHdr) holds Word's prompt ("单击或点击此处输入文字。"), not a value, and is read as blank.
+Tracked changes read as if accepted (17.13.5 Revisions): inserted and moved-to text is kept, deleted
+and moved-from text (w:del, w:delText, w:moveFrom), deleted table rows (w:trPr/w:del) and deleted
+cells (w:tcPr/w:cellDel) are dropped.
 """
 
 from __future__ import annotations
@@ -44,17 +51,19 @@ class DocxText:
 
 def read_docx(data: bytes, filename: str, limits: Limits) -> DocxText:
     """The document's blocks; raises CannotRead with the reason it cannot be read."""
-    body = _open_body(data, filename, limits)
+    body, headers = _open_body(data, filename, limits)
     walker = _Walker(filename, body.nsmap.get("w") or _namespace_of(body))
+    for header in headers:
+        walker.walk_children(header)
     walker.walk_children(body)
     diagnostics = walker.recover_skipped(body)
     return DocxText(walker.blocks, diagnostics)
 
 
-def _open_body(data: bytes, filename: str, limits: Limits) -> etree._Element:
-    """The main part's w:body, parsed by python-docx's own (entity-safe) XML parser.
+def _open_body(data: bytes, filename: str, limits: Limits) -> tuple[etree._Element, list[etree._Element]]:
+    """The main part's w:body and the header parts' roots, parsed by python-docx's own (entity-safe) parser.
 
-    Only the main part is parsed: ``docx.Document`` would also parse styles, numbering, settings and
+    Only these parts are parsed: ``docx.Document`` would also parse styles, numbering, settings and
     the rest, which was most of the cost of reading a form and none of its text.
     """
     from docx.opc.constants import CONTENT_TYPE
@@ -81,6 +90,7 @@ def _open_body(data: bytes, filename: str, limits: Limits) -> etree._Element:
                     declared,
                 )
             root = parse_xml(package.read(part))
+            headers = [parse_xml(package.read(name)) for name in _header_parts(package, part)]
     except CannotRead:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, NotImplementedError) as exc:
@@ -90,7 +100,24 @@ def _open_body(data: bytes, filename: str, limits: Limits) -> etree._Element:
     body = root.find(f"{{{_namespace_of(root)}}}body")
     if body is None:
         raise CannotRead(Unreadable("corrupt", filename, "the document has no body"))
-    return body
+    return body, headers
+
+
+def _header_parts(package: zipfile.ZipFile, main_part: str) -> list[str]:
+    """The header parts the main part's relationships name, in their order, each once."""
+    folder, base = posixpath.split(main_part)
+    relationships_name = posixpath.join(folder, "_rels", f"{base}.rels")
+    names = set(package.namelist())
+    if relationships_name not in names:
+        return []
+    found: list[str] = []
+    for relationship in etree.fromstring(package.read(relationships_name), _SAFE_XML):
+        if relationship.get("TargetMode") == "External" or not relationship.get("Type", "").endswith("/header"):
+            continue
+        target = posixpath.normpath(posixpath.join("/", folder, relationship.get("Target", ""))).lstrip("/")
+        if target in names and target not in found:
+            found.append(target)
+    return found
 
 
 def _check_package(members: list[zipfile.ZipInfo], filename: str, limits: Limits) -> None:
@@ -198,6 +225,9 @@ class _Walker:
         elif tag == self.q("tbl"):
             self.table(element)
         elif tag == self.q("sdt"):
+            if self.shows_placeholder(element):
+                self.visited.add(element)  # read, as blank: the recovery below must not add it back
+                return
             content = element.find(self.q("sdtContent"))
             if content is not None:
                 self.walk_children(content)
@@ -221,6 +251,8 @@ class _Walker:
             tag = child.tag
             if not isinstance(tag, str) or tag in self._skip:
                 continue
+            if tag == self.q("sdt") and self.shows_placeholder(child):
+                continue
             if tag == self.q("t"):
                 text = child.text or ""
                 self.walked_chars += len(text)
@@ -243,6 +275,12 @@ class _Walker:
             else:
                 self.inline(child, parts, boxes)
 
+    def shows_placeholder(self, sdt: etree._Element) -> bool:
+        """w:sdtPr/w:showingPlcHdr on (an on/off property: absent w:val means on)."""
+        properties = sdt.find(self.q("sdtPr"))
+        flag = properties.find(self.q("showingPlcHdr")) if properties is not None else None
+        return flag is not None and flag.get(self.q("val"), "1") not in ("0", "false", "off")
+
     def checkbox_mark(self, checkbox: etree._Element) -> str:
         for name in ("checked", "default"):
             state = checkbox.find(self.q(name))
@@ -255,7 +293,7 @@ class _Walker:
         self.tables += 1
         where = Location(self.filename, table=self.tables)
         nested: list[etree._Element] = []
-        rows = tuple(self.row(tr, nested) for tr in self.children_named(element, "tr"))
+        rows = tuple(self.row(tr, nested) for tr in self.children_named(element, "tr") if not self.deleted(tr, "trPr"))
         self.blocks.append(Grid(rows, where))
         for table in nested:
             self.table(table)
@@ -268,10 +306,19 @@ class _Walker:
             column = _int(before.get(self.q("val")) if before is not None else None, 0)
         cells = []
         for tc in self.children_named(tr, "tc"):
+            if self.deleted(tc, "tcPr"):
+                continue
             span, continued = self.merge_of(tc)
             cells.append(Cell(self.cell_text(tc, nested), column, span, continued))
             column += span
         return tuple(cells)
+
+    def deleted(self, element: etree._Element, properties_name: str) -> bool:
+        """A row (w:trPr/w:del) or cell (w:tcPr/w:cellDel) deleted with tracked changes on."""
+        properties = element.find(self.q(properties_name))
+        return properties is not None and (
+            properties.find(self.q("del")) is not None or properties.find(self.q("cellDel")) is not None
+        )
 
     def merge_of(self, tc: etree._Element) -> tuple[int, bool]:
         properties = tc.find(self.q("tcPr"))
@@ -314,7 +361,11 @@ class _Walker:
     def recover_skipped(self, body: etree._Element) -> list[str]:
         """Compare with a raw scan of w:t; add paragraphs the walk missed when it missed a lot."""
         namespaces = {"w": self.w, "mc": MARKUP_COMPATIBILITY}
-        texts = etree.XPath("//w:t[not(ancestor::mc:Fallback)][not(ancestor::w:del)]", namespaces=namespaces)(body)
+        texts = etree.XPath(
+            "//w:t[not(ancestor::mc:Fallback)][not(ancestor::w:del)][not(ancestor::w:moveFrom)]"
+            "[not(ancestor::w:sdt[w:sdtPr/w:showingPlcHdr])]",
+            namespaces=namespaces,
+        )(body)
         raw_chars = sum(len(text.text or "") for text in texts)
         if raw_chars - self.walked_chars <= max(20, raw_chars // 10):
             return []

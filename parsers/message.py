@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 from parsers.documents import Examined, best_reading, examine
+from parsers.forwarding import forwarding
 from parsers.limits import Limits
 from parsers.mime import (
     EMPTY_ENVELOPE,
@@ -36,6 +37,8 @@ _EXTENSIONS = {
     "zip": "zip",
     "rar": "rar",
     "7z": "7z",
+    "tnef": "dat",
+    "msg": "msg",
     "text": "txt",
     "html": "html",
     "message": "eml",
@@ -68,7 +71,10 @@ def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Su
             data = payload_bytes(leaf.part)
             declared = content_type_of(leaf.part)
             name = attachment_name(leaf.part, leaf.path, _EXTENSIONS[sniff(data, "", declared)])
-            examined.extend(examine(data, name, spec, limits, declared_type=declared, path=leaf.path))
+            found = examine(data, name, spec, limits, declared_type=declared, path=leaf.path)
+            if leaf.enclosed_from:
+                found = [replace(item, original_sender=item.original_sender or leaf.enclosed_from) for item in found]
+            examined.extend(found)
         return _submission(envelope, examined)
     except MemoryError:
         detail = "the reader ran out of memory"
@@ -90,10 +96,12 @@ def _submission(envelope: Envelope, examined: list[Examined]) -> Submission:
     form, other_forms, unreadable = best_reading(examined)
     attachments = []
     diagnostics: list[str] = []
+    forwarded_by, forwarded_from = None, None
     for item in examined:
         attachment = item.attachment
         if form is not None and item.reading is form:
             attachment = replace(attachment, role="form")
+            forwarded_by, forwarded_from = forwarding(envelope, item.original_sender)
         attachments.append(attachment)
         diagnostics.extend(item.diagnostics)
         if isinstance(item.reading, Unreadable) and item.reading is not unreadable:
@@ -104,7 +112,10 @@ def _submission(envelope: Envelope, examined: list[Examined]) -> Submission:
         form=form,
         unreadable=unreadable,
         other_forms=other_forms,
-        diagnostics=tuple(diagnostics),
+        diagnostics=tuple(diagnostics)
+        + ((f"the form was forwarded by {forwarded_by} from {forwarded_from}",) if forwarded_by else ()),
+        forwarded_by=forwarded_by,
+        forwarded_from=forwarded_from,
     )
 
 

@@ -311,14 +311,15 @@ def is_attachment(part: Message) -> bool:
 class Leaf:
     part: Message
     path: tuple[str, ...]
+    enclosed_from: str = ""  # sender of the innermost enclosed message (message/rfc822) holding it, if any
 
 
 def leaves(message: Message, limits: Limits) -> Iterator[Leaf]:
     """Every non-multipart part in order, with its MIME part number, within depth and count limits."""
     count = 0
-    stack: list[tuple[Message, tuple[str, ...], int]] = [(message, (), 0)]
+    stack: list[tuple[Message, tuple[str, ...], int, str]] = [(message, (), 0, "")]
     while stack:
-        part, path, depth = stack.pop()
+        part, path, depth, enclosed_from = stack.pop()
         count += 1
         if count > limits.max_mime_parts:
             log.info("message has more than %d MIME parts; the rest is ignored", limits.max_mime_parts)
@@ -330,12 +331,14 @@ def leaves(message: Message, limits: Limits) -> Iterator[Leaf]:
             children = [child for child in payload if isinstance(child, Message)]
             if content_type_of(part).startswith("message/"):
                 # an enclosed message takes its part's number: 2.1 is the first part inside part 2
-                stack.extend((child, path, depth + 1) for child in reversed(children[:1]))
+                for child in children[:1]:
+                    senders = _addresses(all_headers(child, "from"))
+                    stack.append((child, path, depth + 1, senders[0][1] if senders else enclosed_from))
                 continue
             for number in range(len(children), 0, -1):
-                stack.append((children[number - 1], (*path, str(number)), depth + 1))
+                stack.append((children[number - 1], (*path, str(number)), depth + 1, enclosed_from))
             continue
-        yield Leaf(part, path or ("1",))
+        yield Leaf(part, path or ("1",), enclosed_from)
 
 
 def payload_bytes(part: Message) -> bytes:

@@ -37,7 +37,22 @@ UNREADABLE_REASONS: tuple[UnreadableReason, ...] = (
 )
 
 DocumentKind = Literal[
-    "docx", "doc", "wps", "rtf", "odt", "pdf", "zip", "rar", "7z", "image", "text", "html", "message", "other"
+    "docx",
+    "doc",
+    "wps",
+    "rtf",
+    "odt",
+    "pdf",
+    "zip",
+    "rar",
+    "7z",
+    "tnef",  # Outlook's winmail.dat
+    "msg",  # an Outlook item
+    "image",
+    "text",
+    "html",
+    "message",
+    "other",
 ]
 AttachmentRole = Literal["form", "document", "other", "refused"]
 FieldScalar = str | float | bool | None
@@ -142,6 +157,10 @@ class Submission:
     unreadable: Unreadable | None = None  # set when a document looked like the form but could not be read
     other_forms: tuple[FormReading, ...] = ()  # further readable forms in the same mail
     diagnostics: tuple[str, ...] = field(default_factory=tuple)
+    # the form came in a mail someone else wrote first (a secretary forwarding a professor's submission):
+    # who forwarded it (the sender of this message) and, where the forward says, who wrote the original
+    forwarded_by: str | None = None
+    forwarded_from: str | None = None
 
     @property
     def status(self) -> Literal["form", "unreadable", "no_form"]:

@@ -11,6 +11,9 @@ from parsers.model import DocumentKind
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
 _WORD_STREAM = "WordDocument".encode("utf-16-le")
+# [MS-OXMSG] 2.4: every Outlook item has this stream at its top
+_OUTLOOK_PROPERTIES = "__properties_version1.0".encode("utf-16-le")
+_TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"  # [MS-OXTNEF] 2.1.3.1: TNEF_SIGNATURE 0x223E9F78, little-endian
 _BY_EXTENSION: dict[str, DocumentKind] = {
     "docx": "docx",
     "docm": "docx",
@@ -40,7 +43,9 @@ _BY_EXTENSION: dict[str, DocumentKind] = {
 }
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 # Kinds that may hold an application form.
-DOCUMENT_KINDS: frozenset[DocumentKind] = frozenset({"docx", "doc", "wps", "rtf", "odt", "pdf", "zip", "rar", "7z"})
+DOCUMENT_KINDS: frozenset[DocumentKind] = frozenset(
+    {"docx", "doc", "wps", "rtf", "odt", "pdf", "zip", "rar", "7z", "tnef", "msg"}
+)
 
 
 def extension_of(filename: str) -> str:
@@ -65,6 +70,8 @@ def sniff(data: bytes, filename: str = "", declared_type: str = "") -> DocumentK
         return "rar"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
+    if head.startswith(_TNEF_SIGNATURE):
+        return "tnef"
     if (
         head.startswith(_IMAGE_MAGIC)
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
@@ -122,6 +129,8 @@ def _ole_kind(data: bytes, filename: str) -> DocumentKind:
         return by_name if by_name in ("docx", "doc", "wps") else "docx"
     if kind_by_name(filename) == "wps":
         return "wps"
+    if _OUTLOOK_PROPERTIES in data:  # before WordDocument, which a .doc attached to the item holds
+        return "msg"
     if _WORD_STREAM in data:
         return "doc"
     by_name = kind_by_name(filename)

@@ -21,7 +21,22 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _TOPIC_CODE = re.compile(r"([A-Za-z]{1,8})?\s*[-_ ]?\s*(\d+(?:\s*[.．]\s*\d+)*)")
 _CHECKED = "☑☒■√✓✔●◉▣"
 _UNCHECKED = "☐□○◯"
-_PLACEHOLDERS = frozenset({"无", "/", "-", "—", "——", "n/a", "na", "none", "null", "暂无", "空"})
+# Word's default prompts of a content control: shown (and printed into a PDF) until something is typed
+_WORD_PROMPTS = (
+    "单击或点击此处输入文字",
+    "单击此处输入文字",
+    "点击或单击此处输入文字",
+    "选择一项",
+    "单击或点击此处输入日期",
+    "单击此处输入日期",
+    "click or tap here to enter text",
+    "click here to enter text",
+    "choose an item",
+    "click or tap to enter a date",
+    "click here to enter a date",
+)
+_WORD_PROMPT_TEXTS = frozenset(prompt + end for prompt in _WORD_PROMPTS for end in ("", "。", "."))
+_PLACEHOLDERS = frozenset({"无", "/", "-", "—", "——", "n/a", "na", "none", "null", "暂无", "空"}) | _WORD_PROMPT_TEXTS
 
 
 def _blank(text: str) -> bool:
@@ -180,6 +195,8 @@ _BY_KIND: dict[FieldKind, Callable[[str], Normalised]] = {
 
 
 def normalise(kind: FieldKind, raw: str, spec: FormSpec) -> Normalised:
+    if clean_value(raw).casefold() in _WORD_PROMPT_TEXTS:  # Word's prompt is blank, whatever the field
+        return None, 1.0
     if kind == "topic":
         return topic_value(raw, spec.topics)
     return _BY_KIND[kind](raw)
