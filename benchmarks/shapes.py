@@ -90,19 +90,29 @@ def rar4_stored(files: dict[str, bytes]) -> bytes:
 
 
 def zip_flagged_utf8_over_gbk(files: dict[str, bytes]) -> bytes:
-    """A zip whose names are GBK bytes under the UTF-8 flag, as some Chinese archivers write them."""
+    """A zip whose names are GBK bytes under the UTF-8 flag, as some Chinese archivers write them.
+
+    zipfile clears the flag of names it writes, so the flag (APPNOTE 4.4.4, bit 11) is set afterwards
+    in every local file header (4.3.7) and central directory header (4.3.12).
+    """
     placeholders = {name: f"{number:0{len(name.encode('gbk'))}d}" for number, name in enumerate(files)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
-            info = zipfile.ZipInfo(placeholders[name], date_time=(2024, 9, 1, 10, 0, 0))
-            info.flag_bits |= 0x800
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-    raw = buffer.getvalue()
+            archive.writestr(placeholders[name], data)
+    raw = bytearray(buffer.getvalue())
     for name, placeholder in placeholders.items():
         raw = raw.replace(placeholder.encode(), name.encode("gbk"))
-    return raw
+    offset = 0
+    while raw[offset : offset + 4] == b"PK\x03\x04":
+        raw[offset + 7] |= 0x08  # bit 11 is bit 3 of the flags' high byte
+        compressed, _, name_length, extra_length = struct.unpack("<IIHH", raw[offset + 18 : offset + 30])
+        offset += 30 + name_length + extra_length + compressed
+    while raw[offset : offset + 4] == b"PK\x01\x02":
+        raw[offset + 9] |= 0x08  # the central header's flags are two bytes later
+        name_length, extra_length, comment_length = struct.unpack("<HHH", raw[offset + 28 : offset + 34])
+        offset += 46 + name_length + extra_length + comment_length
+    return bytes(raw)
 
 
 # ---------------------------------------------------------------------------------------------- TNEF

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -415,6 +415,7 @@ def decide(
         }
         if earlier:
             matched["earlier_application"] = earlier[0].application_key
+        matched.update(_forwarding(sub))
         return Decision(
             Outcome.LATE,
             "late",
@@ -426,4 +427,13 @@ def decide(
             identity=identity,
         )
     ctx = _Context(message_key, identity, values, missing, flags)
-    return _judge_application(sub, form, ctx, priors)
+    decision = _judge_application(sub, form, ctx, priors)
+    forwarded = _forwarding(sub)
+    return replace(decision, matched={**decision.matched, **forwarded}) if forwarded else decision
+
+
+def _forwarding(sub: Submission) -> dict[str, str]:
+    """Who forwarded the form (a secretary for a professor): the form names the applicant, this is the record."""
+    if not sub.forwarded_by:
+        return {}
+    return {"forwarded_by": sub.forwarded_by, **({"forwarded_from": sub.forwarded_from} if sub.forwarded_from else {})}

@@ -280,11 +280,14 @@ def read_7z(data: bytes, filename: str, limits: Limits) -> list[Member]:
         raise CannotRead(Unreadable("encrypted", filename, "the 7z archive needs a password")) from None
     except UnsupportedCompressionMethodError as exc:
         return _7z_by_libarchive(data, filename, limits, str(exc))
-    except (py7zr.Bad7zFile, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
-        raise CannotRead(
-            Unreadable("corrupt", filename, f"broken 7z archive: {type(exc).__name__}: {exc}"[:300])
-        ) from None
-    except Exception as exc:  # py7zr's decoders raise their own errors on damaged streams
+    except py7zr.Bad7zFile as exc:
+        if "path is bad" not in str(exc):
+            raise CannotRead(Unreadable("corrupt", filename, f"broken 7z archive: {exc}"[:300])) from None
+        # py7zr refuses names like "..\\x" even when extracting to memory; only safe names are made of them
+        return _7z_by_libarchive(data, filename, limits, str(exc))
+    except (MemoryError, RecursionError):
+        raise  # the caller reports these as what they are, not as damage
+    except Exception as exc:  # py7zr and its decoders raise many kinds of errors on damaged streams
         raise CannotRead(
             Unreadable("corrupt", filename, f"broken 7z archive: {type(exc).__name__}: {exc}"[:300])
         ) from None

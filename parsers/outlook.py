@@ -38,12 +38,13 @@ def read_tnef(data: bytes, filename: str, limits: Limits) -> OutlookItem:
     import tnefparse
 
     try:
-        tnef = tnefparse.TNEF(data, do_checksum=False)
+        tnef = tnefparse.TNEF(data, do_checksum=True)
         files = list(_tnef_files(tnef, limits.archive_max_depth))
-    except CannotRead:
-        raise
     except Exception as exc:  # tnefparse raises bare ValueError/IndexError/struct.error on damage
         raise CannotRead(Unreadable("corrupt", filename, f"broken TNEF: {type(exc).__name__}: {exc}"[:300])) from None
+    # Outlook's checksums are sometimes wrong on good files: only an empty reading makes them count
+    if not files and not all(item.good_checksum for item in tnef.objects):
+        raise CannotRead(Unreadable("corrupt", filename, "broken TNEF: attribute checksums do not match"))
     return OutlookItem(_members(files, filename, len(data), limits), "")
 
 
