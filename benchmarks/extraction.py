@@ -1,11 +1,18 @@
 """Field extraction measured on a corpus: per-field accuracy, outcomes, time per message, peak memory.
 
     python -m benchmarks.extraction [--corpus DIR] [--json FILE] [--sandbox] [--timeout S] [--memory MB]
+                                    [--shape-forms N | --no-shapes]
 
 DIR holds NAME.eml messages, each with an optional NAME.json truth (``call``, ``fields``, ``reason``)
 as in the development corpus; any other file (.docx, .pdf, .zip …) is read as the attachment of a
 message made around it. Messages without truth are read with the first call's form and only
 counted by outcome. ``--sandbox`` reads through the worker pool with its time and memory limits.
+
+Then the per-shape table: every readable form of the corpus (at most ``--shape-forms``) is sent
+again in each shape of benchmarks.shapes (inside .7z/.rar, winmail.dat, forwarded, with Word
+placeholders or tracked changes, under odd names and types, beside a scanned copy) by its own
+sender, and each shape's outcomes, field accuracy and time per document are reported; "plain" is
+the same forms attached as they are, the baseline the other rows compare with.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from benchmarks.shapes import SHAPES, Sent
 from mailbot.config import Settings, load_settings
-from parsers import read_message
+from parsers import extract_parts, read_message
+from parsers.mime import read_envelope
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
@@ -143,6 +152,97 @@ def run(folder: Path, sandbox: bool, timeout_s: float, memory_mb: int) -> dict[s
     return tally.summary(peak)
 
 
+@dataclass
+class ShapeTally:
+    documents: int = 0
+    forms_read: int = 0
+    fields_right: int = 0
+    fields_compared: int = 0
+    seconds: list[float] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+
+    def record(self, name: str, expected: dict[str, Any], submission: Submission, seconds: float) -> None:
+        self.documents += 1
+        self.seconds.append(seconds)
+        values = submission.form.values() if submission.form is not None else {}
+        if submission.form is not None:
+            self.forms_read += 1
+        else:
+            reason = submission.unreadable.reason if submission.unreadable else submission.status
+            self.misses.append(f"{name}: no form ({reason})")
+        for key, value in expected.items():
+            self.fields_compared += 1
+            if values.get(key) == value:
+                self.fields_right += 1
+            elif submission.form is not None:
+                self.misses.append(f"{name}: {key} expected {value!r}, got {values.get(key)!r}")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "outcome_accuracy": round(self.forms_read / self.documents, 4) if self.documents else 0.0,
+            "field_accuracy": round(self.fields_right / self.fields_compared, 4) if self.fields_compared else 0.0,
+            "seconds_mean": round(sum(self.seconds) / len(self.seconds), 4) if self.seconds else 0.0,
+            "seconds_max": round(max(self.seconds, default=0.0), 4),
+            "misses": self.misses[:20],
+        }
+
+
+def shape_bases(folder: Path, limit: int | None) -> list[tuple[str, Sent, dict[str, Any], dict[str, Any]]]:
+    """(name, the form and its sender, the truth's fields, the truth) of every readable corpus form."""
+    bases = []
+    for path in sorted(folder.glob("*.eml")):
+        truth_path = path.with_suffix(".json")
+        truth = json.loads(truth_path.read_text(encoding="utf-8")) if truth_path.is_file() else None
+        form_name = ((truth or {}).get("form") or {}).get("attachment")
+        if not truth or not truth.get("fields") or not form_name:
+            continue
+        raw = path.read_bytes()
+        parts = {attachment.filename: data for attachment, data in extract_parts(raw)}
+        if form_name not in parts:
+            continue
+        envelope = read_envelope(raw)
+        sent = Sent(parts[form_name], form_name, envelope.from_name, envelope.from_addr, "intake@example.org")
+        bases.append((path.stem, sent, truth["fields"], truth))
+    return bases[:limit] if limit is not None else bases
+
+
+def run_shapes(folder: Path, sandbox: bool, timeout_s: float, memory_mb: int, limit: int | None) -> dict[str, Any]:
+    settings = load_settings(REPO / "config.example.toml")
+    bases = shape_bases(folder, limit)
+    tallies = {shape.name: ShapeTally() for shape in SHAPES}
+    pool = ParserPool(1, timeout_s, memory_mb) if sandbox else None
+    try:
+        for number, (name, sent, expected, truth) in enumerate(bases, start=1):
+            print(f"\r[shapes {number}/{len(bases)}] {name[:50]:<50}", end="", file=sys.stderr, flush=True)
+            spec = spec_for(settings, truth)
+            for shape in SHAPES:
+                if shape.docx_only and not sent.form_name.lower().endswith(".docx"):
+                    continue
+                raw = shape.build(sent)
+                started = time.perf_counter()
+                submission = pool.submit(raw, spec).result() if pool is not None else read_message(raw, spec)
+                tallies[shape.name].record(name, expected, submission, time.perf_counter() - started)
+    finally:
+        if pool is not None:
+            pool.close()
+    print(file=sys.stderr)
+    return {"forms": len(bases), "shapes": {name: tally.summary() for name, tally in tallies.items()}}
+
+
+def print_shapes(result: dict[str, Any]) -> None:
+    print(f"\nper shape ({result['forms']} corpus forms, each sent again in every shape; Word edits: .docx only)")
+    print(f"  {'shape':<26} {'docs':>5} {'outcomes':>9} {'fields':>8} {'s/doc':>7} {'max s':>7}")
+    for name, row in result["shapes"].items():
+        print(
+            f"  {name:<26} {row['documents']:>5} {row['outcome_accuracy']:>9.2%} {row['field_accuracy']:>8.2%} "
+            f"{row['seconds_mean']:>7.3f} {row['seconds_max']:>7.3f}"
+        )
+    for name, row in result["shapes"].items():
+        for miss in row["misses"]:
+            print(f"  miss in {name}: {miss}")
+
+
 def print_summary(folder: Path, result: dict[str, Any]) -> None:
     print(f"corpus {folder}: {result['messages']} messages")
     print("outcomes: " + ", ".join(f"{key} {count}" for key, count in result["outcomes"].items()))
@@ -177,12 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox", action="store_true", help="read in a worker process with time and memory limits")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per message in the sandbox")
     parser.add_argument("--memory", type=int, default=1024, help="MiB per message in the sandbox")
+    parser.add_argument("--shape-forms", type=int, help="at most this many corpus forms in the per-shape table")
+    parser.add_argument("--no-shapes", action="store_true", help="leave out the per-shape table")
     args = parser.parse_args(argv)
     if not args.corpus.is_dir():
         print(f"no corpus at {args.corpus}", file=sys.stderr)
         return 2
     result = run(args.corpus, args.sandbox, args.timeout, args.memory)
     print_summary(args.corpus, result)
+    if not args.no_shapes:
+        result["per_shape"] = run_shapes(args.corpus, args.sandbox, args.timeout, args.memory, args.shape_forms)
+        print_shapes(result["per_shape"])
     if args.json:
         args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     return 0
