@@ -339,6 +339,26 @@ def forwarded_as_attachment(sent: Sent) -> bytes:
     return outer.as_bytes()
 
 
+def outlook_item(mail: bytes) -> bytes:
+    """The mail saved as an Outlook item (.msg), written by aspose-email-foss (a dev dependency)."""
+    from aspose.email_foss.msg import MapiMessage
+
+    data: bytes = MapiMessage.from_email_message(_parse(mail)).to_bytes()
+    return data
+
+
+def forwarded_as_outlook_item(sent: Sent) -> bytes:
+    """A secretary attaches the applicant's mail as saved from Outlook: a .msg holding the form."""
+    original = plain(replace(sent, message_id="<original-" + sent.message_id.strip("<>") + ">"))
+    outer = _message(
+        replace(sent, from_name=SECRETARY[0], from_addr=SECRETARY[1]),
+        subject=f"FW: {sent.subject}",
+        body="老师的申报邮件见附件。",
+    )
+    _attach(outer, outlook_item(original), f"{sent.subject}.msg", "application/vnd.ms-outlook")
+    return outer.as_bytes()
+
+
 def _parse(raw: bytes) -> EmailMessage:
     import email
 
@@ -461,6 +481,7 @@ SHAPES: tuple[Shape, ...] = (
     Shape("winmail.dat", outlook_tnef),
     Shape("forwarded-rfc822", forwarded_as_attachment),
     Shape("forwarded-inline", forwarded_inline),
+    Shape("forwarded-outlook-item", forwarded_as_outlook_item),
     Shape("placeholders", docx_edit(with_placeholders), docx_only=True),
     Shape("tracked-changes", docx_edit(with_tracked_changes), docx_only=True),
     Shape("upper-case-extension", upper_case_extension),

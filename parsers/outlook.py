@@ -116,10 +116,18 @@ def _msg_files(item: Any, depth: int) -> list[tuple[str, bytes]]:
 
 
 def _sender_address(item: Any) -> str:
+    """The sender's address: from the item's headers, else PidTagSenderSmtpAddress (0x5D01) or
+    PidTagSenderEmailAddress (0x0C1F) ([MS-OXPROPS]), which items made without headers carry."""
     import email.utils
 
-    sender = str(getattr(item, "sender", "") or "")
-    return email.utils.parseaddr(sender)[1].lower()
+    candidates = [str(getattr(item, "sender", "") or "")]
+    for stream in ("__substg1.0_5D01", "__substg1.0_0C1F"):
+        candidates.append(str(item.getStringStream(stream) or ""))
+    for candidate in candidates:
+        address = email.utils.parseaddr(candidate)[1].lower()
+        if "@" in address:
+            return address
+    return ""
 
 
 def _members(files: list[tuple[str, bytes]], filename: str, size: int, limits: Limits) -> list[Member]:

@@ -100,7 +100,7 @@ def test_every_shape_is_accepted_with_its_fields_end_to_end(
     answered = sorted(str(answer["In-Reply-To"]) for answer in answers)
     assert answered == sorted(expected_by_id), "each message answered exactly once"
 
-    for shape_name in ("forwarded-rfc822", "forwarded-inline"):
+    for shape_name in ("forwarded-rfc822", "forwarded-inline", "forwarded-outlook-item"):
         message_id = next(key for key, (name, _) in expected_by_id.items() if name == shape_name)
         matched = decisions[message_id].get("matched") or {}
         assert matched.get("forwarded_by") == SECRETARY[1], shape_name

@@ -173,7 +173,7 @@ def test_an_attached_outlook_item_is_opened(shared_dir: Path, smp_spec: FormSpec
 
 
 def test_forwards_record_who_forwarded_and_who_wrote(smp_spec: FormSpec) -> None:
-    for shape_name in ("forwarded-rfc822", "forwarded-inline"):
+    for shape_name in ("forwarded-rfc822", "forwarded-inline", "forwarded-outlook-item"):
         shape = next(shape for shape in SHAPES if shape.name == shape_name)
         submission = read_message(shape.build(SENT), smp_spec)
         assert form_of(submission).value("applicant_name") == "张伟"
