@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import locale
 import struct
 import zipfile
 import zlib
@@ -332,8 +333,21 @@ def _libarchive() -> ModuleType | None:
         import libarchive
     except (ImportError, OSError, AttributeError):  # the binding looks the C library up when imported
         return None
+    _utf8_names()
     module: ModuleType = libarchive
     return module
+
+
+def _utf8_names() -> None:
+    """libarchive hands names out in the C library's locale: under LC_ALL=C a Chinese name is lost."""
+    if locale.nl_langinfo(locale.CODESET).replace("-", "").upper() == "UTF8":
+        return
+    for name in ("C.UTF-8", "C.utf8", "en_US.UTF-8"):
+        try:
+            locale.setlocale(locale.LC_CTYPE, name)
+        except locale.Error:
+            continue
+        return
 
 
 def _read_by_libarchive(data: bytes, filename: str, limits: Limits, format_name: str) -> list[Member]:

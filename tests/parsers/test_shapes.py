@@ -290,3 +290,19 @@ def test_public_samples_end_in_fields_or_a_reason_in_the_worker_pool(shared_dir:
     assert two[0].kind == "tnef" and len(two) == 3 and all(a.size > 0 for a in two)
     outlook = results["mailparser__mail_outlook_1.msg"].attachments
     assert outlook[0].kind == "msg" and [a.kind for a in outlook[1:]] == ["image"] * 5
+
+
+def test_rar_names_survive_a_c_locale() -> None:
+    """A service started with LC_ALL=C: libarchive would give the names out in ASCII, i.e. lose them."""
+    import os
+    import subprocess
+
+    script = (
+        "import sys; from parsers.archive import read_archive; from parsers.limits import Limits; "
+        "data = open(sys.argv[1], 'rb').read(); "
+        "print('|'.join(m.stored_name for m in read_archive(data, 'a.rar', 'rar', Limits())))"
+    )
+    sample = SAMPLES / "libarchive__test_read_format_rar_unicode.rar"
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="utf-8")
+    done = subprocess.run([sys.executable, "-c", script, str(sample)], env=env, capture_output=True, check=True)
+    assert "表だよ/漢字長いファイル名long-filename-in-漢字.txt" in done.stdout.decode("utf-8").split("|")
