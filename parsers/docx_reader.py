@@ -55,6 +55,7 @@ def read_docx(data: bytes, filename: str, limits: Limits) -> DocxText:
     walker = _Walker(filename, body.nsmap.get("w") or _namespace_of(body))
     for header in headers:
         walker.walk_children(header)
+    walker.walked_chars = 0  # the check below compares the body's text with the body's walk
     walker.walk_children(body)
     diagnostics = walker.recover_skipped(body)
     return DocxText(walker.blocks, diagnostics)
