@@ -34,6 +34,7 @@ Reading = FormReading | Unreadable | None
 _CONVERTED: dict[DocumentKind, str] = {"doc": "doc", "wps": "wps", "rtf": "rtf", "odt": "odt"}
 _ARCHIVES: dict[DocumentKind, ArchiveKind] = {"zip": "zip", "7z": "7z", "rar": "rar"}
 _CONTAINERS: frozenset[DocumentKind] = frozenset({*_ARCHIVES, "tnef", "msg"})
+_OCR_NOTE = "no text layer; read by OCR"
 _FORM_NAME = re.compile(r"申报|申请|表|proposal|application|form|模板", re.IGNORECASE)
 
 
@@ -44,6 +45,10 @@ class Examined:
     diagnostics: tuple[str, ...] = ()
     # the sender of the mail the file came inside (an attached Outlook item), "" for the message's own
     original_sender: str = ""
+
+    @property
+    def by_ocr(self) -> bool:
+        return any(_OCR_NOTE in line for line in self.diagnostics)
 
 
 def examine(
@@ -140,7 +145,7 @@ def _read_by_ocr(
         for row, line in enumerate(page.splitlines(), start=1)
         if line.strip()
     ]
-    diagnostics.append(f"{attachment.filename}: no text layer; read by OCR ({ocr_engine()})")
+    diagnostics.append(f"{attachment.filename}: {_OCR_NOTE} ({ocr_engine()})")
     reading = _form(blocks, attachment, spec)
     return reading if isinstance(reading, FormReading) else scanned
 
@@ -184,8 +189,17 @@ def _examine_container(
 
 def best_reading(examined: list[Examined]) -> tuple[FormReading | None, tuple[FormReading, ...], Unreadable | None]:
     """The form (the best match), the other forms, and the reason when no form could be read."""
-    forms = [item.reading for item in examined if isinstance(item.reading, FormReading)]
-    forms.sort(key=lambda form: (form.score, sum(value is not None for value in form.values().values())), reverse=True)
+    read = [(item, item.reading) for item in examined if isinstance(item.reading, FormReading)]
+    # a form's own text beats what OCR made of a scan of it (the signed copy sent alongside)
+    read.sort(
+        key=lambda pair: (
+            not pair[0].by_ocr,
+            pair[1].score,
+            sum(value is not None for value in pair[1].values().values()),
+        ),
+        reverse=True,
+    )
+    forms = [form for _, form in read]
     if forms:
         return forms[0], tuple(forms[1:]), None
     unreadable = [item for item in examined if isinstance(item.reading, Unreadable)]

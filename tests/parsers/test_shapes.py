@@ -306,3 +306,18 @@ def test_rar_names_survive_a_c_locale() -> None:
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="utf-8")
     done = subprocess.run([sys.executable, "-c", script, str(sample)], env=env, capture_output=True, check=True)
     assert "表だよ/漢字長いファイル名long-filename-in-漢字.txt" in done.stdout.decode("utf-8").split("|")
+
+
+def test_the_forms_own_text_beats_ocr_of_its_scanned_copy(smp_spec: FormSpec) -> None:
+    """With an OCR engine installed the signed scan is read too; it must not win over the form."""
+    from parsers.documents import Examined, best_reading
+    from parsers.model import Attachment
+
+    text = read_document(FORM, "申报表.docx", smp_spec)
+    assert isinstance(text, FormReading)
+    ocr = replace(text, attachment="签字扫描.pdf", score=min(1.0, text.score + 0.1))
+    scan = Attachment("签字扫描.pdf", "application/pdf", "pdf", 1, "", ("2",), "document")
+    form = Attachment("申报表.docx", "", "docx", 1, "", ("3",), "document")
+    ocr_note = ("签字扫描.pdf: no text layer; read by OCR (rapidocr)",)
+    chosen, others, _ = best_reading([Examined(scan, ocr, ocr_note), Examined(form, text)])
+    assert chosen is text and others == (ocr,)
