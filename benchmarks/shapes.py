@@ -63,16 +63,18 @@ def _rar4_block(head_type: int, flags: int, fields: bytes, data: bytes = b"") ->
     return struct.pack("<H", zlib.crc32(head) & 0xFFFF) + head + data
 
 
-def rar4_stored(files: dict[str, bytes]) -> bytes:
+def rar4_stored(files: dict[str, bytes], oem_code_page: str | None = None) -> bytes:
     """A RAR 4.x archive whose files are stored (METHOD 0x30): no rar binary needed to make one.
 
     Marker block, archive header (0x73), one file header (0x74) per file with LHD_LONG_BLOCK (0x8000,
     PACK_SIZE follows) and LHD_UNICODE (0x0200) over a UTF-8 name without the zero byte that would
-    start the technote's compressed Unicode form, then the end-of-archive block (0x7B).
+    start the technote's compressed Unicode form, then the end-of-archive block (0x7B). With
+    ``oem_code_page`` the names are in that code page without LHD_UNICODE, as WinRAR before 3.0 and
+    Chinese-Windows archivers write them.
     """
     archive = b"Rar!\x1a\x07\x00" + _rar4_block(0x73, 0, struct.pack("<HI", 0, 0))
     for name, data in files.items():
-        encoded = name.encode("utf-8")
+        encoded = name.encode(oem_code_page or "utf-8")
         fields = struct.pack(
             "<IIBIIBBHI",
             len(data),  # PACK_SIZE
@@ -85,7 +87,8 @@ def rar4_stored(files: dict[str, bytes]) -> bytes:
             len(encoded),  # NAME_SIZE
             0x20,  # ATTR: archive
         )
-        archive += _rar4_block(0x74, 0x8000 | 0x0200, fields + encoded, data)
+        flags = 0x8000 if oem_code_page else 0x8000 | 0x0200
+        archive += _rar4_block(0x74, flags, fields + encoded, data)
     return archive + _rar4_block(0x7B, 0x4000, b"")
 
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from parsers.errors import CannotRead
 from parsers.limits import Limits
+from parsers.mime import decode_bytes
 from parsers.model import Unreadable
 from parsers.textnorm import safe_filename
 
@@ -405,12 +406,14 @@ def _libarchive_entries(
 
 
 def _entry_name(entry: Any) -> str:
+    """The member's name; one in a legacy code page (RAR 4 without LHD_UNICODE: GBK on Chinese
+    Windows) comes as bytes the locale could not convert, and is decoded as mail headers are."""
     try:
         name = entry.pathname
     except UnicodeDecodeError:
         name = None
     if isinstance(name, bytes):
-        return name.decode("utf-8", "replace")
+        return decode_bytes(name)
     return str(name or "")
 
 

@@ -121,6 +121,11 @@ def test_public_rar_samples_of_both_versions() -> None:
     assert any(isinstance(value, Unreadable) and value.reason == "encrypted" for value in locked.values())
 
 
+def test_rar_names_in_the_chinese_code_page_are_read() -> None:
+    members = read_members(rar4_stored({"材料/申报表.docx": FORM}, oem_code_page="gbk"), "rar")
+    assert list(members) == ["申报表.docx"]
+
+
 def test_rar_without_libarchive_names_what_to_install(monkeypatch: pytest.MonkeyPatch, smp_spec: FormSpec) -> None:
     monkeypatch.setitem(sys.modules, "libarchive", None)  # import fails as where libarchive13 is absent
     reading = read_document(rar4_stored({"申报表.docx": FORM}), "申报.rar", smp_spec)
