@@ -11,6 +11,7 @@ item's sender is kept: a form that arrives in someone else's mail was forwarded.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,24 @@ log = logging.getLogger(__name__)
 
 # [MS-OXPROPS] PidTagAttachLongFilename, which tnefparse keeps among the attachment's MAPI properties
 _ATTACH_LONG_FILENAME = 0x3707
+_PROPERTY_LIST_ATTRIBUTES = (0x9003, 0x9005)  # attMsgProps, attAttachment
+# [MS-OXCDATA] 2.11.1 property types: the variable-size ones (string8, unicode, object, binary) …
+_VARIABLE_TYPES = frozenset({0x001E, 0x001F, 0x000D, 0x0102})
+# … and the sizes of fixed ones in a TNEF property list (short and boolean are padded to 4)
+_FIXED_SIZES = {
+    0x0002: 4,
+    0x000B: 4,
+    0x0003: 4,
+    0x0004: 4,
+    0x000A: 4,
+    0x0005: 8,
+    0x0006: 8,
+    0x0007: 8,
+    0x0014: 8,
+    0x0040: 8,
+    0x0048: 16,
+    0x0001: 0,
+}
 
 
 @dataclass(frozen=True)
@@ -37,15 +56,96 @@ def read_tnef(data: bytes, filename: str, limits: Limits) -> OutlookItem:
     """The files in a winmail.dat; raises CannotRead when it is not one or is past the limits."""
     import tnefparse
 
+    _check_property_counts(data, filename)
     try:
-        tnef = tnefparse.TNEF(data, do_checksum=True)
+        tnef = tnefparse.TNEF(data, do_checksum=False)  # Outlook writes wrong ones on good files
         files = list(_tnef_files(tnef, limits.archive_max_depth))
     except Exception as exc:  # tnefparse raises bare ValueError/IndexError/struct.error on damage
         raise CannotRead(Unreadable("corrupt", filename, f"broken TNEF: {type(exc).__name__}: {exc}"[:300])) from None
-    # Outlook's checksums are sometimes wrong on good files: only an empty reading makes them count
-    if not files and not all(item.good_checksum for item in tnef.objects):
-        raise CannotRead(Unreadable("corrupt", filename, "broken TNEF: attribute checksums do not match"))
     return OutlookItem(_members(files, filename, len(data), limits), "")
+
+
+def _check_property_counts(data: bytes, filename: str) -> None:
+    """Refuse a stream whose MAPI property lists claim more than they hold.
+
+    tnefparse walks every count a property list states, even past the end of its data (logging a
+    warning, or adding an empty value, each time): a damaged count of billions keeps a reader busy
+    until its time runs out. So each list is walked here first, bounded by its own length.
+    [MS-OXTNEF] 2.1.3.3: an attribute is AttrLevel (1 byte), AttrID (4), AttrLength (4), its data
+    and a checksum (2); attMsgProps (0x9003) and attAttachment (0x9005) hold a MsgPropertyList.
+    """
+    offset = 6  # TNEFSignature and LegacyKey
+    while offset + 9 <= len(data):
+        attribute, length = struct.unpack("<II", data[offset + 1 : offset + 9])
+        payload = data[offset + 9 : offset + 9 + length]
+        if attribute & 0xFFFF in _PROPERTY_LIST_ATTRIBUTES and not _property_list_fits(payload):
+            raise CannotRead(Unreadable("corrupt", filename, "broken TNEF: a MAPI property list overruns its data"))
+        offset += 11 + length
+
+
+def _property_list_fits(payload: bytes) -> bool:
+    """[MS-OXTNEF] 2.1.3.4 MsgPropertyList: a count, then each MsgPropertyValue: PropertyTag (type,
+    id); for a named property (id ≥ 0x8000) a GUID, a kind and a numeric id or a padded name; for a
+    multi-valued type a value count; then the values: fixed-size ones as they are, variable-size ones
+    (strings, binary, objects) as a length and the bytes padded to 4."""
+    view = _Bounded(payload)
+    for _ in range(view.count(4)):  # every property takes at least its 4-byte tag
+        property_type, property_id = view.uint16(), view.uint16()
+        if property_id >= 0x8000:
+            view.skip(16)
+            view.skip(4 if view.uint32() == 0 else _padded(view.uint32()))
+        multi = bool(property_type & 0x1000)
+        base_type = property_type & ~0x1000
+        if base_type in _VARIABLE_TYPES:
+            # a single value has its own count too (always 1); a multi-valued one has only the list's
+            for _ in range(view.count(4)):
+                view.skip(_padded(view.uint32()))
+                if view.failed:
+                    return False
+        else:
+            size = _FIXED_SIZES.get(base_type, 4)
+            view.skip((view.count(max(size, 1)) if multi else 1) * size)
+        if view.failed:
+            return False
+    return not view.failed
+
+
+class _Bounded:
+    """Reads little-endian integers from a buffer; past its end it marks itself failed instead."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.offset, self.failed = data, 0, False
+
+    def skip(self, size: int) -> None:
+        self.offset += size
+        if self.offset > len(self.data):
+            self.failed = True
+
+    def uint16(self) -> int:
+        return self._unpack("<H", 2)
+
+    def uint32(self) -> int:
+        return self._unpack("<I", 4)
+
+    def count(self, smallest: int) -> int:
+        """A count of items of at least ``smallest`` bytes each; more than the rest can hold fails."""
+        value = self.uint32()
+        if value * smallest > len(self.data) - self.offset:
+            self.failed = True
+            return 0
+        return value
+
+    def _unpack(self, layout: str, size: int) -> int:
+        if self.failed or self.offset + size > len(self.data):
+            self.failed = True
+            return 0
+        value: int = struct.unpack(layout, self.data[self.offset : self.offset + size])[0]
+        self.offset += size
+        return value
+
+
+def _padded(size: int) -> int:
+    return size + (-size % 4)
 
 
 def _tnef_files(tnef: Any, depth: int) -> list[tuple[str, bytes]]:
