@@ -14,32 +14,112 @@ from parsers.model import Envelope
 # ---------------------------------------------------------------------------------------------- machine mail
 
 BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
-MAILER_DAEMONS = frozenset({"mailer-daemon", "postmaster"})
 REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "feedback-report"})
+# RFC 2369 / RFC 2919 list header fields, and the list managers' own (ezmlm and Yahoo Groups
+# write Mailing-List:, fml X-MLServer:/X-ML-Name:, Mailman X-Mailman-Version:): a list's copy
+# of a post carries at least one of them, and the list, not the poster, would get the answer.
+LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-owner",
+    "list-archive",
+    "mailing-list",
+    "x-mailman-version",
+    "x-mlserver",
+    "x-ml-name",
+)
+# Mailboxes that by convention send without reading answers: RFC 5321 §4.5.1 postmaster, the
+# MTA's MAILER-DAEMON, and the no-reply family (no-reply, noreply, do_not_reply, dmarc-noreply …).
+# Compared with "-", "_" and "." removed and a "+tag" cut off, so post_master and no.reply count.
+MACHINE_MAILBOXES = frozenset({"mailerdaemon", "postmaster"})
+NO_REPLY_MARKS = ("noreply", "donotreply", "dontreply")
 
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\s*(automatic\s+reply|auto[\s-]?reply|autoreply|out\s+of(\s+the)?\s+office|自动回复|自动答复|自動回覆"
     r"|自動回復|自動答覆|auto\s*:|休假自动回复)",
     re.IGNORECASE,
 )
+# The subjects MTAs and feedback loops give their reports; searched anywhere in the subject, since a
+# bounce of a reply keeps the reply's "RE: …" in front ("RE: … : non remis (delivery failed)").
 _BOUNCE_SUBJECT = re.compile(
-    r"^\s*(undeliver(ed|able)|delivery\s+((status\s+)?notification|failure|has\s+failed)|returned\s+mail"
-    r"|mail\s+delivery\s+failed|failure\s+notice|退信|系统退信|邮件投递失败)",
+    r"undeliver(ed|able)|non-?deliver(y|able)|delivery\s+(status|notification|failure|failed|has\s+failed"
+    r"|warning|delay(ed)?|problem|report)|returned\s+mail|mail\s+delivery\s+(failed|failure|problem|system)"
+    r"|failure\s+notice|warning:\s+could\s+not\s+send|could\s+not\s+be\s+delivered"
+    r"|complaint\s+about\s+message|abuse\s+report|(e-?mail\s+)?feedback\s+report"
+    r"|退信|邮件投递失败|投递失败|无法投递|未能送达|無法傳遞|メールエラー",
     re.IGNORECASE,
 )
+# What the common MTAs, feedback loops and challenge-response systems write in the body of a
+# report that lacks the RFC 3464 / RFC 5965 structure (Postfix, Exim, Sendmail, qmail, Exchange,
+# Notes; Hotmail JMRP; Bluebottle, Boxbe, SpamArrest …), and the "do not reply" notice of
+# automatic senders. Read only in the sender's own text (quoted and forwarded mail cut off).
+_MACHINE_BODY = re.compile(
+    r"could\s+not\s+be\s+delivered|couldn'?t\s+be\s+delivered|was\s+not\s+delivered\s+to"
+    r"|delivery\s+(to\s+the\s+following\s+recipients?|has\s+failed|of\s+(your\s+)?e?-?mail\s+to"
+    r"|status\s+notification|problems)"
+    r"|following\s+(addresses|recipients?)\s+(had|failed|could)|permanent\s+fatal\s+errors?"
+    r"|undeliverable\s+(mail|message)|message\s+(could\s+not|cannot|can't)\s+be\s+delivered"
+    r"|this\s+is\s+the\s+(mail\s+system|qmail-send\s+program)|created\s+automatically\s+by\s+mail\s+delivery"
+    r"|mail\s+delivery\s+(software|subsystem|system)|returned\s+to\s+sender|user\s+unknown|no\s+such\s+user"
+    r"|mailbox\s+(is\s+)?(full|unavailable|not\s+found)|will\s+(continue\s+to\s+)?(try|retry)\s+to\s+deliver"
+    r"|advisory-only|(automatically|auto-?)\s*generated\s+(e-?mail|message|notification)"
+    r"|(please\s+)?do\s+not\s+(reply|respond)\s+to\s+this|this\s+(e-?mail|message)\s+was\s+sent\s+automatically"
+    r"|not\s+a\s+member\s+of\s+this\s+(mailing\s+)?list|(approved|allowed|safe)\s+senders?'?\s+list"
+    r"|(verify|confirm)\s+(that\s+)?you\s+are\s+(a\s+)?(human|real\s+person|not\s+a\s+(robot|spammer))"
+    r"|(have|get)\s+your\s+(e-?mail\s+)?(address\s+)?(added|approved)|whitelist|challenge[-\s]response"
+    r"|complaint\s+(about|regarding)\s+(a\s+)?message|feedback\s+loop|abuse\s+report"
+    r"|系统退信|退信原因|无法投递到|投递失败原因|系统自动发送|自动发送的邮件|请勿(直接)?回复"
+    r"|送信できませんでした|返信いただけません|配信できませんでした",
+    re.IGNORECASE,
+)
+# A cloud mail service's event notification delivered as mail: the body is its JSON document
+# (Amazon SES through SNS: {"notificationType":"Bounce", …}; SNS's own {"Type":"Notification", …}).
+_JSON_NOTIFICATION = re.compile(
+    r'^\s*\{.{0,400}"(notificationType|eventType|Type)"\s*:\s*"(Bounce|Complaint|Delivery|DeliveryDelay|Reject'
+    r'|Notification|Send|Open|Click|RenderingFailure)"',
+    re.DOTALL,
+)
+_FORWARD_SUBJECT = re.compile(r"^\s*(fw|fwd|转发|轉寄|tr|wg|rv)\s*[:：]", re.IGNORECASE)
 
 
 def _local_part(address: str | None) -> str:
-    return (address or "").strip("<> ").rsplit("@", 1)[0].lower()
+    """The mailbox name, lower case: what precedes the domain's "@", without quotes and backslashes."""
+    text = (address or "").strip("<> ").replace("\\", "").replace('"', "").lower()
+    return text.split("@", 1)[0] if "@" in text else text
+
+
+def _mailbox_kind(address: str | None) -> str:
+    """The mailbox name as the no-reply conventions compare it: "+tag" cut, "-", "_" and "." removed."""
+    return re.sub(r"[-_.]", "", _local_part(address).split("+", 1)[0])
+
+
+def _machine_mailbox(address: str | None) -> str | None:
+    kind = _mailbox_kind(address)
+    if kind in MACHINE_MAILBOXES:
+        return "mailer-daemon"
+    if any(mark in kind for mark in NO_REPLY_MARKS):
+        return "no-reply-sender"
+    return None
 
 
 def looks_machine_subject(subject: str) -> bool:
-    """An out-of-office or bounce subject: alone not proof, but enough for a message without a form."""
-    return bool(_AUTO_REPLY_SUBJECT.match(subject) or _BOUNCE_SUBJECT.match(subject))
+    """An out-of-office or bounce subject: alone not proof, but enough for a message without a form.
+
+    A forward ("Fwd: Returned mail") is a person passing a report on, not the report.
+    """
+    if _FORWARD_SUBJECT.match(subject):
+        return False
+    return bool(_AUTO_REPLY_SUBJECT.match(subject) or _BOUNCE_SUBJECT.search(subject))
 
 
 def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | None:
-    """Why this message was written by a machine and must never be answered, or None for a person's mail."""
+    """Why this message was written by a machine and must never be answered, or None for a person's mail.
+
+    Only signals a person's mail never carries: they hold even when a form is attached.
+    """
     headers = {name.lower(): value.strip() for name, value in env.headers.items()}
     auto_submitted = headers.get("auto-submitted", "").split(";")[0].strip().lower()
     if auto_submitted and auto_submitted != "no":
@@ -50,7 +130,7 @@ def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | Non
     precedence = (headers.get("precedence") or headers.get("x-precedence") or "").lower()
     if precedence in BULK_PRECEDENCE:
         return f"precedence:{precedence}"
-    for header in ("list-id", "list-unsubscribe"):
+    for header in LIST_HEADERS:
         if header in headers:
             return header
     if env.content_type == "multipart/report":
@@ -58,14 +138,38 @@ def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | Non
         return f"report:{report}" if report in REPORT_TYPES else "report"
     if env.return_path == "":
         return "null-return-path"
-    if _local_part(env.return_path) in MAILER_DAEMONS or _local_part(env.from_addr) in MAILER_DAEMONS:
+    if _mailbox_kind(env.return_path) in MACHINE_MAILBOXES:
         return "mailer-daemon"
+    sender = _machine_mailbox(env.from_addr)
+    if sender:
+        return sender
     if "x-failed-recipients" in headers:
         return "x-failed-recipients"
     if "x-auto-response-suppress" in headers and _AUTO_REPLY_SUBJECT.match(env.subject):
         return "exchange-auto-reply"
     if env.from_addr.strip().lower() in own_addresses:
         return "own-address"
+    return None
+
+
+def machine_looking(env: Envelope) -> str | None:
+    """Why a message without a form reads as a machine's report, or None.
+
+    Weaker than :func:`machine_generated` (a person could write these words), so only for mail that
+    carries no form: an auto-reply or bounce subject, a bounce or challenge text or a cloud
+    service's JSON notification in the sender's own words, or no sender address at all.
+    """
+    if looks_machine_subject(env.subject):
+        return "machine-subject"
+    if not env.from_addr and not env.return_path:
+        return "no-sender"
+    if _FORWARD_SUBJECT.match(env.subject):
+        return None  # a person passing a bounce on: the report is what they forward
+    own_text = fresh_text(env.body_text)
+    if _JSON_NOTIFICATION.match(own_text):
+        return "json-notification"
+    if _MACHINE_BODY.search(own_text):
+        return "machine-text"
     return None
 
 

@@ -70,6 +70,14 @@ KEPT_HEADERS = (
     "list-id",
     "list-unsubscribe",
     "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-owner",
+    "list-archive",
+    "mailing-list",
+    "x-mailman-version",
+    "x-mlserver",
+    "x-ml-name",
     "x-mailer",
     "user-agent",
     "x-loop",
@@ -89,8 +97,14 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
 
 
+# Blank or blank-looking lines before the first header field: damage (a copy that kept the empty
+# line after an mbox "From " line, a line of spaces), since RFC 5322 has the header fields first.
+_LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+(?=[!-9;-~]+[ \t]*:)")
+
+
 def parse(raw: bytes) -> Message:
-    return email.parser.BytesParser(policy=compat32).parsebytes(raw)
+    """The message; blank lines in front of its header fields are skipped, so the headers stay headers."""
+    return email.parser.BytesParser(policy=compat32).parsebytes(_LEADING_BLANK_LINES.sub(b"", raw, count=1))
 
 
 def header_block(raw: bytes) -> bytes:

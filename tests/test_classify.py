@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +15,13 @@ from mailbot.classify import (
     is_question,
     is_reply_subject,
     machine_generated,
+    machine_looking,
     mentions_submission,
     replies_to_us,
     says_it_replaces,
 )
+from mailbot.config import load_settings
+from parsers.message import read_message
 from parsers.model import Envelope
 
 OWN = frozenset({"min.gao@aminer.cn", "myjj@caai.cn"})
@@ -99,6 +103,22 @@ def envelope(**changes: Any) -> Envelope:
             "exchange-auto-reply",
         ),
         ({"from_addr": "Min.Gao@aminer.cn"}, "own-address"),
+        # RFC 2369 list fields beyond List-Id, and the list managers' own headers
+        ({"headers": {"list-post": "<mailto:talk@lists.example.org>"}}, "list-post"),
+        ({"headers": {"list-help": "<mailto:talk-request@lists.example.org?subject=help>"}}, "list-help"),
+        ({"headers": {"list-subscribe": "<mailto:talk-ctl@example.org?body=subscribe>"}}, "list-subscribe"),
+        ({"headers": {"mailing-list": "contact talk-help@example.org; run by ezmlm"}}, "mailing-list"),
+        ({"headers": {"x-mlserver": "fml [fml 4.0.3 release]"}}, "x-mlserver"),
+        ({"headers": {"x-mailman-version": "2.1.39"}}, "x-mailman-version"),
+        # the senders nobody reads answers to, however the name is spelt
+        ({"from_addr": "noreply@example.com"}, "no-reply-sender"),
+        ({"from_addr": "no-reply@sns.amazonaws.com"}, "no-reply-sender"),
+        ({"from_addr": "do_not_reply@service.example.cn"}, "no-reply-sender"),
+        ({"from_addr": "DoNotReply+1234@bank.example"}, "no-reply-sender"),
+        ({"from_addr": "dmarc-noreply@example.com"}, "no-reply-sender"),
+        ({"from_addr": "post_master@vtext.com"}, "mailer-daemon"),
+        ({"from_addr": "postmaster\\@xxx.com@xxx.com"}, "mailer-daemon"),
+        ({"from_addr": "Mailer_Daemon@mx.example.org"}, "mailer-daemon"),
     ],
 )
 def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
@@ -118,6 +138,75 @@ def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
 )
 def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
     assert machine_generated(envelope(**changes), OWN) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        # a bounce of a reply keeps "RE:" in front; a feedback loop names its complaint in the subject
+        ({"subject": "RE: Your message to the list awaits approval : non remis (delivery failed)"}, "machine-subject"),
+        ({"subject": "Mail Delivery Warning"}, "machine-subject"),
+        ({"subject": "Delivery Status"}, "machine-subject"),
+        ({"subject": "complaint about message from 192.0.2.1"}, "machine-subject"),
+        ({"subject": "系统退信：申报材料"}, "machine-subject"),
+        # no sender at all: nobody to answer, nobody who wrote
+        ({"from_addr": "", "return_path": None, "subject": ""}, "no-sender"),
+        # a cloud mail service's event delivered as its JSON document
+        (
+            {"subject": "AWS Notification Message", "body_text": '{"notificationType":"Bounce","bounce":{}}'},
+            "json-notification",
+        ),
+        (
+            {"subject": "Notification", "body_text": '{\n  "Type" : "Notification",\n  "MessageId" : "x"}'},
+            "json-notification",
+        ),
+        # the texts of reports that lack the RFC 3464 / RFC 5965 structure
+        ({"subject": "Re: Nyaan", "body_text": "Error: Invalid user address\n550 no such user here"}, "machine-text"),
+        (
+            {"subject": "Hinweis", "body_text": "This is an advisory-only email.  Please do not reply to it."},
+            "machine-text",
+        ),
+        (
+            {"subject": "Re: 申报", "body_text": "    --- The following addresses had delivery problems ---"},
+            "machine-text",
+        ),
+        (
+            {"subject": "You are not member (talk ML)", "body_text": "You are not a member of this mailing list."},
+            "machine-text",
+        ),
+        (
+            {
+                "subject": "RE: 申报",
+                "body_text": "This account is protected. Please click the link below to have your address "
+                "added to the recipient's allowed list.",
+            },
+            "machine-text",
+        ),
+        ({"subject": "通知", "body_text": "此邮件为系统自动发送，请勿直接回复。"}, "machine-text"),
+    ],
+)
+def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) -> None:
+    assert machine_looking(envelope(**changes)) == reason
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # a person forwarding a bounce to ask about it is a person
+        {"subject": "Fwd: Returned mail: see transcript for details", "body_text": "Could you check this?"},
+        {
+            "subject": "转发: 退信",
+            "body_text": "老师好，我的邮件被退回了\n---------- Forwarded message ----------\nuser unknown",
+        },
+        # their own words about a failed upload are not a machine's report
+        {"subject": "申报", "body_text": "官网上传一直失败，请问可以邮件提交吗？"},
+        {"subject": "Question", "body_text": "Is the deadline on 8 September?"},
+        # a report quoted below a person's reply is not their words
+        {"subject": "Re: 申报", "body_text": "收到，谢谢\n\n> This message could not be delivered"},
+    ],
+)
+def test_people_do_not_look_like_machines(changes: dict[str, Any]) -> None:
+    assert machine_looking(envelope(**changes)) is None
 
 
 # ---------------------------------------------------------------------------- replies
@@ -230,3 +319,27 @@ def test_cloud_link_and_question() -> None:
 )
 def test_says_it_replaces(subject: str, body: str, expected: bool) -> None:
     assert says_it_replaces(envelope(subject=subject, body_text=body)) is expected
+
+
+# ---------------------------------------------------------------------------- damaged header blocks
+
+BOUNCE_HEADERS = (
+    b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\n"
+    b"To: min.gao@aminer.cn\r\nSubject: Undeliverable\r\nMessage-ID: <b1@mx.example.org>\r\n\r\n"
+    b"Delivery has failed to these recipients.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\r\n" + BOUNCE_HEADERS,  # an empty line in front of the header fields
+        b"\n" + b" " * 200 + b"\n" + BOUNCE_HEADERS.replace(b"\r\n", b"\n"),  # and a line of spaces
+        BOUNCE_HEADERS.replace(b"\r\n", b"\r"),  # bare CR line ends (classic Mac OS)
+    ],
+)
+def test_damaged_header_blocks_still_show_the_machine(raw: bytes) -> None:
+    settings = load_settings(Path(__file__).resolve().parent.parent / "config.example.toml")
+    env = read_message(raw, settings.call[0].form_spec).envelope
+    assert env.from_addr == "mailer-daemon@mx.example.org"
+    assert machine_generated(env, OWN) == "null-return-path"
