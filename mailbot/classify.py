@@ -55,7 +55,8 @@ _BOUNCE_SUBJECT = re.compile(
 # What the common MTAs, feedback loops and challenge-response systems write in the body of a
 # report that lacks the RFC 3464 / RFC 5965 structure (Postfix, Exim, Sendmail, qmail, Exchange,
 # Notes; Hotmail JMRP; Bluebottle, Boxbe, SpamArrest …), and the "do not reply" notice of
-# automatic senders. Read only in the sender's own text (quoted and forwarded mail cut off).
+# automatic senders. Read only in the sender's own text (quoted and forwarded mail cut off), and
+# never words of the fund's own answers ("sent automatically"), which a reply may quote unmarked.
 _MACHINE_BODY = re.compile(
     r"could\s+not\s+be\s+delivered|couldn'?t\s+be\s+delivered|was\s+not\s+delivered\s+to"
     r"|delivery\s+(to\s+the\s+following\s+recipients?|has\s+failed|of\s+(your\s+)?e?-?mail\s+to"
@@ -66,12 +67,12 @@ _MACHINE_BODY = re.compile(
     r"|mail\s+delivery\s+(software|subsystem|system)|returned\s+to\s+sender|user\s+unknown|no\s+such\s+user"
     r"|mailbox\s+(is\s+)?(full|unavailable|not\s+found)|will\s+(continue\s+to\s+)?(try|retry)\s+to\s+deliver"
     r"|advisory-only|(automatically|auto-?)\s*generated\s+(e-?mail|message|notification)"
-    r"|(please\s+)?do\s+not\s+(reply|respond)\s+to\s+this|this\s+(e-?mail|message)\s+was\s+sent\s+automatically"
+    r"|(please\s+)?do\s+not\s+(reply|respond)\s+to\s+this"
     r"|not\s+a\s+member\s+of\s+this\s+(mailing\s+)?list|(approved|allowed|safe)\s+senders?'?\s+list"
     r"|(verify|confirm)\s+(that\s+)?you\s+are\s+(a\s+)?(human|real\s+person|not\s+a\s+(robot|spammer))"
     r"|(have|get)\s+your\s+(e-?mail\s+)?(address\s+)?(added|approved)|whitelist|challenge[-\s]response"
     r"|complaint\s+(about|regarding)\s+(a\s+)?message|feedback\s+loop|abuse\s+report"
-    r"|系统退信|退信原因|无法投递到|投递失败原因|系统自动发送|自动发送的邮件|请勿(直接)?回复"
+    r"|系统退信|退信原因|无法投递到|投递失败原因|请勿(直接)?回复"
     r"|送信できませんでした|返信いただけません|配信できませんでした",
     re.IGNORECASE,
 )
@@ -177,6 +178,9 @@ def machine_looking(env: Envelope) -> str | None:
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw)(\[\d+\])?\s*[:：]|(回复|答复|回覆|答覆)\s*[:：]?)", re.IGNORECASE)
 ACKNOWLEDGEMENT_MARK = "【已收到】"
+# The status marks that open the subjects of the fund's answers (templates/ack/outcomes.toml and
+# the admin's closing notice): "回复：【已收到】…" answers one of them even without In-Reply-To.
+_OUR_SUBJECT_MARK = re.compile(r"【(已收到|材料不完整|逾期|已更新|重复申报|未见附件|无法读取|已处理)】")
 
 
 def is_reply_subject(subject: str) -> bool:
@@ -199,7 +203,7 @@ def replies_to_us(
     if any(is_our_message_id(mid) for mid in env.references):
         return "references-ours"
     if is_reply_subject(env.subject):
-        if ACKNOWLEDGEMENT_MARK in env.subject:
+        if _OUR_SUBJECT_MARK.search(env.subject):
             return "reply-to-acknowledgement-subject"
         if reference_pattern(reference_prefixes).search(env.subject):
             return "reply-subject-reference"
@@ -208,24 +212,71 @@ def replies_to_us(
 
 # ---------------------------------------------------------------------------------------------- body text
 
+# Where quoted earlier mail begins, as the common clients write it: Outlook's header block
+# ("发件人:" / "From:", "-----Original Message-----", "-----邮件原件-----"), QQ and Foxmail's
+# "------------------ 原始邮件 ------------------", NetEase's "---- 回复的原邮件 ----", a rule of
+# underscores; and the signature separator of RFC 3676 §4.3 ("-- ") and the mobile clients'
+# "Sent from my iPhone" / "发自我的iPhone", after which nothing new is written.
 _QUOTE_START = re.compile(
-    r"^\s*(-{2,}\s*(original message|原始邮件|forwarded message|转发邮件|回复的原邮件)"
-    r"|(发件人|寄件者|from)\s*[:：]"
-    r"|on\s.+\swrote\s*:\s*$"
-    r"|(在|于).{4,80}写道\s*[:：]\s*$"
-    r"|_{10,}\s*$)",
+    r"^\s*(-{2,}\s*(original(\s+message)?|原始邮件|邮件原件|原邮件|forwarded message|转发邮件|回复的原邮件)\b"
+    r"|(发件人|寄件者|寄件人|from)\s*[:：]"
+    r"|_{10,}\s*$"
+    r"|--\s*$"
+    r"|(sent\s+from\s+my|发自我的|来自我的|发自网易|发自\s*wps|get\s+outlook\s+for|获取\s*outlook))",
     re.IGNORECASE,
 )
+# The attribution line of a quoting reply, possibly wrapped over up to three lines: Gmail's
+# "On Tue, 13 Aug 2024 at 16:12, SMP <min.gao@aminer.cn> wrote:" and, in Chinese,
+# "SMP <min.gao@aminer.cn> 于2024年8月13日周二 16:12写道：", Apple Mail's "在 2024年8月13日，16:12，
+# SMP <…> 写道：", NetEase's "在 2024-08-13 16:12:00，"SMP" <…> 写道：".
+_ATTRIBUTION = re.compile(
+    r"\s*(on\s.{3,250}?\swrote|(在|于).{3,250}?写道|.{0,200}?(于|在)\s*\d{2,4}\s*[年/.-].{0,120}?写道"
+    r"|.{0,200}?\d{4}[-/.年].{0,120}?\s(wrote|a\s+écrit|schrieb))\s*[:：]\s*",
+    re.IGNORECASE | re.DOTALL,
+)
+_ATTRIBUTION_LINES = 3
+_SENTENCE_ENDS = ("。", "！", "？", "!", "?", ".", "；", ";")
+
+
+def _attribution_at(lines: Sequence[str], index: int) -> int:
+    """How many lines from ``index`` on form a quoting attribution ("On … wrote:"), or 0.
+
+    A wrapped attribution continues a line that does not end a sentence, never across an empty
+    line, and starts where it starts: new text above it ("谢谢。" / "附上…") is not part of it.
+    """
+    for count in range(1, _ATTRIBUTION_LINES + 1):
+        span = lines[index : index + count]
+        if len(span) < count or (count > 1 and (not span[-1].strip() or span[-2].rstrip().endswith(_SENTENCE_ENDS))):
+            break
+        if _ATTRIBUTION.fullmatch(" ".join(span)):
+            later_start = any(_ATTRIBUTION.fullmatch(" ".join(span[skip:])) for skip in range(1, count))
+            return 0 if later_start else count
+    return 0
 
 
 def fresh_text(body: str) -> str:
-    """The part of a body the sender wrote now: quoted earlier mail (ours included) cut off."""
+    """The part of a body the sender wrote now: quoted earlier mail (ours included) and signatures cut off.
+
+    Lines quoted with ">" are left out wherever they are; an attribution followed by such lines
+    only introduces them (bottom-posted replies go on below); any other quoting style runs to the end.
+    """
+    lines = body.splitlines()
     kept: list[str] = []
-    for line in body.splitlines():
+    index = 0
+    while index < len(lines):
+        line = lines[index]
         if _QUOTE_START.match(line):
             break
+        attribution = _attribution_at(lines, index)
+        if attribution:
+            following = next((rest for rest in lines[index + attribution :] if rest.strip()), "")
+            if not following.lstrip().startswith(">"):
+                break
+            index += attribution
+            continue
         if not line.lstrip().startswith(">"):
             kept.append(line)
+        index += 1
     return "\n".join(kept)
 
 
@@ -238,6 +289,16 @@ _CLOUD_LINK = re.compile(
 _SUBMITTING = re.compile(
     r"见附件|附件[是为中里内有包含]|附件请|请查收|随信附|随邮件附|已附上|附上|附件已|现提交|现将|特此提交|提交.{0,12}(申报|申请)"
     r"|please\s+find|attached|enclosed|see\s+(the\s+)?attachment|in\s+the\s+attachment|herewith",
+    re.IGNORECASE,
+)
+# A clause about a file sent before ("之前发的申报表", "the form I sent", "already submitted"): the
+# writer confirms or asks about it, nothing is being sent now.
+_SENT_BEFORE = re.compile(
+    r"(之前|此前|先前|上次|上封|前面|刚才|早前|昨天|前天|前几天|上周)\S{0,6}?(发|提交|寄|传)|(发|提交|发送|寄|传)过"
+    r"|已经(发|提交|发送|寄)了?"
+    r"|\b(already|previously|earlier)\s+(sent|submitted|e-?mailed|attached)"
+    r"|\b(i|we)\s+(have\s+|had\s+|'ve\s+)?(sent|submitted|e-?mailed)\b"
+    r"|\b(sent|submitted)\s+(it\s+|you\s+|to\s+you\s+)?(earlier|before|previously|yesterday|last\s+\w+)",
     re.IGNORECASE,
 )
 _SUBMISSION_WORDS = re.compile(
@@ -266,23 +327,34 @@ def _own_words(env: Envelope) -> str:
     return f"{subject}\n{fresh_text(env.body_text)}"
 
 
-_SENTENCE_END = re.compile(r"(?<=[。！!？?\n；;])")
+# Intent is read clause by clause: "材料见附件，请问格式可以吗？" sends a file and asks a question.
+_CLAUSE_END = re.compile(r"(?<=[。！!？?\n；;，,])")
 
 
-def mentions_submission(env: Envelope) -> bool:
+def _sends_now(clause: str) -> bool:
+    """The clause says a file goes with this message (not a question, not about one sent before)."""
+    return (
+        _SUBMITTING.search(clause) is not None
+        and _QUESTION.search(clause) is None
+        and _SENT_BEFORE.search(clause) is None
+    )
+
+
+def mentions_submission(env: Envelope, replying: bool = False) -> bool:
     """For a message without a form: did the sender mean to submit (rather than ask or thank)?
 
-    A cloud-drive link, or "see the attachment" said outside a question, is a submission attempt even
-    beside a question ("材料见附件，请问格式可以吗？"); otherwise any question makes the message
-    correspondence, and merely naming the form ("申报表-张伟") is a submission.
+    A cloud-drive link, or a clause that says the file is attached now ("材料见附件", "please find
+    attached"), is a submission attempt even beside a question. Otherwise any question, or talk of
+    a file sent before ("之前发的申报表是最终版"), makes the message correspondence; merely naming
+    the form ("申报表-张伟") is a submission, except in a reply to the fund (``replying``), where
+    the form is what the conversation is about.
     """
     words = _own_words(env)
     if _CLOUD_LINK.search(words):
         return True
-    sentences = _SENTENCE_END.split(words)
-    if any(_SUBMITTING.search(s) and not _QUESTION.search(s) for s in sentences):
+    if any(_sends_now(clause) for clause in _CLAUSE_END.split(words)):
         return True
-    if _QUESTION.search(words):
+    if replying or _QUESTION.search(words) or _SENT_BEFORE.search(words):
         return False
     return _SUBMISSION_WORDS.search(words) is not None
 

@@ -184,7 +184,7 @@ def _without_form(
             base,
         )
     reply = replies_to_us(env, is_our_message_id, (rules.reference_prefix,))
-    if mentions_submission(env):
+    if mentions_submission(env, replying=reply is not None):
         # also in a reply: "the corrected form is attached" with nothing attached deserves an answer
         shares_link = cloud_link(env)
         how = "shares a cloud-drive link instead of attaching" if shares_link else "says it is attached, but"

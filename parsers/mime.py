@@ -371,26 +371,48 @@ def part_text(part: Message) -> str:
 
 
 class _TextOfHtml(HTMLParser):
+    """The text of an HTML body; what a <blockquote> quotes gets "> " in front, as plain-text mail has it."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.pieces: list[str] = []
+        self.pieces: list[tuple[str, int]] = []  # text and how deeply it is quoted
         self._skipping = 0
+        self._quoting = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIPPED_TAGS:
             self._skipping += 1
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self.pieces.append(("\n", 0))
+            if tag == "blockquote":
+                self._quoting += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
             self._skipping = max(0, self._skipping - 1)
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self.pieces.append(("\n", 0))
+            if tag == "blockquote":
+                self._quoting = max(0, self._quoting - 1)
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:
-            self.pieces.append(data)
+            self.pieces.append((data, self._quoting))
+
+    def text(self) -> str:
+        lines: list[str] = []
+        line: list[str] = []
+        depth = 0
+        for piece, quoted in self.pieces:
+            for index, part in enumerate(piece.split("\n")):
+                if index:
+                    lines.append("> " * depth + "".join(line) if "".join(line).strip() else "")
+                    line, depth = [], 0
+                line.append(part)
+                if part.strip():
+                    depth = max(depth, quoted)
+        lines.append("> " * depth + "".join(line) if "".join(line).strip() else "")
+        return "\n".join(lines)
 
 
 def html_to_text(html: str) -> str:
@@ -400,7 +422,7 @@ def html_to_text(html: str) -> str:
         parser.close()
     except (AssertionError, ValueError):
         pass
-    text = "".join(parser.pieces).replace("\xa0", " ")
+    text = parser.text().replace("\xa0", " ")
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 

@@ -261,6 +261,48 @@ def test_fresh_text_drops_quoted_mail() -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "fresh"),
+    [
+        # Gmail wraps its attribution; in Chinese it starts with the name
+        ("Thanks!\n\nOn Wed, Aug 21, 2024 at 4:12 PM SMP Fund <\nmin.gao@aminer.cn> wrote:\n\n> 附件", "Thanks!"),
+        ("谢谢！\n\nSMP基金 <min.gao@aminer.cn> 于2024年8月21日周三 16:12写道：\n\n> 请附上", "谢谢！"),
+        # new text right above an attribution is not part of it
+        ("附上申报表。\n在 2024年8月21日，16:12，SMP <min.gao@aminer.cn> 写道：\n> 见附件", "附上申报表。"),
+        # Outlook's separators, and signatures (RFC 3676 "-- ", mobile clients)
+        ("好的\n-----Original Message-----\n请附上", "好的"),
+        ("好的\n-----邮件原件-----\n请附上", "好的"),
+        ("好的\n------------------ Original ------------------\n见附件", "好的"),
+        ("好的\n-- \n张伟\n附件：无", "好的"),
+        ("好的\n\n发自我的iPhone\n\n附件", "好的"),
+        # a bottom-posted reply below ">" quoting is kept
+        ("On Wed, 21 Aug 2024, SMP <a@b> wrote:\n> 请附上修改后的申报表\n\n附上了，请查收", "附上了，请查收"),
+        # a sentence of new text that only mentions a date is not an attribution
+        ("我于2024年8月21日提交了申报表。\n谢谢", "我于2024年8月21日提交了申报表。\n谢谢"),
+    ],
+)
+def test_fresh_text_of_common_clients(body: str, fresh: str) -> None:
+    assert fresh_text(body).strip() == fresh
+
+
+@pytest.mark.parametrize(
+    ("body", "replying", "expected"),
+    [
+        ("之前发的申报表是最终版。", False, False),  # about a file already sent
+        ("我已经发过申报表了，请以之前那份为准。", False, False),
+        ("The form I sent yesterday is final.", False, False),
+        ("附上之前漏掉的申报表。", False, True),  # "之前" without a sending verb: the file goes now
+        ("申报表是最终版。", True, False),  # naming the form in a reply is talking about it
+        ("申报表是最终版。", False, True),  # in a new message it is a submission without the file
+        ("修改后的申报表见附件，之前发的作废。", True, True),  # clause by clause
+        ("Please find attached the corrected form.", True, True),
+    ],
+)
+def test_submission_intent_reads_what_is_sent_now(body: str, replying: bool, expected: bool) -> None:
+    env = envelope(subject="Re: 申报" if replying else "申报", body_text=body)
+    assert mentions_submission(env, replying=replying) is expected
+
+
+@pytest.mark.parametrize(
     ("subject", "body"),
     [
         (
