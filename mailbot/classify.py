@@ -42,16 +42,20 @@ _AUTO_REPLY_SUBJECT = re.compile(
     r"|自動回復|自動答覆|auto\s*:|休假自动回复)",
     re.IGNORECASE,
 )
-# The subjects MTAs and feedback loops give their reports; searched anywhere in the subject, since a
-# bounce of a reply keeps the reply's "RE: …" in front ("RE: … : non remis (delivery failed)").
+# The subjects MTAs and feedback loops give their reports. The English ones are searched anywhere,
+# since a bounce of a reply keeps the reply's "RE: …" in front ("RE: … : non remis (delivery
+# failed)"); the Chinese and Japanese ones open the subject ("系统退信", "メールエラー通知"), so an
+# applicant's "关于邮件投递失败的咨询" stays theirs. A question is never a report's subject.
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver(ed|able)|non-?deliver(y|able)|delivery\s+(status|notification|failure|failed|has\s+failed"
     r"|warning|delay(ed)?|problem|report)|returned\s+mail|mail\s+delivery\s+(failed|failure|problem|system)"
     r"|failure\s+notice|warning:\s+could\s+not\s+send|could\s+not\s+be\s+delivered"
     r"|complaint\s+about\s+message|abuse\s+report|(e-?mail\s+)?feedback\s+report"
-    r"|退信|邮件投递失败|投递失败|无法投递|未能送达|無法傳遞|メールエラー",
+    r"|^\s*(系统退信|退信|邮件投递失败|投递失败|无法投递|未能送达|無法傳遞|メールエラー)",
     re.IGNORECASE,
 )
+# a person's question in their own words ("请问……？"): reports state, they do not ask
+_PERSONS_QUESTION = re.compile(r"[?？]\s*$|请问|？")
 # What the common MTAs, feedback loops and challenge-response systems write in the body of a
 # report that lacks the RFC 3464 / RFC 5965 structure (Postfix, Exim, Sendmail, qmail, Exchange,
 # Notes; Hotmail JMRP; Bluebottle, Boxbe, SpamArrest …), and the "do not reply" notice of
@@ -111,7 +115,7 @@ def looks_machine_subject(subject: str) -> bool:
 
     A forward ("Fwd: Returned mail") is a person passing a report on, not the report.
     """
-    if _FORWARD_SUBJECT.match(subject):
+    if _FORWARD_SUBJECT.match(subject) or _PERSONS_QUESTION.search(subject):
         return False
     return bool(_AUTO_REPLY_SUBJECT.match(subject) or _BOUNCE_SUBJECT.search(subject))
 
@@ -169,7 +173,7 @@ def machine_looking(env: Envelope) -> str | None:
     own_text = fresh_text(env.body_text)
     if _JSON_NOTIFICATION.match(own_text):
         return "json-notification"
-    if _MACHINE_BODY.search(own_text):
+    if _MACHINE_BODY.search(own_text) and not _PERSONS_QUESTION.search(own_text):
         return "machine-text"
     return None
 

@@ -198,8 +198,12 @@ def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) ->
             "subject": "转发: 退信",
             "body_text": "老师好，我的邮件被退回了\n---------- Forwarded message ----------\nuser unknown",
         },
-        # their own words about a failed upload are not a machine's report
+        # their own words about a failed upload or delivery are not a machine's report
         {"subject": "申报", "body_text": "官网上传一直失败，请问可以邮件提交吗？"},
+        {"subject": "关于邮件投递失败的咨询", "body_text": "老师好，我上周的邮件是否收到了？"},
+        {"subject": "Delivery failed?", "body_text": "Did my application arrive?"},
+        {"subject": "申报", "body_text": "我之前的邮件无法投递到贵方邮箱，请问现在可以收到吗？"},
+        {"subject": "Re: 申报", "body_text": "My mail came back with user unknown. 请问这个地址对吗？"},
         {"subject": "Question", "body_text": "Is the deadline on 8 September?"},
         # a report quoted below a person's reply is not their words
         {"subject": "Re: 申报", "body_text": "收到，谢谢\n\n> This message could not be delivered"},
