@@ -37,9 +37,14 @@ LIST_HEADERS = (
 MACHINE_MAILBOXES = frozenset({"mailerdaemon", "postmaster"})
 NO_REPLY_MARKS = ("noreply", "donotreply", "dontreply")
 
+# Out-of-office subjects of the common clients and servers, in the languages they ship: at the start
+# ("Automatic reply: …", "自动回复：…") or after the subject answered ("Re: … (Automatic Response)").
 _AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(automatic\s+reply|auto[\s-]?reply|autoreply|out\s+of(\s+the)?\s+office|自动回复|自动答复|自動回覆"
-    r"|自動回復|自動答覆|auto\s*:|休假自动回复)",
+    r"^\s*(auto\s*:|休假自动回复)"
+    r"|automatic\s+(reply|response)|auto[\s-]?reply|autoreply|auto[\s-]?response|out\s+of(\s+the)?\s+office"
+    r"|自动回复|自动答复|自動回覆|自動回復|自動答覆|自動応答|abwesenheitsnotiz|automatische\s+antwort"
+    r"|r[ée]ponse\s+automatique|respuesta\s+autom[áa]tica|risposta\s+automatica|resposta\s+autom[áa]tica"
+    r"|automatisch\s+antwoord|autosvar|automatyczna\s+odpowied|odpowied[źz]\s+automatyczna",
     re.IGNORECASE,
 )
 # The subjects MTAs and feedback loops give their reports. The English ones are searched anywhere,
@@ -117,7 +122,7 @@ def looks_machine_subject(subject: str) -> bool:
     """
     if _FORWARD_SUBJECT.match(subject) or _PERSONS_QUESTION.search(subject):
         return False
-    return bool(_AUTO_REPLY_SUBJECT.match(subject) or _BOUNCE_SUBJECT.search(subject))
+    return bool(_AUTO_REPLY_SUBJECT.search(subject) or _BOUNCE_SUBJECT.search(subject))
 
 
 def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | None:
@@ -150,7 +155,7 @@ def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | Non
         return sender
     if "x-failed-recipients" in headers:
         return "x-failed-recipients"
-    if "x-auto-response-suppress" in headers and _AUTO_REPLY_SUBJECT.match(env.subject):
+    if "x-auto-response-suppress" in headers and _AUTO_REPLY_SUBJECT.search(env.subject):
         return "exchange-auto-reply"
     if env.from_addr.strip().lower() in own_addresses:
         return "own-address"

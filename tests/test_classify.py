@@ -131,6 +131,8 @@ def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
         {},
         {"headers": {"auto-submitted": "no"}},
         {"headers": {"precedence": "normal"}},
+        # a person's post as a list distributes it without list fields: the person wrote it
+        {"return_path": "owner-talk-l@list.example.org", "headers": {"sender": "Talk <TALK-L@LIST.EXAMPLE.ORG>"}},
         # Outlook sets this header on ordinary mail too: only with an auto-reply subject is it one
         {"headers": {"x-auto-response-suppress": "All"}, "subject": "申报表-张伟"},
         {"subject": "Automatic reply: 【已收到】"},  # a subject alone is not proof
@@ -149,6 +151,10 @@ def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
         ({"subject": "Delivery Status"}, "machine-subject"),
         ({"subject": "complaint about message from 192.0.2.1"}, "machine-subject"),
         ({"subject": "系统退信：申报材料"}, "machine-subject"),
+        ({"subject": "Re: blah blah (Automatic Response)"}, "machine-subject"),
+        ({"subject": "Abwesenheitsnotiz: Antrag"}, "machine-subject"),
+        ({"subject": "Réponse automatique : candidature"}, "machine-subject"),
+        ({"subject": "Automatyczna odpowiedź: wniosek"}, "machine-subject"),
         # no sender at all: nobody to answer, nobody who wrote
         ({"from_addr": "", "return_path": None, "subject": ""}, "no-sender"),
         # a cloud mail service's event delivered as its JSON document
