@@ -16,7 +16,8 @@ from parsers.model import Envelope
 BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "feedback-report"})
 # RFC 2369 / RFC 2919 list header fields, and the list managers' own (ezmlm and Yahoo Groups
-# write Mailing-List:, fml X-MLServer:/X-ML-Name:, Mailman X-Mailman-Version:): a list's copy
+# write Mailing-List:, fml X-MLServer:/X-ML-Name:, Mailman X-Mailman-Version: and
+# X-List-Administrivia:, ListProc X-ListProcessor-Version:, Lyris/others X-Listserver:): a list's copy
 # of a post carries at least one of them, and the list, not the poster, would get the answer.
 LIST_HEADERS = (
     "list-id",
@@ -30,6 +31,9 @@ LIST_HEADERS = (
     "x-mailman-version",
     "x-mlserver",
     "x-ml-name",
+    "x-list-administrivia",
+    "x-listprocessor-version",
+    "x-listserver",
 )
 # Mailboxes that by convention send without reading answers: RFC 5321 §4.5.1 postmaster, the
 # MTA's MAILER-DAEMON, and the no-reply family (no-reply, noreply, do_not_reply, dmarc-noreply …).
@@ -55,7 +59,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"undeliver(ed|able)|non-?deliver(y|able)|delivery\s+(status|notification|failure|failed|has\s+failed"
     r"|warning|delay(ed)?|problem|report)|returned\s+mail|mail\s+delivery\s+(failed|failure|problem|system)"
     r"|failure\s+notice|warning:\s+could\s+not\s+send|could\s+not\s+be\s+delivered"
-    r"|complaint\s+about\s+message|abuse\s+report|(e-?mail\s+)?feedback\s+report"
+    r"|complaint\s+about\s+message|abuse\s+(report|complaint)|spam\s+report|spamcop|(e-?mail\s+)?feedback\s+report"
     r"|^\s*(系统退信|退信|邮件投递失败|投递失败|无法投递|未能送达|無法傳遞|メールエラー)",
     re.IGNORECASE,
 )
@@ -80,10 +84,15 @@ _MACHINE_BODY = re.compile(
     r"|not\s+a\s+member\s+of\s+this\s+(mailing\s+)?list|(approved|allowed|safe)\s+senders?'?\s+list"
     r"|(verify|confirm)\s+(that\s+)?you\s+are\s+(a\s+)?(human|real\s+person|not\s+a\s+(robot|spammer))"
     r"|(have|get)\s+your\s+(e-?mail\s+)?(address\s+)?(added|approved)|whitelist|challenge[-\s]response"
-    r"|complaint\s+(about|regarding)\s+(a\s+)?message|feedback\s+loop|abuse\s+report"
+    r"|account\s+is\s+protected\s+by|sender\s+verification|verify\s+your\s+(e-?mail|address)"
+    r"|complaint\s+(about|regarding)\s+(a\s+)?message|feedback\s+loop|abuse\s+(report|complaint)|spam\s+report"
     r"|系统退信|退信原因|无法投递到|投递失败原因|请勿(直接)?回复"
-    r"|送信できませんでした|返信いただけません|配信できませんでした",
-    re.IGNORECASE,
+    r"|送信できませんでした|返信いただけません|配信できませんでした"
+    # the fields of an RFC 3464 delivery report or an RFC 5965 feedback report written into the text
+    r"|^\s*(final-recipient|original-recipient|reporting-mta|remote-mta|diagnostic-code)\s*:\s*\S"
+    r"|^\s*action\s*:\s*(failed|delayed|delivered|relayed|expanded)\b"
+    r"|^\s*feedback-type\s*:\s*(abuse|fraud|virus|other|not-spam|auth-failure)\b",
+    re.IGNORECASE | re.MULTILINE,
 )
 # A cloud mail service's event notification delivered as mail: the body is its JSON document
 # (Amazon SES through SNS: {"notificationType":"Bounce", …}; SNS's own {"Type":"Notification", …}).

@@ -110,6 +110,7 @@ def envelope(**changes: Any) -> Envelope:
         ({"headers": {"mailing-list": "contact talk-help@example.org; run by ezmlm"}}, "mailing-list"),
         ({"headers": {"x-mlserver": "fml [fml 4.0.3 release]"}}, "x-mlserver"),
         ({"headers": {"x-mailman-version": "2.1.39"}}, "x-mailman-version"),
+        ({"headers": {"x-listprocessor-version": "8.2.10/020311/17:52 -- ListProc(tm)"}}, "x-listprocessor-version"),
         # the senders nobody reads answers to, however the name is spelt
         ({"from_addr": "noreply@example.com"}, "no-reply-sender"),
         ({"from_addr": "no-reply@sns.amazonaws.com"}, "no-reply-sender"),
@@ -189,6 +190,13 @@ def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
             "machine-text",
         ),
         ({"subject": "通知", "body_text": "此邮件为系统自动发送，请勿直接回复。"}, "machine-text"),
+        # RFC 3464 / RFC 5965 report fields written into a plain-text message
+        (
+            {"subject": "Notice", "body_text": "Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.1.1"},
+            "machine-text",
+        ),
+        ({"subject": "Report", "body_text": "Feedback-Type: abuse\nUser-Agent: SomeGenerator/1.0"}, "machine-text"),
+        ({"subject": "[SpamCop (https://www.spamcop.net/) id:1234]Hello"}, "machine-subject"),
     ],
 )
 def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) -> None:
@@ -211,6 +219,7 @@ def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) ->
         {"subject": "申报", "body_text": "我之前的邮件无法投递到贵方邮箱，请问现在可以收到吗？"},
         {"subject": "Re: 申报", "body_text": "My mail came back with user unknown. 请问这个地址对吗？"},
         {"subject": "Question", "body_text": "Is the deadline on 8 September?"},
+        {"subject": "申报", "body_text": "Action: 我会在截止前补交签字页。\nStatus: 已完成"},
         # a report quoted below a person's reply is not their words
         {"subject": "Re: 申报", "body_text": "收到，谢谢\n\n> This message could not be delivered"},
     ],
