@@ -276,14 +276,16 @@ def fresh_text(body: str) -> str:
     """The part of a body the sender wrote now: quoted earlier mail (ours included) and signatures cut off.
 
     Lines quoted with ">" are left out wherever they are; an attribution followed by such lines
-    only introduces them (bottom-posted replies go on below); any other quoting style runs to the end.
+    only introduces them (bottom-posted replies go on below); any other quoting style, and a copy of
+    one of our answers pasted without any marker, runs to the end.
     """
     lines = body.splitlines()
     kept: list[str] = []
     index = 0
     while index < len(lines):
         line = lines[index]
-        if _QUOTE_START.match(line):
+        # our answers open with their status mark: from there on the words are ours, however quoted
+        if _QUOTE_START.match(line) or _OUR_SUBJECT_MARK.search(line):
             break
         attribution = _attribution_at(lines, index)
         if attribution:

@@ -112,6 +112,11 @@ def bare_quote(subject: str, text: str) -> str:
     return _quoted(text)
 
 
+def unmarked(subject: str, text: str) -> str:
+    """Our answer pasted below without any quoting marker (a client that sends only the raw text)."""
+    return text
+
+
 QUOTE_STYLES: dict[str, Callable[[str, str], str]] = {
     "outlook-zh": outlook_zh,
     "outlook-en": outlook_en,
@@ -123,6 +128,7 @@ QUOTE_STYLES: dict[str, Callable[[str, str], str]] = {
     "gmail-zh": gmail_zh,
     "netease": netease,
     "bare-quote": bare_quote,
+    "unmarked": unmarked,
 }
 SIGNATURES = ("", "\n\n张伟\n北京大学计算机学院", "\n\n-- \n张伟 | 北京大学\n电话 13812345678", "\n\n发自我的iPhone")
 
