@@ -403,19 +403,24 @@ class _TextOfHtml(HTMLParser):
             self.pieces.append((data, self._quoting))
 
     def text(self) -> str:
+        """The pieces as lines; a line with quoted text in it is marked as deeply as that text is quoted."""
         lines: list[str] = []
-        line: list[str] = []
+        words: list[str] = []
         depth = 0
         for piece, quoted in self.pieces:
             for index, part in enumerate(piece.split("\n")):
-                if index:
-                    lines.append("> " * depth + "".join(line) if "".join(line).strip() else "")
-                    line, depth = [], 0
-                line.append(part)
+                if index:  # a line ends
+                    lines.append(_quote_marked("".join(words), depth))
+                    words, depth = [], 0
+                words.append(part)
                 if part.strip():
                     depth = max(depth, quoted)
-        lines.append("> " * depth + "".join(line) if "".join(line).strip() else "")
+        lines.append(_quote_marked("".join(words), depth))
         return "\n".join(lines)
+
+
+def _quote_marked(line: str, depth: int) -> str:
+    return "> " * depth + line if line.strip() else ""
 
 
 def html_to_text(html: str) -> str:

@@ -29,6 +29,7 @@ from mailbot.decide import CallRules, Outcome, decide
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
 from parsers.message import read_message
+from parsers.mime import html_to_text
 from tests.conftest import ImapServer, make_settings
 from tests.test_acknowledge import NOW, TEMPLATES, context
 
@@ -315,3 +316,11 @@ def test_replies_to_our_answer_through_real_servers(
     answered = [email.message_from_bytes(m.raw).get("In-Reply-To", "") for m in smtp_sink.received]
     assert "<thanks.1@pku.edu.cn>" not in answered, "a thank-you is never answered again"
     assert answered.count("<sending.1@pku.edu.cn>") == 1
+
+
+def test_html_quotes_are_marked_like_plain_text_quotes() -> None:
+    html_body = (
+        "<div>好的，谢谢</div><blockquote type='cite'><div>请附上修改后的申报表</div>"
+        "<blockquote>见附件</blockquote></blockquote>"
+    )
+    assert html_to_text(html_body).splitlines() == ["好的，谢谢", "", "> 请附上修改后的申报表", "", "> > 见附件"]
