@@ -41,14 +41,17 @@ LIST_HEADERS = (
 MACHINE_MAILBOXES = frozenset({"mailerdaemon", "postmaster"})
 NO_REPLY_MARKS = ("noreply", "donotreply", "dontreply")
 
-# Out-of-office subjects of the common clients and servers, in the languages they ship: at the start
-# ("Automatic reply: …", "自动回复：…") or after the subject answered ("Re: … (Automatic Response)").
-_AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(auto\s*:|休假自动回复)"
-    r"|automatic\s+(reply|response)|auto[\s-]?reply|autoreply|auto[\s-]?response|out\s+of(\s+the)?\s+office"
+# Out-of-office subjects of the common clients and servers, in the languages they ship: opening the
+# subject ("Automatic reply: …", "自动回复：…") or in brackets after it ("Re: … (Automatic Response)").
+# Anywhere else the words are a person's ("为什么只收到自动回复？").
+_AUTO_REPLY_WORDS = (
+    r"automatic\s+(reply|response)|auto[\s-]?reply|autoreply|auto[\s-]?response|out\s+of(\s+the)?\s+office"
     r"|自动回复|自动答复|自動回覆|自動回復|自動答覆|自動応答|abwesenheitsnotiz|automatische\s+antwort"
     r"|r[ée]ponse\s+automatique|respuesta\s+autom[áa]tica|risposta\s+automatica|resposta\s+autom[áa]tica"
-    r"|automatisch\s+antwoord|autosvar|automatyczna\s+odpowied|odpowied[źz]\s+automatyczna",
+    r"|automatisch\s+antwoord|autosvar|automatyczna\s+odpowied|odpowied[źz]\s+automatyczna"
+)
+_AUTO_REPLY_SUBJECT = re.compile(
+    rf"^\s*(auto\s*:|休假自动回复|{_AUTO_REPLY_WORDS})|[(\[（【]\s*({_AUTO_REPLY_WORDS})",
     re.IGNORECASE,
 )
 # The subjects MTAs and feedback loops give their reports. The English ones are searched anywhere,
@@ -129,9 +132,11 @@ def looks_machine_subject(subject: str) -> bool:
 
     A forward ("Fwd: Returned mail") is a person passing a report on, not the report.
     """
-    if _FORWARD_SUBJECT.match(subject) or _PERSONS_QUESTION.search(subject):
+    if _FORWARD_SUBJECT.match(subject):
         return False
-    return bool(_AUTO_REPLY_SUBJECT.search(subject) or _BOUNCE_SUBJECT.search(subject))
+    if _AUTO_REPLY_SUBJECT.search(subject):
+        return True  # even when the subject it answers asked something
+    return _BOUNCE_SUBJECT.search(subject) is not None and not _PERSONS_QUESTION.search(subject)
 
 
 def machine_generated(env: Envelope, own_addresses: frozenset[str]) -> str | None:

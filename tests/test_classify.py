@@ -154,6 +154,7 @@ def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
         ({"subject": "系统退信：申报材料"}, "machine-subject"),
         ({"subject": "Re: blah blah (Automatic Response)"}, "machine-subject"),
         ({"subject": "Abwesenheitsnotiz: Antrag"}, "machine-subject"),
+        ({"subject": "自动回复: 请问截止时间？"}, "machine-subject"),  # the answered subject asked
         ({"subject": "Réponse automatique : candidature"}, "machine-subject"),
         ({"subject": "Automatyczna odpowiedź: wniosek"}, "machine-subject"),
         # no sender at all: nobody to answer, nobody who wrote
@@ -215,6 +216,7 @@ def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) ->
         # their own words about a failed upload or delivery are not a machine's report
         {"subject": "申报", "body_text": "官网上传一直失败，请问可以邮件提交吗？"},
         {"subject": "关于邮件投递失败的咨询", "body_text": "老师好，我上周的邮件是否收到了？"},
+        {"subject": "为什么只收到自动回复", "body_text": "老师好，我的申报表是否已登记？"},
         {"subject": "Delivery failed?", "body_text": "Did my application arrive?"},
         {"subject": "申报", "body_text": "我之前的邮件无法投递到贵方邮箱，请问现在可以收到吗？"},
         {"subject": "Re: 申报", "body_text": "My mail came back with user unknown. 请问这个地址对吗？"},
