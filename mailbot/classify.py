@@ -119,6 +119,7 @@ def _mailbox_kind(address: str | None) -> str:
 
 
 def _machine_mailbox(address: str | None) -> str | None:
+    """The reason code when ``address`` is a postmaster, MAILER-DAEMON or no-reply mailbox."""
     kind = _mailbox_kind(address)
     if kind in MACHINE_MAILBOXES:
         return "mailer-daemon"
