@@ -17,8 +17,8 @@ from enum import StrEnum
 from mailbot.classify import (
     cloud_link,
     is_question,
-    looks_machine_subject,
     machine_generated,
+    machine_looking,
     mentions_submission,
     replies_to_us,
     says_it_replaces,
@@ -175,15 +175,16 @@ def _without_form(
     sender = _describe_sender(sub)
     identity = _sender_identity(sub, rules)
     base = {"from": env.from_addr, "subject": env.subject}
-    if looks_machine_subject(env.subject):
+    machine = machine_looking(env)
+    if machine:
         return Decision(
             Outcome.IGNORED,
-            "machine-subject",
-            f"Ignored: the subject {env.subject!r} is an automatic reply or bounce and no form is attached.",
+            machine,
+            f"Ignored: no form is attached and the message reads as a machine's ({machine}, subject {env.subject!r}).",
             base,
         )
     reply = replies_to_us(env, is_our_message_id, (rules.reference_prefix,))
-    if mentions_submission(env):
+    if mentions_submission(env, replying=reply is not None):
         # also in a reply: "the corrected form is attached" with nothing attached deserves an answer
         shares_link = cloud_link(env)
         how = "shares a cloud-drive link instead of attaching" if shares_link else "says it is attached, but"

@@ -70,6 +70,17 @@ KEPT_HEADERS = (
     "list-id",
     "list-unsubscribe",
     "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-owner",
+    "list-archive",
+    "mailing-list",
+    "x-mailman-version",
+    "x-mlserver",
+    "x-ml-name",
+    "x-list-administrivia",
+    "x-listprocessor-version",
+    "x-listserver",
     "x-mailer",
     "user-agent",
     "x-loop",
@@ -89,8 +100,14 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
 
 
+# Blank or blank-looking lines before the first header field: damage (a copy that kept the empty
+# line after an mbox "From " line, a line of spaces), since RFC 5322 has the header fields first.
+_LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+(?=[!-9;-~]+[ \t]*:)")
+
+
 def parse(raw: bytes) -> Message:
-    return email.parser.BytesParser(policy=compat32).parsebytes(raw)
+    """The message; blank lines in front of its header fields are skipped, so the headers stay headers."""
+    return email.parser.BytesParser(policy=compat32).parsebytes(_LEADING_BLANK_LINES.sub(b"", raw, count=1))
 
 
 def header_block(raw: bytes) -> bytes:
@@ -360,26 +377,53 @@ def part_text(part: Message) -> str:
 
 
 class _TextOfHtml(HTMLParser):
+    """The text of an HTML body; what a <blockquote> quotes gets "> " in front, as plain-text mail has it."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.pieces: list[str] = []
+        self.pieces: list[tuple[str, int]] = []  # text and how deeply it is quoted
         self._skipping = 0
+        self._quoting = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIPPED_TAGS:
             self._skipping += 1
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self.pieces.append(("\n", 0))
+            if tag == "blockquote":
+                self._quoting += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
             self._skipping = max(0, self._skipping - 1)
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self.pieces.append(("\n", 0))
+            if tag == "blockquote":
+                self._quoting = max(0, self._quoting - 1)
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:
-            self.pieces.append(data)
+            self.pieces.append((data, self._quoting))
+
+    def text(self) -> str:
+        """The pieces as lines; a line with quoted text in it is marked as deeply as that text is quoted."""
+        lines: list[str] = []
+        words: list[str] = []
+        depth = 0
+        for piece, quoted in self.pieces:
+            for index, part in enumerate(piece.split("\n")):
+                if index:  # a line ends
+                    lines.append(_quote_marked("".join(words), depth))
+                    words, depth = [], 0
+                words.append(part)
+                if part.strip():
+                    depth = max(depth, quoted)
+        lines.append(_quote_marked("".join(words), depth))
+        return "\n".join(lines)
+
+
+def _quote_marked(line: str, depth: int) -> str:
+    return "> " * depth + line if line.strip() else ""
 
 
 def html_to_text(html: str) -> str:
@@ -389,7 +433,7 @@ def html_to_text(html: str) -> str:
         parser.close()
     except (AssertionError, ValueError):
         pass
-    text = "".join(parser.pieces).replace("\xa0", " ")
+    text = parser.text().replace("\xa0", " ")
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 

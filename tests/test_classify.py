@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +15,13 @@ from mailbot.classify import (
     is_question,
     is_reply_subject,
     machine_generated,
+    machine_looking,
     mentions_submission,
     replies_to_us,
     says_it_replaces,
 )
+from mailbot.config import load_settings
+from parsers.message import read_message
 from parsers.model import Envelope
 
 OWN = frozenset({"min.gao@aminer.cn", "myjj@caai.cn"})
@@ -99,6 +103,23 @@ def envelope(**changes: Any) -> Envelope:
             "exchange-auto-reply",
         ),
         ({"from_addr": "Min.Gao@aminer.cn"}, "own-address"),
+        # RFC 2369 list fields beyond List-Id, and the list managers' own headers
+        ({"headers": {"list-post": "<mailto:talk@lists.example.org>"}}, "list-post"),
+        ({"headers": {"list-help": "<mailto:talk-request@lists.example.org?subject=help>"}}, "list-help"),
+        ({"headers": {"list-subscribe": "<mailto:talk-ctl@example.org?body=subscribe>"}}, "list-subscribe"),
+        ({"headers": {"mailing-list": "contact talk-help@example.org; run by ezmlm"}}, "mailing-list"),
+        ({"headers": {"x-mlserver": "fml [fml 4.0.3 release]"}}, "x-mlserver"),
+        ({"headers": {"x-mailman-version": "2.1.39"}}, "x-mailman-version"),
+        ({"headers": {"x-listprocessor-version": "8.2.10/020311/17:52 -- ListProc(tm)"}}, "x-listprocessor-version"),
+        # the senders nobody reads answers to, however the name is spelt
+        ({"from_addr": "noreply@example.com"}, "no-reply-sender"),
+        ({"from_addr": "no-reply@sns.amazonaws.com"}, "no-reply-sender"),
+        ({"from_addr": "do_not_reply@service.example.cn"}, "no-reply-sender"),
+        ({"from_addr": "DoNotReply+1234@bank.example"}, "no-reply-sender"),
+        ({"from_addr": "dmarc-noreply@example.com"}, "no-reply-sender"),
+        ({"from_addr": "post_master@vtext.com"}, "mailer-daemon"),
+        ({"from_addr": "postmaster\\@xxx.com@xxx.com"}, "mailer-daemon"),
+        ({"from_addr": "Mailer_Daemon@mx.example.org"}, "mailer-daemon"),
     ],
 )
 def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
@@ -111,6 +132,8 @@ def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
         {},
         {"headers": {"auto-submitted": "no"}},
         {"headers": {"precedence": "normal"}},
+        # a person's post as a list distributes it without list fields: the person wrote it
+        {"return_path": "owner-talk-l@list.example.org", "headers": {"sender": "Talk <TALK-L@LIST.EXAMPLE.ORG>"}},
         # Outlook sets this header on ordinary mail too: only with an auto-reply subject is it one
         {"headers": {"x-auto-response-suppress": "All"}, "subject": "申报表-张伟"},
         {"subject": "Automatic reply: 【已收到】"},  # a subject alone is not proof
@@ -118,6 +141,93 @@ def test_machine_generated_shapes(changes: dict[str, Any], reason: str) -> None:
 )
 def test_human_mail_is_not_machine_generated(changes: dict[str, Any]) -> None:
     assert machine_generated(envelope(**changes), OWN) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        # a bounce of a reply keeps "RE:" in front; a feedback loop names its complaint in the subject
+        ({"subject": "RE: Your message to the list awaits approval : non remis (delivery failed)"}, "machine-subject"),
+        ({"subject": "Mail Delivery Warning"}, "machine-subject"),
+        ({"subject": "Delivery Status"}, "machine-subject"),
+        ({"subject": "complaint about message from 192.0.2.1"}, "machine-subject"),
+        ({"subject": "系统退信：申报材料"}, "machine-subject"),
+        ({"subject": "Re: blah blah (Automatic Response)"}, "machine-subject"),
+        ({"subject": "Abwesenheitsnotiz: Antrag"}, "machine-subject"),
+        ({"subject": "自动回复: 请问截止时间？"}, "machine-subject"),  # the answered subject asked
+        ({"subject": "Réponse automatique : candidature"}, "machine-subject"),
+        ({"subject": "Automatyczna odpowiedź: wniosek"}, "machine-subject"),
+        # no sender at all: nobody to answer, nobody who wrote
+        ({"from_addr": "", "return_path": None, "subject": ""}, "no-sender"),
+        # a cloud mail service's event delivered as its JSON document
+        (
+            {"subject": "AWS Notification Message", "body_text": '{"notificationType":"Bounce","bounce":{}}'},
+            "json-notification",
+        ),
+        (
+            {"subject": "Notification", "body_text": '{\n  "Type" : "Notification",\n  "MessageId" : "x"}'},
+            "json-notification",
+        ),
+        # the texts of reports that lack the RFC 3464 / RFC 5965 structure
+        ({"subject": "Re: Nyaan", "body_text": "Error: Invalid user address\n550 no such user here"}, "machine-text"),
+        (
+            {"subject": "Hinweis", "body_text": "This is an advisory-only email.  Please do not reply to it."},
+            "machine-text",
+        ),
+        (
+            {"subject": "Re: 申报", "body_text": "    --- The following addresses had delivery problems ---"},
+            "machine-text",
+        ),
+        (
+            {"subject": "You are not member (talk ML)", "body_text": "You are not a member of this mailing list."},
+            "machine-text",
+        ),
+        (
+            {
+                "subject": "RE: 申报",
+                "body_text": "This account is protected. Please click the link below to have your address "
+                "added to the recipient's allowed list.",
+            },
+            "machine-text",
+        ),
+        ({"subject": "通知", "body_text": "此邮件为系统自动发送，请勿直接回复。"}, "machine-text"),
+        # RFC 3464 / RFC 5965 report fields written into a plain-text message
+        (
+            {"subject": "Notice", "body_text": "Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.1.1"},
+            "machine-text",
+        ),
+        ({"subject": "Report", "body_text": "Feedback-Type: abuse\nUser-Agent: SomeGenerator/1.0"}, "machine-text"),
+        ({"subject": "[SpamCop (https://www.spamcop.net/) id:1234]Hello"}, "machine-subject"),
+    ],
+)
+def test_machine_looking_without_a_form(changes: dict[str, Any], reason: str) -> None:
+    assert machine_looking(envelope(**changes)) == reason
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # a person forwarding a bounce to ask about it is a person
+        {"subject": "Fwd: Returned mail: see transcript for details", "body_text": "Could you check this?"},
+        {
+            "subject": "转发: 退信",
+            "body_text": "老师好，我的邮件被退回了\n---------- Forwarded message ----------\nuser unknown",
+        },
+        # their own words about a failed upload or delivery are not a machine's report
+        {"subject": "申报", "body_text": "官网上传一直失败，请问可以邮件提交吗？"},
+        {"subject": "关于邮件投递失败的咨询", "body_text": "老师好，我上周的邮件是否收到了？"},
+        {"subject": "为什么只收到自动回复", "body_text": "老师好，我的申报表是否已登记？"},
+        {"subject": "Delivery failed?", "body_text": "Did my application arrive?"},
+        {"subject": "申报", "body_text": "我之前的邮件无法投递到贵方邮箱，请问现在可以收到吗？"},
+        {"subject": "Re: 申报", "body_text": "My mail came back with user unknown. 请问这个地址对吗？"},
+        {"subject": "Question", "body_text": "Is the deadline on 8 September?"},
+        {"subject": "申报", "body_text": "Action: 我会在截止前补交签字页。\nStatus: 已完成"},
+        # a report quoted below a person's reply is not their words
+        {"subject": "Re: 申报", "body_text": "收到，谢谢\n\n> This message could not be delivered"},
+    ],
+)
+def test_people_do_not_look_like_machines(changes: dict[str, Any]) -> None:
+    assert machine_looking(envelope(**changes)) is None
 
 
 # ---------------------------------------------------------------------------- replies
@@ -169,6 +279,48 @@ def test_fresh_text_drops_quoted_mail() -> None:
     assert fresh_text("ok\n> 附件是申报表\nthanks").split() == ["ok", "thanks"]
     assert fresh_text("好的\nOn Mon, 1 Jan 2024, Fund <a@b> wrote:\n附件").strip() == "好的"
     assert fresh_text("好的\n------------------ 原始邮件 ------------------\n附件").strip() == "好的"
+
+
+@pytest.mark.parametrize(
+    ("body", "fresh"),
+    [
+        # Gmail wraps its attribution; in Chinese it starts with the name
+        ("Thanks!\n\nOn Wed, Aug 21, 2024 at 4:12 PM SMP Fund <\nmin.gao@aminer.cn> wrote:\n\n> 附件", "Thanks!"),
+        ("谢谢！\n\nSMP基金 <min.gao@aminer.cn> 于2024年8月21日周三 16:12写道：\n\n> 请附上", "谢谢！"),
+        # new text right above an attribution is not part of it
+        ("附上申报表。\n在 2024年8月21日，16:12，SMP <min.gao@aminer.cn> 写道：\n> 见附件", "附上申报表。"),
+        # Outlook's separators, and signatures (RFC 3676 "-- ", mobile clients)
+        ("好的\n-----Original Message-----\n请附上", "好的"),
+        ("好的\n-----邮件原件-----\n请附上", "好的"),
+        ("好的\n------------------ Original ------------------\n见附件", "好的"),
+        ("好的\n-- \n张伟\n附件：无", "好的"),
+        ("好的\n\n发自我的iPhone\n\n附件", "好的"),
+        # a bottom-posted reply below ">" quoting is kept
+        ("On Wed, 21 Aug 2024, SMP <a@b> wrote:\n> 请附上修改后的申报表\n\n附上了，请查收", "附上了，请查收"),
+        # a sentence of new text that only mentions a date is not an attribution
+        ("我于2024年8月21日提交了申报表。\n谢谢", "我于2024年8月21日提交了申报表。\n谢谢"),
+    ],
+)
+def test_fresh_text_of_common_clients(body: str, fresh: str) -> None:
+    assert fresh_text(body).strip() == fresh
+
+
+@pytest.mark.parametrize(
+    ("body", "replying", "expected"),
+    [
+        ("之前发的申报表是最终版。", False, False),  # about a file already sent
+        ("我已经发过申报表了，请以之前那份为准。", False, False),
+        ("The form I sent yesterday is final.", False, False),
+        ("附上之前漏掉的申报表。", False, True),  # "之前" without a sending verb: the file goes now
+        ("申报表是最终版。", True, False),  # naming the form in a reply is talking about it
+        ("申报表是最终版。", False, True),  # in a new message it is a submission without the file
+        ("修改后的申报表见附件，之前发的作废。", True, True),  # clause by clause
+        ("Please find attached the corrected form.", True, True),
+    ],
+)
+def test_submission_intent_reads_what_is_sent_now(body: str, replying: bool, expected: bool) -> None:
+    env = envelope(subject="Re: 申报" if replying else "申报", body_text=body)
+    assert mentions_submission(env, replying=replying) is expected
 
 
 @pytest.mark.parametrize(
@@ -230,3 +382,27 @@ def test_cloud_link_and_question() -> None:
 )
 def test_says_it_replaces(subject: str, body: str, expected: bool) -> None:
     assert says_it_replaces(envelope(subject=subject, body_text=body)) is expected
+
+
+# ---------------------------------------------------------------------------- damaged header blocks
+
+BOUNCE_HEADERS = (
+    b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\n"
+    b"To: min.gao@aminer.cn\r\nSubject: Undeliverable\r\nMessage-ID: <b1@mx.example.org>\r\n\r\n"
+    b"Delivery has failed to these recipients.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\r\n" + BOUNCE_HEADERS,  # an empty line in front of the header fields
+        b"\n" + b" " * 200 + b"\n" + BOUNCE_HEADERS.replace(b"\r\n", b"\n"),  # and a line of spaces
+        BOUNCE_HEADERS.replace(b"\r\n", b"\r"),  # bare CR line ends (classic Mac OS)
+    ],
+)
+def test_damaged_header_blocks_still_show_the_machine(raw: bytes) -> None:
+    settings = load_settings(Path(__file__).resolve().parent.parent / "config.example.toml")
+    env = read_message(raw, settings.call[0].form_spec).envelope
+    assert env.from_addr == "mailer-daemon@mx.example.org"
+    assert machine_generated(env, OWN) == "null-return-path"
