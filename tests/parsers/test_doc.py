@@ -11,12 +11,13 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import json
 import random
 import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
@@ -25,15 +26,22 @@ from typing import Any
 
 import olefile  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy import select
 
+from mailbot.app import Bot
+from mailbot.embedded import SmtpSink
+from mailbot.export import export_records
 from parsers.doc_reader import read_doc
 from parsers.documents import read_document
 from parsers.errors import CannotRead
+from parsers.layout import Grid
 from parsers.limits import LEGACY_WORD_ENV, Limits, legacy_word_from_environment
 from parsers.message import read_message
 from parsers.model import FieldScalar, FormReading, Unreadable
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
+from storage.models import Message
+from tests.conftest import ImapServer, make_settings
 from tests.parsers.builders import (
     EXPECTED,
     NOTES,
@@ -59,7 +67,7 @@ class Shape:
 
     call: str
     build: Callable[[], bytes]
-    expected: dict[str, FieldScalar]
+    expected: Mapping[str, object]
 
 
 # Word always ends a document with a paragraph, never with a table; python-docx lets a test end it
@@ -257,17 +265,24 @@ SHAPES: dict[str, Shape] = {
 DEV_FORMS_PER_LAYOUT = 3  # of each call and layout, so that the conversion stays quick
 
 
-def to_legacy_word(soffice: str, documents: dict[str, bytes]) -> dict[str, bytes]:
-    """Every .docx converted to Word 97 format by one LibreOffice run."""
+def convert_all(soffice: str, documents: dict[str, bytes], source: str, target: str) -> dict[str, bytes]:
+    """Every document converted by one LibreOffice run (``target`` as --convert-to takes it)."""
     with tempfile.TemporaryDirectory(prefix="mailbot-test-doc-") as folder:
         work = Path(folder)
         for number, data in enumerate(documents.values()):
-            (work / f"form{number}.docx").write_bytes(data)
+            (work / f"form{number}.{source}").write_bytes(data)
         command = [soffice, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless"]
-        command += ["--convert-to", "doc:MS Word 97", "--outdir", str(work / "out")]
-        command += [str(work / f"form{number}.docx") for number in range(len(documents))]
+        command += ["--convert-to", target, "--outdir", str(work / "out")]
+        command += [str(work / f"form{number}.{source}") for number in range(len(documents))]
         subprocess.run(command, capture_output=True, timeout=600, check=True)
-        return {name: (work / "out" / f"form{number}.doc").read_bytes() for number, name in enumerate(documents)}
+        extension = target.split(":", 1)[0]
+        return {
+            name: (work / "out" / f"form{number}.{extension}").read_bytes() for number, name in enumerate(documents)
+        }
+
+
+def to_legacy_word(soffice: str, documents: dict[str, bytes]) -> dict[str, bytes]:
+    return convert_all(soffice, documents, "docx", "doc:MS Word 97")
 
 
 @dataclass(frozen=True)
@@ -281,8 +296,6 @@ class DevForm:
 
 def dev_forms(corpus_dir: Path) -> list[DevForm]:
     """The filled .docx forms of the dev corpus, a few of each call and layout."""
-    import json
-
     chosen: list[DevForm] = []
     taken: dict[tuple[str, str], int] = {}
     for truth_file in sorted(corpus_dir.glob("*.json")):
@@ -314,6 +327,16 @@ def legacy_forms(soffice: str, corpus_dir: Path) -> dict[str, bytes]:
     documents = {name: shape.build() for name, shape in SHAPES.items()}
     documents |= {f"dev:{form.name}": form.docx for form in dev_forms(corpus_dir)}
     return to_legacy_word(soffice, documents)
+
+
+@pytest.fixture(scope="session")
+def converted_back(soffice: str, legacy_forms: dict[str, bytes]) -> dict[str, bytes]:
+    """What LibreOffice makes of each legacy form: the .docx the "libreoffice" reader reads.
+
+    One LibreOffice run for all of them, as parsers.convert would convert each (one run each is
+    several seconds); test_the_libreoffice_reader_converts shows the reader itself on one form.
+    """
+    return convert_all(soffice, legacy_forms, "doc", "docx")
 
 
 def spec_of(call: str, smp_spec: FormSpec, caai_spec: FormSpec) -> FormSpec:
@@ -350,17 +373,27 @@ def test_native_reading_is_the_docx_reading(
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_libreoffice_and_native_give_the_same_fields(
-    legacy_forms: dict[str, bytes], name: str, smp_spec: FormSpec, caai_spec: FormSpec
+    legacy_forms: dict[str, bytes], converted_back: dict[str, bytes], name: str, smp_spec: FormSpec, caai_spec: FormSpec
 ) -> None:
     spec = spec_of(SHAPES[name].call, smp_spec, caai_spec)
     native = read_with(legacy_forms[name], "申报表.doc", spec, NATIVE)
-    converted = read_with(legacy_forms[name], "申报表.doc", spec, LIBREOFFICE)
+    converted = read_with(converted_back[name], "申报表.docx", spec, NATIVE)
     assert all_values(native, spec) == all_values(converted, spec)
     assert native.missing == converted.missing
 
 
+def test_the_libreoffice_reader_converts(legacy_forms: dict[str, bytes], smp_spec: FormSpec) -> None:
+    reading = read_with(legacy_forms["smp-table"], "申报表.doc", smp_spec, LIBREOFFICE)
+    assert reading.kind == "doc"
+    assert {name: reading.value(name) for name in EXPECTED} == EXPECTED
+
+
 def test_dev_corpus_forms_read_the_same_both_ways(
-    legacy_forms: dict[str, bytes], corpus_dir: Path, smp_spec: FormSpec, caai_spec: FormSpec
+    legacy_forms: dict[str, bytes],
+    converted_back: dict[str, bytes],
+    corpus_dir: Path,
+    smp_spec: FormSpec,
+    caai_spec: FormSpec,
 ) -> None:
     forms = dev_forms(corpus_dir)
     layouts = {(form.call, form.name.split("-")[0]) for form in forms}
@@ -370,15 +403,13 @@ def test_dev_corpus_forms_read_the_same_both_ways(
         data = legacy_forms[f"dev:{form.name}"]
         filename = form.attachment.rsplit(".", 1)[0] + ".doc"
         native = read_with(data, filename, spec, NATIVE)
-        converted = read_with(data, filename, spec, LIBREOFFICE)
+        converted = read_with(converted_back[f"dev:{form.name}"], "form.docx", spec, NATIVE)
         assert {key: native.value(key) for key in form.fields} == form.fields, form.name
         assert all_values(native, spec) == all_values(converted, spec), form.name
 
 
 def test_native_grid_matches_the_docx_layout(legacy_forms: dict[str, bytes]) -> None:
     """Merged cells keep Word's grid columns: a value spanning three columns starts in column 1."""
-    from parsers.layout import Grid
-
     blocks = read_doc(legacy_forms["smp-table"], "申报表.doc", NATIVE).blocks
     grids = [block for block in blocks if isinstance(block, Grid)]
     assert len(grids) == 1 and len(grids[0].rows) == len(SMP_ROWS)
@@ -508,6 +539,7 @@ def test_damaged_documents_end_in_fields_or_a_reason_quickly(
     started = time.monotonic()
     for seed in range(150):
         data = mutate_word_stream(legacy_forms["smp-table"], seed, 1 + seed % 40)
+        outcome: str
         try:
             text = read_doc(data, "x.doc", NATIVE)
         except CannotRead as exc:
@@ -572,16 +604,10 @@ def test_doc_forms_without_libreoffice_are_accepted_end_to_end(
     legacy_forms: dict[str, bytes],
     corpus_dir: Path,
     tmp_path: Path,
-    imap_server: Any,
-    smtp_sink: Any,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import json
-
-    from mailbot.app import Bot
-    from mailbot.export import export_records
-    from tests.conftest import make_settings
-
     monkeypatch.setenv(LEGACY_WORD_ENV, "native")  # as on a machine without LibreOffice
     chosen: dict[str, dict[str, Any]] = {}
     per_call: dict[str, int] = {}
@@ -603,10 +629,14 @@ def test_doc_forms_without_libreoffice_are_accepted_end_to_end(
         assert summary.errors == []
         with bot.store.sessions() as session:
             records = {record["message_id"]: record for record in export_records(session)}
+            diagnostics = {
+                row.message_id: (row.reading or {}).get("diagnostics", []) for row in session.scalars(select(Message))
+            }
     for name, info in chosen.items():
         record = records[info["message_id"]]
         assert record["outcome"] == "accepted", (name, record["reason"])
         expected = info["fields"] | ({"prior_grant": None} if "prior_grant" not in info["fields"] else {})
         assert record["fields"] == expected, name
+        assert any("read natively" in line for line in diagnostics[info["message_id"]]), diagnostics
     acknowledged = {email.message_from_bytes(mail.raw).get("In-Reply-To", "") for mail in smtp_sink.received}
     assert {info["message_id"] for info in chosen.values()} <= acknowledged
