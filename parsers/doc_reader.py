@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
+import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parsers.docx_reader import DocxText
@@ -49,6 +51,7 @@ from parsers.model import Location, Unreadable
 # [MS-CFB] 2.2 Compound File Header signature.
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _WORD_IDENT = 0xA5EC  # FibBase.wIdent
+_OLDER_WORD_IDENTS = frozenset({0xA5DC, 0xA699})  # Word 6/95 and Word 2 files, whose FIB differs
 _WORD97_NFIB = 0x00C0  # FibBase.nFib of Word 97 and later; Word 6/95 (101..105) store a different Fib
 _FIB_ENCRYPTED = 0x0100  # FibBase.fEncrypted
 _FIB_WHICH_TABLE = 0x0200  # FibBase.fWhichTblStm: 1Table (set) or 0Table
@@ -212,8 +215,8 @@ def read_doc(data: bytes, filename: str, limits: Limits) -> DocxText:
     for paragraph in paragraphs:
         builder.add(paragraph)
     builder.finish()
-    for paragraph in boxes:  # text boxes as lines after the body, as their own paragraphs
-        builder.add(_Paragraph(paragraph.text, _PARAGRAPH_END, _PLAIN))
+    for paragraph in boxes:  # text boxes (and the tables in them) after the body
+        builder.add(paragraph)
     builder.finish()
     diagnostics = [f"{filename}: read natively as a Word 97-2003 document ({len(paragraphs)} paragraphs)"]
     return DocxText(builder.blocks, diagnostics)
@@ -260,16 +263,15 @@ def _check_fib_base(fib: bytes, filename: str) -> None:
     """[MS-DOC] 2.5.2 FibBase: the identification and the password flags."""
     ident, nfib = struct.unpack_from("<HH", fib, 0)
     (flags,) = struct.unpack_from("<H", fib, 10)
+    if ident in _OLDER_WORD_IDENTS or (ident == _WORD_IDENT and nfib < _WORD97_NFIB):
+        from parsers.convert import INSTALL_HINT
+
+        detail = f"a Word 6/95 or older document (wIdent {ident:#06x}, nFib {nfib}): {INSTALL_HINT}"
+        raise CannotRead(Unreadable("unsupported-format", filename, detail))
     if ident != _WORD_IDENT:
         raise _Broken(f"the WordDocument stream does not start with a Word FIB (wIdent {ident:#06x})")
     if flags & (_FIB_ENCRYPTED | _FIB_OBFUSCATED):
         raise CannotRead(Unreadable("encrypted", filename, "the Word document is password-protected"))
-    if nfib < _WORD97_NFIB:
-        from parsers.convert import INSTALL_HINT
-
-        raise CannotRead(
-            Unreadable("unsupported-format", filename, f"a Word 6/95 document (nFib {nfib}): {INSTALL_HINT}")
-        )
 
 
 class _WordDocument:
@@ -359,7 +361,7 @@ class _WordDocument:
         positions = struct.unpack_from(f"<{count + 1}I", plc, 0)
         pieces = []
         for number in range(count):
-            (fc_compressed,) = struct.unpack_from("<I", plc, 4 * (count + 1) + 12 * number + 2)
+            (fc_compressed,) = struct.unpack_from("<I", plc, 4 * (count + 1) + 8 * number + 2)  # Pcd.fc
             compressed = bool(fc_compressed & 0x40000000)
             fc = fc_compressed & 0x3FFFFFFF
             piece = _Piece(positions[number], positions[number + 1], fc // 2 if compressed else fc, compressed)
@@ -413,7 +415,7 @@ class _WordDocument:
     def _fkp_page_runs(self, page: bytes, *, paragraphs: bool) -> list[tuple[int, int, bytes]]:
         crun = page[_PAGE - 1]
         entry = 13 if paragraphs else 1  # BxPap (bOffset + PHE) or the one-byte Chpx offset
-        if crun == 0 or 4 * (crun + 1) + entry * crun > _PAGE - 1:
+        if 4 * (crun + 1) + entry * crun > _PAGE - 1:
             raise _Broken(f"an FKP claims {crun} runs")
         bounds = struct.unpack_from(f"<{crun + 1}I", page, 0)
         runs = []
@@ -452,15 +454,16 @@ class _WordDocument:
         ranges = []
         for start, end, grpprl in self.character_runs:
             for sprm, operand in _sprms(grpprl):
-                if sprm == _SPRM_C_RMARK_DEL and operand[:1] == b"\x01":
+                # a ToggleOperand: 0x01 on, or 0x81 the opposite of the style's (which is never deleted)
+                if sprm == _SPRM_C_RMARK_DEL and operand[:1] in (b"\x01", b"\x81"):
                     ranges.append((start, end))
         return ranges
 
-    def _is_deleted(self, starts: list[int], offset: int) -> bool:
+    def is_deleted(self, starts: list[int], offset: int) -> bool:
         at = bisect.bisect_right(starts, offset) - 1
         return at >= 0 and self.deleted[at][0] <= offset < self.deleted[at][1]
 
-    def _checkbox_at(self, starts: list[int], offset: int) -> bool | None:
+    def checkbox_at(self, starts: list[int], offset: int) -> bool | None:
         """The state of the check box whose FFData the character at ``offset`` points to, if any.
 
         The 0x01 in a FORMCHECKBOX field's instruction carries sprmCPicLocation: a position in the
@@ -491,7 +494,7 @@ class _WordDocument:
             return bool(struct.unpack_from("<H", data, default_at)[0] == 1)
         return None
 
-    def _properties_at(self, starts: list[int], offset: int) -> _ParagraphProperties:
+    def properties_at(self, starts: list[int], offset: int) -> _ParagraphProperties:
         at = bisect.bisect_right(starts, offset) - 1
         if at < 0 or not self.paragraph_runs[at][0] <= offset < self.paragraph_runs[at][1]:
             return _PLAIN
@@ -501,71 +504,109 @@ class _WordDocument:
 
     def paragraphs(self) -> list[_Paragraph]:
         """The main document's paragraphs, fields shown as their results, deletions left out."""
-        return self._paragraphs(0, self.ccp_text, with_properties=True)
+        return self._paragraphs(0, self.ccp_text)
 
     def text_box_paragraphs(self) -> list[_Paragraph]:
         if self.ccp_txbx == 0:
             return []
-        return self._paragraphs(self.text_box_start, self.text_box_start + self.ccp_txbx, with_properties=False)
+        return self._paragraphs(self.text_box_start, self.text_box_start + self.ccp_txbx)
 
-    def _paragraphs(self, cp_start: int, cp_end: int, *, with_properties: bool) -> list[_Paragraph]:
-        paragraph_starts = [run[0] for run in self.paragraph_runs]
-        character_starts = [run[0] for run in self.character_runs]
-        deleted_starts = [start for start, _ in self.deleted]
-        fields: list[_Field] = []  # the fields open at this character, outermost first
-        parts: list[str] = []
-        found: list[_Paragraph] = []
-        for char, offset in _each_character(self._segments(cp_start, cp_end)):
-            if char in _PARAGRAPH_ENDS:
-                properties = _PLAIN
-                if with_properties and char != _SECTION_MARK:
-                    properties = self._properties_at(paragraph_starts, offset)
-                found.append(_Paragraph("".join(parts), char, properties))
-                parts = []
-                continue
-            if self.deleted and self._is_deleted(deleted_starts, offset):
-                continue
-            if char == _FIELD_BEGIN:
-                if len(fields) < _MAX_DEPTH * 4:
-                    fields.append(_Field())
-                continue
-            if char == _FIELD_SEPARATOR:
-                if fields:
-                    fields[-1].in_result = True
-                continue
-            if char == _FIELD_END:
-                if fields:
-                    ended = fields.pop()
-                    if ended.checked is not None and all(field.in_result for field in fields):
-                        parts.append(_CHECKED if ended.checked else _UNCHECKED)
-                continue
-            if fields and not fields[-1].in_result:  # the innermost field's instruction
-                innermost = fields[-1]
-                if len(innermost.instruction) < 64:
-                    innermost.instruction += char
-                if char == _PICTURE and innermost.instruction.strip().startswith("FORMCHECKBOX"):
-                    innermost.checked = self._checkbox_at(character_starts, offset)
-                continue
-            if not all(field.in_result for field in fields):  # inside an outer field's instruction
-                continue
-            if char < " ":
-                kept = _KEPT_CONTROLS.get(char)
-                if kept is not None:
-                    parts.append(kept)
-                continue  # 0x01/0x08 objects, 0x02 footnote marks, 0x1F optional hyphens …
-            parts.append(char)
-        if any(part.strip() for part in parts):
-            found.append(_Paragraph("".join(parts), _PARAGRAPH_END, _PLAIN))
-        return found
+    def _paragraphs(self, cp_start: int, cp_end: int) -> list[_Paragraph]:
+        walk = _TextWalk(self)
+        for text, first, width in self._segments(cp_start, cp_end):
+            offset_of = _offsets(text, first, width)
+            done = 0
+            for control in _CONTROL.finditer(text):  # text between controls is taken a run at a time
+                index = control.start()
+                if index > done:
+                    walk.visible(text[done:index], done, offset_of)
+                walk.control(text[index], offset_of(index))
+                done = index + 1
+            if done < len(text):
+                walk.visible(text[done:], done, offset_of)
+        return walk.finish()
 
 
-def _each_character(segments: list[tuple[str, int, int]]) -> Iterator[tuple[str, int]]:
-    """Each character with its byte offset; a character beyond the BMP took two UTF-16 units."""
-    for text, first, width in segments:
-        offset = first
-        for char in text:
-            yield char, offset
-            offset += width if char < "\U00010000" else 2 * width
+_CONTROL = re.compile("[\x00-\x1f]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _offsets(text: str, first: int, width: int) -> Callable[[int], int]:
+    """The byte offset of each character of a piece; one beyond the BMP took two UTF-16 units."""
+    if width == 1 or not _ASTRAL.search(text):
+        return lambda index: first + index * width
+    offsets = list(itertools.accumulate((4 if char >= "\U00010000" else 2 for char in text), initial=first))
+    return offsets.__getitem__
+
+
+class _TextWalk:
+    """Characters to paragraphs: fields shown as their results, deleted text left out."""
+
+    def __init__(self, document: _WordDocument) -> None:
+        self.document = document
+        self.paragraph_starts = [run[0] for run in document.paragraph_runs]
+        self.character_starts = [run[0] for run in document.character_runs]
+        self.deleted_starts = [start for start, _ in document.deleted]
+        self.fields: list[_Field] = []  # the fields open here, outermost first
+        self.showing = True  # no open field is in its instruction
+        self.parts: list[str] = []
+        self.found: list[_Paragraph] = []
+
+    def visible(self, run: str, index: int, offset_of: Callable[[int], int]) -> None:
+        """Ordinary characters: text, or part of a field's instruction."""
+        if self.document.deleted:
+            run = "".join(
+                char
+                for position, char in enumerate(run, start=index)
+                if not self.document.is_deleted(self.deleted_starts, offset_of(position))
+            )
+        if self.showing:
+            self.parts.append(run)
+        elif not self.fields[-1].in_result:
+            innermost = self.fields[-1]
+            innermost.instruction = (innermost.instruction + run)[:64]
+
+    def control(self, char: str, offset: int) -> None:
+        if char in _PARAGRAPH_ENDS:
+            properties = _PLAIN
+            if char != _SECTION_MARK:
+                properties = self.document.properties_at(self.paragraph_starts, offset)
+            self.found.append(_Paragraph("".join(self.parts), char, properties))
+            self.parts = []
+            return
+        if self.document.deleted and self.document.is_deleted(self.deleted_starts, offset):
+            return
+        if char == _FIELD_BEGIN:
+            if len(self.fields) < _MAX_DEPTH * 4:
+                self.fields.append(_Field())
+        elif char == _FIELD_SEPARATOR:
+            if self.fields:
+                self.fields[-1].in_result = True
+        elif char == _FIELD_END:
+            if self.fields:
+                ended = self.fields.pop()
+                self.showing = all(field.in_result for field in self.fields)
+                if ended.checked is not None and self.showing:
+                    self.parts.append(_CHECKED if ended.checked else _UNCHECKED)
+            return
+        elif self.showing:
+            kept = _KEPT_CONTROLS.get(char)
+            if kept is not None:
+                self.parts.append(kept)
+            return  # 0x01/0x08 objects, 0x02 footnote marks, 0x1F optional hyphens …
+        elif char == _PICTURE and not self.fields[-1].in_result:
+            innermost = self.fields[-1]
+            if innermost.instruction.strip().startswith("FORMCHECKBOX"):
+                innermost.checked = self.document.checkbox_at(self.character_starts, offset)
+            return
+        else:
+            return
+        self.showing = all(field.in_result for field in self.fields)
+
+    def finish(self) -> list[_Paragraph]:
+        if any(part.strip() for part in self.parts):
+            self.found.append(_Paragraph("".join(self.parts), _PARAGRAPH_END, _PLAIN))
+        return self.found
 
 
 def _sprms(grpprl: bytes) -> list[tuple[int, bytes]]:
