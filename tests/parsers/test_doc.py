@@ -34,7 +34,7 @@ from mailbot.export import export_records
 from parsers.doc_reader import read_doc
 from parsers.documents import read_document
 from parsers.errors import CannotRead
-from parsers.layout import Grid
+from parsers.layout import Grid, Line
 from parsers.limits import LEGACY_WORD_ENV, Limits, legacy_word_from_environment
 from parsers.message import read_message
 from parsers.model import FieldScalar, FormReading, Unreadable
@@ -56,6 +56,7 @@ from tests.parsers.builders import (
     w_paragraph,
 )
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "doc"
 NATIVE = Limits(legacy_word="native")
 LIBREOFFICE = Limits(legacy_word="libreoffice")
 WPS_TYPE = "application/kswps"
@@ -157,6 +158,16 @@ def _nested_table() -> bytes:
     return body_xml_form([outer, END])
 
 
+def _table_in_a_text_box() -> bytes:
+    rows = [("项目名称", "文本框表格项目"), ("申请人姓名", "钱七"), ("所在单位", "南京大学"), ("申报课题", "7.1")]
+    table = "<w:tbl>" + "".join(f"<w:tr>{_cell(label)}{_cell(value)}</w:tr>" for label, value in rows) + "</w:tbl>"
+    drawing = (
+        f'<w:p {W_NS} xmlns:v="urn:schemas-microsoft-com:vml"><w:r><w:pict><v:shape style="width:300pt;height:200pt">'
+        f"<v:textbox><w:txbxContent>{table}<w:p/></w:txbxContent></v:textbox></v:shape></w:pict></w:r></w:p>"
+    )
+    return body_xml_form([w_paragraph("申 报 表"), drawing, END])
+
+
 PARAGRAPH_LINES = [
     "申 报 表",
     "项目名称：基于大模型的中文作文自动批改研究",
@@ -255,6 +266,11 @@ SHAPES: dict[str, Shape] = {
         _hyperlinked_email_and_tracked_changes,
         {"project_title": "超链接与修订", "applicant_name": "周新名", "email": "zhou@example.edu.cn"}
         | {"institution": "复旦大学", "topic": "2.1"},
+    ),
+    "smp-text-box-table": Shape(
+        "smp-zhipu-2024",
+        _table_in_a_text_box,
+        {"project_title": "文本框表格项目", "applicant_name": "钱七", "institution": "南京大学", "topic": "7.1"},
     ),
     "smp-nested-table": Shape(
         "smp-zhipu-2024",
@@ -422,6 +438,52 @@ def test_native_grid_matches_the_docx_layout(legacy_forms: dict[str, bytes]) -> 
     merged = read_doc(legacy_forms["smp-merged-cells"], "申报表.doc", NATIVE).blocks
     group = next(block for block in merged if isinstance(block, Grid))
     assert [cell.continued for cell in group.rows[1]][:1] == [True]
+
+
+def test_deletion_marked_as_word_marks_it(legacy_forms: dict[str, bytes], smp_spec: FormSpec) -> None:
+    """Word sets sprmCFRMarkDel to 0x81 (the opposite of the style's), LibreOffice to 0x01: both delete.
+
+    The generated file's deletion mark (sprm 0x0800, operand 0x01) is rewritten the way Word writes it;
+    the same bytes may occur elsewhere in the file, so each occurrence is tried in turn.
+    """
+    doc = legacy_forms["smp-hyperlink-tracked"]
+    mark = b"\x00\x08\x01"
+    places = [index for index in range(len(doc)) if doc.startswith(mark, index)]
+    assert places
+    for place in places:
+        as_word = doc[: place + 2] + b"\x81" + doc[place + 3 :]
+        reading = read_with(as_word, "申报表.doc", smp_spec, NATIVE)
+        assert reading.value("applicant_name") == "周新名", place
+
+
+# --- Word's own files (Apache POI's test documents, tests/fixtures/doc/SOURCES.md) ---------------------
+
+
+def test_a_table_made_by_word_97() -> None:
+    blocks = read_doc((FIXTURES / "poi__simple-table.doc").read_bytes(), "simple-table.doc", NATIVE).blocks
+    assert [type(block).__name__ for block in blocks] == ["Line", "Grid", "Line"]
+    first, grid, last = blocks
+    assert isinstance(first, Line) and "Word 97 \u2013 SR2" in first.text  # 0x96 in 8-bit text is an en dash
+    assert isinstance(grid, Grid)
+    assert [[cell.text for cell in row] for row in grid.rows] == [
+        ["Cell 1,1", "Cell 1,2", "Cell 1,3"],
+        ["Cell 2,1", "Cell 2,2", "Cell 2,3"],
+    ]
+    assert isinstance(last, Line) and last.text == "This text is below the table."
+
+
+def test_pieces_of_8_bit_and_utf16_text() -> None:
+    """Three pieces (8-bit, UTF-16LE, 8-bit): each read from where its own Pcd says."""
+    blocks = read_doc((FIXTURES / "poi__Bug46610_2.doc").read_bytes(), "Bug46610_2.doc", NATIVE).blocks
+    digits = "0123456789112345678921234567893123456789412345678901234567891123456789212345678931234567894123456" + "78"
+    texts = [block.text for block in blocks if isinstance(block, Line)]
+    assert len(texts) == 15 and texts.count(digits) == 14
+
+
+def test_word_6_is_not_read_natively(smp_spec: FormSpec) -> None:
+    reading = read_document((FIXTURES / "poi__Word6.doc").read_bytes(), "旧版.doc", smp_spec, NATIVE)
+    assert isinstance(reading, Unreadable) and reading.reason == "unsupported-format"
+    assert "LibreOffice" in reading.detail
 
 
 # --- the .wps of WPS Office, the way mail clients send it -------------------------------------------
