@@ -226,7 +226,7 @@ class _Container:
     """The Compound File, closed on exit; olefile's own failures become _Broken."""
 
     def __init__(self, data: bytes) -> None:
-        import olefile  # type: ignore[import-untyped]
+        import olefile
 
         try:
             self.ole = olefile.OleFileIO(io.BytesIO(data))

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import olefile  # type: ignore[import-untyped]
+import olefile
 import pytest
 from sqlalchemy import select
 
