@@ -35,6 +35,7 @@ outside its stream makes the file ``corrupt``, never a partial reading.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import itertools
 import re
@@ -55,7 +56,7 @@ _OLDER_WORD_IDENTS = frozenset({0xA5DC, 0xA699})  # Word 6/95 and Word 2 files, 
 _WORD97_NFIB = 0x00C0  # FibBase.nFib of Word 97 and later; Word 6/95 (101..105) store a different Fib
 _FIB_ENCRYPTED = 0x0100  # FibBase.fEncrypted
 _FIB_WHICH_TABLE = 0x0200  # FibBase.fWhichTblStm: 1Table (set) or 0Table
-_FIB_OBFUSCATED = 0x8000  # FibBase.fObfuscated (XOR obfuscation, also a password)
+_FIB_OBFUSCATED = 0x8000  # FibBase.fObfuscated: with fEncrypted, XOR obfuscation (also a password)
 # Indices of fc/lcb pairs in FibRgFcLcb97.
 _PLCF_BTE_CHPX = 12
 _PLCF_BTE_PAPX = 13
@@ -180,10 +181,6 @@ class _Table:
         return Grid(_grid_rows(self.rows), Location(filename, table=self.number))
 
 
-def is_word_binary(data: bytes) -> bool:
-    return data.startswith(OLE_SIGNATURE)
-
-
 def refuse_if_encrypted(data: bytes, filename: str) -> None:
     """Raise CannotRead("encrypted") when the FIB says the document is password-protected.
 
@@ -193,10 +190,14 @@ def refuse_if_encrypted(data: bytes, filename: str) -> None:
     try:
         with _open_container(data) as container:
             fib = _read_stream(container, "WordDocument", 64)
-    except (_Broken, CannotRead):
-        return
-    if len(fib) >= 12:
-        _check_fib_base(fib, filename)
+        if len(fib) >= 12:
+            _check_fib_base(fib, filename)
+    except _Broken:
+        return  # LibreOffice may still make sense of it
+    except CannotRead as exc:
+        if exc.reason.reason == "encrypted":
+            raise
+        # a Word 6/95 file: LibreOffice reads those
 
 
 def read_doc(data: bytes, filename: str, limits: Limits) -> DocxText:
@@ -270,8 +271,9 @@ def _check_fib_base(fib: bytes, filename: str) -> None:
         raise CannotRead(Unreadable("unsupported-format", filename, detail))
     if ident != _WORD_IDENT:
         raise _Broken(f"the WordDocument stream does not start with a Word FIB (wIdent {ident:#06x})")
-    if flags & (_FIB_ENCRYPTED | _FIB_OBFUSCATED):
-        raise CannotRead(Unreadable("encrypted", filename, "the Word document is password-protected"))
+    if flags & _FIB_ENCRYPTED:  # fObfuscated only says how (XOR or RC4), and means nothing without it
+        how = "XOR-obfuscated" if flags & _FIB_OBFUSCATED else "encrypted"
+        raise CannotRead(Unreadable("encrypted", filename, f"the Word document is password-protected ({how})"))
 
 
 class _WordDocument:
@@ -651,6 +653,7 @@ def _chg_tabs_size(grpprl: bytes, offset: int) -> int:
     return 1 + (1 + 4 * deleted) + (1 + 3 * grpprl[added_at])
 
 
+@functools.lru_cache(maxsize=1024)  # a form's paragraphs share a handful of property sets
 def _paragraph_properties(grpprl: bytes) -> _ParagraphProperties:
     in_table = row_end = inner_cell = inner_row = False
     depth = 0

@@ -486,6 +486,13 @@ def test_word_6_is_not_read_natively(smp_spec: FormSpec) -> None:
     assert "LibreOffice" in reading.detail
 
 
+def test_word_6_goes_to_libreoffice_when_installed(soffice: str, smp_spec: FormSpec) -> None:
+    reading = read_document(
+        (FIXTURES / "poi__Word6.doc").read_bytes(), "旧版.doc", smp_spec, Limits(legacy_word="auto")
+    )
+    assert reading is None  # converted and read: a letter, not a form
+
+
 # --- the .wps of WPS Office, the way mail clients send it -------------------------------------------
 
 
@@ -554,13 +561,19 @@ def with_fib_flags(doc: bytes, flags: int) -> bytes:
     return bytes(changed)
 
 
-@pytest.mark.parametrize("flag", [0x0100, 0x8000], ids=["fEncrypted", "fObfuscated"])
+@pytest.mark.parametrize("flags", [0x0100, 0x8100], ids=["fEncrypted", "fEncrypted+fObfuscated"])
 @pytest.mark.parametrize("limits", [NATIVE, Limits(legacy_word="auto")], ids=["native", "auto"])
 def test_password_protected_doc_is_encrypted(
-    legacy_forms: dict[str, bytes], smp_spec: FormSpec, flag: int, limits: Limits
+    legacy_forms: dict[str, bytes], smp_spec: FormSpec, flags: int, limits: Limits
 ) -> None:
-    reading = read_document(with_fib_flags(legacy_forms["smp-table"], flag), "申报表.doc", smp_spec, limits)
+    reading = read_document(with_fib_flags(legacy_forms["smp-table"], flags), "申报表.doc", smp_spec, limits)
     assert isinstance(reading, Unreadable) and reading.reason == "encrypted", reading
+
+
+def test_obfuscated_flag_alone_is_ignored(legacy_forms: dict[str, bytes], smp_spec: FormSpec) -> None:
+    """[MS-DOC] FibBase: fObfuscated means nothing unless fEncrypted is set, as Word and LibreOffice read it."""
+    reading = read_with(with_fib_flags(legacy_forms["smp-table"], 0x8000), "申报表.doc", smp_spec, NATIVE)
+    assert {name: reading.value(name) for name in EXPECTED} == EXPECTED
 
 
 def test_truncated_and_garbage_files_are_corrupt(legacy_forms: dict[str, bytes], smp_spec: FormSpec) -> None:
