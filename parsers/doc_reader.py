@@ -98,6 +98,7 @@ _SPRM_C_PIC_LOCATION = 0x6A03
 _OPERAND_SIZE = {0: 1, 1: 1, 2: 2, 3: 4, 4: 2, 5: 2, 7: 3}  # by spra; 6 is variable
 _MAX_CELLS = 64  # TDefTableOperand.NumberOfColumns is at most 63
 _MAX_DEPTH = 16  # nested tables
+_MAX_FKP_PAGES = 8192  # 4 MiB of formatting pages: far beyond a form (a 300-page book needs about 600)
 
 
 class _Broken(Exception):
@@ -375,9 +376,14 @@ class _WordDocument:
         return pieces
 
     def _segments(self, cp_start: int, cp_end: int) -> list[tuple[str, int, int]]:
-        """The text of [cp_start, cp_end) piece by piece: (text, its first byte offset, bytes per character)."""
-        if cp_end - cp_start > self.limits.doc_max_chars:
-            detail = f"{cp_end - cp_start} characters of text (limit {self.limits.doc_max_chars})"
+        """The text of [cp_start, cp_end) piece by piece: (text, its first byte offset, bytes per character).
+
+        Only what the piece table holds is counted: a FIB claiming more text than there is gets what
+        there is.
+        """
+        held = min(cp_end, max((piece.cp_end for piece in self.pieces), default=0)) - cp_start
+        if held > self.limits.doc_max_chars:
+            detail = f"{held} characters of text (limit {self.limits.doc_max_chars})"
             raise CannotRead(Unreadable("too-large", self.filename, detail))
         found: list[tuple[str, int, int]] = []
         for piece in self.pieces:
@@ -404,8 +410,12 @@ class _WordDocument:
             raise _Broken("a PlcBte of the wrong size")
         count = (len(plc) - 4) // 8
         pages = struct.unpack_from(f"<{count}I", plc, 4 * (count + 1))
+        distinct = dict.fromkeys(page & 0x3FFFFF for page in pages)  # PnFkpPapx/PnFkpChpx: 22 bits
+        if len(distinct) > _MAX_FKP_PAGES:
+            detail = f"{len(distinct)} pages of formatting (limit {_MAX_FKP_PAGES})"
+            raise CannotRead(Unreadable("too-large", self.filename, detail))
         runs: list[tuple[int, int, bytes]] = []
-        for pn in dict.fromkeys(page & 0x3FFFFF for page in pages):  # PnFkpPapx/PnFkpChpx: 22 bits
+        for pn in distinct:
             page_start = pn * _PAGE
             page = self.stream[page_start : page_start + _PAGE]
             if len(page) != _PAGE:

@@ -545,10 +545,10 @@ def test_a_failing_libreoffice_falls_back_to_the_native_reader(
 # --- password-protected, broken and hostile files -----------------------------------------------------
 
 
-def with_fib_flags(doc: bytes, flags: int) -> bytes:
-    """A copy whose FibBase flags word has ``flags`` set (fEncrypted 0x0100, fObfuscated 0x8000).
+def with_fib(doc: bytes, offset: int, layout: str, change: Callable[[int], int]) -> bytes:
+    """A copy with the FIB value at ``offset`` (struct ``layout``) changed in place.
 
-    Only the flag is set, the text is left readable: a reader must believe the flag, as Word does.
+    The FIB starts the WordDocument stream, whose first sector is found through the directory.
     """
     with olefile.OleFileIO(io.BytesIO(doc)) as container:
         sector = container.sectorsize
@@ -556,9 +556,24 @@ def with_fib_flags(doc: bytes, flags: int) -> bytes:
         start = (entry.isectStart + 1) * sector
     changed = bytearray(doc)
     assert struct.unpack_from("<H", changed, start)[0] == 0xA5EC, "the FIB starts the stream's first sector"
-    (current,) = struct.unpack_from("<H", changed, start + 10)
-    struct.pack_into("<H", changed, start + 10, current | flags)
+    (current,) = struct.unpack_from(layout, changed, start + offset)
+    struct.pack_into(layout, changed, start + offset, change(current))
     return bytes(changed)
+
+
+def with_fib_flags(doc: bytes, flags: int) -> bytes:
+    """FibBase's flags word with ``flags`` set (fEncrypted 0x0100, fObfuscated 0x8000).
+
+    Only the flag is set, the text is left readable: a reader must believe the flag, as Word does.
+    """
+    return with_fib(doc, 10, "<H", lambda current: current | flags)
+
+
+def test_a_fib_claiming_more_text_than_there_is(legacy_forms: dict[str, bytes], smp_spec: FormSpec) -> None:
+    """FibRgLw97.ccpText (at 64 + 12 with Word 97's csw of 14) far beyond the piece table: what is there is read."""
+    claims = with_fib(legacy_forms["smp-table"], 64 + 12, "<i", lambda current: 0x7FFFFFFF)
+    reading = read_with(claims, "申报表.doc", smp_spec, NATIVE)
+    assert {name: reading.value(name) for name in EXPECTED} == EXPECTED
 
 
 @pytest.mark.parametrize("flags", [0x0100, 0x8100], ids=["fEncrypted", "fEncrypted+fObfuscated"])
