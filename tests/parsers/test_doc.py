@@ -1,9 +1,10 @@
 """Word 97-2003 (.doc) and WPS (.wps) forms: read natively, and through LibreOffice when installed.
 
 The legacy files are made at test time: Word forms built here (and the filled forms of the dev
-corpus) are converted to Word 97 format by LibreOffice, once per session. Each is then read both
-ways (``Limits.legacy_word`` "native" and "libreoffice") and must give the same fields; the native
-reading must give exactly the fields the form holds.
+corpus) are converted to Word 97 format by LibreOffice, once per session. Read natively, each must
+give what the .docx it was made from gives (and the corpus truth); read as LibreOffice's conversion
+back to .docx, the same fields. A few files Word itself wrote (tests/fixtures/doc) check what
+LibreOffice never writes: several pieces, 8-bit text, Word's own marks.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ WPS_TYPE = "application/kswps"
 
 @dataclass(frozen=True)
 class Shape:
-    """A form built as .docx, the call it belongs to and values it must give (None: all expected)."""
+    """A form built as .docx, the call it belongs to and values it must give."""
 
     call: str
     build: Callable[[], bytes]
