@@ -577,6 +577,17 @@ def test_a_fib_claiming_more_text_than_there_is(legacy_forms: dict[str, bytes], 
     assert {name: reading.value(name) for name in EXPECTED} == EXPECTED
 
 
+def test_without_paragraph_properties_the_cell_marks_make_the_table(
+    legacy_forms: dict[str, bytes], smp_spec: FormSpec
+) -> None:
+    """lcbPlcfBtePapx (FibRgFcLcb97 pair 13, at 154 + 8 * 13 + 4) set to 0: rows found from the marks alone."""
+    bare = with_fib(legacy_forms["smp-table"], 154 + 8 * 13 + 4, "<I", lambda current: 0)
+    grids = [block for block in read_doc(bare, "申报表.doc", NATIVE).blocks if isinstance(block, Grid)]
+    assert [[cell.text for cell in row] for row in grids[0].rows] == SMP_ROWS
+    reading = read_with(bare, "申报表.doc", smp_spec, NATIVE)
+    assert {name: reading.value(name) for name in EXPECTED} == EXPECTED
+
+
 @pytest.mark.parametrize("flags", [0x0100, 0x8100], ids=["fEncrypted", "fEncrypted+fObfuscated"])
 @pytest.mark.parametrize("limits", [NATIVE, Limits(legacy_word="auto")], ids=["native", "auto"])
 def test_password_protected_doc_is_encrypted(
