@@ -43,6 +43,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import olefile
+
 from parsers.docx_reader import DocxText
 from parsers.errors import CannotRead
 from parsers.layout import Block, Cell, Grid, Line
@@ -228,8 +230,6 @@ class _Container:
     """The Compound File, closed on exit; olefile's own failures become _Broken."""
 
     def __init__(self, data: bytes) -> None:
-        import olefile
-
         try:
             self.ole = olefile.OleFileIO(io.BytesIO(data))
         except Exception as exc:  # olefile raises many kinds on a damaged header or FAT
