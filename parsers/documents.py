@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, replace
 
 from parsers.archive import ArchiveKind, Member, read_archive
-from parsers.convert import convert
+from parsers.convert import convert, office_binary
+from parsers.doc_reader import read_doc, refuse_if_encrypted
 from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead
 from parsers.fields import read_form
@@ -31,7 +32,8 @@ from parsers.spec import FormSpec
 log = logging.getLogger(__name__)
 
 Reading = FormReading | Unreadable | None
-_CONVERTED: dict[DocumentKind, str] = {"doc": "doc", "wps": "wps", "rtf": "rtf", "odt": "odt"}
+_CONVERTED: dict[DocumentKind, str] = {"rtf": "rtf", "odt": "odt"}
+_LEGACY_WORD: frozenset[DocumentKind] = frozenset({"doc", "wps"})
 _ARCHIVES: dict[DocumentKind, ArchiveKind] = {"zip": "zip", "7z": "7z", "rar": "rar"}
 _CONTAINERS: frozenset[DocumentKind] = frozenset({*_ARCHIVES, "tnef", "msg"})
 _OCR_NOTE = "no text layer; read by OCR"
@@ -103,6 +105,8 @@ def _read_single(
     name, kind = attachment.filename, attachment.kind
     if is_encrypted_ole(data):
         return Unreadable("encrypted", name, "the Office document is password-protected")
+    if kind in _LEGACY_WORD:
+        return _read_legacy_word(data, attachment, spec, limits, diagnostics)
     if kind in _CONVERTED:
         converted = convert(data, _CONVERTED[kind], "docx", name, limits.convert_timeout_s)
         diagnostics.append(f"{name}: converted from .{kind} by LibreOffice")
@@ -118,6 +122,28 @@ def _read_docx_form(
     data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
 ) -> Reading:
     text = read_docx(data, attachment.filename, limits)
+    diagnostics.extend(text.diagnostics)
+    return _form(text.blocks, attachment, spec)
+
+
+def _read_legacy_word(
+    data: bytes, attachment: Attachment, spec: FormSpec, limits: Limits, diagnostics: list[str]
+) -> Reading:
+    """A .doc or .wps: LibreOffice's conversion when it is there and chosen, else (or when it fails) natively."""
+    name, kind = attachment.filename, attachment.kind
+    chosen = limits.legacy_word
+    if chosen == "libreoffice" or (chosen == "auto" and office_binary() is not None):
+        refuse_if_encrypted(data, name)  # LibreOffice would call a password-protected file broken
+        try:
+            converted = convert(data, kind, "docx", name, limits.convert_timeout_s)
+        except CannotRead as exc:
+            if chosen == "libreoffice":
+                raise
+            diagnostics.append(f"{name}: LibreOffice did not convert it ({exc.reason.reason}); read natively")
+        else:
+            diagnostics.append(f"{name}: converted from .{kind} by LibreOffice")
+            return _read_docx_form(converted, attachment, spec, limits, diagnostics)
+    text = read_doc(data, name, limits)
     diagnostics.extend(text.diagnostics)
     return _form(text.blocks, attachment, spec)
 

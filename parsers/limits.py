@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Literal
 
 MIB = 1024 * 1024
+log = logging.getLogger(__name__)
+
+LegacyWordReader = Literal["auto", "native", "libreoffice"]
+LEGACY_WORD_ENV = "MAILBOT_LEGACY_WORD"
+_LEGACY_WORD_READERS: dict[str, LegacyWordReader] = {"auto": "auto", "native": "native", "libreoffice": "libreoffice"}
+
+
+def legacy_word_from_environment() -> LegacyWordReader:
+    """MAILBOT_LEGACY_WORD: how .doc and .wps files are read; an unknown value is logged and read as auto.
+
+    ``auto`` (the default) converts with LibreOffice when it is installed and reads natively when it
+    is not or when the conversion fails; ``native`` never starts LibreOffice; ``libreoffice`` uses
+    only LibreOffice (for comparing the two).
+    """
+    chosen = os.environ.get(LEGACY_WORD_ENV, "auto").strip().lower() or "auto"
+    reader = _LEGACY_WORD_READERS.get(chosen)
+    if reader is None:
+        log.warning("%s=%r is not one of auto, native, libreoffice; using auto", LEGACY_WORD_ENV, chosen)
+        return "auto"
+    return reader
 
 
 @dataclass(frozen=True)
@@ -23,5 +46,9 @@ class Limits:
     pdf_max_pages: int = 60  # pages whose text is looked at
     pdf_max_form_pages: int = 4  # pages laid out into tables
     body_text_chars: int = 20_000
+    doc_max_pieces: int = 20_000  # pieces of a Word 97-2003 piece table (one per edit, at worst)
+    doc_max_chars: int = 2_000_000  # characters of a Word 97-2003 document's main text and text boxes
     convert_timeout_s: float = 90.0  # LibreOffice converting one legacy document
     ocr_max_pages: int = 3
+    # taken when the limits are made (in the parent), so that reading workers started earlier follow it
+    legacy_word: LegacyWordReader = field(default_factory=legacy_word_from_environment)

@@ -121,11 +121,12 @@ def test_legacy_doc_is_converted(soffice: str, smp_spec: FormSpec, tmp_path: obj
 
 
 def test_legacy_doc_without_libreoffice(monkeypatch: pytest.MonkeyPatch, smp_spec: FormSpec) -> None:
+    """Read natively (tests/parsers/test_doc.py): a broken one is corrupt, not a missing program."""
     monkeypatch.setattr("parsers.convert.shutil.which", lambda name: None)
+    monkeypatch.setattr("parsers.documents.office_binary", lambda: None)
     fake_doc = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500 + "WordDocument".encode("utf-16-le")
     reading = read_document(fake_doc, "申报表.doc", smp_spec)
-    assert isinstance(reading, Unreadable) and reading.reason == "unsupported-format"
-    assert "LibreOffice" in reading.detail
+    assert isinstance(reading, Unreadable) and reading.reason == "corrupt"
 
 
 def test_ocr_hook_reads_a_scan_when_an_engine_is_there(monkeypatch: pytest.MonkeyPatch, smp_spec: FormSpec) -> None:
