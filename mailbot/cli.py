@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pwd
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailbot import __version__
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.digest import add_digest_command
@@ -21,6 +23,33 @@ from mailbot.logs import configure_logging, configured_secrets
 from mailbot.queue_admin import add_queue_command
 
 log = logging.getLogger("mailbot")
+
+EXIT_CODES = """exit codes:
+  0  done; everything checked is fine
+  1  done in part, or something needs a person (a failing mailbox, a message not imported,
+     a check that did not pass, an unknown item or call)
+  2  the command line or the configuration is wrong (nothing was done)
+  3  no permission to the data directory or the configuration: run as the service user
+  130 interrupted"""
+EXIT_PERMISSION = 3
+
+
+def permission_sentence(exc: PermissionError) -> str:
+    """One sentence: which file could not be used, who owns it, and how to run the command instead."""
+    path = Path(exc.filename) if exc.filename else None
+    owner = None
+    probe = path
+    while probe is not None and owner is None:
+        try:
+            owner = pwd.getpwuid(probe.stat().st_uid).pw_name
+        except (OSError, KeyError):
+            probe = probe.parent if probe.parent != probe else None
+    who = owner or "mailbot"
+    me = pwd.getpwuid(os.geteuid()).pw_name if hasattr(os, "geteuid") else "this user"
+    return (
+        f"mailbot: {me} may not use {path or 'the data directory'} (it belongs to {who}): "
+        f"run admin commands as the service user, e.g. `sudo -u {who} mailbot …`"
+    )
 
 
 def _aware_time(text: str) -> datetime:
@@ -34,7 +63,13 @@ def _aware_time(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailbot", description="Email intake for research-grant calls.")
+    parser = argparse.ArgumentParser(
+        prog="mailbot",
+        description="Email intake for research-grant calls.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", metavar="FILE", help=f"TOML configuration (default: ${CONFIG_ENV})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="human", choices=["human", "json"])
@@ -265,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"mailbot: the database failed: {first_line}", file=sys.stderr)
         return 1
+    except PermissionError as exc:
+        print(permission_sentence(exc), file=sys.stderr)
+        return EXIT_PERMISSION
     except KeyboardInterrupt:
         return 130
 

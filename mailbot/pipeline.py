@@ -571,6 +571,12 @@ class Processor:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
 
+    def answer_again(self, session: Session, pk: int, decision: Decision, submission: Submission) -> bool:
+        """Queue a new acknowledgement of ``pk`` (an admin corrected its fields and asked to tell the applicant)."""
+        message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
+        call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
+        return self._queue_acknowledgement(session, message, call, decision, submission)
+
     def queue_notice(self, session: Session, message: Message, note: str) -> bool:
         """Tell the sender that an admin closed their message (``queue reject --notify``)."""
         call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)

@@ -12,20 +12,27 @@ import argparse
 import getpass
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from mailbot.acknowledge import valid_address
 from mailbot.app import Bot
-from mailbot.clock import BEIJING, utcnow
+from mailbot.clock import utcnow
 from mailbot.config import Settings
-from mailbot.pipeline import Processed
+from mailbot.decide import ANSWERED, Decision, decide
+from mailbot.identity import identity_of
+from mailbot.pipeline import Processed, as_stored, load_priors
 from parsers import read_message
-from parsers.model import FieldValue, FormReading, Location, Submission
+from parsers.model import FieldValue, FormReading, Location, Submission, to_jsonable
+from parsers.spec import FormSpec
 from parsers.values import normalise
-from storage.models import Message, MessageState
+from storage.models import Application, Event, Message, MessageState
+from templates import TemplateSet, local_time
 
 
 class QueueError(Exception):
@@ -33,20 +40,42 @@ class QueueError(Exception):
 
 
 def add_queue_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    queue = commands.add_parser("queue", help="the review queue: list, show, retry, resolve, reject")
+    queue = commands.add_parser("queue", help="the review queue: list, show, retry, resolve, correct, reject")
+    # accepted before the action (``queue --by alice reject X``) and after it (``queue reject X --by alice``)
     queue.add_argument("--by", default=None, help="who is acting (default: the login name)")
+    acting = argparse.ArgumentParser(add_help=False)
+    acting.add_argument("--by", default=argparse.SUPPRESS, help="who is acting (default: the login name)")
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="what is waiting for a person")
-    show = actions.add_parser("show", help="everything about one item")
+    actions.add_parser("list", help="what is waiting for a person", parents=[acting])
+    show = actions.add_parser("show", help="everything about one item", parents=[acting])
     show.add_argument("id", help="reference, message id or queue number")
-    retry = actions.add_parser("retry", help="read and decide again with today's readers and configuration")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = actions.add_parser(
+        "retry", help="read and decide again with today's readers and configuration", parents=[acting]
+    )
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?")
     target.add_argument("--all", action="store_true")
-    resolve = actions.add_parser("resolve", help="type in the fields of a form the bot could not read")
-    resolve.add_argument("id")
-    resolve.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", required=True)
-    reject = actions.add_parser("reject", help="close an item without an application")
+    resolve = actions.add_parser(
+        "resolve", help="type in the fields of a form the bot could not read", parents=[acting]
+    )
+    correct = actions.add_parser(
+        "correct", help="correct the fields of an item resolved earlier (a logged revision)", parents=[acting]
+    )
+    for typing in (resolve, correct):
+        typing.add_argument("id")
+        typing.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", required=True)
+        typing.add_argument(
+            "--dry-run", action="store_true", help="show what would be decided and sent, change nothing"
+        )
+        typing.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
+        typing.add_argument(
+            "--allow-missing",
+            action="store_true",
+            help="go ahead although required fields are missing (the applicant is told what is missing)",
+        )
+    correct.add_argument("--answer", action="store_true", help="send the applicant a new acknowledgement")
+    reject = actions.add_parser("reject", help="close an item without an application", parents=[acting])
     reject.add_argument("id")
     reject.add_argument("--reason", required=True)
     reject.add_argument("--notify", action="store_true", help="tell the applicant (with the reason)")
@@ -95,27 +124,84 @@ def list_items(bot: Bot) -> str:
     return "\n".join(lines) + f"\n{len(rows)} item(s); folders under {bot.review.root}\n"
 
 
-def show_item(bot: Bot, pk: int) -> str:
+def item_record(bot: Bot, pk: int) -> dict[str, Any]:
+    """Everything an admin needs about one item, as data (``queue show --json``) and for its card."""
     with bot.store.sessions() as session:
         message = session.get_one(Message, pk)
-        record: dict[str, Any] = {
+        call = next((c for c in bot.settings.call if c.id == message.call_id), None)
+        zone = call.timezone if call else "Asia/Shanghai"
+        reading = message.reading or {}
+        form = reading.get("form") or {}
+        labels = field_labels(call.form_spec if call else None, bot.templates)
+        read = [
+            {
+                "field": name,
+                "label": labels.get(name, name),
+                "value": (found or {}).get("value"),
+                "confidence": (found or {}).get("confidence"),
+                "where": ((found or {}).get("where") or {}).get("file"),
+            }
+            for name, found in (form.get("fields") or {}).items()
+        ]
+        events = session.scalars(select(Event).where(Event.message_pk == pk).order_by(Event.at, Event.id))
+        reason = bot.templates.reason(message.reason) if message.reason else None
+        return {
             "id": message.id,
             "reference": message.reference,
             "message_id": message.message_id,
             "call": message.call_id,
             "from": message.from_addr,
             "subject": message.subject,
-            "arrival (Beijing)": message.arrival.astimezone(BEIJING).isoformat(),
+            "arrival": message.arrival.astimezone(ZoneInfo(zone)).isoformat(),
+            "arrival_text": local_time(message.arrival, zone, "en"),
             "state": message.state,
             "outcome": message.outcome,
             "reason": message.reason,
+            "reason_text": reason.en if reason else None,
             "decision": (message.decision or {}).get("explanation"),
-            "attachments": [(a.filename, a.kind, a.size, a.role) for a in message.attachments],
-            "diagnostics": list((message.reading or {}).get("diagnostics") or []),
-            "error": (message.error or "").splitlines()[-1:] or None,
+            "attachments": [
+                {"filename": a.filename, "kind": a.kind, "size": a.size, "role": a.role} for a in message.attachments
+            ],
+            "read": read,
+            "missing": list((message.decision or {}).get("missing") or []),
+            "diagnostics": list(reading.get("diagnostics") or []),
+            "error": next(reversed((message.error or "").splitlines()), None),
+            "history": [
+                {
+                    "at": e.at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
+                    "what": e.kind,
+                    "by": e.actor,
+                    "detail": e.detail,
+                }
+                for e in events
+            ],
             "folder": str(bot.review.folder_of(message)),
         }
-    return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+
+
+def field_labels(spec: FormSpec | None, templates: TemplateSet) -> dict[str, str]:
+    """How a person knows each field: the form's own (Chinese) label, then the English one."""
+    names = templates.table("ack/fields.toml")
+    labels: dict[str, str] = {}
+    for field in spec.fields if spec else ():
+        english = str((names.get(field.name) or {}).get("en") or field.name)
+        labels[field.name] = f"{field.labels[0]} / {english}" if field.labels else english
+    return labels
+
+
+def show_item(bot: Bot, pk: int, as_json: bool = False) -> str:
+    record = item_record(bot, pk)
+    if as_json:
+        return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+    return bot.templates.render("queue/card.txt.j2", {"item": record, "size": human_size}).rstrip() + "\n"
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size} bytes"
 
 
 def _note_admin_action(bot: Bot, pk: int, action: str, result: Processed, actor: str) -> None:
@@ -152,14 +238,28 @@ def retry_items(bot: Bot, pks: list[int], actor: str) -> list[Processed | str]:
     return results
 
 
-def typed_submission(settings: Settings, raw: bytes, call_id: str, typed: dict[str, str], actor: str) -> Submission:
+# What an applicant reads as the source of typed-in values: never an admin's login name.
+ENTERED_BY_OFFICE = "由基金项目组录入 / entered by the fund office"
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    typed: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise QueueError(f"--field takes NAME=VALUE, not {item!r}")
+        typed[name.strip()] = value.strip()
+    return typed
+
+
+def typed_submission(settings: Settings, raw: bytes, call_id: str, typed: dict[str, str]) -> Submission:
     """The message as the bot read it, with the form replaced by what an admin typed."""
     spec = settings.call_by_id(call_id).form_spec
     known = {f.name: f for f in spec.fields}
     unknown = sorted(set(typed) - set(known))
     if unknown:
         raise QueueError(f"unknown field(s) {', '.join(unknown)}; this call's fields: {', '.join(known)}")
-    where = Location(file=f"typed in by {actor}")
+    where = Location(file=ENTERED_BY_OFFICE)
     fields = {
         name: FieldValue(normalise(known[name].kind, text, spec)[0], text, 1.0, where) for name, text in typed.items()
     }
@@ -171,23 +271,151 @@ def typed_submission(settings: Settings, raw: bytes, call_id: str, typed: dict[s
     return replace(submission, form=form, unreadable=None)
 
 
-def resolve_item(bot: Bot, pk: int, assignments: list[str], actor: str) -> Processed:
-    typed: dict[str, str] = {}
-    for item in assignments:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise QueueError(f"--field takes NAME=VALUE, not {item!r}")
-        typed[name.strip()] = value.strip()
+@dataclass(frozen=True)
+class Plan:
+    """What resolving or correcting an item would do, shown to the admin before it is done."""
+
+    pk: int
+    reference: str | None
+    call_id: str
+    typed: dict[str, str]
+    submission: Submission
+    decision: Decision
+    recipient: str | None
+    answer: bool  # whether the applicant would be sent an answer
+
+
+def _predict(bot: Bot, pk: int, submission: Submission) -> Decision:
+    """The decision the rules would make for ``submission``, read-only (the same inputs as the pipeline's)."""
     with bot.store.sessions() as session:
         message = session.get_one(Message, pk)
-        if message.state != MessageState.REVIEW:
-            raise QueueError(f"{message.reference or pk} is not in the review queue")
+        call = bot.settings.call_by_id(message.call_id or bot.settings.call[0].id)
+        rules = bot.processor.rules[call.id]
+        form = submission.form
+        probe = (
+            as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
+            if form
+            else None
+        )
+        priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
+        return decide(submission, message.message_key, message.arrival, rules, priors, lambda _mid: False)
+
+
+def plan_typing(bot: Bot, pk: int, assignments: list[str], correcting: bool, answer: bool) -> Plan:
+    typed = parse_assignments(assignments)
+    with bot.store.sessions() as session:
+        message = session.get_one(Message, pk)
+        if correcting:
+            if message.state == MessageState.REVIEW:
+                raise QueueError(f"{message.reference or pk} is still in the review queue: use `queue resolve`")
+            typed = {**_typed_before(session, pk), **typed}
+            if not _typed_before(session, pk):
+                raise QueueError(
+                    f"{message.reference or pk} was not resolved by hand; only typed-in fields are corrected"
+                )
+        elif message.state != MessageState.REVIEW:
+            raise QueueError(
+                f"{message.reference or pk} is not in the review queue (it is {message.state}); "
+                "to change what was typed in, use `queue correct`"
+            )
         raw, call_id = bot.store.archive.get(message.sha256), message.call_id or bot.settings.call[0].id
-    submission = typed_submission(bot.settings, raw, call_id, typed, actor)
-    result = bot.processor.reprocess(pk, submission, actor=actor)
-    _note_admin_action(bot, pk, "resolved", result, actor)
+        reference = message.reference
+    submission = typed_submission(bot.settings, raw, call_id, typed)
+    decision = _predict(bot, pk, submission)
+    envelope = submission.envelope
+    recipient = valid_address((envelope.reply_to[0] if envelope.reply_to else envelope.from_addr) or "")
+    answers = decision.outcome in ANSWERED and (answer or not correcting)
+    return Plan(pk, reference, call_id, typed, submission, decision, recipient, answers and recipient is not None)
+
+
+def _typed_before(session: Session, pk: int) -> dict[str, str]:
+    """The fields typed in when the item was resolved, with every correction since."""
+    typed: dict[str, str] = {}
+    for event in session.scalars(
+        select(Event)
+        .where(Event.message_pk == pk, Event.kind.in_(("queue-resolved", "queue-corrected")))
+        .order_by(Event.id)
+    ):
+        typed.update(event.detail.get("fields") or {})
+    return typed
+
+
+def describe_plan(bot: Bot, plan: Plan, correcting: bool) -> str:
+    labels = field_labels(bot.settings.call_by_id(plan.call_id).form_spec, bot.templates)
+    return bot.templates.render(
+        "queue/plan.txt.j2",
+        {
+            "plan": plan,
+            "correcting": correcting,
+            "labels": labels,
+            "values": {
+                name: fv.value for name, fv in (plan.submission.form.fields if plan.submission.form else {}).items()
+            },
+            "missing": [labels.get(name, name) for name in plan.decision.missing],
+        },
+    )
+
+
+def check_required(plan: Plan, allow_missing: bool) -> None:
+    if plan.decision.missing and not allow_missing:
+        raise QueueError(
+            f"required field(s) missing: {', '.join(plan.decision.missing)}; add them with --field NAME=VALUE, "
+            "or pass --allow-missing to go ahead (the applicant is then told what is missing)"
+        )
+
+
+def resolve_item(bot: Bot, pk: int, assignments: list[str], actor: str, allow_missing: bool = True) -> Processed:
+    plan = plan_typing(bot, pk, assignments, correcting=False, answer=True)
+    check_required(plan, allow_missing)
+    return carry_out_resolve(bot, plan, actor)
+
+
+def carry_out_resolve(bot: Bot, plan: Plan, actor: str) -> Processed:
+    result = bot.processor.reprocess(plan.pk, plan.submission, actor=actor)
+    with bot.store.sessions() as session, session.begin():
+        bot.store.add_event(session, "queue-resolved", actor, plan.pk, outcome=result.outcome, fields=plan.typed)
+        message = session.get_one(Message, plan.pk)
+        if message.state != MessageState.REVIEW:
+            bot.review.mark_closed(message, result.outcome, actor)
     bot.send()
     return result
+
+
+def carry_out_correction(bot: Bot, plan: Plan, actor: str) -> str:
+    """Store corrected fields as a revision of the application: logged, and answered only when asked."""
+    form = plan.submission.form
+    assert form is not None
+    values = to_jsonable(form.values())
+    reading = to_jsonable(plan.submission)
+    with bot.store.sessions() as session, session.begin():
+        message = session.get_one(Message, plan.pk, with_for_update=True)
+        application = session.get(Application, message.application_id) if message.application_id else None
+        before = dict(application.fields) if application else {}
+        decision = dict(message.decision or {})
+        decision.update(missing=list(plan.decision.missing), explanation=plan.decision.explanation)
+        message.decision = decision
+        message.reading = reading
+        if application is not None and application.current_message_pk == message.id:
+            application.fields = values
+            application.missing = list(plan.decision.missing)
+            if application.status in ("accepted", "incomplete"):
+                application.status = "incomplete" if plan.decision.missing else "accepted"
+            application.updated_at = utcnow()
+        changed = {
+            name: [before.get(name), values.get(name)] for name in values if before.get(name) != values.get(name)
+        }
+        bot.store.add_event(
+            session, "queue-corrected", actor, plan.pk, fields=plan.typed, changed=changed, answered=plan.answer
+        )
+        if plan.answer:
+            message.attempts += 1  # a new answer needs its own Message-ID
+            session.flush()
+            bot.processor.answer_again(session, plan.pk, plan.decision, plan.submission)
+    if plan.answer:
+        bot.send()
+    return f"corrected {plan.reference or plan.pk}: {len(changed)} field(s) changed" + (
+        "; the applicant was sent a new answer" if plan.answer else "; no answer was sent"
+    )
 
 
 def reject_item(bot: Bot, pk: int, reason: str, notify: bool, actor: str) -> str:
@@ -211,13 +439,40 @@ def reject_item(bot: Bot, pk: int, reason: str, notify: bool, actor: str) -> str
     return f"closed {pk}"
 
 
+def _confirmed(question: str) -> bool:
+    """On a terminal, ask; in a script (no terminal) the admin has said what to do with the options."""
+    if not sys.stdin.isatty():
+        return True
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def _type_in(bot: Bot, args: argparse.Namespace, correcting: bool) -> int:
+    pk = find_item(bot, args.id)
+    plan = plan_typing(bot, pk, args.field, correcting, answer=bool(getattr(args, "answer", False)))
+    sys.stdout.write(describe_plan(bot, plan, correcting))
+    check_required(plan, args.allow_missing)
+    if args.dry_run:
+        print("dry run: nothing was changed or sent")
+        return 0
+    if not args.yes and not _confirmed("Go ahead?"):
+        print("nothing was changed")
+        return 1
+    if correcting:
+        print(carry_out_correction(bot, plan, _actor(args)))
+    else:
+        result = carry_out_resolve(bot, plan, _actor(args))
+        print(f"{result.message_key}: {result.outcome} ({result.reference})")
+    return 0
+
+
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     with Bot(settings) as bot:
         try:
             if args.action == "list":
                 sys.stdout.write(list_items(bot))
             elif args.action == "show":
-                sys.stdout.write(show_item(bot, find_item(bot, args.id)))
+                sys.stdout.write(show_item(bot, find_item(bot, args.id), args.json))
             elif args.action == "retry":
                 pks = [m.id for m in queued(bot)] if args.all else [find_item(bot, args.id)]
                 for result in retry_items(bot, pks, _actor(args)):
@@ -226,9 +481,8 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
                         if isinstance(result, str)
                         else f"{result.message_key}: {result.outcome} ({result.reference})"
                     )
-            elif args.action == "resolve":
-                result = resolve_item(bot, find_item(bot, args.id), args.field, _actor(args))
-                print(f"{result.message_key}: {result.outcome} ({result.reference})")
+            elif args.action in ("resolve", "correct"):
+                return _type_in(bot, args, correcting=args.action == "correct")
             elif args.action == "reject":
                 print(reject_item(bot, find_item(bot, args.id), args.reason, args.notify, _actor(args)))
         except QueueError as exc:

@@ -195,12 +195,12 @@ def test_corrupt_form_lands_in_the_queue_folder(
     code, out, _ = cli_run(capsys, config, "queue", "list")
     assert code == 0
     assert message.reference in out and "corrupt" in out and "1 item(s)" in out
-    code, out, _ = cli_run(capsys, config, "queue", "show", message.reference)
+    code, out, _ = cli_run(capsys, config, "queue", "show", message.reference, "--json")
     assert code == 0
     shown = json.loads(out)
     assert shown["reason"] == "corrupt" and shown["state"] == "review"
     assert shown["folder"] == str(folder)
-    assert [a[0] for a in shown["attachments"]] == [form_name]
+    assert [a["filename"] for a in shown["attachments"]] == [form_name]
     code, _, err = cli_run(capsys, config, "queue", "show", "SMP24-9999")
     assert code == 1 and "no message 'SMP24-9999'" in err
 
