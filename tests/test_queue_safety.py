@@ -214,11 +214,11 @@ def test_a_command_run_as_another_user_says_what_to_do(shared_folder: Path) -> N
     config.chmod(0o644)
     data_dir.mkdir(mode=0o700)
     environment = {**os.environ, PASSWORD_ENV: "x", "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    nobody: int | None = None
     if os.geteuid() == 0:  # an admin logged in as someone else than the service user
-        run_as: dict[str, int] = {"user": 65534, "group": 65534}
+        nobody = 65534
     else:  # the same situation for a test that cannot switch users
         data_dir.chmod(0)
-        run_as = {}
     for command in (["queue", "list"], ["export", "--format", "csv"], ["status"]):
         done = subprocess.run(
             [sys.executable, "-m", "mailbot", "--config", str(config), *command],
@@ -227,7 +227,8 @@ def test_a_command_run_as_another_user_says_what_to_do(shared_folder: Path) -> N
             env=environment,
             timeout=120,
             check=False,
-            **run_as,  # type: ignore[arg-type]
+            user=nobody,
+            group=nobody,
         )
         assert done.returncode == 3, (command, done.stderr)
         assert "Traceback" not in done.stderr
