@@ -115,6 +115,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def require_call(settings: Settings, call_id: str | None) -> None:
+    known = [call.id for call in settings.call]
+    if call_id is not None and call_id not in known:
+        raise ConfigError(f"--call {call_id!r} is not a configured call; the calls are: {', '.join(known)}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mailbot.app import Bot
     from mailbot.scheduling import DigestScheduler
@@ -185,14 +191,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.db import make_engine, session_factory
 
     settings = _settings(args)
+    require_call(settings, args.call)  # an unknown call is a mistake, not an empty export
+    if args.output is None and args.format == "xlsx":
+        print("mailbot: an xlsx export needs -o FILE", file=sys.stderr)
+        return 2
     engine = make_engine(settings.database_url)
     with session_factory(engine)() as session:
-        data = write_export(session, args.format, args.call, args.redact, args.output)
+        data = write_export(session, args.format, args.call, args.redact, args.output, settings)
     if args.output is None:
-        if args.format == "xlsx":
-            print("an xlsx export needs -o FILE", file=sys.stderr)
-            return 2
-        sys.stdout.write(data.decode("utf-8-sig"))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)  # as written to a file: the CSV keeps its byte-order mark for Excel
+        sys.stdout.buffer.flush()
     return 0
 
 
@@ -216,6 +225,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         from mailbot.config import example_config_text
 
         settings = parse_settings(tomllib.loads(example_config_text()), "the example configuration")
+    require_call(settings, args.call)
     call = settings.call_by_id(args.call) if args.call else settings.call[0]
     text, ok = parse_files(args.files, call.form_spec, as_json=args.json)
     sys.stdout.write(text)

@@ -610,7 +610,7 @@ def queue_digest(
         if session.get(DigestRun, (call.id, day)) is not None:
             return None
         data = build_digest(session, settings, call, day, now, late=late)
-        workbook = to_xlsx(session, call.id)
+        workbook = to_xlsx(session, call.id, settings=settings, templates=chosen)
     message_id = digest_message_id(call, day)
     mail = compose_digest(data, chosen, workbook, message_id)
     raw = message_bytes(mail, settings.smtp)

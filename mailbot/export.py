@@ -1,8 +1,11 @@
 """Exports: one record per processed message, as JSON, CSV or an Excel workbook.
 
 The workbook is what a review committee starts from: a sheet of current applications (one row
-each, every field, flags, links to superseded and duplicate submissions) and a sheet of every
-message. Arrival times are given in Beijing time; contact fields are left out with ``redact``.
+each, every field the form was read for, flags, links to superseded and duplicate submissions)
+and a sheet of every message. A sheet's first row names each column as the coordinators do (the
+call's own form labels, in Chinese), its second the column's key in English (the same as in CSV
+and JSON); arrival times are real date-time cells in the call's time zone. The CSV starts with a
+byte-order mark so that Excel opens it as UTF-8. Contact fields are left out with ``redact``.
 """
 
 from __future__ import annotations
@@ -11,45 +14,90 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from openpyxl.styles import Font
+from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailbot.clock import BEIJING
+from mailbot.config import Settings
 from storage.models import Application, Message
+from templates import TemplateSet
 
+# the fields of the packaged calls, in form order: the columns when no configuration is at hand
 EXPORT_FIELDS = (
+    "project_title",
     "applicant_name",
     "gender",
+    "birth",
     "title",
     "degree",
-    "institution",
     "department",
-    "email",
+    "institution",
     "phone",
-    "project_title",
+    "email",
+    "direction",
     "topic",
     "budget",
     "prior_grant",
 )
 CONTACT_FIELDS = frozenset({"email", "phone"})
+DEFAULT_ZONE = "Asia/Shanghai"
 ExportFormat = Literal["json", "csv", "xlsx"]
+DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 
 
-def message_fields(message: Message) -> dict[str, Any] | None:
-    """The form's values as read (or as an admin typed them in), or None when there was no form."""
+@dataclass(frozen=True)
+class ExportLayout:
+    """Which form fields the export has, how coordinators name them, and each call's time zone."""
+
+    fields: tuple[str, ...]
+    labels: dict[str, str]  # field name -> the form's (Chinese) label
+    zones: dict[str, str]  # call id -> IANA zone
+
+    def zone_of(self, call_id: str | None) -> str:
+        return self.zones.get(call_id or "", DEFAULT_ZONE)
+
+
+def export_layout(settings: Settings | None = None, call_id: str | None = None) -> ExportLayout:
+    """The fields of ``call_id`` (or of every configured call, in form order), or the packaged set."""
+    if settings is None:
+        return ExportLayout(EXPORT_FIELDS, {}, {})
+    calls = [c for c in settings.call if call_id in (None, c.id)]
+    fields: list[str] = []
+    labels: dict[str, str] = {}
+    for call in calls:
+        for spec in call.form_spec.fields:
+            if spec.name not in labels:
+                fields.append(spec.name)
+                labels[spec.name] = spec.labels[0] if spec.labels else spec.name
+    return ExportLayout(tuple(fields), labels, {c.id: c.timezone for c in settings.call})
+
+
+def local_arrival(message: Message, layout: ExportLayout) -> datetime:
+    return message.arrival.astimezone(ZoneInfo(layout.zone_of(message.call_id)))
+
+
+def message_fields(message: Message, layout: ExportLayout | None = None) -> dict[str, Any] | None:
+    """The form's values as read (or as an admin typed them in), or None when there was no form.
+
+    Every field of ``layout`` is there (None where the form had no value), then any other field read.
+    """
     reading = message.reading or {}
     form = reading.get("form")
     if not form:
         return None
     values = {name: (found or {}).get("value") for name, found in (form.get("fields") or {}).items()}
-    return {name: values.get(name) for name in EXPORT_FIELDS}
+    names = (layout or export_layout()).fields
+    return {**{name: values.get(name) for name in names}, **values}
 
 
 def pseudonym(key: str | None) -> str | None:
@@ -63,17 +111,18 @@ def _key(key: str | None, redact: bool) -> str | None:
     return pseudonym(key) if redact else key
 
 
-def message_record(message: Message, redact: bool = False) -> dict[str, Any]:
+def message_record(message: Message, redact: bool = False, layout: ExportLayout | None = None) -> dict[str, Any]:
     """One export row; ``redact`` leaves out contacts, the sender, and anything that may quote them."""
+    layout = layout or export_layout()
     decision = message.decision or {}
-    fields = message_fields(message)
+    fields = message_fields(message, layout)
     if fields is not None and redact:
         fields = {k: v for k, v in fields.items() if k not in CONTACT_FIELDS}
     return {
         "message_id": _key(message.message_id or message.message_key, redact),
         "mailbox": message.mailbox,
         "call": message.call_id,
-        "arrival": message.arrival.astimezone(BEIJING).isoformat(),
+        "arrival": local_arrival(message, layout).isoformat(),
         "outcome": message.outcome,
         "reference": message.reference,
         "fields": fields,
@@ -97,19 +146,27 @@ def processed_messages(session: Session, call_id: str | None = None) -> list[Mes
     return list(session.scalars(query))
 
 
-def export_records(session: Session, call_id: str | None = None, redact: bool = False) -> list[dict[str, Any]]:
-    return [message_record(m, redact) for m in processed_messages(session, call_id)]
+def export_records(
+    session: Session, call_id: str | None = None, redact: bool = False, layout: ExportLayout | None = None
+) -> list[dict[str, Any]]:
+    layout = layout or export_layout()
+    return [message_record(m, redact, layout) for m in processed_messages(session, call_id)]
 
 
-def _flat(record: dict[str, Any], redact: bool) -> dict[str, Any]:
-    row = {k: v for k, v in record.items() if k != "fields"}
+def _flat(record: dict[str, Any], redact: bool, layout: ExportLayout | None = None) -> dict[str, Any]:
+    """A record with its fields as columns (after the message's own, before the decision's)."""
+    names = (layout or export_layout()).fields
     fields = record.get("fields") or {}
-    for name in EXPORT_FIELDS:
-        if redact and name in CONTACT_FIELDS:
-            continue
-        row[name] = fields.get(name)
-    for key in ("missing", "flags"):
-        row[key] = ", ".join(record.get(key) or [])
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "fields":
+            for name in [*names, *(n for n in fields if n not in names)]:
+                if not (redact and name in CONTACT_FIELDS):
+                    row[name] = fields.get(name)
+        elif key in ("missing", "flags"):
+            row[key] = ", ".join(value or [])
+        else:
+            row[key] = value
     return row
 
 
@@ -117,8 +174,8 @@ def to_json(records: Sequence[dict[str, Any]]) -> str:
     return json.dumps(list(records), ensure_ascii=False, indent=2)
 
 
-def to_csv(records: Sequence[dict[str, Any]], redact: bool = False) -> str:
-    rows = [{key: _cell(value) for key, value in _flat(r, redact).items()} for r in records]
+def to_csv(records: Sequence[dict[str, Any]], redact: bool = False, layout: ExportLayout | None = None) -> str:
+    rows = [{key: _cell(value) for key, value in _flat(r, redact, layout).items()} for r in records]
     buffer = io.StringIO()
     columns = list(rows[0]) if rows else ["message_id"]
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -127,24 +184,49 @@ def to_csv(records: Sequence[dict[str, Any]], redact: bool = False) -> str:
     return buffer.getvalue()
 
 
-def _sheet(workbook: Workbook, title: str, rows: Iterable[dict[str, Any]], first: bool = False) -> None:
+def _display_width(text: str) -> int:
+    """Columns a text takes on screen: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _sheet(
+    workbook: Workbook, title: str, rows: Iterable[dict[str, Any]], headings: dict[str, str], first: bool = False
+) -> None:
+    """A sheet with the coordinators' headings, the English keys below them, frozen, filtered and sized."""
     sheet = workbook.active if first else workbook.create_sheet()
     assert sheet is not None
     sheet.title = title
     rows = list(rows)
     columns = list(rows[0]) if rows else ["(empty)"]
+    sheet.append([headings.get(c, c) for c in columns])
     sheet.append(columns)
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
+    for header_row in (sheet[1], sheet[2]):
+        for cell in header_row:
+            cell.font = Font(bold=True)
+            cell.alignment = Alignment(wrap_text=False, vertical="top")
     for row in rows:
         sheet.append([_cell(row.get(c)) for c in columns])
-    sheet.freeze_panes = "A2"
+    for row_cells in sheet.iter_rows(min_row=3):
+        for cell in row_cells:
+            if isinstance(cell.value, datetime):
+                cell.number_format = DATETIME_FORMAT
+    sheet.freeze_panes = "B3"
+    sheet.auto_filter.ref = f"A2:{get_column_letter(len(columns))}{len(rows) + 2}"
     for index, column in enumerate(columns, start=1):
-        width = max([len(str(column))] + [len(str(r.get(column) or "")) for r in rows[:200]])
+        samples = [headings.get(column, column), column] + [_shown(r.get(column)) for r in rows[:200]]
+        width = max(_display_width(text) for text in samples)
         sheet.column_dimensions[get_column_letter(index)].width = min(max(10, width + 2), 60)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "2024-01-01 00:00:00"
+    return "" if value is None else str(_cell(value))
+
+
 def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)  # Excel has no zones: the wall-clock time of the heading's zone
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -152,7 +234,11 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def application_rows(session: Session, call_id: str | None, redact: bool) -> list[dict[str, Any]]:
+def application_rows(
+    session: Session, call_id: str | None, redact: bool, layout: ExportLayout | None = None
+) -> list[dict[str, Any]]:
+    """One row per application: its current status, form and flags."""
+    layout = layout or export_layout()
     query = select(Application, Message).join(Message, Message.id == Application.current_message_pk)
     if call_id:
         query = query.where(Application.call_id == call_id)
@@ -164,11 +250,12 @@ def application_rows(session: Session, call_id: str | None, redact: bool) -> lis
             "current_reference": message.reference,
             "call": application.call_id,
             "status": application.status,
-            "arrival_beijing": message.arrival.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S"),
+            "arrival": local_arrival(message, layout),
         }
-        for name in EXPORT_FIELDS:
+        fields = application.fields or {}
+        for name in [*layout.fields, *(n for n in fields if n not in layout.fields)]:
             if not (redact and name in CONTACT_FIELDS):
-                row[name] = (application.fields or {}).get(name)
+                row[name] = fields.get(name)
         row["missing"] = ", ".join(application.missing or [])
         row["flags"] = ", ".join(application.flags or [])
         row["supersedes"] = _key(message.supersedes_key, redact)
@@ -178,22 +265,56 @@ def application_rows(session: Session, call_id: str | None, redact: bool) -> lis
     return rows
 
 
-def to_xlsx(session: Session, call_id: str | None = None, redact: bool = False) -> bytes:
+def column_headings(layout: ExportLayout, call_id: str | None, templates: TemplateSet | None = None) -> dict[str, str]:
+    """The first header row: the form's own labels for fields, the coordinators' words for the rest."""
+    table = (templates or TemplateSet()).table("export/columns.toml")
+    headings = {key: str(text) for key, text in (table.get("columns") or {}).items()}
+    calls = [call_id] if call_id else list(layout.zones)
+    zones = {layout.zone_of(c) for c in calls} or {DEFAULT_ZONE}
+    zone_names = table.get("zones") or {}
+    if len(zones) == 1:
+        (zone,) = zones
+        headings["arrival"] += f"（{zone_names.get(zone, zone)}）"
+    return {**headings, **layout.labels}
+
+
+def to_xlsx(
+    session: Session,
+    call_id: str | None = None,
+    redact: bool = False,
+    settings: Settings | None = None,
+    templates: TemplateSet | None = None,
+) -> bytes:
+    layout = export_layout(settings, call_id)
+    headings = column_headings(layout, call_id, templates)
     workbook = Workbook()
-    _sheet(workbook, "Applications", application_rows(session, call_id, redact), first=True)
-    _sheet(workbook, "Messages", (_flat(r, redact) for r in export_records(session, call_id, redact)))
+    _sheet(workbook, "Applications", application_rows(session, call_id, redact, layout), headings, first=True)
+    messages = []
+    for message in processed_messages(session, call_id):
+        row = _flat(message_record(message, redact, layout), redact, layout)
+        row["arrival"] = local_arrival(message, layout)
+        messages.append(row)
+    _sheet(workbook, "Messages", messages, headings)
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
 
 
-def write_export(session: Session, fmt: ExportFormat, call_id: str | None, redact: bool, target: Path | None) -> bytes:
+def write_export(
+    session: Session,
+    fmt: ExportFormat,
+    call_id: str | None,
+    redact: bool,
+    target: Path | None,
+    settings: Settings | None = None,
+) -> bytes:
+    layout = export_layout(settings, call_id)
     if fmt == "xlsx":
-        data = to_xlsx(session, call_id, redact)
+        data = to_xlsx(session, call_id, redact, settings)
     elif fmt == "csv":
-        data = to_csv(export_records(session, call_id, redact), redact).encode("utf-8-sig")
+        data = to_csv(export_records(session, call_id, redact, layout), redact, layout).encode("utf-8-sig")
     else:
-        data = to_json(export_records(session, call_id, redact)).encode("utf-8")
+        data = to_json(export_records(session, call_id, redact, layout)).encode("utf-8")
     if target is not None:
         target.write_bytes(data)
     return data

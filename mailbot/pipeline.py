@@ -491,7 +491,7 @@ class Processor:
         }
         known = session.execute(_SELECT_APPLICATION, {"key": key}).one_or_none()
         if known is not None:
-            status = _application_status(decision.outcome, known.status)
+            status = _application_status(decision.outcome, known.status, decision.missing)
             session.execute(_UPDATE_APPLICATION, {"row_id": known.id, "status": status, **current})
             return int(known.id)
         identity = as_stored(decision.identity)
@@ -684,9 +684,12 @@ class Processor:
             )
 
 
-def _application_status(outcome: Outcome, previous: str | None) -> str:
+def _application_status(outcome: Outcome, previous: str | None, missing: tuple[str, ...] = ()) -> str:
+    """The status of an application after ``outcome``: a revision is judged on its own form."""
     if outcome == Outcome.REVISION:
-        return previous or Outcome.ACCEPTED.value
+        if previous in (None, Outcome.ACCEPTED.value, Outcome.INCOMPLETE.value):
+            return (Outcome.INCOMPLETE if missing else Outcome.ACCEPTED).value
+        return previous  # late or duplicate stays what it was
     return outcome.value
 
 

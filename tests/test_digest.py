@@ -484,8 +484,8 @@ def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: S
     name, book = workbook_of(mail)
     assert name == "smp-zhipu-2024-2024-09-02.xlsx"
     sheet = book["Applications"]
-    header = [cell.value for cell in sheet[1]]
-    rows = [dict(zip(header, [cell.value for cell in row], strict=True)) for row in sheet.iter_rows(min_row=2)]
+    header = [cell.value for cell in sheet[2]]  # the coordinators' labels above, the keys in row 2
+    rows = [dict(zip(header, [cell.value for cell in row], strict=True)) for row in sheet.iter_rows(min_row=3)]
     assert [row["reference"] for row in rows] == ["SMP24-0002", "SMP24-0005", "SMP24-0001", "SMP24-0007", "SMP24-0008"]
     zhang = rows[2]
     assert (zhang["current_reference"], zhang["status"], zhang["applicant_name"]) == ("SMP24-0006", "accepted", "张伟")
@@ -497,11 +497,11 @@ def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: S
     assert rows[0]["flags"] == "eligibility:no-phd"
     assert rows[4]["missing"] == "topic" and rows[4]["topic"] is None
     messages = book["Messages"]
-    message_header = [cell.value for cell in messages[1]]
-    outcomes = [row[message_header.index("outcome")].value for row in messages.iter_rows(min_row=2)]
+    message_header = [cell.value for cell in messages[2]]
+    outcomes = [row[message_header.index("outcome")].value for row in messages.iter_rows(min_row=3)]
     # every decided message of the call, the one decided after "now" included (the workbook is as of sending)
     assert len(outcomes) == 13 and outcomes.count("correspondence") == 3
-    assert "ANT24-0001" not in [row[message_header.index("reference")].value for row in messages.iter_rows(min_row=2)]
+    assert "ANT24-0001" not in [row[message_header.index("reference")].value for row in messages.iter_rows(min_row=3)]
 
 
 # ---------------------------------------------------------------------------------------------- once a day
