@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -42,7 +42,6 @@ from storage.models import (
     DigestRun,
     Event,
     Message,
-    MessageState,
     OutboxMail,
     OutboxState,
     SendVerdict,
@@ -178,7 +177,8 @@ class DigestData:
     since: datetime | None  # when the previous digest was built; None for the first one
     totals: Mapping[str, int]  # every outcome, in the order of Outcome, zeros included
     new: Mapping[str, int]  # the same, decided since ``since``
-    applications: int  # current applications (late ones excluded)
+    applications: int  # current applications, i.e. projects (late ones excluded)
+    applicants: int  # the people behind them: a duplicate is a second project of the same person
     countdown: Countdown
     directions: tuple[DirectionBars, ...]
     institutions: tuple[Bar, ...]
@@ -222,20 +222,23 @@ class DigestData:
 def build_digest(
     session: Session, settings: Settings, call: CallSettings, day: date, now: datetime, late: bool = False
 ) -> DigestData:
-    """The digest of ``call`` for ``day`` as the database stands at ``now``; reads, never writes."""
+    """The digest of ``call`` for ``day`` as the call stood at ``now``; reads, never writes.
+
+    Everything is computed from what had arrived and been decided by ``now``, so a digest for an
+    earlier day (``now`` at the end of that day) shows the call as it was then, not as it is today.
+    """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("a digest needs an aware 'now'")
     since = session.scalar(
         select(func.max(DigestRun.created_at)).where(DigestRun.call_id == call.id, DigestRun.day < day)
     )
-    decided = (
-        select(Message)
-        .where(Message.call_id == call.id, Message.outcome.is_not(None), Message.decided_at <= now)
-        .order_by(Message.arrival, Message.id)
-    )
-    messages = list(session.scalars(decided))
-    fresh = [m for m in messages if since is None or (m.decided_at is not None and m.decided_at > since)]
-    applications = _current_applications(session, call.id)
+    standing = _decisions_at(session, call.id, now)
+    messages = [m for m, _ in standing.values()]
+    outcome_of = {m.id: outcome for m, (outcome, _at) in standing.values()}
+    decided_at = {m.id: at for m, (_outcome, at) in standing.values()}
+    fresh = [m for m in messages if since is None or decided_at[m.id] > since]
+    applications = _applications_at(session, call.id, standing)
+    submission_outcomes = {o.value for o in SUBMISSION_OUTCOMES}
     return DigestData(
         call=call,
         schedule=settings.digest,
@@ -243,37 +246,118 @@ def build_digest(
         generated_at=now,
         late=late,
         since=since,
-        totals=_by_outcome(messages),
-        new=_by_outcome(fresh),
+        totals=_by_outcome(outcome_of[m.id] for m in messages),
+        new=_by_outcome(outcome_of[m.id] for m in fresh),
         applications=len(applications),
+        applicants=len({view.application.applicant_id for view in applications}),
         countdown=Countdown(call.deadline, call.effective_deadline - now),
         directions=_direction_bars(call, applications),
         institutions=_institution_bars(call, applications),
         submissions=tuple(
-            _new_submission(call, m) for m in fresh if m.outcome in {o.value for o in SUBMISSION_OUTCOMES}
+            _new_submission(call, m, outcome_of[m.id]) for m in fresh if outcome_of[m.id] in submission_outcomes
         ),
         duplicates=_duplicates(session, applications),
         flagged=_flagged(session, applications),
-        correspondence=tuple(_correspondence(m) for m in fresh if m.outcome == Outcome.CORRESPONDENCE.value),
-        review=_review_queue(session, call.id),
-        ack_problems=_ack_problems(session, call.id, since),
+        correspondence=tuple(_correspondence(m) for m in fresh if outcome_of[m.id] == Outcome.CORRESPONDENCE.value),
+        review=_review_queue(session, standing, now),
+        ack_problems=_ack_problems(session, call.id, since, now),
         token_problems=token_problems(session, settings, call.id),
     )
 
 
-def _by_outcome(messages: Iterable[Message]) -> dict[str, int]:
-    counts = Counter(m.outcome for m in messages)
+Standing = dict[int, tuple[Message, tuple[str, datetime]]]
+_DECISION_EVENTS = ("decided", "failed")
+
+
+def _decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
+    """Each message of the call decided by ``now``, with the outcome it had then and when it got it.
+
+    A message decided again later (an admin resolved it, a retry) had, at ``now``, the outcome of
+    its last decision before: the event log has it.
+    """
+    standing: Standing = {}
+    later: list[Message] = []
+    query = select(Message).where(Message.call_id == call_id, Message.outcome.is_not(None))
+    for message in session.scalars(query.order_by(Message.arrival, Message.id)):
+        if message.decided_at is not None and message.decided_at <= now:
+            standing[message.id] = (message, (str(message.outcome), message.decided_at))
+        else:
+            later.append(message)
+    if later:
+        earlier = session.execute(
+            select(Event.message_pk, Event.kind, Event.detail, Event.at)
+            .where(Event.message_pk.in_([m.id for m in later]), Event.kind.in_(_DECISION_EVENTS), Event.at <= now)
+            .order_by(Event.at, Event.id)
+        )
+        by_id = {m.id: m for m in later}
+        for pk, kind, detail, at in earlier:
+            outcome = Outcome.UNREADABLE.value if kind == "failed" else str((detail or {}).get("outcome") or "")
+            if outcome and pk is not None:
+                standing[pk] = (by_id[pk], (outcome, at))
+    return dict(sorted(standing.items(), key=lambda item: (item[1][0].arrival, item[0])))
+
+
+def _by_outcome(outcomes: Iterable[str]) -> dict[str, int]:
+    counts = Counter(outcomes)
     return {outcome.value: counts.get(outcome.value, 0) for outcome in Outcome}
 
 
-def _current_applications(session: Session, call_id: str) -> list[tuple[Application, Message]]:
-    rows = session.execute(
-        select(Application, Message)
-        .join(Message, Message.id == Application.current_message_pk)
-        .where(Application.call_id == call_id, Application.status.not_in(NOT_CURRENT))
-        .order_by(Application.id)
+@dataclass(frozen=True)
+class ApplicationAt:
+    """An application as it stood at a moment: its current form, status and flags then."""
+
+    application: Application
+    message: Message  # its current form then
+    status: str
+    fields: Mapping[str, Any]
+    flags: tuple[str, ...]
+
+    @property
+    def project_title(self) -> str | None:
+        title = self.fields.get("project_title")
+        return str(title) if title not in (None, "") else self.application.project_title
+
+
+def _applications_at(session: Session, call_id: str, standing: Standing) -> list[ApplicationAt]:
+    """The call's current applications (late ones excluded) as they stood when ``standing`` was taken."""
+    counted = {o.value for o in SUBMISSION_OUTCOMES}
+    forms: dict[int, list[Message]] = {}
+    for message, (outcome, _at) in standing.values():
+        if message.application_id is not None and outcome in counted:
+            forms.setdefault(message.application_id, []).append(message)
+    views = []
+    rows = session.scalars(select(Application).where(Application.call_id == call_id).order_by(Application.id))
+    for application in rows:
+        current = standing.get(application.current_message_pk)
+        if current is not None:
+            view = ApplicationAt(
+                application, current[0], application.status, application.fields or {}, tuple(application.flags)
+            )
+        elif application.id in forms:
+            view = _earlier_form(application, forms[application.id], standing)
+        else:
+            continue  # it did not exist yet
+        if view.status not in NOT_CURRENT:
+            views.append(view)
+    return views
+
+
+def _earlier_form(application: Application, forms: list[Message], standing: Standing) -> ApplicationAt:
+    """An application whose current form came later: the latest form it had, and the status that gave it."""
+    latest = max(forms, key=lambda m: (m.arrival, m.id))
+    outcome = standing[latest.id][1][0]
+    first = next((m for m in forms if m.message_key == application.application_key), None)
+    first_outcome = standing[first.id][1][0] if first is not None else Outcome.ACCEPTED.value
+    decision = latest.decision or {}
+    if outcome != Outcome.REVISION.value:
+        status = outcome
+    elif first_outcome in (Outcome.LATE.value, Outcome.DUPLICATE.value):
+        status = first_outcome
+    else:
+        status = (Outcome.INCOMPLETE if decision.get("missing") else Outcome.ACCEPTED).value
+    return ApplicationAt(
+        application, latest, status, message_fields(latest) or {}, tuple(str(f) for f in decision.get("flags") or ())
     )
-    return [(application, message) for application, message in rows]
 
 
 def _text(value: object) -> str:
@@ -297,11 +381,9 @@ def _widths(counts: Sequence[int]) -> list[int]:
     return [max(1, round(100 * count / largest)) if count else 0 for count in counts]
 
 
-def _direction_bars(
-    call: CallSettings, applications: Sequence[tuple[Application, Message]]
-) -> tuple[DirectionBars, ...]:
+def _direction_bars(call: CallSettings, applications: Sequence[ApplicationAt]) -> tuple[DirectionBars, ...]:
     """Every direction and topic of the call with its number of applications, plus one for the unknown."""
-    per_topic = Counter(_text((app.fields or {}).get("topic")) for app, _ in applications)
+    per_topic = Counter(_text(view.fields.get("topic")) for view in applications)
     known = {t.code for t in call.topic}
     unknown = sum(count for code, count in per_topic.items() if code not in known)
     directions: dict[str, list[tuple[str, str, int]]] = {}
@@ -321,25 +403,31 @@ def _direction_bars(
     return tuple(result)
 
 
-def _institution(call: CallSettings, application: Application) -> str:
-    written = _text((application.fields or {}).get("institution"))
+def _institution(call: CallSettings, view: ApplicationAt) -> str:
+    written = _text(view.fields.get("institution"))
     canonical = normalise_institution(written, call.institution_aliases) if written else ""
-    return canonical or application.applicant.institution_key or ""
+    return canonical or view.application.applicant.institution_key or ""
 
 
-def _institution_bars(call: CallSettings, applications: Sequence[tuple[Application, Message]]) -> tuple[Bar, ...]:
-    counts = Counter(_institution(call, app) for app, _ in applications)
+def _institution_bars(call: CallSettings, applications: Sequence[ApplicationAt]) -> tuple[Bar, ...]:
+    """Institutions by the number of applicants: a person's second project does not count twice."""
+    people: dict[int, str] = {}
+    for view in applications:
+        place = _institution(call, view)
+        if place and (view.status != Outcome.DUPLICATE.value or view.application.applicant_id not in people):
+            people.setdefault(view.application.applicant_id, place)
+    counts = Counter(people.values())
     counts.pop("", None)
     top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_INSTITUTIONS]
     widths = _widths([count for _, count in top])
     return tuple(Bar(name, count, width) for (name, count), width in zip(top, widths, strict=True))
 
 
-def _new_submission(call: CallSettings, message: Message) -> NewSubmission:
+def _new_submission(call: CallSettings, message: Message, outcome: str) -> NewSubmission:
     fields = message_fields(message) or {}
     return NewSubmission(
         reference=message.reference,
-        outcome=message.outcome or "",
+        outcome=outcome,
         applicant=_text(fields.get("applicant_name")),
         institution=_text(fields.get("institution")),
         title=_text(fields.get("project_title")),
@@ -354,10 +442,11 @@ def _reference_of_key(session: Session, message_key: str | None) -> str | None:
     return session.scalar(select(Message.reference).where(Message.message_key == message_key))
 
 
-def _duplicates(session: Session, applications: Sequence[tuple[Application, Message]]) -> tuple[DuplicateCase, ...]:
+def _duplicates(session: Session, applications: Sequence[ApplicationAt]) -> tuple[DuplicateCase, ...]:
     cases = []
-    for application, message in applications:
-        if application.status != Outcome.DUPLICATE.value:
+    for view in applications:
+        application, message = view.application, view.message
+        if view.status != Outcome.DUPLICATE.value:
             continue
         existing = session.scalar(
             select(Application).where(Application.application_key == application.duplicate_of_key)
@@ -365,8 +454,8 @@ def _duplicates(session: Session, applications: Sequence[tuple[Application, Mess
         cases.append(
             DuplicateCase(
                 reference=_reference_of_key(session, application.application_key),
-                applicant=_text((application.fields or {}).get("applicant_name")),
-                title=_text(application.project_title),
+                applicant=_text(view.fields.get("applicant_name")),
+                title=_text(view.project_title),
                 existing_reference=_reference_of_key(session, application.duplicate_of_key),
                 existing_title=_text(existing.project_title if existing else None),
                 arrival=message.arrival,
@@ -375,17 +464,17 @@ def _duplicates(session: Session, applications: Sequence[tuple[Application, Mess
     return tuple(cases)
 
 
-def _flagged(session: Session, applications: Sequence[tuple[Application, Message]]) -> tuple[FlaggedApplication, ...]:
+def _flagged(session: Session, applications: Sequence[ApplicationAt]) -> tuple[FlaggedApplication, ...]:
     return tuple(
         FlaggedApplication(
-            reference=_reference_of_key(session, application.application_key),
-            applicant=_text((application.fields or {}).get("applicant_name")),
-            institution=_text((application.fields or {}).get("institution")),
-            title=_text(application.project_title),
-            flags=tuple(str(flag) for flag in application.flags),
+            reference=_reference_of_key(session, view.application.application_key),
+            applicant=_text(view.fields.get("applicant_name")),
+            institution=_text(view.fields.get("institution")),
+            title=_text(view.project_title),
+            flags=view.flags,
         )
-        for application, _message in applications
-        if application.flags
+        for view in applications
+        if view.flags
     )
 
 
@@ -417,22 +506,31 @@ def _correspondence(message: Message) -> Correspondence:
     )
 
 
-def _review_queue(session: Session, call_id: str) -> tuple[ReviewItem, ...]:
-    waiting = session.scalars(select(Message).where(Message.call_id == call_id, Message.state == MessageState.REVIEW))
+def _review_queue(session: Session, standing: Standing, now: datetime) -> tuple[ReviewItem, ...]:
+    """What waited for a person at ``now``: unreadable then, and not closed by an admin by then."""
+    unreadable = [(m, at) for m, (outcome, at) in standing.values() if outcome == Outcome.UNREADABLE.value]
+    closed = set(
+        session.scalars(
+            select(Event.message_pk).where(
+                Event.message_pk.in_([m.id for m, _ in unreadable]), Event.kind == "queue-rejected", Event.at <= now
+            )
+        )
+    )
     items = [
         ReviewItem(
             reference=m.reference,
             sender=one_line(m.from_addr, 120),
             subject=_text(m.subject),
             reason=m.reason,
-            waiting_since=m.decided_at or m.recorded_at,
+            waiting_since=at,
         )
-        for m in waiting
+        for m, at in unreadable
+        if m.id not in closed
     ]
     return tuple(sorted(items, key=lambda item: item.waiting_since))
 
 
-def _ack_problems(session: Session, call_id: str, since: datetime | None) -> tuple[AckProblem, ...]:
+def _ack_problems(session: Session, call_id: str, since: datetime | None, now: datetime) -> tuple[AckProblem, ...]:
     rows = session.execute(
         select(OutboxMail, Message.reference)
         .outerjoin(Message, Message.id == OutboxMail.message_pk)
@@ -448,6 +546,8 @@ def _ack_problems(session: Session, call_id: str, since: datetime | None) -> tup
     for mail, reference in rows:
         # a failure is recorded right after the last attempt, which began at sending_since
         at = mail.bounced_at or mail.sending_since
+        if at is not None and at > now:
+            continue  # not yet known at the digest's moment
         problems.append(
             AckProblem(
                 reference=reference,
@@ -695,7 +795,15 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"mailbot digest: no call {args.call!r} in the configuration", file=sys.stderr)
         return 2
     now = utcnow()
-    day: date = args.date or now.astimezone(ZoneInfo(settings.digest.timezone)).date()
+    zone = ZoneInfo(settings.digest.timezone)
+    today = now.astimezone(zone).date()
+    day: date = args.date or today
+    if day > today:
+        print(f"mailbot digest: {day.isoformat()} has not come yet", file=sys.stderr)
+        return 2
+    if day < today:
+        # the call as it stood at the end of that day, not today's state under that day's title
+        now = datetime.combine(day + timedelta(days=1), time(0), zone) - timedelta(microseconds=1)
     templates = TemplateSet.from_settings(settings)
     engine = make_engine(settings.database_url)
     try:
