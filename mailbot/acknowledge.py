@@ -250,8 +250,12 @@ def missing_items(ctx: AckContext, rows: Mapping[str, FieldRow]) -> list[Missing
     return items
 
 
-def template_context(ctx: AckContext, templates: TemplateSet) -> dict[str, Any]:
-    """The variables every acknowledgement template and subject line may use."""
+def template_context(ctx: AckContext, templates: TemplateSet, now: datetime | None = None) -> dict[str, Any]:
+    """The variables every acknowledgement template and subject line may use.
+
+    ``now`` is when the answer is written: an answer written after the deadline (a form an admin
+    resolved late) must not ask for anything before it.
+    """
     if ctx.outcome not in OUTCOMES:
         raise ValueError(f"no acknowledgement for outcome {ctx.outcome!r}")
     if ctx.outcome in _REGISTERING and not ctx.reference:
@@ -275,7 +279,8 @@ def template_context(ctx: AckContext, templates: TemplateSet) -> dict[str, Any]:
         "missing": missing_items(ctx, rows),
         "arrival": ctx.arrival,
         "deadline": ctx.call.deadline,
-        "before_deadline": ctx.arrival < ctx.call.effective_deadline,
+        "before_deadline": max(ctx.arrival, now or ctx.arrival) < ctx.call.effective_deadline,
+        "review_within": templates.table("ack/outcomes.toml")["unreadable"].get("review_within", {}),
         "supersedes_reference": _clean_optional(ctx.supersedes_reference, 40),
         "duplicate_of_reference": _clean_optional(ctx.duplicate_of_reference, 40),
         "reason": Reason(zh=reason.zh.rstrip("。．.！!； "), en=reason.en.rstrip(".!; ")),
@@ -316,7 +321,7 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     if message_id is None:
         raise ValueError(f"not a valid Message-ID: {one_line(ctx.message_id, 80)!r}")
 
-    context = template_context(ctx, templates)
+    context = template_context(ctx, templates, now)
     subject_source = templates.table("ack/outcomes.toml")[ctx.outcome]["subject"]
     subject = one_line(templates.render_string(subject_source, context), SUBJECT_LIMIT)
     context["subject"] = subject

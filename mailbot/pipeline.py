@@ -547,7 +547,9 @@ class Processor:
             outcome=decision.outcome.value,
             reference=message.reference,
             fields=fields,
-            form_file=form.attachment if form else None,
+            form_file=form.attachment
+            if form
+            else (submission.unreadable.attachment if submission.unreadable else None),
             missing=decision.missing,
             arrival=message.arrival,
             supersedes_reference=reference_of(session, decision.supersedes),

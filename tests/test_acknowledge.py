@@ -195,7 +195,7 @@ def test_late_states_deadline_and_arrival_in_beijing_time() -> None:
 
 def test_revision_names_the_reference_it_replaces() -> None:
     text, html = bodies(compose(context(SMP, "revision"))[1])
-    assert "本次提交（编号 SMP24-0042）将替换您此前的申报（编号 SMP24-0007）" in text
+    assert "本次提交（新编号 SMP24-0042）将替换您此前的申报（编号 SMP24-0007）" in text
     assert "replaces your earlier one (reference SMP24-0007)" in text
     assert "SMP24-0007" in html
     same = context(SMP, "revision", supersedes_reference="SMP24-0042")
@@ -233,7 +233,7 @@ def test_unreadable_says_a_person_will_review_and_gives_the_reason(tmp_path: Pat
     text, html = bodies(compose(context(SMP, "unreadable"), TemplateSet(tmp_path))[1])
     assert "无法自动读取申报表的内容：文件设置了打开密码。" in text
     assert "could not read the application form automatically: the file is password-protected." in text
-    assert "工作人员会人工查看" in text and "look at it by hand" in text
+    assert "工作人员会在两个工作日内人工查看" in text and "look at it by hand" in text
     assert "文件设置了打开密码" in html
 
 

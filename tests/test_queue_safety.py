@@ -73,6 +73,9 @@ def test_show_is_a_card_for_people_and_json_for_scripts(
     attachment_line = next(line for line in out.splitlines() if line.strip().startswith(f"- {form_name}"))
     assert "KiB" in attachment_line or "bytes" in attachment_line
     assert "damaged or incomplete" in out  # the reason in words, not only its code
+    # the applicant was told which file could not be read, and under which reference
+    (told,) = acks_to(smtp_sink, truth["message_id"])
+    assert form_name in body_text(told) and queued.reference in str(told["Subject"])
     history = out[out.index("History:") :]
     assert "decided by pipeline" in history
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import email
+import re
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -135,3 +136,48 @@ def test_hostile_markup_stays_text_in_the_browser(chromium: str, tmp_path: Path)
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
     assert "<script" not in dom and "<img" not in dom
     assert "&lt;script&gt;" in dom, "the title is shown as the text it is"
+
+
+# A phone as most applicants read mail on (WeChat / QQ mail apps), and a desktop window.
+PHONE, DESKTOP = 375, 1024
+# The headless window cannot be narrower than 500 px for --dump-dom, so the probe lays the page out
+# in a body of the width under test and reports how far right any element reaches.
+_MEASURE = (
+    "<script>window.addEventListener('load', function () {"
+    "var right = 0; var all = document.body.getElementsByTagName('*');"
+    "for (var i = 0; i < all.length; i++) { right = Math.max(right, all[i].getBoundingClientRect().right); }"
+    "var d = document.createElement('div'); d.id = 'measured'; d.textContent = Math.ceil(right);"
+    "document.body.appendChild(d); });</script></body>"
+)
+
+
+@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+@pytest.mark.parametrize(("call", "outcome"), CASES, ids=[f"{c.id}-{o}" for c, o in CASES])
+def test_the_html_answer_fits_a_phone_and_a_desktop(
+    chromium: str, tmp_path: Path, call: CallSettings, outcome: str, width: int
+) -> None:
+    """Nothing is wider than the window: no sideways scrolling, nothing clipped on a phone."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    html = _html(_context(call, outcome))
+    page = SCREENSHOTS / f"{call.id}-{outcome}-{width}.html"
+    page.write_text(html, encoding="utf-8")
+    shot = SCREENSHOTS / f"{call.id}-{outcome}-{width}.png"
+    shot.unlink(missing_ok=True)
+    run_chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", f"--window-size={width},1600", page.as_uri())
+    with Image.open(shot) as image:
+        assert image.size == (width, 1600)
+
+    probe = tmp_path / "probe.html"
+    narrow = html.replace('<body style="', f'<body style="width:{width}px;', 1).replace("</body>", _MEASURE)
+    probe.write_text(narrow, encoding="utf-8")
+    dom = run_chromium(
+        chromium,
+        tmp_path / "profile",
+        f"--window-size={width},1600",
+        "--virtual-time-budget=2000",
+        "--dump-dom",
+        probe.as_uri(),
+    ).stdout
+    found = re.search(r'id="measured">(\d+)<', dom)
+    assert found, dom[-500:]
+    assert int(found.group(1)) <= width, f"content reaches {found.group(1)} px in a {width} px window"
