@@ -29,7 +29,7 @@ def ensure_environment(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == wanted:
         return
     target = f".[{extras}]" if extras else "."
-    print(f"installing mailbot{f'[{extras}]' if extras else ''} into .venv …", flush=True)
+    print(f"installing grantmail-intake{f'[{extras}]' if extras else ''} into .venv …", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True, cwd=ROOT)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", target], check=True, cwd=ROOT)
     stamp.write_text(wanted)

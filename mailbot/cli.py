@@ -9,7 +9,7 @@ import pwd
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from types import FrameType
 
@@ -62,6 +62,14 @@ def _aware_time(text: str) -> datetime:
     return ensure_aware(value)
 
 
+def _day_or_time(text: str) -> date | datetime:
+    """``2024-05-20`` (a day, placed in the call's zone later) or an ISO time with its offset."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return _aware_time(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailbot",
@@ -99,20 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="how the bot is doing: polls, backlog, outbox, queue, digests")
     purge = commands.add_parser("purge", help="remove personal data of a closed call (PIPL/GDPR retention)")
     purge.add_argument("--call", required=True)
-    purge.add_argument("--before", type=_aware_time, help="arrived before (default: now - retention_days)")
+    purge.add_argument(
+        "--before",
+        type=_day_or_time,
+        help="arrived before: a date (midnight in the call's time zone) or a time with its UTC offset "
+        "(default: now - retention_days)",
+    )
     purge.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
     add_queue_command(commands)
     add_digest_command(commands)
 
     parse = commands.add_parser("parse", help="read .eml, .docx, .pdf or .zip files and show the fields")
     parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    parse.add_argument("--call", help="call whose form to read (default: the first configured)")
+    parse.add_argument("--call", help="call whose form to read (default: from an .eml's recipients, else the first)")
     parse.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    for key, folder in (
+        ("[storage] data_dir", settings.data_dir),
+        ("[archive] dir", settings.archive_dir),
+        ("[queue] dir", settings.queue_dir),
+    ):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{key} {folder} is a file, not a folder: name a folder (it is created if missing)")
+    return settings
 
 
 def require_call(settings: Settings, call_id: str | None) -> None:
@@ -121,11 +142,21 @@ def require_call(settings: Settings, call_id: str | None) -> None:
         raise ConfigError(f"--call {call_id!r} is not a configured call; the calls are: {', '.join(known)}")
 
 
+def require_secrets(settings: Settings) -> None:
+    from mailbot.config import resolve_secret
+
+    for box in settings.mailbox:
+        resolve_secret(box)
+    if settings.smtp.password_env:
+        resolve_secret(settings.smtp)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mailbot.app import Bot
     from mailbot.scheduling import DigestScheduler
 
     settings = _settings(args)
+    require_secrets(settings)  # a missing secret is a set-up mistake: say so and stop, do not retry forever
     with Bot(settings, inline=args.inline) as bot:
         if args.once:
             summary = bot.run_once()
@@ -162,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from mailbot.app import Bot
     from mailbot.importer import ImportError_, import_one, messages_at
+    from mailbot.progress import progress_reporter
 
     settings = _settings(args)
     failures = 0
@@ -169,16 +201,17 @@ def cmd_import(args: argparse.Namespace) -> int:
         paths: list[Path] = args.paths
         items = [item for path in paths for item in messages_at(path)]
         new = 0
-        for index, (label, raw) in enumerate(items, start=1):
-            try:
-                recorded = import_one(settings, bot.store, raw, args.mailbox, args.call, args.arrival)
-            except (ImportError_, OSError, KeyError) as exc:
-                failures += 1
-                print(f"{label}: not imported: {exc}", file=sys.stderr)
-                continue
-            new += recorded.new
-            print(f"\r[{index}/{len(items)}] recorded", end="", file=sys.stderr, flush=True)
-        print(f"\rimported {new} new message(s) of {len(items)}", file=sys.stderr)
+        with progress_reporter("importing", len(items)) as advance:
+            for label, raw in items:
+                try:
+                    recorded = import_one(settings, bot.store, raw, args.mailbox, args.call, args.arrival)
+                except (ImportError_, OSError, KeyError) as exc:
+                    failures += 1
+                    advance(label, f"not imported: {exc}")
+                    continue
+                new += recorded.new
+                advance(label, "recorded" if recorded.new else "already recorded")
+        print(f"imported {new} new message(s) of {len(items)}", file=sys.stderr)
         if not args.record_only:
             processed = bot.process()
             sent = bot.send()
@@ -215,6 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_parse(args: argparse.Namespace) -> int:
     from mailbot.config import parse_settings
+    from mailbot.importer import call_of_recipients
     from parsers.report import parse_files
 
     if args.config or CONFIG_ENV in os.environ:
@@ -226,10 +260,29 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
         settings = parse_settings(tomllib.loads(example_config_text()), "the example configuration")
     require_call(settings, args.call)
-    call = settings.call_by_id(args.call) if args.call else settings.call[0]
-    text, ok = parse_files(args.files, call.form_spec, as_json=args.json)
-    sys.stdout.write(text)
-    return 0 if ok else 1
+    all_ok = True
+    outputs: list[str] = []
+    for path in args.files:
+        call_id = args.call
+        if call_id is None and path.suffix.casefold() == ".eml" and path.is_file():
+            call_id = call_of_recipients(settings, path.read_bytes())  # as `import` and intake do
+        call = settings.call_by_id(call_id) if call_id else settings.call[0]
+        text, ok = parse_files([path], call.form_spec, as_json=args.json)
+        if not ok and not args.json:
+            from mailbot.form_check import labels_report
+
+            text += labels_report(path, call)
+        outputs.append(text)
+        all_ok = all_ok and ok
+    if args.json:
+        import json
+
+        sys.stdout.write(
+            json.dumps([item for text in outputs for item in json.loads(text)], ensure_ascii=False, indent=2) + "\n"
+        )
+    else:
+        sys.stdout.write("\n".join(outputs))
+    return 0 if all_ok else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -242,9 +295,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mailbot.ops import status_report
+    from mailbot.ops import failing_mailboxes, status_report
 
-    sys.stdout.write(status_report(_settings(args)))
+    settings = _settings(args)
+    sys.stdout.write(status_report(settings))
+    failing = failing_mailboxes(settings)
+    if failing:
+        print(f"mailbot: mailbox(es) failing: {', '.join(failing)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -254,7 +312,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from mailbot.ops import default_purge_before, purge
 
     settings = _settings(args)
+    require_call(settings, args.call)
     before = args.before or default_purge_before(settings, args.call)
+    if not isinstance(before, datetime):  # a day: from its first moment in the call's time zone
+        before = datetime.combine(before, time(0), settings.call_by_id(args.call).tz)
     report = purge(settings, args.call, before, args.dry_run, getpass.getuser())
     print(("would remove: " if args.dry_run else "removed personal data of: ") + str(report))
     return 0

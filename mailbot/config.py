@@ -10,6 +10,7 @@ refresh token the same way (:mod:`mailbot.oauth` renews its access tokens from t
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
 import os
 import re
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -422,6 +423,42 @@ def _format_location(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
     return " ".join(parts) or "(top level)"
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (``list[CallSettings]``, ``SmtpSettings | None`` …)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Settings
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item) if model else None
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    return model
+
+
+def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
+    """An unknown key, with the nearest valid one of its table (a typo is the usual cause)."""
+    key = str(loc[-1])
+    model = _model_at(loc[:-1])
+    valid = sorted(model.model_fields) if model else []
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if nearest:
+        return f"unknown key {key!r}: did you mean `{nearest[0]}`?"
+    if valid:
+        return f"unknown key {key!r}; the keys here are: {', '.join(valid)}"
+    return f"unknown key {key!r}"
+
+
 def parse_settings(raw: Mapping[str, Any], source: str = "<config>") -> Settings:
     try:
         return Settings.model_validate(raw)
@@ -430,6 +467,8 @@ def parse_settings(raw: Mapping[str, Any], source: str = "<config>") -> Settings
         for error in exc.errors():
             where = _format_location(tuple(error["loc"]), raw)
             message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = _unknown_key_message(tuple(error["loc"]))
             lines.append(f"  {where}: {message}")
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
 

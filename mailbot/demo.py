@@ -11,8 +11,9 @@ import os
 import shutil
 import sys
 import tomllib
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.header import decode_header, make_header
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ def run_demo(data_dir: Path) -> int:
                 messages = {m.message_key: m for m in session.query(Message).all()}
         sent = {message_from_bytes(m.raw).get("In-Reply-To", ""): m for m in smtp.received}
         _print_table(samples, messages, sent)
+        answers_dir = write_answers(data_dir / "answers", [m.raw for m in smtp.received], messages)
         print(
             f"\n{len(summary.processed)} processed, {len(smtp.received)} acknowledgement(s) received by the "
             f"SMTP sink, errors: {len(summary.errors)}"
@@ -113,9 +115,31 @@ def run_demo(data_dir: Path) -> int:
     print(f"Archive:  {settings.archive_dir}")
     print(f"Queue:    {settings.queue_dir}  (what a person must look at)")
     print(f"Config:   {data_dir / 'mailbot.toml'}")
+    print(f"Answers:  {answers_dir}  (each acknowledgement as .eml for a mail client and .html for a browser)")
     command = Path(sys.executable).parent / "mailbot"
     print(f"Try:      {command} --config {data_dir / 'mailbot.toml'} export --format csv")
     return 1 if summary.errors else 0
+
+
+def write_answers(folder: Path, sent: list[bytes], messages: dict[str, Message]) -> Path:
+    """Each answer the SMTP sink received as ``<reference>-<outcome>.eml`` and its HTML part as ``.html``."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for number, raw in enumerate(sent, start=1):
+        mail = message_from_bytes(raw, policy=policy.default)
+        original = messages.get(str(mail.get("In-Reply-To", "")))
+        stem = (
+            "-".join(
+                part
+                for part in (original.reference if original else None, original.outcome if original else None)
+                if part
+            )
+            or f"answer-{number}"
+        )
+        (folder / f"{stem}.eml").write_bytes(raw)
+        html = mail.get_body(("html",)) if isinstance(mail, EmailMessage) else None
+        if html is not None:
+            (folder / f"{stem}.html").write_text(str(html.get_content()), encoding="utf-8")
+    return folder
 
 
 def _print_table(samples: list[Any], messages: dict[str, Message], sent: dict[str, Any]) -> None:

@@ -68,6 +68,15 @@ def messages_at(path: Path) -> Iterator[tuple[str, bytes]]:
     yield str(path), path.read_bytes()
 
 
+def call_of_recipients(settings: Settings, raw: bytes) -> str:
+    """The call whose address the message was sent to (To or Cc), else the first configured."""
+    recipients = set(header_facts(raw).recipients)
+    return next(
+        (c.id for c in settings.call if recipients & {a.lower() for a in c.addresses}),
+        settings.call[0].id,
+    )
+
+
 def import_one(
     settings: Settings,
     store: Store,
@@ -80,12 +89,8 @@ def import_one(
     when = arrival or newest_received(raw)
     if when is None:
         raise ImportError_("no Received: header with a time stamp: give the arrival time with --arrival")
-    recipients = set(header_facts(raw).recipients)
     if call_id is None:
-        call_id = next(
-            (c.id for c in settings.call if recipients & {a.lower() for a in c.addresses}),
-            settings.call[0].id,
-        )
+        call_id = call_of_recipients(settings, raw)
     if mailbox_name is None:
         mailbox_name = next((m.name for m in settings.mailbox if call_id in m.calls), "import")
     return store.record(raw, arrival=when, mailbox=mailbox_name, call_id=call_id, source="import", delivery=None)

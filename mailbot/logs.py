@@ -103,6 +103,24 @@ class JsonFormatter(logging.Formatter):
         return _JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", json.dumps(entry, ensure_ascii=False))
 
 
+# Our own loggers speak at the level asked for; libraries' INFO and DEBUG lines (Alembic's
+# migrations, jieba's dictionary loading) only with --log-level debug.
+OWN_LOGGERS = ("mailbot", "parsers", "storage", "templates", "tests", "benchmarks", "__main__")
+
+
+class QuietLibraries(logging.Filter):
+    """Drops a library's records below WARNING unless the configured level is DEBUG."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.level <= logging.DEBUG or record.levelno >= logging.WARNING:
+            return True
+        return record.name.split(".", 1)[0] in OWN_LOGGERS
+
+
 def configure_logging(level: str = "info", fmt: str = "human", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
@@ -112,8 +130,16 @@ def configure_logging(level: str = "info", fmt: str = "human", secrets: Iterable
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    quiet = QuietLibraries(root.level)
+    handler.addFilter(quiet)
     for noisy in ("jieba", "pdfminer", "apscheduler.executors.default", "mail.log", "imapclient"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # jieba sets its logger to DEBUG and gives it a handler of its own when it is imported, which
+    # may come later than this: a filter on the logger itself holds whatever level it sets
+    jieba = logging.getLogger("jieba")
+    for old_filter in [f for f in jieba.filters if isinstance(f, QuietLibraries)]:
+        jieba.removeFilter(old_filter)
+    jieba.addFilter(quiet)
 
 
 def configured_secrets(env_names: Iterable[str | None]) -> list[str]:

@@ -49,9 +49,33 @@ class CheckLine:
     ok: bool
     what: str
     detail: str
+    warning: bool = False  # works, but probably not as meant: shown, does not fail the check
 
     def __str__(self) -> str:
-        return f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+        mark = "WARN" if self.warning else "OK  " if self.ok else "FAIL"
+        return f"{mark}  {self.what}: {self.detail}"
+
+
+def configuration_warnings(settings: Settings) -> list[CheckLine]:
+    """What a valid configuration probably did not mean: a call nobody reads, topics nobody can choose."""
+    warnings = []
+    read = {call_id for box in settings.mailbox for call_id in box.calls}
+    for call in settings.call:
+        if call.id not in read:
+            warnings.append(
+                CheckLine(True, f"call {call.id}", "no [[mailbox]] lists it in `calls`: its mail is never read", True)
+            )
+        topic_fields = [f.name for f in call.form_spec.fields if f.kind == "topic"]
+        if topic_fields and not call.topic:
+            warnings.append(
+                CheckLine(
+                    True,
+                    f"call {call.id}",
+                    f"field {topic_fields[0]!r} is a topic but the call has no [[call.topic]] list to check it against",
+                    True,
+                )
+            )
+    return warnings
 
 
 def _token_note(account: MailboxSettings | SmtpSettings) -> str:
@@ -135,6 +159,7 @@ def _check_writable(label: str, path: os.PathLike[str] | str) -> CheckLine:
 
 def run_checks(settings: Settings) -> list[CheckLine]:
     lines = [CheckLine(True, "configuration", f"{len(settings.call)} call(s), {len(settings.mailbox)} mailbox(es)")]
+    lines.extend(configuration_warnings(settings))
     lines.append(_check_writable("data directory", settings.data_dir))
     lines.append(_check_writable("archive", settings.archive_dir))
     lines.append(_check_writable("review queue", settings.queue_dir))
@@ -153,6 +178,28 @@ def _when(value: datetime | None) -> str:
 
 
 FAILURES_SHOWN = 5
+
+
+def _is_failing(cursor: MailboxCursor) -> bool:
+    """The last poll of the folder failed (an error newer than its last good poll)."""
+    if not cursor.last_error:
+        return False
+    return cursor.last_success is None or (
+        cursor.last_error_at is not None and cursor.last_error_at > cursor.last_success
+    )
+
+
+def failing_mailboxes(settings: Settings) -> list[str]:
+    """The names of the configured mailboxes whose last poll failed (``status`` exits non-zero then)."""
+    engine = make_engine(settings.database_url)
+    try:
+        if schema_status(engine)[0] is None:
+            return []
+        with session_factory(engine)() as session:
+            cursors = [session.get(MailboxCursor, (box.name, box.folder)) for box in settings.mailbox]
+            return [cursor.mailbox for cursor in cursors if cursor is not None and _is_failing(cursor)]
+    finally:
+        engine.dispose()
 
 
 def status_report(settings: Settings) -> str:
@@ -174,8 +221,8 @@ def _status_lines(settings: Settings, engine: Engine) -> str:
             success = cursor.last_success if cursor else None
             error = cursor.last_error if cursor else None
             line = f"  {box.name:<12} last good poll {_when(success)}"
-            if error and (success is None or (cursor and cursor.last_error_at and cursor.last_error_at > success)):
-                line += f"; NOW FAILING since {_when(cursor.last_error_at if cursor else None)}: {error}"
+            if cursor is not None and _is_failing(cursor):
+                line += f"; NOW FAILING since {_when(cursor.last_error_at)}: {error}"
             lines.append(line)
         lines.extend(_token_lines(session, settings))
         counts = dict(session.execute(select(Message.state, func.count()).group_by(Message.state)).all())
