@@ -23,6 +23,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from mailbot import __version__
 from mailbot.clock import ensure_aware
 from mailbot.config import MailboxSettings, is_loopback
+from mailbot.diagnose import connection_hint
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,9 @@ class MailboxClient:
             if client is not None:
                 with contextlib.suppress(OSError):
                     client.shutdown()
+            hint = connection_hint(exc, box.host, box.port)
+            if hint is not None:
+                raise MailboxUnavailable(f"mailbox {box.name}: {hint}") from None
             if isinstance(exc, IMAPClientError):
                 # only the answer to the credentials themselves is worth a renewed token
                 refusal = LoginRefused if isinstance(exc, LoginError) else MailboxUnavailable

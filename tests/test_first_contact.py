@@ -18,6 +18,8 @@ import tomli_w
 from mailbot import __version__
 from mailbot.config_reference import PAGE, missing_meanings, render_reference
 from mailbot.demo import local_config
+from mailbot.embedded import SmtpSink
+from tests.conftest import ImapServer
 
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "grantmail-intake"
@@ -212,3 +214,21 @@ def test_the_demo_leaves_its_answers_to_open(tmp_path: Path) -> None:
     assert {p.stem for p in htmls} == {p.stem for p in emls}
     assert any(p.stem.startswith("SMP24-") and p.stem.endswith("-accepted") for p in emls)
     assert "<!DOCTYPE html>" in htmls[0].read_text(encoding="utf-8")
+
+
+def test_wrong_ports_and_tls_are_explained_in_one_sentence(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink
+) -> None:
+    def wrong(raw: dict[str, Any]) -> None:
+        smp, caai = raw["mailbox"]
+        smp.update(host=smtp_sink.host, port=smtp_sink.port, tls="none")  # the SMTP port given as IMAP
+        caai.update(host=imap_server.host, port=imap_server.port, tls="ssl", verify_certificate=False)  # TLS on plain
+        raw["smtp"] = {"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"}
+
+    done = mailbot("--config", str(config_file(tmp_path, wrong)), "check", env={SECRET_ENV: "x"})
+    assert done.returncode == 1
+    failing = {line.split(":")[0]: line for line in done.stdout.splitlines() if line.startswith("FAIL")}
+    smp = next(line for line in failing.values() if "mailbox smp" in line)
+    caai = next(line for line in failing.values() if "mailbox caai" in line)
+    assert "answered with an SMTP greeting" in smp and "993" in smp
+    assert 'does not speak TLS from the first byte: set tls = "starttls"' in caai
