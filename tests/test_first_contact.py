@@ -3,6 +3,7 @@ demo, configuration errors, check warnings, exit codes, quiet logs, progress, da
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from mailbot import __version__
 from mailbot.config_reference import PAGE, missing_meanings, render_reference
 from mailbot.demo import local_config
 from mailbot.embedded import SmtpSink
+from mailbot.progress import progress_reporter
 from tests.conftest import ImapServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -232,3 +234,23 @@ def test_wrong_ports_and_tls_are_explained_in_one_sentence(
     caai = next(line for line in failing.values() if "mailbox caai" in line)
     assert "answered with an SMTP greeting" in smp and "993" in smp
     assert 'does not speak TLS from the first byte: set tls = "starttls"' in caai
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        with progress_reporter("importing", 3, stream) as advance:
+            advance("a.eml", "recorded")
+            advance("b.eml", "not imported: no Received: header")
+            advance("c.eml", "recorded")
+    assert "b.eml: not imported" in terminal.getvalue() and "[1/3]" not in terminal.getvalue()
+    assert log.getvalue().splitlines() == [
+        "[1/3] a.eml: recorded",
+        "[2/3] b.eml: not imported: no Received: header",
+        "[3/3] c.eml: recorded",
+    ]
