@@ -9,6 +9,7 @@ import email
 import email.policy
 import json
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def test_show_is_a_card_for_people_and_json_for_scripts(
     assert "damaged or incomplete" in out  # the reason in words, not only its code
     # the applicant was told which file could not be read, and under which reference
     (told,) = acks_to(smtp_sink, truth["message_id"])
-    assert form_name in body_text(told) and queued.reference in str(told["Subject"])
+    assert form_name in body_text(told) and str(queued.reference) in str(told["Subject"])
     history = out[out.index("History:") :]
     assert "decided by pipeline" in history
 
@@ -239,3 +240,35 @@ def test_a_command_run_as_another_user_says_what_to_do(shared_folder: Path) -> N
         assert len(lines) == 1, done.stderr
         assert "run admin commands as the service user" in lines[0] and "sudo -u" in lines[0]
     data_dir.chmod(0o700)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_resolve_asks_on_a_terminal_and_a_no_changes_nothing(
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    configure: Callable[..., tuple[Path, Settings]],  # noqa: F811
+) -> None:
+    truth, config, settings, queued = queue_one(imap_server, corpus_dir, configure, CORRUPT_SMP)
+    answers = len(acks_to(smtp_sink, truth["message_id"]))
+    controller, terminal = pty.openpty()
+    try:
+        command = [sys.executable, "-m", "mailbot", "--config", str(config), "queue", "resolve"]
+        process = subprocess.Popen(
+            [*command, queued.reference or "", *field_args(TYPED)],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())},
+        )
+        os.write(controller, b"n\n")
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 1, err
+    assert "Decision:  accepted" in out and "Go ahead? [y/N]" in out and "nothing was changed" in out
+    with Bot(settings) as bot:
+        assert message_by_id(bot, truth["message_id"]).state == MessageState.REVIEW
+    assert len(acks_to(smtp_sink, truth["message_id"])) == answers
