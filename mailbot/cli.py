@@ -27,8 +27,9 @@ log = logging.getLogger("mailbot")
 EXIT_CODES = """exit codes:
   0  done; everything checked is fine
   1  done in part, or something needs a person (a failing mailbox, a message not imported,
-     a check that did not pass, an unknown item or call)
-  2  the command line or the configuration is wrong (nothing was done)
+     a check that did not pass, an unknown queue item)
+  2  the command line or the configuration is wrong, e.g. an unknown key or --call, a missing
+     secret (nothing was done)
   3  no permission to the data directory or the configuration: run as the service user
   130 interrupted"""
 EXIT_PERMISSION = 3
@@ -347,9 +348,31 @@ COMMANDS = {
 }
 
 
+GLOBAL_OPTIONS = ("--config", "--log-level", "--log-format")
+
+
+def globals_first(argv: Sequence[str]) -> list[str]:
+    """The global options moved before the command, so ``mailbot status --config FILE`` works too."""
+    moved: list[str] = []
+    rest: list[str] = []
+    items = iter(argv)
+    for item in items:
+        name = item.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and (rest or moved):
+            moved.append(item)
+            if "=" not in item:
+                moved.append(next(items, ""))
+        elif item == "--":
+            rest.append(item)
+            rest.extend(items)
+        else:
+            rest.append(item)
+    return moved + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(globals_first(sys.argv[1:] if argv is None else list(argv)))
     # applicants' data: whatever mailbot or its libraries create is for the owner alone
     os.umask(0o077)
     configure_logging(args.log_level, args.log_format)

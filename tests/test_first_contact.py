@@ -254,3 +254,10 @@ def test_progress_draws_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
         "[2/3] b.eml: not imported: no Received: header",
         "[3/3] c.eml: recorded",
     ]
+
+
+def test_global_options_are_accepted_after_the_command(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    done = mailbot("status", "--config", str(config), "--log-level=warning")
+    assert done.returncode == 0, done.stderr
+    assert "nothing has run yet" in done.stdout
