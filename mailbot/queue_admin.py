@@ -298,7 +298,9 @@ def _predict(bot: Bot, pk: int, submission: Submission) -> Decision:
             else None
         )
         priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
-        return decide(submission, message.message_key, message.arrival, rules, priors, lambda _mid: False)
+        # the same test of "a reply to one of our answers" as the pipeline's, so the preview matches
+        ours = bot.processor._is_ours
+        return decide(submission, message.message_key, message.arrival, rules, priors, lambda mid: ours(session, mid))
 
 
 def plan_typing(bot: Bot, pk: int, assignments: list[str], correcting: bool, answer: bool) -> Plan:
