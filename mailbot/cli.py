@@ -144,12 +144,14 @@ def require_call(settings: Settings, call_id: str | None) -> None:
 
 
 def require_secrets(settings: Settings) -> None:
-    from mailbot.config import resolve_secret
+    """Every account's secrets are in the environment (passwords, or an OAuth2 client and refresh token)."""
+    from mailbot.oauth import Credentials
 
+    credentials = Credentials(settings)
     for box in settings.mailbox:
-        resolve_secret(box)
-    if settings.smtp.password_env:
-        resolve_secret(settings.smtp)
+        credentials.of(box)
+    if settings.smtp.password_env or settings.smtp.oauth:
+        credentials.of(settings.smtp)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

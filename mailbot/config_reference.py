@@ -89,6 +89,12 @@ def _sections(model: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseM
     return found
 
 
+def _meaning(meanings: dict[str, dict[str, str]], table: str, key: str) -> str | None:
+    """The meaning of ``key`` in ``table``; a table used in several places ([mailbox.oauth], [smtp.oauth])
+    may be described once under its own name ([oauth])."""
+    return meanings.get(table, {}).get(key) or meanings.get(table.rsplit(".", 1)[-1], {}).get(key)
+
+
 def render_reference(meanings: dict[str, dict[str, str]] | None = None) -> str:
     meanings = meanings if meanings is not None else tomllib.loads(MEANINGS.read_text(encoding="utf-8"))
     lines = [
@@ -106,7 +112,7 @@ def render_reference(meanings: dict[str, dict[str, str]] | None = None) -> str:
         header = f"[[{table}]]" if is_array else f"[{table}]"
         lines += [f"## `{header}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            meaning = meanings.get(table, {}).get(name) or field.description or ""
+            meaning = _meaning(meanings, table, name) or field.description or ""
             lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |")
         lines.append("")
     return "\n".join(lines)
@@ -119,7 +125,7 @@ def missing_meanings(meanings: dict[str, dict[str, str]] | None = None) -> list[
         f"{table}.{name}"
         for table, model, _ in _sections(Settings, "")
         for name, field in model.model_fields.items()
-        if not (meanings.get(table, {}).get(name) or field.description)
+        if not (_meaning(meanings, table, name) or field.description)
     ]
 
 
