@@ -515,7 +515,7 @@ def test_the_wheel_ships_the_templates_and_they_load_from_it(tmp_path: Path) -> 
         timeout=240,
     )
     assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("mailbot-*.whl")
+    (wheel,) = tmp_path.glob("grantmail_intake-*.whl")  # the distribution name; the command is mailbot
     names = zipfile.ZipFile(wheel).namelist()
     packaged = sorted(
         p.relative_to(REPO).as_posix()
