@@ -61,6 +61,12 @@ def read_docx(data: bytes, filename: str, limits: Limits) -> DocxText:
     return DocxText(walker.blocks, diagnostics)
 
 
+def load_word_library() -> None:
+    """Import python-docx now (it is imported where it is used, so the bot's own process never pays for it)."""
+    import docx.opc.constants
+    import docx.oxml.parser  # noqa: F401
+
+
 def _open_body(data: bytes, filename: str, limits: Limits) -> tuple[etree._Element, list[etree._Element]]:
     """The main part's w:body and the header parts' roots, parsed by python-docx's own (entity-safe) parser.
 

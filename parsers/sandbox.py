@@ -125,7 +125,12 @@ class _KeptRecords(logging.Handler):
 
 def _worker_main(connection: Connection, memory_mb: int, limits: Limits, log_level: int) -> None:
     """Read jobs until told to stop."""
-    import parsers.nlp  # noqa: F401  (loaded before the limit is set, so the limit is all for reading)
+    # loaded before the limit is set, so the limit is all for reading: an import that fails under
+    # the cap ends in a SystemError, not a MemoryError, and would be reported as a corrupt file
+    import parsers.docx_reader
+    import parsers.nlp
+
+    parsers.docx_reader.load_word_library()
 
     kept = _KeptRecords()
     root = logging.getLogger()
