@@ -46,6 +46,8 @@ def add_queue_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     resolve = actions.add_parser("resolve", help="type in the fields of a form the bot could not read")
     resolve.add_argument("id")
     resolve.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", required=True)
+    confirm = actions.add_parser("confirm", help="apply a form held as an identity conflict (its sender is genuine)")
+    confirm.add_argument("id")
     reject = actions.add_parser("reject", help="close an item without an application")
     reject.add_argument("id")
     reject.add_argument("--reason", required=True)
@@ -140,6 +142,18 @@ def _retry_one(bot: Bot, pk: int, actor: str) -> Processed | str:
     return result
 
 
+def confirm_item(bot: Bot, pk: int, actor: str) -> Processed:
+    """Apply a form held as an identity conflict: its sender is confirmed to speak for the applicant."""
+    with bot.store.sessions() as session:
+        message = session.get_one(Message, pk)
+        flags = (message.decision or {}).get("flags") or []
+        if message.state != MessageState.REVIEW or "identity-conflict" not in flags:
+            raise QueueError(f"{message.reference or pk} is not held as an identity conflict")
+    result = bot.processor.reprocess(pk, actor=actor, confirmed=True)
+    _note_admin_action(bot, pk, "confirmed", result, actor)
+    return result
+
+
 def retry_items(bot: Bot, pks: list[int], actor: str) -> list[Processed | str]:
     results: list[Processed | str] = []
     for index, pk in enumerate(pks, start=1):
@@ -228,6 +242,9 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
                     )
             elif args.action == "resolve":
                 result = resolve_item(bot, find_item(bot, args.id), args.field, _actor(args))
+                print(f"{result.message_key}: {result.outcome} ({result.reference})")
+            elif args.action == "confirm":
+                result = confirm_item(bot, find_item(bot, args.id), _actor(args))
                 print(f"{result.message_key}: {result.outcome} ({result.reference})")
             elif args.action == "reject":
                 print(reject_item(bot, find_item(bot, args.id), args.reason, args.notify, _actor(args)))
