@@ -298,7 +298,7 @@ class SecuritySettings(_Section):
     max_answers_per_hour: int = Field(default=600, ge=1)
     max_answers_per_day: int = Field(default=3000, ge=1)
     max_answers_per_domain_per_day: int = Field(default=300, ge=1)
-    decide_budget_s: float = Field(default=5.0, gt=0, description="time to identify one applicant")
+    decide_budget_s: float = Field(default=10.0, gt=0, description="time to identify one applicant")
 
 
 class MetricsSettings(_Section):
