@@ -25,7 +25,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("to_domain", sa.String(length=255), nullable=True))
         batch_op.create_index("ix_outbox_key_created", ["to_key", "created_at"], unique=False)
         batch_op.create_index("ix_outbox_domain_created", ["to_domain", "created_at"], unique=False)
-        batch_op.create_index("ix_outbox_created", ["created_at"], unique=False)
+        batch_op.create_index("ix_outbox_created", ["created_at", "kind", "state"], unique=False)
     op.execute("UPDATE outbox SET to_key = lower(to_addr) WHERE to_addr IS NOT NULL")
 
 
