@@ -366,14 +366,14 @@ def _purge_rows(
             session.execute(
                 update(OutboxMail)
                 .where(OutboxMail.message_pk.in_(chunk))
-                .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
+                .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
             )
             session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
         # digests list new submissions by name and carry the workbook: they go with the call's data
         session.execute(
             update(OutboxMail)
             .where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id)
-            .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
+            .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
         )
         session.add(
             Event(
