@@ -25,6 +25,7 @@ from storage.models import EVENTS, MESSAGES, OUTBOX, OutboxState
 # the answers the limits count: every mail to a person outside the fund (digests go to coordinators)
 COUNTED_KINDS = ("ack", "notice")
 LIMIT_EVENT = "answer-limit"
+IDENTITY_CONFLICT = "identity-conflict"  # the flag and review reason of a held form
 NOTIFIED_AT_MOST = 2
 
 

@@ -48,7 +48,15 @@ from mailbot.decide import (
     decide,
 )
 from mailbot.digest import coordinator_addresses
-from mailbot.guard import LIMIT_EVENT, Conflict, LimitHit, alerted_since, identity_conflict, limit_hit
+from mailbot.guard import (
+    IDENTITY_CONFLICT,
+    LIMIT_EVENT,
+    Conflict,
+    LimitHit,
+    alerted_since,
+    identity_conflict,
+    limit_hit,
+)
 from mailbot.identity import Identity, identity_of, same_person
 from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
@@ -388,7 +396,7 @@ class Processor:
                 # recorded as what it is, but the application stays as it was until an admin confirms
                 decision = replace(
                     decision,
-                    flags=(*decision.flags, "identity-conflict"),
+                    flags=(*decision.flags, IDENTITY_CONFLICT),
                     explanation=f"{decision.explanation} Held: it came from {conflict.sender}, an address "
                     f"not on application {conflict.application_key}.",
                 )
@@ -446,7 +454,7 @@ class Processor:
                 self.review.add(
                     stored,
                     self.store.archive.path_for(stored.sha256),
-                    "identity-conflict" if held else reason or decision.rule,
+                    IDENTITY_CONFLICT if held else reason or decision.rule,
                     decision.explanation,
                     **diagnostics,
                 )

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from mailbot.app import Bot
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import Settings
+from mailbot.guard import IDENTITY_CONFLICT
 from mailbot.pipeline import Processed
 from parsers import read_message
 from parsers.model import FieldValue, FormReading, Location, Submission
@@ -84,6 +85,12 @@ def _age(since: datetime) -> str:
     return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h {int(delta.total_seconds() // 60) % 60}m"
 
 
+def _held(message: Message) -> str | None:
+    """The reason of a form held because its sender is not on the application it names, or None."""
+    flags = (message.decision or {}).get("flags") or []
+    return IDENTITY_CONFLICT if IDENTITY_CONFLICT in flags else None
+
+
 def list_items(bot: Bot) -> str:
     rows = queued(bot)
     if not rows:
@@ -92,7 +99,7 @@ def list_items(bot: Bot) -> str:
     for message in rows:
         lines.append(
             f"{message.id:>5}  {message.reference or '-':<11}  {_age(message.decided_at or message.recorded_at):>7}  "
-            f"{message.call_id or '-':<15}  {message.from_addr[:30]:<30}  {message.reason or '-'}"
+            f"{message.call_id or '-':<15}  {message.from_addr[:30]:<30}  {message.reason or _held(message) or '-'}"
         )
     return "\n".join(lines) + f"\n{len(rows)} item(s); folders under {bot.review.root}\n"
 
@@ -146,8 +153,7 @@ def confirm_item(bot: Bot, pk: int, actor: str) -> Processed:
     """Apply a form held as an identity conflict: its sender is confirmed to speak for the applicant."""
     with bot.store.sessions() as session:
         message = session.get_one(Message, pk)
-        flags = (message.decision or {}).get("flags") or []
-        if message.state != MessageState.REVIEW or "identity-conflict" not in flags:
+        if message.state != MessageState.REVIEW or _held(message) is None:
             raise QueueError(f"{message.reference or pk} is not held as an identity conflict")
     result = bot.processor.reprocess(pk, actor=actor, confirmed=True)
     _note_admin_action(bot, pk, "confirmed", result, actor)

@@ -472,7 +472,7 @@ def test_a_million_character_field_is_decided_at_once_and_nobody_waits(make_worl
         stored = bot.processor.timings.snapshot()["store"]
     assert summary.errors == []
     assert stored.seconds < 2.0, f"deciding and storing two messages took {stored.seconds:.1f} s"
-    assert elapsed < 120
+    assert elapsed < 60, f"the normal message behind it waited {elapsed:.0f} s"
     decided = world.message(huge)
     assert decided.outcome == "accepted" and "value-cut" in (decided.decision or {})["flags"]
     assert "institution: 1000004 characters cut to the cap of 500" in (decided.decision or {})["matched"]["values_cut"]
