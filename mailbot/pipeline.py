@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, func, insert, or_, select, true, union, update
+from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, insert, or_, select, true, union, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -162,16 +162,6 @@ _SELECT_APPLICATION = select(APPLICATIONS.c.id, APPLICATIONS.c.status).where(
 )
 _SELECT_OUR_ANSWER = select(OUTBOX.c.id).where(OUTBOX.c.message_id == bindparam("message_id"))
 _SELECT_ANY_ATTACHMENT = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.message_pk == bindparam("row_id")).limit(1)
-_COUNT_RECENT_ANSWERS = (
-    select(func.count())
-    .select_from(OUTBOX)
-    .where(
-        OUTBOX.c.to_addr == bindparam("to_addr"),
-        OUTBOX.c.kind == "ack",
-        OUTBOX.c.created_at >= bindparam("since", type_=OUTBOX.c.created_at.type),
-        OUTBOX.c.state != OutboxState.SUPPRESSED,
-    )
-)
 _UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id"))
 _UPDATE_APPLICANT = update(APPLICANTS).where(APPLICANTS.c.id == bindparam("row_id"))
 _UPDATE_APPLICATION = update(APPLICATIONS).where(APPLICATIONS.c.id == bindparam("row_id"))
