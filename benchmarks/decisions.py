@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, inspect
 
-from benchmarks.rush import build_load
+from benchmarks.rush import RUSH_CAPS, build_load
 from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
@@ -56,7 +56,9 @@ def decide_all(processor: Processor, readings: Sequence[tuple[int, Submission]])
 def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mailbot-decisions-") as workdir:
         data_dir = Path(workdir)
-        raw = local_config(data_dir, UNUSED_SERVER, UNUSED_SERVER, "MAILBOT_BENCH_UNUSED", database_url)
+        raw = local_config(
+            data_dir, UNUSED_SERVER, UNUSED_SERVER, "MAILBOT_BENCH_UNUSED", database_url, security=RUSH_CAPS
+        )
         settings = parse_settings(raw, "decisions benchmark")
         load = build_load(settings, n, {}, random.Random(seed), timedelta(hours=48))
         with Bot(settings, inline=True) as bot:

@@ -123,8 +123,11 @@ class AckContext:
     original_references: Sequence[str]
     original_subject: str
     reply_to: str  # the address the submission came from
-    applicant_email: str | None  # the form's email; copied in when it differs from reply_to
+    applicant_email: str | None  # the form's email (never copied in: see security.py)
     message_id: str  # our own Message-ID, made by make_message_id
+    # False for an unauthenticated sender: links in what they wrote are broken, so an answer from the
+    # fund's address never carries a clickable link a stranger chose (README: Security)
+    echo_links: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,17 @@ def thread_references(original_references: Sequence[str], original_id: str | Non
     return chain
 
 
-def _display(value: FieldScalar, kind: str, call: CallSettings) -> str | None:
+_DOMAIN_DOT = re.compile(r"(?<=[A-Za-z0-9-])\.(?=[A-Za-z][A-Za-z0-9-])")
+_SCHEME = re.compile(r"(?i)\b(https?|ftp|file|javascript|data|mailto)(:)")
+
+
+def defang(text: str) -> str:
+    """``text`` with every link and domain made unclickable: "evil.example/x" → "evil[.]example/x"."""
+    text = _SCHEME.sub(lambda m: f"{m.group(1)}[:]", text)
+    return _DOMAIN_DOT.sub("[.]", text.replace("@", "[at]"))
+
+
+def _display(value: FieldScalar, kind: str, call: CallSettings, echo_links: bool = True) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -206,6 +219,8 @@ def _display(value: FieldScalar, kind: str, call: CallSettings) -> str | None:
         amount = f"{value:g}"
         return f"{amount} 万元 (CNY {value * 10000:,.0f})"
     text = one_line(str(value), VALUE_LIMIT)
+    if not echo_links and kind != "topic":
+        text = defang(text)
     if kind == "topic":
         for topic in call.topic:
             if topic.code == text:
@@ -222,7 +237,7 @@ def field_rows(ctx: AckContext, templates: TemplateSet) -> dict[str, FieldRow]:
         rows[spec.name] = FieldRow(
             label_zh=entry.get("zh", spec.labels[0]),
             label_en=entry.get("en", spec.name),
-            value=_display(ctx.fields.get(spec.name), spec.kind, ctx.call),
+            value=_display(ctx.fields.get(spec.name), spec.kind, ctx.call, ctx.echo_links),
             missing=spec.name in ctx.missing,
         )
     return rows
@@ -262,6 +277,10 @@ def template_context(ctx: AckContext, templates: TemplateSet, now: datetime | No
         raise ValueError(f"an acknowledgement of outcome {ctx.outcome!r} needs a reference number")
     outcome = templates.table("ack/outcomes.toml")[ctx.outcome]
     title = ctx.fields.get("project_title")
+    subject = ctx.original_subject
+    if not ctx.echo_links:
+        title = defang(title) if isinstance(title, str) else title
+        subject = defang(subject)
     rows = field_rows(ctx, templates)
     reason = templates.reason(ctx.unreadable_reason)
     has_form = ctx.outcome not in ("no_attachment", "unreadable")
@@ -284,17 +303,13 @@ def template_context(ctx: AckContext, templates: TemplateSet, now: datetime | No
         "supersedes_reference": _clean_optional(ctx.supersedes_reference, 40),
         "duplicate_of_reference": _clean_optional(ctx.duplicate_of_reference, 40),
         "reason": Reason(zh=reason.zh.rstrip("。．.！!； "), en=reason.en.rstrip(".!; ")),
-        "original_subject": one_line(ctx.original_subject, 200),
+        "original_subject": one_line(subject, 200),
         "signature": one_line(ctx.call.sender.name) or ctx.call.name_zh,
     }
 
 
 def _clean_optional(value: str | None, limit: int) -> str | None:
     return one_line(value, limit) or None if value is not None else None
-
-
-def _own_addresses(call: CallSettings) -> set[str]:
-    return {call.sender.address.lower(), *(a.lower() for a in call.addresses)}
 
 
 @dataclass(frozen=True)
@@ -316,7 +331,6 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     recipient = valid_address(ctx.reply_to)
     if recipient is None:
         raise ValueError(f"cannot answer {one_line(ctx.reply_to, 80)!r}: not a valid address")
-    own = _own_addresses(ctx.call)
     message_id = valid_message_id(ctx.message_id)
     if message_id is None:
         raise ValueError(f"not a valid Message-ID: {one_line(ctx.message_id, 80)!r}")
@@ -328,14 +342,13 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     text = templates.render(f"ack/{ctx.outcome}.txt.j2", context)
     html = templates.render(f"ack/{ctx.outcome}.html.j2", context)
 
-    copy_to = _copy_address(ctx.applicant_email, recipient, own)
     original = valid_message_id(ctx.original_message_id)
     raw = alternative_mail(
         OutgoingHeaders(
             sender_name=one_line(ctx.call.sender.name, 80),
             sender_address=ctx.call.sender.address,
             to=recipient,
-            cc=copy_to,
+            cc=None,
             subject=subject,
             date=now.astimezone(ctx.call.tz),
             message_id=message_id,
@@ -345,8 +358,7 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
         text,
         html,
     )
-    recipients = tuple(sorted({address.lower() for address in (recipient, copy_to) if address}))
-    return ComposedMail(message_id, recipients, raw)
+    return ComposedMail(message_id, (recipient.lower(),), raw)
 
 
 # --- the message on the wire ------------------------------------------------------------------
@@ -372,6 +384,8 @@ class OutgoingHeaders:
     message_id: str
     in_reply_to: str | None
     references: Sequence[str]
+    # RFC 3834: "auto-replied" answers a message; "auto-generated" is a notice nobody wrote to us for
+    auto_submitted: str = "auto-replied"
 
 
 def _single_line(value: str) -> str:
@@ -440,7 +454,7 @@ def alternative_mail(headers: OutgoingHeaders, text: str, html: str) -> bytes:
     boundary = "=_" + hashlib.sha256(headers.message_id.encode()).hexdigest()[:32]
     lines += [
         # RFC 3834: the standard mark of an automatic answer; well-behaved responders stay quiet on it.
-        "Auto-Submitted: auto-replied",
+        f"Auto-Submitted: {_single_line(headers.auto_submitted)}",
         # Exchange's own switch: no out-of-office or auto-reply back, but delivery reports still come.
         "X-Auto-Response-Suppress: OOF, AutoReply",
         "MIME-Version: 1.0",
@@ -458,19 +472,6 @@ def alternative_mail(headers: OutgoingHeaders, text: str, html: str) -> bytes:
         ]
     lines.append(f"--{boundary}--{CRLF}")
     return CRLF.join(lines).encode("ascii")
-
-
-def _copy_address(applicant_email: str | None, recipient: str, own: set[str]) -> str | None:
-    """The form's email when it is a valid address other than the recipient's and the call's own."""
-    if not applicant_email:
-        return None
-    address = valid_address(applicant_email)
-    if address is None:
-        log.info("not copying the answer to %r: not a valid address", one_line(applicant_email, 80))
-        return None
-    if address.lower() == recipient.lower() or address.lower() in own:
-        return None
-    return address
 
 
 def sign_dkim(msg_bytes: bytes, selector: str, domain: str, key_pem: bytes) -> bytes:

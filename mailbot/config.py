@@ -289,6 +289,19 @@ class ProcessingSettings(_Section):
     max_message_mb: int = Field(default=60, ge=1)
 
 
+class SecuritySettings(_Section):
+    """Whom answers may go to, and how many (README: Security)."""
+
+    # RFC 8601 section 5: Authentication-Results are read only when added by one of these servers
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
+    # "Header: value-prefix", case-insensitive: the receiving provider's verdict that a message is spam
+    spam_verdict_headers: list[str] = Field(default_factory=lambda: ["X-Spam-Flag: YES", "X-Spam-Status: Yes"])
+    max_answers_per_hour: int = Field(default=600, ge=1)
+    max_answers_per_day: int = Field(default=3000, ge=1)
+    max_answers_per_domain_per_day: int = Field(default=300, ge=1)
+    decide_budget_s: float = Field(default=10.0, gt=0, description="time to identify one applicant")
+
+
 class MetricsSettings(_Section):
     """Prometheus metrics over HTTP; off unless a port is given (needs mailbot[metrics])."""
 
@@ -311,6 +324,7 @@ class Settings(_Section):
     processing: ProcessingSettings = ProcessingSettings()
     templates: TemplateSettings = TemplateSettings()
     metrics: MetricsSettings = MetricsSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:

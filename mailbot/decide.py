@@ -159,8 +159,11 @@ def _form_values(form: FormReading) -> dict[str, object]:
 
 
 def _form_matched(values: Mapping[str, object]) -> dict[str, str]:
-    shown = ("applicant_name", "institution", "email", "phone", "project_title", "topic")
+    shown = ("applicant_name", "institution", "email", "phone", "project_title", "topic", _CUT)
     return {name: str(values[name]) for name in shown if values.get(name) not in (None, "")}
+
+
+_CUT = "values_cut"  # what the reader cut at a value's length cap, stated beside the values
 
 
 # ------------------------------------------------------------------------------ no readable form
@@ -371,8 +374,12 @@ def decide(
     rules: CallRules,
     priors: Sequence[PriorApplication],
     is_our_message_id: Callable[[str], bool],
+    identity: Identity | None = None,
 ) -> Decision:
-    """The outcome of one message; ``priors`` are the call's earlier application messages (any order)."""
+    """The outcome of one message; ``priors`` are the call's earlier application messages (any order).
+
+    ``identity``: the form's, when the caller has computed it already (it is the costly part).
+    """
     if arrival.tzinfo is None or arrival.utcoffset() is None:
         raise ValueError("arrival must be an aware datetime (the server's INTERNALDATE)")
     env = sub.envelope
@@ -400,13 +407,18 @@ def decide(
 
     form = sub.form
     values = _form_values(form)
-    identity = identity_of(values, env.from_addr, rules.institution_aliases)
+    if identity is None:
+        identity = identity_of(values, env.from_addr, rules.institution_aliases)
     flags = eligibility_flags(values, rules.eligibility)
+    if form.cut:
+        flags += ("value-cut",)
     if arrival < rules.opens:
         flags += ("before-opening",)
     if sub.other_forms:
         flags += ("several-forms",)
     missing = rules.spec.missing(values)
+    if form.cut:
+        values = {**values, _CUT: "; ".join(form.cut)}
     if arrival >= rules.deadline:
         earlier = sorted((p for p in priors if match_reason(p.identity, identity)), key=lambda p: p.arrival)
         matched = {

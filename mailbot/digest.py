@@ -161,7 +161,7 @@ class ReviewItem:
 class AckProblem:
     reference: str | None
     recipients: str
-    problem: str  # "bounced" | "failed" | "uncertain"
+    problem: str  # "bounced" | "failed" | "uncertain" | "withheld"
     at: datetime | None
     detail: str
     new: bool  # happened since the last digest
@@ -539,13 +539,16 @@ def _ack_problems(session: Session, call_id: str, since: datetime | None, now: d
             OutboxMail.call_id == call_id,
             OutboxMail.bounced_at.is_not(None)
             | (OutboxMail.state == OutboxState.FAILED)
+            | (OutboxMail.state == OutboxState.SUPPRESSED)  # forged, spam or over a limit: not answered
             | OutboxMail.id.in_(_presumed_sends(session)),
         )
     )
     problems = []
     for mail, reference in rows:
         # a failure is recorded right after the last attempt, which began at sending_since
-        at = mail.bounced_at or mail.sending_since
+        at = (
+            mail.bounced_at or mail.sending_since or (mail.created_at if mail.state == OutboxState.SUPPRESSED else None)
+        )
         if at is not None and at > now:
             continue  # not yet known at the digest's moment
         problems.append(
@@ -564,6 +567,8 @@ def _ack_problems(session: Session, call_id: str, since: datetime | None, now: d
 def _problem(mail: OutboxMail) -> str:
     if mail.bounced_at is not None:
         return "bounced"
+    if mail.state == OutboxState.SUPPRESSED:
+        return "withheld"
     return "failed" if mail.state == OutboxState.FAILED else "uncertain"
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import select
@@ -228,7 +229,10 @@ def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)  # Excel has no zones: the wall-clock time of the heading's zone
     if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        # a control character stored before values were cleaned on reading must not break the workbook
+        value = ILLEGAL_CHARACTERS_RE.sub("", value)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value  # a value from a submission must never become a spreadsheet formula
     return value

@@ -147,19 +147,29 @@ def _pinyin_syllables() -> frozenset[str]:
 
 
 def _split_pinyin(word: str) -> list[str]:
-    """Split "xinyi" into the fewest syllables, ["xin", "yi"]; a word that is not pinyin stays whole."""
+    """Split "xinyi" into the fewest syllables, ["xin", "yi"]; a word that is not pinyin stays whole.
+
+    Linear in the word: each position keeps only its count and where its last syllable starts.
+    """
     syllables = _pinyin_syllables()
-    best: list[list[str] | None] = [None] * (len(word) + 1)
-    best[0] = []
+    count: list[int | None] = [None] * (len(word) + 1)
+    start_of: list[int] = [0] * (len(word) + 1)
+    count[0] = 0
     for end in range(1, len(word) + 1):
         for start in range(max(0, end - 6), end):
-            head = best[start]
+            head = count[start]
             if head is not None and word[start:end] in syllables:
-                candidate = [*head, word[start:end]]
-                current = best[end]
-                if current is None or len(candidate) < len(current):
-                    best[end] = candidate
-    return best[len(word)] or [word]
+                current = count[end]
+                if current is None or head + 1 < current:
+                    count[end], start_of[end] = head + 1, start
+    if count[len(word)] is None or not word:
+        return [word]
+    split: list[str] = []
+    end = len(word)
+    while end > 0:
+        split.append(word[start_of[end] : end])
+        end = start_of[end]
+    return split[::-1]
 
 
 def _latin_syllables(name: str) -> list[str]:
@@ -234,6 +244,7 @@ class _InstitutionTable:
     english: tuple[tuple[str, str], ...]  # normalised English names, longest first, for a match inside text
     by_domain: dict[str, str]
     parents: frozenset[str]  # academies whose own institutes are institutions of their own (中国科学院 …)
+    longest_alias: int = 0  # no longer prefix of a name can be an alias: looking further is wasted
 
 
 _ENGLISH_WORDS = {"univ": "university", "inst": "institute", "&": "and", "acad": "academy", "sci": "sciences"}
@@ -263,7 +274,7 @@ def _load_table(rows: list[dict[str, Any]]) -> _InstitutionTable:
             by_domain[domain.lower()] = name
     english.sort(key=lambda item: -len(item[0]))
     parents = frozenset(row["name"] for row in rows if row.get("parent"))
-    return _InstitutionTable(by_alias, tuple(english), by_domain, parents)
+    return _InstitutionTable(by_alias, tuple(english), by_domain, parents, max(map(len, by_alias), default=0))
 
 
 @cache
@@ -290,7 +301,8 @@ def _cut_department(key: str) -> str:
 
 
 def _resolve_chinese(key: str, aliases: Mapping[str, str], table: _InstitutionTable) -> str:
-    for length in range(len(key), 1, -1):
+    longest = max(table.longest_alias, max(map(len, aliases), default=0))
+    for length in range(min(len(key), longest), 1, -1):
         prefix = key[:length]
         canonical = aliases.get(prefix) or table.by_alias.get(prefix)
         if canonical is None:
@@ -314,7 +326,8 @@ def _contains_name(text: str, name: str) -> bool:
     """``name`` stands in ``text`` as a whole name: "nanjing university" is not inside "nanjing
     university of finance", nor "china university of …" inside "east china university of …"."""
     for found in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
-        before = text[: found.start()].split()
+        # the word before it (no compass word is longer than 20 letters): never the whole text again
+        before = text[max(0, found.start() - 20) : found.start()].split()
         if before and before[-1] in _COMPASS:
             continue
         if _NAME_GOES_ON.match(text, found.end()):
@@ -372,9 +385,14 @@ def institution_from_email(address: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- people
 
 
-def _text_value(values: Mapping[str, object], name: str) -> str | None:
+# no name, institution or address is longer (the readers cap values at 500 characters): whatever
+# reaches identity_of, it reads no more than this of a value
+IDENTITY_CHARS = 1000
+
+
+def _text_value(values: Mapping[str, object], name: str, limit: int | None = None) -> str | None:
     value = values.get(name)
-    return (value.strip() or None) if isinstance(value, str) else None
+    return (value[:limit].strip() or None) if isinstance(value, str) else None
 
 
 def identity_of(values: Mapping[str, object], sender: str | None, aliases: Mapping[str, str]) -> Identity:
@@ -383,9 +401,9 @@ def identity_of(values: Mapping[str, object], sender: str | None, aliases: Mappi
     The sender's address is only a hint for the institution: secretaries and lab accounts send for
     several people, so it never stands in for the applicant's own e-mail.
     """
-    email = normalise_email(values.get("email"))
-    name = _text_value(values, "applicant_name")
-    institution = _text_value(values, "institution")
+    email = normalise_email(_text_value(values, "email", IDENTITY_CHARS))
+    name = _text_value(values, "applicant_name", IDENTITY_CHARS)
+    institution = _text_value(values, "institution", IDENTITY_CHARS)
     institution_key = normalise_institution(institution, aliases) if institution else None
     if not institution_key:
         institution_key = institution_from_email(email or "") or institution_from_email(sender or "")

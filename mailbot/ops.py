@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, MailboxSettings, Settings, SmtpSettings
 from mailbot.export import pseudonym
+from mailbot.guard import LIMIT_EVENT
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.oauth import Credentials, TokenRefused, token_statuses
 from mailbot.review import ReviewQueue
@@ -202,6 +203,25 @@ def failing_mailboxes(settings: Settings) -> list[str]:
         engine.dispose()
 
 
+def _limit_lines(session: Session) -> list[str]:
+    """The answer limits hit in the last 24 hours, and how many answers they held back."""
+    since = utcnow() - timedelta(days=1)
+    hits = session.scalars(select(Event).where(Event.kind == LIMIT_EVENT, Event.at >= since).order_by(Event.at))
+    lines = [
+        f"  ANSWERS PAUSED since {_when(hit.at)} ({hit.detail.get('call')}): {hit.detail.get('why')}"
+        for hit in hits
+        if hit.detail
+    ]
+    if lines:
+        held = session.scalar(
+            select(func.count())
+            .select_from(OutboxMail)
+            .where(OutboxMail.state == OutboxState.SUPPRESSED, OutboxMail.created_at >= since)
+        )
+        lines.append(f"  {held or 0} answer(s) held back in the last 24 hours (recorded, not sent)")
+    return lines
+
+
 def status_report(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
     try:
@@ -236,6 +256,7 @@ def _status_lines(settings: Settings, engine: Engine) -> str:
             f"{outbox.get(OutboxState.SENT, 0)} sent, {outbox.get(OutboxState.FAILED, 0)} failed, "
             f"{outbox.get(OutboxState.SUPPRESSED, 0)} held back, {bounced or 0} bounced"
         )
+        lines.extend(_limit_lines(session))
         failed = session.scalars(
             select(OutboxMail)
             .where(OutboxMail.state == OutboxState.FAILED)
@@ -392,14 +413,14 @@ def _purge_rows(
             session.execute(
                 update(OutboxMail)
                 .where(OutboxMail.message_pk.in_(chunk))
-                .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
+                .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
             )
             session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
         # digests list new submissions by name and carry the workbook: they go with the call's data
         session.execute(
             update(OutboxMail)
             .where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id)
-            .values(raw=b"", recipients=[], to_addr=None, last_reply=None)
+            .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
         )
         session.add(
             Event(

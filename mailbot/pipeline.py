@@ -12,14 +12,15 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, func, insert, or_, select, true, union, update
+from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, insert, or_, select, true, union, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -46,12 +47,23 @@ from mailbot.decide import (
     PriorApplication,
     decide,
 )
+from mailbot.digest import coordinator_addresses
+from mailbot.guard import (
+    IDENTITY_CONFLICT,
+    LIMIT_EVENT,
+    Conflict,
+    LimitHit,
+    alerted_since,
+    identity_conflict,
+    limit_hit,
+)
 from mailbot.identity import Identity, identity_of, same_person
 from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
+from mailbot.security import Answerability, answerability, domain_of, recipient_key
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
-from parsers.model import Submission, to_jsonable
+from parsers.model import Envelope, Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.db import defer_durability
 from storage.models import (
@@ -76,6 +88,10 @@ Reader = Callable[[Path, FormSpec], "Future[Submission]"]
 
 class StateChanged(Exception):
     """The message is no longer in the state this step expected (someone else handled it)."""
+
+
+class DecideOverrun(Exception):
+    """Deciding a message took longer than its budget ([security] decide_budget_s)."""
 
 
 class Deferred(Exception):
@@ -146,16 +162,6 @@ _SELECT_APPLICATION = select(APPLICATIONS.c.id, APPLICATIONS.c.status).where(
 )
 _SELECT_OUR_ANSWER = select(OUTBOX.c.id).where(OUTBOX.c.message_id == bindparam("message_id"))
 _SELECT_ANY_ATTACHMENT = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.message_pk == bindparam("row_id")).limit(1)
-_COUNT_RECENT_ANSWERS = (
-    select(func.count())
-    .select_from(OUTBOX)
-    .where(
-        OUTBOX.c.to_addr == bindparam("to_addr"),
-        OUTBOX.c.kind == "ack",
-        OUTBOX.c.created_at >= bindparam("since", type_=OUTBOX.c.created_at.type),
-        OUTBOX.c.state != OutboxState.SUPPRESSED,
-    )
-)
 _UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id"))
 _UPDATE_APPLICANT = update(APPLICANTS).where(APPLICANTS.c.id == bindparam("row_id"))
 _UPDATE_APPLICATION = update(APPLICATIONS).where(APPLICATIONS.c.id == bindparam("row_id"))
@@ -194,6 +200,9 @@ class Processor:
         self.read_ahead_max = read_ahead_max
         self._read_ahead: dict[int, Future[Submission] | BaseException] = {}
         self.limits = limits_of(settings)
+        # identifying an applicant runs here, so that a message over its time budget can be given up on;
+        # a second thread keeps the next message going while an abandoned one finishes
+        self._identifying = ThreadPoolExecutor(max_workers=2, thread_name_prefix="identify")
         own = settings.own_addresses
         self.rules = {call.id: CallRules.from_settings(call, own) for call in settings.call}
 
@@ -293,14 +302,17 @@ class Processor:
         except Exception as exc:
             return self.send_to_review(pk, exc)
 
-    def reprocess(self, pk: int, submission: Submission | None = None, actor: str = ACTOR) -> Processed:
+    def reprocess(
+        self, pk: int, submission: Submission | None = None, actor: str = ACTOR, confirmed: bool = False
+    ) -> Processed:
         """Decide a message in the review queue again (with today's readers, or with ``submission``).
 
         Nothing changes unless the whole decision commits: a failure leaves the item in the queue.
+        ``confirmed``: an admin confirmed the sender of a form held as an identity conflict.
         """
         if submission is None:
             submission = self.start_reading(pk).result()
-        return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor)
+        return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor, confirmed=confirmed)
 
     def start_reading(self, pk: int) -> Future[Submission]:
         """Have the archived message ``pk`` read (in the pool, or here when reading inline)."""
@@ -324,8 +336,12 @@ class Processor:
         submission: Submission,
         expect: MessageState = MessageState.PROCESSING,
         actor: str = ACTOR,
+        confirmed: bool = False,
     ) -> Processed:
         """Decide ``pk`` and store everything that follows from it in one transaction.
+
+        ``confirmed``: an admin confirmed that the sender may change the application the form names
+        (``queue confirm``), so an identity conflict is not held again.
 
         ``expect`` is the state the message must still be in (another worker, or an admin's
         concurrent action, may have finished it meanwhile); if it is not, nothing changes.
@@ -351,11 +367,8 @@ class Processor:
                 raise Deferred(f"{message.message_key} waits for an earlier message of {call.id}")
             form = submission.form
             rules = self.rules[call.id]
-            probe = (
-                as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
-                if form
-                else None
-            )
+            identity = self._identify(submission, rules) if form else None
+            probe = as_stored(identity) if identity else None
             priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
             decide_started = time.perf_counter()
             decision = decide(
@@ -365,9 +378,20 @@ class Processor:
                 rules,
                 priors,
                 lambda mid: self._is_ours(session, mid),
+                identity,
             )
             self.timings.add("decide", time.perf_counter() - decide_started)
-            state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE else MessageState.DONE
+            conflict = None if confirmed else identity_conflict(session, decision, priors, submission.envelope)
+            if conflict is not None:
+                # recorded as what it is, but the application stays as it was until an admin confirms
+                decision = replace(
+                    decision,
+                    flags=(*decision.flags, IDENTITY_CONFLICT),
+                    explanation=f"{decision.explanation} Held: it came from {conflict.sender}, an address "
+                    f"not on application {conflict.application_key}.",
+                )
+            held = conflict is not None
+            state = MessageState.REVIEW if decision.outcome == Outcome.UNREADABLE or held else MessageState.DONE
             reason = submission.unreadable.reason if submission.unreadable else None
             # a retry is counted only if it commits
             attempts = message.attempts + 1 if expect == MessageState.REVIEW else message.attempts
@@ -385,7 +409,7 @@ class Processor:
                 "error": None,
                 **person_columns(decision, submission),
             }
-            if decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE:
+            if (decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE) and not held:
                 application_id = self._store_application(session, pk, message.message_key, call, decision, submission)
                 if application_id is not None:
                     changes["application_id"] = application_id
@@ -400,10 +424,10 @@ class Processor:
             session.execute(_UPDATE_MESSAGE, {"row_id": pk, **changes})
             acknowledged = False
             # a retry that ends where it was has nothing new to tell the applicant
-            repeated = expect == MessageState.REVIEW and message.outcome == decision.outcome.value
+            repeated = expect == MessageState.REVIEW and message.outcome == decision.outcome.value and not confirmed
             if decision.outcome in ANSWERED and not repeated:
                 answered = replace(message, attempts=attempts, reference=reference)
-                acknowledged = self._queue_acknowledgement(session, answered, call, decision, submission)
+                acknowledged = self._queue_acknowledgement(session, answered, call, decision, submission, conflict)
             self.store.add_event(
                 session,
                 "decided",
@@ -416,8 +440,13 @@ class Processor:
             )
             if state == MessageState.REVIEW:
                 stored = session.get_one(Message, pk)
+                diagnostics = {} if conflict is None else self._conflict_diagnostics(session, conflict)
                 self.review.add(
-                    stored, self.store.archive.path_for(stored.sha256), reason or decision.rule, decision.explanation
+                    stored,
+                    self.store.archive.path_for(stored.sha256),
+                    IDENTITY_CONFLICT if held else reason or decision.rule,
+                    decision.explanation,
+                    **diagnostics,
                 )
             result = Processed(
                 pk,
@@ -437,6 +466,21 @@ class Processor:
         if self.on_decided is not None:
             self.on_decided(result)
         return result
+
+    def _identify(self, submission: Submission, rules: CallRules) -> Identity:
+        """Who the form names, computed once, within the time budget: a message that overruns it goes to
+        review (the computation is abandoned) rather than holding up every message behind it."""
+        assert submission.form is not None
+        values = dict(submission.form.values())
+        pending = self._identifying.submit(
+            identity_of, values, submission.envelope.from_addr, rules.institution_aliases
+        )
+        budget = self.settings.security.decide_budget_s
+        try:
+            return pending.result(timeout=budget)
+        except FutureTimeout:
+            pending.cancel()
+            raise DecideOverrun(f"identifying the applicant took over {budget:g} s") from None
 
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):
@@ -533,42 +577,56 @@ class Processor:
         call: CallSettings,
         decision: Decision,
         submission: Submission,
+        conflict: Conflict | None = None,
     ) -> bool:
         envelope = submission.envelope
-        recipient = (envelope.reply_to[0] if envelope.reply_to else envelope.from_addr).lower()
+        answer = self.answerability(envelope)
+        recipient = (answer.recipient or envelope.from_addr).lower()
         form = submission.form
         fields = form.values() if form else {}
-        applicant_email = fields.get("email") if isinstance(fields.get("email"), str) else None
+        form_email = fields.get("email")
+        applicant_email = form_email if isinstance(form_email, str) else None
         now = utcnow()
         # attempts differ between a first decision and a retry, so each answer has its own Message-ID
         message_id = make_message_id(call, message.reference, f"{message.id}.{message.attempts}.{message.sha256}")
-        context = AckContext(
-            call=call,
-            outcome=decision.outcome.value,
-            reference=message.reference,
-            fields=fields,
-            form_file=form.attachment
-            if form
-            else (submission.unreadable.attachment if submission.unreadable else None),
-            missing=decision.missing,
-            arrival=message.arrival,
-            supersedes_reference=reference_of(session, decision.supersedes),
-            duplicate_of_reference=reference_of(session, decision.duplicate_of),
-            unreadable_reason=submission.unreadable.reason if submission.unreadable else None,
-            original_message_id=envelope.message_id,
-            original_references=envelope.references,
-            original_subject=envelope.subject,
-            reply_to=recipient,
-            applicant_email=str(applicant_email) if applicant_email else None,
-            message_id=message_id,
-        )
-        suppressed = self._suppression(session, recipient)
+        suppressed = answer.why_not or self._suppression(session, recipient, call, now)
         if valid_address(recipient) is None:
             self.store.add_event(session, "not-answered", ACTOR, message.id, why=suppressed or "no usable address")
             log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
             return False
-        mail = compose_acknowledgement(context, self.templates, now)
-        self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
+        if conflict is not None:
+            # a fixed answer: nothing of the application the form names (its reference, its fields)
+            mail = self._fixed_mail(
+                "held", call, message.reference, recipient, message_id, message.arrival, envelope, "auto-replied"
+            )
+            self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
+            self._notify_on_record(session, message, call, conflict, now)
+        else:
+            context = AckContext(
+                call=call,
+                outcome=decision.outcome.value,
+                reference=message.reference,
+                fields=fields,
+                form_file=form.attachment
+                if form
+                else (submission.unreadable.attachment if submission.unreadable else None),
+                missing=decision.missing,
+                arrival=message.arrival,
+                supersedes_reference=reference_of(session, decision.supersedes),
+                duplicate_of_reference=reference_of(session, decision.duplicate_of),
+                unreadable_reason=submission.unreadable.reason if submission.unreadable else None,
+                original_message_id=envelope.message_id,
+                original_references=envelope.references,
+                original_subject=envelope.subject,
+                reply_to=recipient,
+                applicant_email=applicant_email,
+                message_id=message_id,
+                echo_links=answer.authenticated,
+            )
+            mail = compose_acknowledgement(context, self.templates, now)
+            self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
+            if suppressed is None:
+                self._tell_form_address(session, message, call, answer, recipient, applicant_email, now)
         if suppressed:
             log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
         return suppressed is None
@@ -578,6 +636,108 @@ class Processor:
         message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
         call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
         return self._queue_acknowledgement(session, message, call, decision, submission)
+
+    def answerability(self, envelope: Envelope) -> Answerability:
+        security = self.settings.security
+        return answerability(
+            envelope, self.settings.own_addresses, security.trusted_authserv_ids, security.spam_verdict_headers
+        )
+
+    def _fixed_mail(
+        self,
+        template: str,
+        call: CallSettings,
+        reference: str | None,
+        recipient: str,
+        message_id: str,
+        arrival: datetime,
+        envelope: Envelope | None,
+        auto_submitted: str,
+        **extra: str,
+    ) -> ComposedMail:
+        """A notice of fixed text: only the call, a reference, a time and what ``extra`` names go in."""
+        context: dict[str, Any] = {
+            "call": call,
+            "reference": reference or "",
+            "arrival": local_time(arrival, call.timezone),
+            "signature": one_line(call.sender.name) or call.name_zh,
+            **extra,
+        }
+        subject_source = self.templates.table("notice/notices.toml")[template]["subject"]
+        subject = one_line(self.templates.render_string(subject_source, context), 250)
+        context["subject"] = subject
+        original = valid_message_id(envelope.message_id) if envelope else None
+        raw = alternative_mail(
+            OutgoingHeaders(
+                sender_name=one_line(call.sender.name, 80),
+                sender_address=call.sender.address,
+                to=recipient,
+                cc=None,
+                subject=subject,
+                date=utcnow().astimezone(call.tz),
+                message_id=message_id,
+                in_reply_to=original,
+                references=[original] if original else [],
+                auto_submitted=auto_submitted,
+            ),
+            self.templates.render(f"notice/{template}.txt.j2", context),
+            self.templates.render(f"notice/{template}.html.j2", context),
+        )
+        return ComposedMail(message_id, (recipient.lower(),), raw)
+
+    def _add_notice(
+        self,
+        session: Session,
+        message: MessageFacts,
+        call: CallSettings,
+        recipient: str,
+        template: str,
+        now: datetime,
+        **extra: str,
+    ) -> None:
+        """A fixed-text notice (not a reply: no thread, ``auto-generated``), within the limits."""
+        address = valid_address(recipient)
+        if address is None or address.lower() in self.settings.own_addresses:
+            return
+        message_id = make_message_id(call, message.reference, f"{template}.{message.id}.{message.attempts}.{address}")
+        mail = self._fixed_mail(
+            template, call, message.reference, address, message_id, now, None, "auto-generated", **extra
+        )
+        self._add_to_outbox(
+            session, "notice", message.id, call, address, mail, self._suppression(session, address, call, now)
+        )
+
+    def _notify_on_record(
+        self, session: Session, message: MessageFacts, call: CallSettings, conflict: Conflict, now: datetime
+    ) -> None:
+        for address in conflict.on_record:
+            self._add_notice(session, message, call, address, "conflict", now, stranger=conflict.sender)
+
+    def _tell_form_address(
+        self,
+        session: Session,
+        message: MessageFacts,
+        call: CallSettings,
+        answer: Answerability,
+        recipient: str,
+        applicant_email: str | None,
+        now: datetime,
+    ) -> None:
+        """The form names another address: a fixed notice there, and only when the sender authenticated."""
+        address = valid_address(applicant_email.strip()) if applicant_email else None
+        if not answer.authenticated or address is None or recipient_key(address) == recipient_key(recipient):
+            return
+        self._add_notice(session, message, call, address, "copy", now)
+
+    def _conflict_diagnostics(self, session: Session, conflict: Conflict) -> dict[str, Any]:
+        references = [reference_of(session, key) for key in conflict.earlier_keys]
+        return {
+            "conflict_with": conflict.application_key,
+            "conflict_references": [r for r in references if r],
+            "new_sender": conflict.sender,
+            "addresses_on_record": list(conflict.on_record),
+            "to_resolve": "mailbot queue confirm ID (apply the form) or mailbot queue reject ID",
+        }
 
     def queue_notice(self, session: Session, message: Message, note: str) -> bool:
         """Tell the sender that an admin closed their message (``queue reject --notify``)."""
@@ -621,7 +781,7 @@ class Processor:
         self,
         session: Session,
         kind: str,
-        message_pk: int,
+        message_pk: int | None,
         call: CallSettings,
         recipient: str,
         mail: ComposedMail,
@@ -638,6 +798,8 @@ class Processor:
                 "sender": call.sender.address,
                 "recipients": list(mail.recipients),
                 "to_addr": recipient,
+                "to_key": recipient_key(recipient),
+                "to_domain": domain_of(recipient),
                 "message_id": mail.message_id,
                 "raw": message_bytes(mail, self.settings.smtp),
                 "state": OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
@@ -648,28 +810,44 @@ class Processor:
             },
         )
 
-    def _suppression(self, session: Session, recipient: str) -> str | None:
+    def _suppression(self, session: Session, recipient: str, call: CallSettings, now: datetime) -> str | None:
         if not recipient or "@" not in recipient:
             return "the sender has no usable address"
-        if recipient in self.settings.own_addresses:
+        if recipient.lower() in self.settings.own_addresses:
             return "the sender is one of our own addresses"
-        day_ago = utcnow() - timedelta(days=1)
-        count = session.scalar(_COUNT_RECENT_ANSWERS, {"to_addr": recipient, "since": day_ago}) or 0
-        limit = self.settings.smtp.max_answers_per_recipient_per_day
-        if count >= limit:
-            return f"{count} automatic answers to this address in the last 24 hours (limit {limit})"
-        return None
+        hit = limit_hit(session, self.settings, recipient, now)
+        if hit is None:
+            return None
+        if hit.overall:
+            self._alert_once(session, call, hit, now)
+        return hit.why
+
+    def _alert_once(self, session: Session, call: CallSettings, hit: LimitHit, now: datetime) -> None:
+        """Tell the call's coordinators, once a day per limit, that answers are held back."""
+        since = now - timedelta(days=1)
+        if alerted_since(session, hit.name, call.id, since):
+            return
+        self.store.add_event(session, LIMIT_EVENT, ACTOR, None, limit=hit.name, call=call.id, why=hit.why)
+        log.error("automatic answers paused: %s", hit.why)
+        for address in coordinator_addresses(call):
+            message_id = make_message_id(call, None, f"limit.{hit.name}.{now.isoformat()}.{address}")
+            mail = self._fixed_mail(
+                "limit", call, None, address, message_id, now, None, "auto-generated", limit=hit.why
+            )
+            self._add_to_outbox(session, "alert", None, call, address, mail, None)
 
     # --- failures -----------------------------------------------------------------------------
 
     def send_to_review(self, pk: int, exc: BaseException) -> Processed:
         detail = "".join(traceback.format_exception(exc))
+        overran = isinstance(exc, DecideOverrun)
+        reason = "timeout" if overran else "internal-error"
         with self.store.sessions() as session, session.begin():
             message = session.get_one(Message, pk)
             log.error("processing failed, sent to review: %s", exc, extra=_log_extra(message))
             message.state = MessageState.REVIEW
             message.outcome = Outcome.UNREADABLE.value
-            message.reason = "internal-error"
+            message.reason = reason
             message.error = detail[-20000:]
             message.claimed_by = None
             message.decided_at = utcnow()
@@ -678,8 +856,10 @@ class Processor:
             self.review.add(
                 message,
                 original if original.exists() else b"",
-                "internal-error",
-                f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
+                reason,
+                f"deciding took too long ({exc}); a person must look"
+                if overran
+                else f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
             )
             return Processed(
                 pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False, in_review=True

@@ -25,6 +25,7 @@ from mailbot.app import Bot
 from mailbot.clock import utcnow
 from mailbot.config import Settings
 from mailbot.decide import ANSWERED, Decision, decide
+from mailbot.guard import IDENTITY_CONFLICT
 from mailbot.identity import identity_of
 from mailbot.pipeline import Processed, as_stored, load_priors
 from parsers import read_message
@@ -75,6 +76,10 @@ def add_queue_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
             help="go ahead although required fields are missing (the applicant is told what is missing)",
         )
     correct.add_argument("--answer", action="store_true", help="send the applicant a new acknowledgement")
+    confirm = actions.add_parser(
+        "confirm", help="apply a form held as an identity conflict (its sender is genuine)", parents=[acting]
+    )
+    confirm.add_argument("id")
     reject = actions.add_parser("reject", help="close an item without an application", parents=[acting])
     reject.add_argument("id")
     reject.add_argument("--reason", required=True)
@@ -111,6 +116,12 @@ def _age(since: datetime) -> str:
     return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h {int(delta.total_seconds() // 60) % 60}m"
 
 
+def _held(message: Message) -> str | None:
+    """The reason of a form held because its sender is not on the application it names, or None."""
+    flags = (message.decision or {}).get("flags") or []
+    return IDENTITY_CONFLICT if IDENTITY_CONFLICT in flags else None
+
+
 def list_items(bot: Bot) -> str:
     rows = queued(bot)
     if not rows:
@@ -119,7 +130,7 @@ def list_items(bot: Bot) -> str:
     for message in rows:
         lines.append(
             f"{message.id:>5}  {message.reference or '-':<11}  {_age(message.decided_at or message.recorded_at):>7}  "
-            f"{message.call_id or '-':<15}  {message.from_addr[:30]:<30}  {message.reason or '-'}"
+            f"{message.call_id or '-':<15}  {message.from_addr[:30]:<30}  {message.reason or _held(message) or '-'}"
         )
     return "\n".join(lines) + f"\n{len(rows)} item(s); folders under {bot.review.root}\n"
 
@@ -223,6 +234,17 @@ def _retry_one(bot: Bot, pk: int, actor: str) -> Processed | str:
     except Exception as exc:  # the item stays in the queue; say why and go on with the next
         return f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}"
     _note_admin_action(bot, pk, "retried", result, actor)
+    return result
+
+
+def confirm_item(bot: Bot, pk: int, actor: str) -> Processed:
+    """Apply a form held as an identity conflict: its sender is confirmed to speak for the applicant."""
+    with bot.store.sessions() as session:
+        message = session.get_one(Message, pk)
+        if message.state != MessageState.REVIEW or _held(message) is None:
+            raise QueueError(f"{message.reference or pk} is not held as an identity conflict")
+    result = bot.processor.reprocess(pk, actor=actor, confirmed=True)
+    _note_admin_action(bot, pk, "confirmed", result, actor)
     return result
 
 
@@ -485,6 +507,9 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
                     )
             elif args.action in ("resolve", "correct"):
                 return _type_in(bot, args, correcting=args.action == "correct")
+            elif args.action == "confirm":
+                result = confirm_item(bot, find_item(bot, args.id), _actor(args))
+                print(f"{result.message_key}: {result.outcome} ({result.reference})")
             elif args.action == "reject":
                 print(reject_item(bot, find_item(bot, args.id), args.reason, args.notify, _actor(args)))
         except QueueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -53,12 +54,28 @@ IN_PROCESS_BYTES = 4 * 1024 * 1024
 EXTRACT_TIMEOUT_S = 120
 
 
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"0123456789", "¹", "²", "³"]}
+)
+
+
+def windows_safe(name: str) -> str:
+    """``name`` as Windows can open it from a share: no reserved characters, device names or trailing dots."""
+    cleaned = _WINDOWS_FORBIDDEN.sub("_", name).rstrip(" .")
+    stem = cleaned.split(".", 1)[0].rstrip(" ")
+    if stem.upper() in _WINDOWS_DEVICES:
+        cleaned = "_" + cleaned
+    return cleaned or "attachment"
+
+
 def _unique_names(names: list[str]) -> list[str]:
     """Names fit to write, none equal to another (ignoring case, as a reviewer's Windows share would)."""
     taken: set[str] = set()
     out = []
     for name in names:
-        base = _fit(name or "attachment")
+        base = windows_safe(_fit(name or "attachment"))
         stem, dot, ext = base.rpartition(".")
         if not (dot and stem):
             stem, dot, ext = base, "", ""

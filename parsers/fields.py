@@ -266,6 +266,49 @@ def match_score(spec: FormSpec, labelled: set[str]) -> float:
     return round(sum(weights[name] for name in labelled if name in weights) / total, 3) if total else 0.0
 
 
+# The longest value of each kind a form may give (characters): anything longer is cut when read, so
+# no later stage (identity, deciding, exports, answers) ever handles more, and the cut is recorded.
+VALUE_CAPS: dict[str, int] = {
+    "name": 500,
+    "institution": 500,
+    "email": 320,
+    "phone": 64,
+    "gender": 50,
+    "title": 200,
+    "degree": 200,
+    "topic": 200,
+    "money": 100,
+    "yesno": 50,
+    "date": 100,
+    "text": 2000,
+}
+# characters XML 1.0 cannot hold (Excel's and every other XML export's): stripped when read
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters an XML document (an Excel export) cannot contain."""
+    return _NOT_XML.sub("", text)
+
+
+def capped(kind: str, text: str) -> str:
+    """``text`` fit for a value of ``kind``: XML-safe and no longer than its cap."""
+    return xml_safe(text[: 2 * VALUE_CAPS[kind]])[: VALUE_CAPS[kind]]
+
+
+def _bounded(name: str, kind: str, found: FieldValue, written: int) -> tuple[FieldValue, str | None]:
+    """``found`` (``written`` characters in the form) with value and raw text capped; what was cut, or None."""
+    cap = VALUE_CAPS[kind]
+    value = found.value
+    length = max(written, len(value) if isinstance(value, str) else 0)
+    if isinstance(value, str):
+        value = capped(kind, value)
+    bounded = FieldValue(value, capped(kind, found.raw), found.confidence, found.where)
+    if length > cap:
+        return bounded, f"{name}: {length} characters cut to the cap of {cap}"
+    return bounded, None
+
+
 def read_form(
     blocks: list[Block],
     spec: FormSpec,
@@ -282,19 +325,29 @@ def read_form(
     if not looks_like_form(spec, labelled):
         return None
     fields: dict[str, FieldValue] = {}
+    written: dict[str, int] = {}
     for field in spec.fields:
         item = chosen.get(field.name)
         if item is None:
             continue
-        value, certainty = normalise(field.kind, item.raw, spec)
+        # normalising reads a little beyond the cap, never the whole of a hostile cell
+        raw = item.raw[: 4 * VALUE_CAPS[field.kind]]
+        value, certainty = normalise(field.kind, raw, spec)
         confidence = round(_TIER_CONFIDENCE[item.tier] * certainty, 3)
-        fields[field.name] = FieldValue(value, clean_value(item.raw), confidence, item.where)
+        written[field.name] = len(item.raw)
+        fields[field.name] = FieldValue(value, clean_value(raw), confidence, item.where)
     if guess:
         from parsers.nlp import guess_unlabelled
 
         fields.update(
             guess_unlabelled(blocks, spec, missing_labels=[f.name for f in spec.fields if f.name not in labelled])
         )
+    kinds = {field.name: field.kind for field in spec.fields}
+    cut: list[str] = []
+    for name, found in list(fields.items()):
+        fields[name], note = _bounded(name, kinds.get(name, "text"), found, written.get(name, 0))
+        if note:
+            cut.append(note)
     values: dict[str, object] = {name: field_value.value for name, field_value in fields.items()}
     if all(value is None for value in values.values()):
         return Unreadable("no-fields", attachment, "the form's labels are there but every value is blank")
@@ -305,4 +358,5 @@ def read_form(
         fields=fields,
         missing=spec.missing(values),
         score=match_score(spec, labelled),
+        cut=tuple(cut),
     )

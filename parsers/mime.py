@@ -498,6 +498,25 @@ def _bounced_ids(message: Message, limits: Limits) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+_TRACE_NAMES = frozenset({"authentication-results", "delivered-to", "x-original-to"})
+MAX_TRACE_HEADERS = 40
+MAX_TRACE_CHARS = 1000
+
+
+def _trace(message: Message) -> tuple[tuple[str, str], ...]:
+    """The headers that say how the message reached us, bounded in number and length."""
+    found: list[tuple[str, str]] = []
+    for key, value in message.raw_items():
+        name = key.casefold().strip()
+        if name in _TRACE_NAMES or "spam" in name:
+            found.append(
+                (name, safe_text(decode_header_text(str(value)[: 4 * MAX_TRACE_CHARS]))[:MAX_TRACE_CHARS].strip())
+            )
+            if len(found) >= MAX_TRACE_HEADERS:
+                break
+    return tuple(found)
+
+
 def envelope_of(message: Message, limits: Limits, *, with_body: bool = True) -> Envelope:
     senders = _addresses(all_headers(message, "from"))
     from_name, from_addr = senders[0] if senders else ("", "")
@@ -529,6 +548,7 @@ def envelope_of(message: Message, limits: Limits, *, with_body: bool = True) -> 
         received_times=_received_times(message),
         bounced_message_ids=_bounced_ids(message, limits) if with_body and content_type == "multipart/report" else (),
         defects=defects,
+        trace=_trace(message),
     )
 
 

@@ -109,6 +109,7 @@ class FormReading:
     fields: dict[str, FieldValue]
     missing: tuple[str, ...]  # required fields with no value
     score: float  # how strongly the document matched the call's labels (0..1)
+    cut: tuple[str, ...] = ()  # values cut at their length cap when read, in words ("institution: …")
 
     def value(self, name: str) -> FieldScalar:
         found = self.fields.get(name)
@@ -145,6 +146,9 @@ class Envelope:
     received_times: tuple[datetime, ...]  # from Received: headers, newest first
     bounced_message_ids: tuple[str, ...] = ()  # Message-IDs quoted by a delivery report
     defects: tuple[str, ...] = ()
+    # every Authentication-Results, Delivered-To, X-Original-To and spam-verdict header, top first:
+    # (lower-case name, value); who added them decides whether they count (mailbot.security)
+    trace: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

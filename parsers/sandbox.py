@@ -4,8 +4,9 @@ Each worker is a child of a forkserver (never a fork of the threaded parent) tha
 at a time with ``RLIMIT_AS`` set. A supervising thread per worker hands it a job and waits at most
 ``timeout_s``; a worker that overruns is killed and replaced, one that dies (out of memory, or a
 native library crashing on a hostile file) is replaced too. Such a job still resolves: to a
-Submission whose envelope comes from a cheap header-and-body parse in the parent, so the message
-can be decided, with ``unreadable.reason`` "timeout" or "too-large" (or "corrupt" for a crash).
+Submission whose envelope comes from the header block (read with the attachment list in a fresh
+limited child, never by decoding the message in the parent), so the message can be decided, with
+``unreadable.reason`` "timeout" or "too-large" (or "corrupt" for a crash).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from types import TracebackType
 
 from parsers.limits import Limits
 from parsers.message import extract_parts, read_message
-from parsers.mime import read_envelope
-from parsers.model import Submission, Unreadable, UnreadableReason
+from parsers.mime import header_block, read_headers
+from parsers.model import Attachment, Envelope, Submission, Unreadable, UnreadableReason
 from parsers.spec import FormSpec
 
 log = logging.getLogger(__name__)
@@ -295,17 +296,65 @@ class ParserPool:
         return self._contained(job, "corrupt", f"the reader crashed on this message (exit {exitcode})")
 
     def _contained(self, job: _Job, reason: UnreadableReason, detail: str) -> Submission:
-        """What can be known without reading the documents: envelope and the list of attachments."""
+        """What can be known without reading the documents: the header block and the list of attachments.
+
+        The message just stopped (or killed) a reader: it is not decoded again in this process. A
+        fresh child with the same memory limit and a short time limit lists what it can; if that
+        fails too, this process reads the header block alone, and no more than its first bytes.
+        """
         log.warning("message not read: %s: %s", reason, detail)
-        raw = _bytes_of(job.source)
-        envelope = read_envelope(raw, self.limits)
-        attachments = tuple(attachment for attachment, _ in extract_parts(raw, self.limits))
+        envelope, attachments = self._headers_and_attachments(job.source)
         return Submission(
             envelope=envelope,
             attachments=attachments,
             unreadable=Unreadable(reason, "(message)", detail),
             diagnostics=(detail,),
         )
+
+    def _headers_and_attachments(self, source: Source) -> tuple[Envelope, tuple[Attachment, ...]]:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=_listing_main, args=(child, self.memory_mb, self.limits, source), daemon=True, name="mailbot-list"
+        )
+        try:
+            process.start()
+            child.close()
+            if parent.poll(LISTING_TIMEOUT_S):
+                envelope, attachments = parent.recv()
+                return envelope, attachments
+            log.warning("listing the attachments took over %g s; the header block alone is read", LISTING_TIMEOUT_S)
+        except (EOFError, OSError, ValueError):
+            log.warning("listing the attachments failed; the header block alone is read")
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+            parent.close()
+        return read_headers(header_block(_head_of(source)), self.limits), ()
+
+
+# a message that stopped a reader gets this long, in a fresh child, to give its headers and attachment list
+LISTING_TIMEOUT_S = 20.0
+# the last resort reads no more of a message than this in the supervising process
+HEAD_BYTES = 256 * 1024
+
+
+def _head_of(source: Source) -> bytes:
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            return file.read(HEAD_BYTES)
+    return source[:HEAD_BYTES]
+
+
+def _listing_main(connection: Connection, memory_mb: int, limits: Limits, source: Source) -> None:
+    """The header block and the attachment list of a message, in a child with the readers' memory limit."""
+    limit_memory(memory_mb)
+    lower_priority()
+    raw = _bytes_of(source)
+    envelope = read_headers(raw, limits)
+    attachments = tuple(attachment for attachment, _ in extract_parts(raw, limits))
+    with contextlib.suppress(OSError):
+        connection.send((envelope, attachments))
 
 
 def read_message_contained(

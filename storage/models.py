@@ -232,7 +232,10 @@ class OutboxMail(Base):
     mailbox: Mapped[str | None] = mapped_column(String(200))  # whose Sent folder gets the copy
     sender: Mapped[str] = mapped_column(String(998))
     recipients: Mapped[list[Any]]
-    to_addr: Mapped[str | None] = mapped_column(String(998))  # the person answered (rate limits count it)
+    to_addr: Mapped[str | None] = mapped_column(String(998))  # the person answered
+    # the recipient as the limits count it: one spelling per mailbox (mailbot.security.recipient_key)
+    to_key: Mapped[str | None] = mapped_column(String(320))
+    to_domain: Mapped[str | None] = mapped_column(String(255))
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(20), default=OutboxState.PENDING)
@@ -248,6 +251,9 @@ class OutboxMail(Base):
 
     __table_args__ = (
         Index("ix_outbox_to_created", "to_addr", "created_at"),
+        Index("ix_outbox_key_created", "to_key", "created_at"),
+        Index("ix_outbox_domain_created", "to_domain", "created_at"),
+        Index("ix_outbox_created", "created_at", "kind", "state"),  # the overall caps count from the index alone
         Index("ix_outbox_state_due", "state", "next_attempt_at", "id"),
     )
 

@@ -289,24 +289,20 @@ def test_references_are_trimmed_from_the_middle() -> None:
 
 
 @pytest.mark.parametrize(
-    ("applicant_email", "expected_cc"),
+    "applicant_email",
     [
-        ("chenmeiling@fudan.edu.cn", "chenmeiling@fudan.edu.cn"),
-        (" chenmeiling@fudan.edu.cn ", "chenmeiling@fudan.edu.cn"),
-        ("Secretary@Fudan.edu.cn", None),
-        (None, None),
-        ("", None),
-        ("chen@fudan.edu.cn\r\nBcc: victim@example.com", None),
-        ("陈美玲 <chen@fudan.edu.cn>", None),
-        ("chen@localhost", None),
-        ("chen@@fudan.edu.cn", None),
-        ("min.gao@aminer.cn", None),
+        "chenmeiling@fudan.edu.cn",
+        " chenmeiling@fudan.edu.cn ",
+        "Secretary@Fudan.edu.cn",
+        None,
+        "chen@fudan.edu.cn\r\nBcc: victim@example.com",
+        "min.gao@aminer.cn",
     ],
 )
-def test_cc_goes_to_a_valid_different_form_email_only(applicant_email: str | None, expected_cc: str | None) -> None:
+def test_the_answer_is_never_copied_to_the_form_email(applicant_email: str | None) -> None:
+    """A form's email is written by whoever sent it: copying the answer there relays to any address."""
     _, msg = compose(context(applicant_email=applicant_email))
-    assert (str(msg["Cc"]) if msg["Cc"] else None) == expected_cc
-    assert msg["Bcc"] is None
+    assert msg["Cc"] is None and msg["Bcc"] is None
 
 
 def test_an_unusable_recipient_or_message_id_is_refused() -> None:

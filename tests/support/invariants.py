@@ -36,9 +36,16 @@ FAILURE_REASON = "internal-error"
 Truth = Mapping[str, Mapping[str, Any]]
 
 
+def is_notice(raw: bytes) -> bool:
+    """A fixed-text notice (``Auto-Submitted: auto-generated``): it answers nobody, so it is no answer."""
+    return str(email.message_from_bytes(raw).get("Auto-Submitted", "")).strip().lower() == "auto-generated"
+
+
 def answers_by_original(raws: Iterable[bytes]) -> Counter[str]:
     """How many answers the server accepted for each original message, by the answer's In-Reply-To."""
-    return Counter(str(email.message_from_bytes(raw).get("In-Reply-To", "")).strip() for raw in raws)
+    return Counter(
+        str(email.message_from_bytes(raw).get("In-Reply-To", "")).strip() for raw in raws if not is_notice(raw)
+    )
 
 
 def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterable[bytes], stops: int = 0) -> list[str]:
