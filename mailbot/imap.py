@@ -224,7 +224,8 @@ class MailboxClient:
         response = self.client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
         for uid in uids:
             data = response.get(uid)
-            if data is None:
+            if data is None or data.get(b"BODY[]") is None:
+                # expunged by another client: nothing comes back, or (Dovecot) a NIL body
                 continue
             yield FetchedMail(uid, bytes(data[b"BODY[]"]), ensure_aware(data[b"INTERNALDATE"]))
 
