@@ -25,6 +25,7 @@ from mailbot.clock import utcnow
 from parsers.mime import header_block
 from storage.archive import Archived, RawArchive
 from storage.db import defer_durability, is_postgres, session_factory, transaction
+from storage.failpoints import failpoint
 from storage.models import (
     COUNTERS,
     EVENTS,
@@ -197,6 +198,7 @@ class Store:
                     self._add_deliveries(session, known, utcnow())
                     if cursor_to is not None:
                         self._advance_cursor(session, cursor_to)
+                    failpoint("intake.record")
                 return recorded
             except IntegrityError:
                 # another worker recorded one of them at the same moment: take theirs
@@ -308,6 +310,7 @@ class Store:
             else:
                 cursor.uidvalidity = uidvalidity
                 cursor.last_uid = 0
+            failpoint("intake.cursor_reset")
 
     def note_poll(self, mailbox: str, folder: str, error: str | None) -> None:
         with transaction(self.sessions) as session:
@@ -330,7 +333,7 @@ class Store:
 
     # --- processing queue -------------------------------------------------------------------
 
-    def _claim(self, pick: Select[Any], mark: Callable[[list[int]], Update]) -> list[int]:
+    def _claim(self, point: str, pick: Select[Any], mark: Callable[[list[int]], Update]) -> list[int]:
         """Take the rows ``pick`` finds for this worker alone: rows another worker holds are skipped.
 
         Table statements, not ORM ones: a claim runs for every few messages, and an ORM update
@@ -343,6 +346,7 @@ class Store:
             if ids:
                 defer_durability(session)
                 session.execute(mark(ids))
+                failpoint(point)
             return ids
 
     def next_received(self, limit: int) -> list[int]:
@@ -353,6 +357,7 @@ class Store:
     def claim_received(self, worker: str, limit: int) -> list[int]:
         """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
         return self._claim(
+            "decide.claim",
             _oldest_received(limit),
             lambda ids: (
                 update(MESSAGES)
@@ -451,6 +456,7 @@ class Store:
             .limit(limit)
         )
         return self._claim(
+            "outbox.claim",
             pick,
             lambda ids: (
                 update(OUTBOX)
