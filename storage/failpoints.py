@@ -8,7 +8,8 @@ before the effect (a commit, an IMAP or SMTP command, an archive or review-folde
 
 ``MAILBOT_FAILPOINTS="outbox.sent=2:kill;imap.fetch=1:raise"`` arms points: at the Nth time the
 process reaches a point, ``kill`` sends SIGKILL to the process itself (a crash: nothing is
-flushed, no ``finally`` runs) and ``raise`` raises ``FailpointHit`` (for tests in one process).
+flushed, no ``finally`` runs) and ``raise`` raises ``FailpointHit``; ``call``, for tests in one
+process, calls the function given to ``configure`` (to cut a connection just before a command).
 ``MAILBOT_FAILPOINT_HITS=FILE`` appends the name of every point reached to FILE, so a test can
 see which points a run passes and how often.
 
@@ -22,12 +23,13 @@ import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_ARM = "MAILBOT_FAILPOINTS"
 ENV_HITS = "MAILBOT_FAILPOINT_HITS"
-ACTIONS = ("kill", "raise")
+ACTIONS = ("kill", "raise", "call")
 
 # Every point, by path. A crash test enumerates these; a test checks each is reached, so none rots.
 INTAKE_POINTS = (
@@ -65,6 +67,8 @@ SEND_POINTS = (
     "digest.insert",  # commit: a call's digest of a day and its outbox row
 )
 REGISTRY = frozenset(INTAKE_POINTS + DECIDE_POINTS + SEND_POINTS)
+# reached only off the clean path: when a stage fails, an answer is refused, or after a crash
+OFF_THE_CLEAN_PATH = frozenset({"review.commit", "outbox.finish", "outbox.recover"})
 
 
 class FailpointHit(Exception):
@@ -78,9 +82,12 @@ class Trigger:
 
 
 class _Armed:
-    def __init__(self, triggers: dict[str, Trigger], hits_file: Path | None) -> None:
+    def __init__(
+        self, triggers: dict[str, Trigger], hits_file: Path | None, on_call: Callable[[str], object] | None
+    ) -> None:
         self.triggers = triggers
         self.hits_file = hits_file
+        self.on_call = on_call
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
 
@@ -98,6 +105,9 @@ class _Armed:
             return
         if trigger.action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if trigger.action == "call" and self.on_call is not None:
+            self.on_call(name)
+            return
         raise FailpointHit(f"failpoint {name} at hit {count}")
 
 
@@ -118,10 +128,10 @@ def parse(spec: str) -> dict[str, Trigger]:
 _armed: _Armed | None = None
 
 
-def configure(spec: str | None, hits_file: Path | None = None) -> None:
+def configure(spec: str | None, hits_file: Path | None = None, on_call: Callable[[str], object] | None = None) -> None:
     """Arm the points of ``spec`` in this process (None and no ``hits_file``: disarm all)."""
     global _armed
-    _armed = _Armed(parse(spec or ""), hits_file) if spec or hits_file else None
+    _armed = _Armed(parse(spec or ""), hits_file, on_call) if spec or hits_file else None
 
 
 def failpoint(name: str) -> None:
