@@ -27,21 +27,20 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text
 
 from mailbot.config import Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from storage.db import make_engine
 from storage.failpoints import DECIDE_POINTS, ENV_ARM, ENV_HITS, OFF_THE_CLEAN_PATH, REGISTRY, SEND_POINTS, hits
-from storage.models import MESSAGES, OUTBOX
 from tests.conftest import (
     MAILBOX_USERS,
     PASSWORD,
@@ -193,8 +192,8 @@ def expire_claims(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(update(MESSAGES).values(claimed_at=MESSAGES.c.claimed_at - timedelta(days=1)))
-            connection.execute(update(OUTBOX).values(sending_since=OUTBOX.c.sending_since - timedelta(days=1)))
+            connection.execute(text("UPDATE messages SET claimed_at = claimed_at - interval '1 day'"))
+            connection.execute(text("UPDATE outbox SET sending_since = sending_since - interval '1 day'"))
     finally:
         engine.dispose()
 
