@@ -36,6 +36,7 @@ from mailbot.export import message_fields, to_xlsx
 from mailbot.identity import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems
 from storage.db import transaction
+from storage.failpoints import failpoint
 from storage.models import (
     SEND_RECOVERED,
     Application,
@@ -752,6 +753,7 @@ def queue_digest(
                 new=data.new_count,
                 attention=data.attention_count,
             )
+            failpoint("digest.insert")
     except IntegrityError:
         log.info("the %s digest of %s was queued by another worker", day.isoformat(), call.id)
         return None

@@ -25,6 +25,7 @@ from mailbot.clock import ensure_aware
 from mailbot.config import MailboxSettings, is_loopback
 from mailbot.diagnose import connection_hint
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
+from storage.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class MailboxClient:
             client.shutdown()
 
     def select(self, folder: str) -> FolderState:
+        failpoint("imap.select")
         info = self.client.select_folder(folder)
         return FolderState(
             uidvalidity=int(info[b"UIDVALIDITY"]),
@@ -206,12 +208,14 @@ class MailboxClient:
 
     def uids_after(self, last_uid: int) -> list[int]:
         # "N:*" always matches the newest message even when its UID is below N
+        failpoint("imap.search")
         found = self.client.search(["UID", f"{last_uid + 1}:*"])
         return sorted(uid for uid in found if uid > last_uid)
 
     def summaries(self, uids: Sequence[int]) -> list[MailSummary]:
         if not uids:
             return []
+        failpoint("imap.fetch.summaries")
         response = self.client.fetch(list(uids), ["RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
         out = []
         for uid in uids:
@@ -225,10 +229,12 @@ class MailboxClient:
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:
         if not uids:
             return
+        failpoint("imap.fetch.bodies")
         response = self.client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
         for uid in uids:
             data = response.get(uid)
-            if data is None:
+            if data is None or data.get(b"BODY[]") is None:
+                # expunged by another client: nothing comes back, or (Dovecot) a NIL body
                 continue
             yield FetchedMail(uid, bytes(data[b"BODY[]"]), ensure_aware(data[b"INTERNALDATE"]))
 
@@ -238,6 +244,7 @@ class MailboxClient:
         None if the message is gone. The pieces must be consumed before the next command.
         """
         piece = PIECE_BYTES
+        failpoint("imap.fetch.piece")
         first = self.client.fetch([uid], ["INTERNALDATE"]).get(uid)
         if first is None:
             return None
@@ -245,6 +252,7 @@ class MailboxClient:
         def pieces() -> Iterator[bytes]:
             offset = 0
             while True:
+                failpoint("imap.fetch.piece")
                 data = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{piece}>"]).get(uid, {})
                 chunk = next((bytes(v) for k, v in data.items() if k.startswith(b"BODY[]<") and v), b"")
                 if chunk:
@@ -269,10 +277,13 @@ class MailboxClient:
             return
         self.ensure_folder(folder)
         if self.client.has_capability("MOVE"):
+            failpoint("imap.move")
             self.client.move(uid_list, folder)
             return
+        failpoint("imap.copy")
         self.client.copy(uid_list, folder)
         self.client.delete_messages(uid_list)
+        failpoint("imap.expunge")
         if self.client.has_capability("UIDPLUS"):
             self.client.uid_expunge(uid_list)
         else:
@@ -286,6 +297,7 @@ class MailboxClient:
     ) -> None:
         """Add ``raws`` to ``folder``: in one command where the server has MULTIAPPEND (RFC 3502)."""
         self.ensure_folder(folder)
+        failpoint("imap.append")
         if len(raws) > 1 and self.client.has_capability("MULTIAPPEND"):
             self.client.multiappend(folder, [{"msg": raw, "flags": list(flags), "date": when} for raw in raws])
             return
@@ -297,7 +309,9 @@ class MailboxClient:
         for folder in folders:
             if not self.client.folder_exists(folder):
                 continue
+            failpoint("imap.select")
             self.client.select_folder(folder)
+            failpoint("imap.search.message_id")
             uids = self.client.search(["HEADER", "Message-ID", message_id])
             if uids:
                 self.move(uids, target)
@@ -308,7 +322,9 @@ class MailboxClient:
         """Whether ``folder`` holds a message with this Message-ID header."""
         if not self.client.folder_exists(folder):
             return False
+        failpoint("imap.select")
         self.client.select_folder(folder, readonly=True)
+        failpoint("imap.search.message_id")
         return bool(self.client.search(["HEADER", "Message-ID", message_id]))
 
     def idle_until_news(self, timeout_s: float) -> bool:

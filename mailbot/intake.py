@@ -61,23 +61,39 @@ def batches(summaries: Sequence[MailSummary], count: int, max_bytes: int = MAX_B
         yield batch
 
 
+def _vanished(box: MailboxSettings, folder: str, uid: int) -> None:
+    log.warning(
+        "UID %d of %s/%s was gone before its body could be fetched (expunged or moved by another client); "
+        "the rest of the batch goes on",
+        uid,
+        box.name,
+        folder,
+        extra={"mailbox": box.name},
+    )
+
+
 def bodies(
-    client: MailboxClient, store: Store, uids: Sequence[int], sizes: Mapping[int, int]
+    client: MailboxClient, store: Store, box: MailboxSettings, uids: Sequence[int], sizes: Mapping[int, int]
 ) -> Iterator[tuple[int, bytes, datetime, Archived | None]]:
     """(UID, bytes, arrival, archived) of each message still there, in order.
 
     A large one is written to the archive piece by piece as it arrives, never whole in memory;
     its bytes are then only its first ones (the header section), and ``archived`` says where it is.
+    A message another client expunged meanwhile (the server returns nothing for it) is logged and
+    left out: it is no longer in the folder, so nothing waits for it.
     """
     whole = {mail.uid: mail for mail in client.fetch([uid for uid in uids if sizes[uid] <= PIECES_ABOVE])}
     for uid in uids:
         mail = whole.get(uid)
         if mail is not None:
             yield uid, mail.raw, mail.internaldate, None
-        elif sizes[uid] > PIECES_ABOVE and (found := client.fetch_in_pieces(uid)) is not None:
-            arrival, pieces = found
-            archived = store.archive.put_pieces(pieces)
-            yield uid, archived.head, arrival, archived
+            continue
+        found = client.fetch_in_pieces(uid) if sizes[uid] > PIECES_ABOVE else None
+        archived = store.archive.put_pieces(found[1]) if found is not None else None
+        if found is None or archived is None or archived.size == 0:
+            _vanished(box, box.folder, uid)
+            continue
+        yield uid, archived.head, found[0], archived
 
 
 def poll_folder(
@@ -87,6 +103,13 @@ def poll_folder(
     store: Store,
     on_recorded: Callable[[int], None] | None = None,
 ) -> PollResult:
+    """Take in the folder's messages above its cursor, a batch at a time.
+
+    A batch (its new messages and its further deliveries of known ones) is recorded in one
+    transaction that also moves the cursor to the batch's last UID: every UID at or below it is then
+    recorded, known or gone from the server. Nothing of a batch is recorded before all of it is
+    fetched, so a drop while fetching leaves the cursor below every UID of the batch.
+    """
     folder = box.folder
     state = client.select(folder)
     known_validity, last_uid = store.cursor(box.name, folder)
@@ -113,34 +136,29 @@ def poll_folder(
     to_move: list[int] = []
     summaries = client.summaries(uids)
     by_uid = {s.uid: s for s in summaries}
+    for uid in sorted(set(uids) - set(by_uid)):
+        _vanished(box, folder, uid)
     for batch in batches(summaries, box.batch_size):
+
+        def where(uid: int) -> DeliveryRef:
+            return DeliveryRef(box.name, folder, state.uidvalidity, uid)
+
         known = store.known_message_ids([m for uid in batch if (m := by_uid[uid].message_id)])
-        need_body = []
-        for uid in batch:
-            ref = DeliveryRef(box.name, folder, state.uidvalidity, uid)
-            message_id = by_uid[uid].message_id
-            known_pk = known.get(message_id) if message_id else None
-            if known_pk is not None:
-                # the same message again: a second delivery, a copy in another folder, or a re-scan
-                store.record_known_delivery(known_pk, ref)
-                result.known += 1
-                to_move.append(uid)
-            else:
-                need_body.append(uid)
+        # the same message again: a second delivery, a copy in another folder, or a re-scan
+        again = [(known[m], where(uid)) for uid in batch if (m := by_uid[uid].message_id) in known]
+        need_body = [uid for uid in batch if by_uid[uid].message_id not in known]
         incoming = []
-        for uid, raw, arrival, archived in bodies(client, store, need_body, {u: by_uid[u].size for u in need_body}):
+        for uid, raw, arrival, archived in bodies(
+            client, store, box, need_body, {u: by_uid[u].size for u in need_body}
+        ):
             facts = header_facts(raw)
             incoming.append(
-                Incoming(
-                    raw,
-                    arrival,
-                    call_for(settings, box, facts.recipients),
-                    DeliveryRef(box.name, folder, state.uidvalidity, uid),
-                    facts,
-                    archived,
-                )
+                Incoming(raw, arrival, call_for(settings, box, facts.recipients), where(uid), facts, archived)
             )
-        for item, recorded in zip(incoming, store.record_many(incoming, box.name, "imap"), strict=True):
+        recorded_batch = store.record_many(incoming, box.name, "imap", known=again, cursor_to=where(max(batch)))
+        result.known += len(again)
+        to_move.extend(ref.uid for _, ref in again)
+        for item, recorded in zip(incoming, recorded_batch, strict=True):
             message_id = item.facts.message_id if item.facts else None
             if recorded.new:
                 result.new += 1

@@ -66,6 +66,7 @@ from parsers.message import too_large
 from parsers.model import Envelope, Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.db import defer_durability
+from storage.failpoints import failpoint
 from storage.models import (
     APPLICANTS,
     APPLICATIONS,
@@ -463,6 +464,7 @@ class Processor:
                 decision.rule,
                 extra=_log_extra(message, reference),
             )
+            failpoint("decide.commit")
         if self.on_decided is not None:
             self.on_decided(result)
         return result
@@ -861,6 +863,7 @@ class Processor:
                 if overran
                 else f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
             )
+            failpoint("review.commit")
             return Processed(
                 pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False, in_review=True
             )

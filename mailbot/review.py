@@ -22,6 +22,7 @@ from mailbot.clock import BEIJING, utcnow
 from parsers import Limits, extract_parts
 from parsers.sandbox import limit_memory
 from storage.archive import FILE_MODE, fsync_dir, make_private_dir, write_atomic
+from storage.failpoints import failpoint
 from storage.models import Message
 from templates import reason_sentence
 
@@ -162,6 +163,7 @@ class ReviewQueue:
             for path in staging.iterdir():
                 if path.is_file():
                     path.chmod(FILE_MODE)
+            failpoint("review.write")
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)

@@ -29,6 +29,7 @@ from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from mailbot.oauth import Credential, Credentials, TokenRefused, record_token_states
 from storage.db import transaction
+from storage.failpoints import failpoint
 from storage.models import OUTBOX, SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
 from storage.store import Store
 
@@ -232,18 +233,21 @@ class SmtpTransport:
     ) -> dict[str, tuple[int, bytes]]:
         """smtplib's sendmail, with the DATA phase split before its final line."""
         smtp.ehlo_or_helo_if_needed()
+        failpoint("smtp.mail")
         code, reply = smtp.mail(sender)
         if code != 250:
             smtp.rset()
             raise smtplib.SMTPSenderRefused(code, reply, sender)
         refused: dict[str, tuple[int, bytes]] = {}
         for recipient in recipients:
+            failpoint("smtp.rcpt")
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
                 refused[recipient] = (code, reply)
         if len(refused) == len(recipients):
             smtp.rset()
             raise smtplib.SMTPRecipientsRefused(refused)
+        failpoint("smtp.data")
         smtp.putcmd("data")
         code, reply = smtp.getreply()
         if code != 354:
@@ -254,6 +258,7 @@ class SmtpTransport:
             body += b"\r\n"
         smtp.send(body)
         before_end()
+        failpoint("smtp.final")
         smtp.send(b".\r\n")
         code, reply = smtp.getreply()
         if code != 250:
@@ -417,6 +422,7 @@ class Sender:
                 )
                 for answer in accepted
             }
+            failpoint("outbox.sent")
         for answer in accepted:
             del self._accepted_unrecorded[answer.outbox_id]
         return results
@@ -473,6 +479,7 @@ class Sender:
         try:
             with transaction(self.store.sessions) as session:
                 marked = session.execute(_MARK_HANDING_OVER, {"row_id": outbox_id, "worker": self.worker})
+                failpoint("outbox.committing")
                 if getattr(marked, "rowcount", 0) == 1:
                     return
         except Exception:
@@ -500,7 +507,9 @@ class Sender:
         self, outbox_id: int, state: OutboxState, reply: str, next_attempt: datetime | None = None
     ) -> SendResult:
         with transaction(self.store.sessions) as session:
-            return self._mark(session, outbox_id, state, reply, next_attempt=next_attempt)
+            result = self._mark(session, outbox_id, state, reply, next_attempt=next_attempt)
+            failpoint("outbox.finish")
+            return result
 
     def _mark(
         self,
@@ -636,4 +645,5 @@ class Sender:
                 self.store.add_event(
                     session, SEND_RECOVERED, ACTOR, mail.message_pk, outbox_id=outbox_id, verdict=verdict.value
                 )
+                failpoint("outbox.recover")
             log.info("interrupted send %s (%s): %s", outbox_id, state, verdict)

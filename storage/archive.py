@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.failpoints import failpoint
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 HEAD_BYTES = 256 * 1024  # header sections are a few KB; a long Received chain stays far below this
@@ -52,6 +54,7 @@ def write_pieces_atomic(directory: Path, pieces: Iterable[bytes], target: Callab
     ``target`` is asked after the last piece (a content-addressed name is known only then); the
     file appears there whole or not at all. Returns where it went.
     """
+    failpoint("archive.write")
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -61,6 +64,7 @@ def write_pieces_atomic(directory: Path, pieces: Iterable[bytes], target: Callab
             os.fsync(handle.fileno())
         os.chmod(tmp_name, FILE_MODE)
         final = target()
+        failpoint("archive.rename")
         os.replace(tmp_name, final)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from mailbot.clock import utcnow
 from parsers.mime import header_block
 from storage.archive import Archived, RawArchive
 from storage.db import defer_durability, is_postgres, session_factory, transaction
+from storage.failpoints import failpoint
 from storage.models import (
     COUNTERS,
     EVENTS,
@@ -162,12 +163,25 @@ class Store:
         """Archive ``raw`` durably, then record it (or a further delivery of it) in one transaction."""
         return self.record_many([Incoming(raw, arrival, call_id, delivery)], mailbox, source)[0]
 
-    def record_many(self, incoming: Sequence[Incoming], mailbox: str, source: str) -> list[Recorded]:
+    def record_many(
+        self,
+        incoming: Sequence[Incoming],
+        mailbox: str,
+        source: str,
+        known: Sequence[tuple[int, DeliveryRef]] = (),
+        cursor_to: DeliveryRef | None = None,
+    ) -> list[Recorded]:
         """Archive each message durably, then record them all in one transaction, in order.
 
         One commit for a fetched batch rather than one per message: should the worker stop before
         it, the folder's cursor has not moved either, and the same UIDs are read again (the
-        archive keeps each file once, by content).
+        archive keeps each file once, by content). ``known`` are further deliveries of recorded
+        messages (their primary keys), noted in the same transaction.
+
+        The folder's cursor moves only to ``cursor_to``, and only here: the caller vouches that
+        every UID of that folder at or below it is recorded by now or by this transaction (or no
+        longer on the server). A cursor moved by part of a batch would skip the rest of it for good
+        if the worker stopped before the rest was recorded.
         """
         archived = [
             (
@@ -180,7 +194,12 @@ class Store:
         for _attempt in range(2):
             try:
                 with transaction(self.sessions) as session:
-                    return self._record_archived(session, archived, mailbox, source)
+                    recorded = self._record_archived(session, archived, mailbox, source) if archived else []
+                    self._add_deliveries(session, known, utcnow())
+                    if cursor_to is not None:
+                        self._advance_cursor(session, cursor_to)
+                    failpoint("intake.record")
+                return recorded
             except IntegrityError:
                 # another worker recorded one of them at the same moment: take theirs
                 continue
@@ -238,12 +257,8 @@ class Store:
         )
         return results
 
-    def record_known_delivery(self, message_pk: int, delivery: DeliveryRef) -> None:
-        with transaction(self.sessions) as session:
-            self._add_deliveries(session, [(message_pk, delivery)], utcnow())
-
     def _add_deliveries(self, session: Session, found: Sequence[tuple[int, DeliveryRef]], now: datetime) -> None:
-        """Note where each message was found (once per folder and UID) and move the folders' cursors."""
+        """Note where each message was found (once per folder and UID); cursors are moved by the caller."""
         by_folder: dict[tuple[str, str, int], list[tuple[int, DeliveryRef]]] = {}
         for message_pk, ref in found:
             by_folder.setdefault((ref.mailbox, ref.folder, ref.uidvalidity), []).append((message_pk, ref))
@@ -271,7 +286,6 @@ class Store:
                             seen_at=now,
                         )
                     )
-            self._advance_cursor(session, max((ref for _, ref in entries), key=lambda ref: ref.uid))
 
     def _advance_cursor(self, session: Session, ref: DeliveryRef) -> None:
         cursor = session.get(MailboxCursor, (ref.mailbox, ref.folder))
@@ -296,6 +310,7 @@ class Store:
             else:
                 cursor.uidvalidity = uidvalidity
                 cursor.last_uid = 0
+            failpoint("intake.cursor_reset")
 
     def note_poll(self, mailbox: str, folder: str, error: str | None) -> None:
         with transaction(self.sessions) as session:
@@ -318,7 +333,7 @@ class Store:
 
     # --- processing queue -------------------------------------------------------------------
 
-    def _claim(self, pick: Select[Any], mark: Callable[[list[int]], Update]) -> list[int]:
+    def _claim(self, point: str, pick: Select[Any], mark: Callable[[list[int]], Update]) -> list[int]:
         """Take the rows ``pick`` finds for this worker alone: rows another worker holds are skipped.
 
         Table statements, not ORM ones: a claim runs for every few messages, and an ORM update
@@ -331,6 +346,7 @@ class Store:
             if ids:
                 defer_durability(session)
                 session.execute(mark(ids))
+                failpoint(point)
             return ids
 
     def next_received(self, limit: int) -> list[int]:
@@ -341,6 +357,7 @@ class Store:
     def claim_received(self, worker: str, limit: int) -> list[int]:
         """Take up to ``limit`` unprocessed messages, oldest arrival first, for this worker alone."""
         return self._claim(
+            "decide.claim",
             _oldest_received(limit),
             lambda ids: (
                 update(MESSAGES)
@@ -439,6 +456,7 @@ class Store:
             .limit(limit)
         )
         return self._claim(
+            "outbox.claim",
             pick,
             lambda ids: (
                 update(OUTBOX)

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,21 +171,6 @@ def test_imap_server_stalling_then_cutting_every_connection(
     assert answers_by_original([m.raw for m in smtp_sink.received]) == Counter(ids_of(truth))
 
 
-def _reset_uidvalidity(dovecot: DovecotServer, user: str) -> None:
-    """Throw away Dovecot's UID list and indexes of ``user``'s INBOX, as a restore from backup does."""
-    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock: a new second gives a new value
-    process, dovecot.process = dovecot.process, None
-    assert process is not None
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=10)
-    maildir = dovecot.root / "mail" / user
-    removed = [p for p in maildir.iterdir() if p.name.startswith("dovecot")]
-    assert any(p.name == "dovecot-uidlist" for p in removed), sorted(p.name for p in maildir.iterdir())
-    for path in removed:
-        path.unlink()
-    dovecot.start()
-
-
 @pytest.mark.timeout(FAULT_TIMEOUT_S)
 def test_uidvalidity_change_processes_nothing_twice(
     tmp_path: Path, dovecot: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, database_url: str
@@ -198,7 +182,7 @@ def test_uidvalidity_change_processes_nothing_twice(
         old_validity = bot.store.cursor("smp", "INBOX")[0]
 
     assert isinstance(dovecot.server, DovecotServer)
-    _reset_uidvalidity(dovecot.server, SMP_BOX)
+    dovecot.server.reset_uidvalidity(SMP_BOX)
     truth |= load_corpus(dovecot, corpus_dir, ["smp-012"])
 
     with Bot(settings, inline=True) as bot:

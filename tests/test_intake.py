@@ -3,7 +3,8 @@ the parser pool reads ahead of claims, while intake goes on and after."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from mailbot.embedded import SmtpSink
 from parsers.model import Submission
 from storage.archive import Archived, RawArchive
 from storage.models import Message
-from tests.conftest import ImapServer, load_corpus, make_settings
+from tests.conftest import ImapServer, corpus_truth, load_corpus, make_settings
+from tests.support.proxy import TcpProxy
 
 SMP_BOX = "min.gao@aminer.cn"
 
@@ -107,3 +109,82 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
     assert all(steps.index(("read", pk)) < steps.index(("claim", pk)) for pk in reads), (
         "the two beyond the bound are read ahead of their claims too, once the first are taken up"
     )
+
+
+def _recorded_keys(bot: Bot) -> list[str]:
+    with bot.store.sessions() as session:
+        return sorted(str(m.message_key) for m in session.scalars(select(Message)))
+
+
+@pytest.mark.timeout(60)
+def test_a_drop_while_fetching_a_new_message_below_a_known_one_loses_nothing(
+    tmp_path: Path,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder holds a new message and, above it, a second copy of a known one; the connection drops
+    while the new one's body is fetched. The next poll must still take the new one in."""
+    truth = corpus_truth(corpus_dir)
+    known_name, new_name = sorted(n for n in truth if truth[n]["mailbox"] == SMP_BOX)[:2]
+    load_corpus(imap_server, corpus_dir, [known_name])
+    with TcpProxy((imap_server.host, imap_server.port)) as proxy:
+        settings = make_settings(tmp_path, imap_server, smtp_sink, mailbox={"port": proxy.port})
+        box = settings.mailbox_by_name("smp")
+        with Bot(settings, inline=True) as bot:
+            bot.poll_mailbox(box)
+            assert _recorded_keys(bot) == [truth[known_name]["message_id"]]
+            load_corpus(imap_server, corpus_dir, [new_name])  # the next UID: new
+            load_corpus(imap_server, corpus_dir, [known_name])  # the one after: a second copy of a known one
+            fetch = imap.MailboxClient.fetch
+
+            def dropped(client: imap.MailboxClient, uids: Sequence[int]) -> Iterator[imap.FetchedMail]:
+                proxy.cut_all()  # a real drop on the wire, the moment the bodies are asked for
+                return fetch(client, uids)
+
+            with monkeypatch.context() as patch:
+                patch.setattr(imap.MailboxClient, "fetch", dropped)
+                with pytest.raises(Exception):  # noqa: B017 - the poll fails; what matters is what is left
+                    bot.poll_mailbox(box)
+            bot.poll_mailbox(box)
+            assert _recorded_keys(bot) == sorted(truth[n]["message_id"] for n in (known_name, new_name))
+
+
+@pytest.mark.timeout(60)
+def test_a_message_expunged_by_a_person_while_the_bot_fetches_is_logged_and_the_rest_goes_on(
+    tmp_path: Path,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    truth = corpus_truth(corpus_dir)
+    names = sorted(n for n in truth if truth[n]["mailbox"] == SMP_BOX)[:3]
+    load_corpus(imap_server, corpus_dir, names)
+    gone = truth[names[1]]["message_id"]
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    box = settings.mailbox_by_name("smp")
+    fetch = imap.MailboxClient.fetch
+
+    def expunged_first(client: imap.MailboxClient, uids: Sequence[int]) -> Iterator[imap.FetchedMail]:
+        # a person deletes the middle message in a web mail client between the bot's SEARCH and FETCH
+        person = imap_server.client(SMP_BOX)
+        try:
+            person.select_folder("INBOX")
+            person.delete_messages(person.search(["HEADER", "Message-ID", gone]))
+            person.expunge()
+        finally:
+            person.logout()
+        return fetch(client, uids)
+
+    with Bot(settings, inline=True) as bot:
+        with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger="mailbot.intake"):
+            patch.setattr(imap.MailboxClient, "fetch", expunged_first)
+            result = bot.poll_mailbox(box)
+        assert result.new == 2
+        assert _recorded_keys(bot) == sorted(truth[n]["message_id"] for n in (names[0], names[2]))
+        assert any("gone" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records), caplog.text
+        assert bot.store.cursor("smp", "INBOX")[1] == 3, "nothing stalls at the vanished UID"
+        assert bot.poll_mailbox(box).new == 0

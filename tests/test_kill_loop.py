@@ -17,7 +17,6 @@ and ``MAILBOT_KILL_SEED`` replays another sequence.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import random
@@ -40,6 +39,7 @@ from mailbot.demo import write_config
 from mailbot.embedded import LOOPBACK, free_port
 from tests.conftest import ImapServer, corpus_truth, load_corpus, make_config
 from tests.support.invariants import invariant_violations
+from tests.support.processes import run_and_kill
 
 REPO = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("MAILBOT_KILL_LOOP", "6"))
@@ -117,24 +117,6 @@ def snapshot(db: Path) -> tuple[int, dict[str, int]]:
     except sqlite3.OperationalError:  # killed before the schema was there
         return 0, {}
     return int(decided), {str(state): int(count) for state, count in outbox.items()}
-
-
-def run_and_kill(command: list[str], env: dict[str, str], log: Path, after_s: float) -> int:
-    """Start ``command``, SIGKILL its whole process group (parser workers too) after ``after_s``."""
-    with log.open("ab") as stderr:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
-        )
-        try:
-            process.wait(timeout=after_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        else:
-            # it finished in time; a worker it left behind would still be cleared
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode
 
 
 def in_parts(names: list[str], parts: int) -> list[list[str]]:

@@ -226,3 +226,19 @@ namespace inbox {{
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=10)
         self.start()
+
+    def reset_uidvalidity(self, user: str) -> None:
+        """Throw away the UID list and indexes of ``user``'s INBOX, as a restore from backup does:
+        the folder comes back with a new UIDVALIDITY and new UIDs."""
+        time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock: a new second gives a new value
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        maildir = self.root / "mail" / user
+        removed = [p for p in maildir.iterdir() if p.name.startswith("dovecot")]
+        if not any(p.name == "dovecot-uidlist" for p in removed):
+            raise RuntimeError(f"no dovecot-uidlist in {maildir}: {sorted(p.name for p in maildir.iterdir())}")
+        for path in removed:
+            path.unlink()
+        self.start()

@@ -1,6 +1,8 @@
-"""The promises a fault must not break, checked against the database, the raw archive and the mail
-the SMTP server accepted: every message exactly one record with its true outcome, every answerable
-message exactly one answer, nothing left half-sent.
+"""The promises a fault must not break, checked against the database, the raw archive, the review
+queue and the mail the SMTP server accepted: every message exactly one record with its true outcome
+and its exact bytes in the archive, every answerable message exactly one answer, nothing left
+half-sent, every review item a folder with ``message.eml`` and ``reason.json``, reference numbers
+unique and without gaps per call, no mail (a digest above all) accepted twice.
 
 One exception is the sender's design, not a fault: a stop between committing an answer's hand-over
 and writing the last line of its data leaves an answer the server never got, recorded as presumed
@@ -15,13 +17,16 @@ in the bot cannot quietly change what the tests expect.
 from __future__ import annotations
 
 import email
-from collections import Counter
+import hashlib
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
 
 from mailbot.config import Settings
+from mailbot.review import ReviewQueue
 from storage.archive import RawArchive
 from storage.db import make_engine, session_factory
 from storage.models import SEND_RECOVERED, Event, Message, MessageState, OutboxMail, OutboxState, SendVerdict
@@ -43,9 +48,8 @@ def is_notice(raw: bytes) -> bool:
 
 def answers_by_original(raws: Iterable[bytes]) -> Counter[str]:
     """How many answers the server accepted for each original message, by the answer's In-Reply-To."""
-    return Counter(
-        str(email.message_from_bytes(raw).get("In-Reply-To", "")).strip() for raw in raws if not is_notice(raw)
-    )
+    replies = (str(email.message_from_bytes(raw).get("In-Reply-To", "")).strip() for raw in raws if not is_notice(raw))
+    return Counter(original for original in replies if original)  # a digest answers nothing
 
 
 def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterable[bytes], stops: int = 0) -> list[str]:
@@ -87,6 +91,11 @@ def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterab
             problems.append(f"{name}: ended in review because a stage failed: {(message.error or '')[-300:]}")
         if not archive.contains(message.sha256):
             problems.append(f"{name}: its raw copy is not in the archive")
+        elif hashlib.sha256(archive.get(message.sha256)).hexdigest() != message.sha256:
+            problems.append(f"{name}: its archive file does not hold the bytes it is named by")
+    problems.extend(_review_folder_problems(settings, messages, name_of))
+    problems.extend(_reference_problems(messages))
+    problems.extend(_mail_accepted_twice(accepted_mail))
 
     by_key = {m.message_key: m for m in messages}
     for name, info in sorted(truth.items()):
@@ -112,6 +121,49 @@ def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterab
     if len(presumed_missing) > stops:
         problems.append(f"{len(presumed_missing)} answers presumed delivered never arrived, after {stops} stop(s)")
     return problems
+
+
+def _review_folder_problems(settings: Settings, messages: list[Message], name_of: Mapping[str, str]) -> list[str]:
+    """Every message in review has its queue folder with the original and the reason."""
+    queue = ReviewQueue(settings.queue_dir)
+    problems = []
+    for message in messages:
+        if message.state != MessageState.REVIEW:
+            continue
+        folder = queue.folder_of(message)
+        missing = [f for f in ("message.eml", "reason.json") if not (folder / f).is_file()]
+        if missing:
+            name = name_of.get(message.message_key, message.message_key)
+            problems.append(f"{name}: in review, but {folder.name}/ lacks {', '.join(missing)}")
+    return problems
+
+
+def _reference_problems(messages: list[Message]) -> list[str]:
+    """Reference numbers are unique per call and count up from 1 without gaps.
+
+    A number is taken in the decision's transaction, so a decision that did not commit gives its
+    number back; a gap would mean a number was spent on nothing.
+    """
+    numbers: defaultdict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        parts = re.fullmatch(r"(.+)-(\d+)", message.reference or "")
+        if parts:
+            numbers[parts[1]].append(int(parts[2]))
+    problems = []
+    for prefix, taken in sorted(numbers.items()):
+        repeated = sorted(n for n, count in Counter(taken).items() if count > 1)
+        if repeated:
+            problems.append(f"{prefix}: reference numbers given twice: {repeated}")
+        gaps = sorted(set(range(1, max(taken) + 1)) - set(taken))
+        if gaps:
+            problems.append(f"{prefix}: reference numbers never given: {gaps}")
+    return problems
+
+
+def _mail_accepted_twice(accepted_mail: Iterable[bytes]) -> list[str]:
+    """No mail (an answer, a digest) reached the SMTP server twice: each has one Message-ID."""
+    ids = Counter(str(email.message_from_bytes(raw).get("Message-ID", "")).strip() for raw in accepted_mail)
+    return [f"{message_id}: accepted {count} times" for message_id, count in sorted(ids.items()) if count > 1]
 
 
 def _answer_history(message_pk: int, outbox: list[OutboxMail], events: list[Event]) -> str:
