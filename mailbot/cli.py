@@ -16,6 +16,8 @@ from types import FrameType
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot import __version__
+from mailbot.bundle import add_bundle_command
+from mailbot.call_setup import add_call_command
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.digest import add_digest_command
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
     add_queue_command(commands)
     add_digest_command(commands)
+    add_call_command(commands)
+    add_bundle_command(commands)
 
     parse = commands.add_parser("parse", help="read .eml, .docx, .pdf or .zip files and show the fields")
     parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -336,7 +340,21 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return run_queue(args, _settings(args))
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    from mailbot.call_setup import cmd_call as call_command
+
+    return call_command(args, _settings)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from mailbot.bundle import cmd_bundle as bundle_command
+
+    return bundle_command(args, _settings(args))
+
+
 COMMANDS = {
+    "call": cmd_call,
+    "bundle": cmd_bundle,
     "check": cmd_check,
     "status": cmd_status,
     "purge": cmd_purge,
@@ -379,12 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     configure_logging(args.log_level, args.log_format)
     try:
-        if args.config or args.command not in {"demo", "parse"}:
+        if args.config or args.command not in {"demo", "parse", "call"}:
             settings = None
             try:
                 settings = _settings(args)
             except ConfigError:
-                if args.command not in {"demo", "parse"}:
+                if args.command not in {"demo", "parse", "call"}:
                     raise
             if settings is not None:
                 configure_logging(args.log_level, args.log_format, configured_secrets(settings.secret_env_names))

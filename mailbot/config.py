@@ -95,6 +95,10 @@ class CallSettings(_Section):
     field: list[FieldSettings] = Field(min_length=1)
     required_one_of: list[list[str]] = Field(default_factory=list)
     topic: list[TopicSettings] = Field(default_factory=list)
+    # the blank form the fields were found in (``mailbot call new``), read again by ``mailbot call check``
+    form: str = ""
+    # the form's heading, which tells this call's submissions from another's at a shared address
+    form_title: str = ""
 
     _check_opens = field_validator("opens", "deadline")(_require_aware)
 

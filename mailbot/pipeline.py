@@ -60,6 +60,7 @@ from mailbot.guard import (
 from mailbot.identity import Identity, identity_of, same_person
 from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
+from mailbot.routing import read_for_calls, sharing_calls
 from mailbot.security import Answerability, answerability, domain_of, recipient_key
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
@@ -327,7 +328,11 @@ class Processor:
         original = self.store.archive.path_for(sha)
         if not original.is_file():
             raise FileNotFoundError(f"the archived message {sha} is missing")
-        return self.reader(original, self.settings.call_by_id(call_id or self.settings.call[0].id).form_spec)
+        call = self.settings.call_by_id(call_id or self.settings.call[0].id)
+        candidates = sharing_calls(self.settings, call.id)
+        if len(candidates) > 1:
+            return read_for_calls(self.reader, original, candidates)
+        return self.reader(original, call.form_spec)
 
     # --- deciding and storing ----------------------------------------------------------------
 
@@ -357,7 +362,8 @@ class Processor:
             message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
-            call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
+            # at an address several calls share, the form read decides the call (mailbot.routing)
+            call = self.settings.call_by_id(submission.routed_call or message.call_id or self.settings.call[0].id)
             self.store.lock_call(session, call.id)
             if (
                 expect == MessageState.PROCESSING
@@ -397,6 +403,7 @@ class Processor:
             # a retry is counted only if it commits
             attempts = message.attempts + 1 if expect == MessageState.REVIEW else message.attempts
             changes: dict[str, Any] = {
+                "call_id": call.id,
                 "state": state,
                 "claimed_by": None,
                 "attempts": attempts,
@@ -442,6 +449,8 @@ class Processor:
             if state == MessageState.REVIEW:
                 stored = session.get_one(Message, pk)
                 diagnostics = {} if conflict is None else self._conflict_diagnostics(session, conflict)
+                if submission.unreadable is not None:  # e.g. the calls an ambiguous form could belong to
+                    diagnostics["detail"] = submission.unreadable.detail
                 self.review.add(
                     stored,
                     self.store.archive.path_for(stored.sha256),

@@ -22,6 +22,7 @@ UnreadableReason = Literal[
     "timeout",  # the reader ran out of time
     "archive-refused",  # an archive that looks like a zip bomb or holds unsafe members
     "no-fields",  # a document that looks like the form but no field could be read from it
+    "ambiguous-call",  # at an address several calls share, the form matches more than one of them
 ]
 
 UNREADABLE_REASONS: tuple[UnreadableReason, ...] = (
@@ -34,6 +35,7 @@ UNREADABLE_REASONS: tuple[UnreadableReason, ...] = (
     "timeout",
     "archive-refused",
     "no-fields",
+    "ambiguous-call",
 )
 
 DocumentKind = Literal[
@@ -165,6 +167,8 @@ class Submission:
     # who forwarded it (the sender of this message) and, where the forward says, who wrote the original
     forwarded_by: str | None = None
     forwarded_from: str | None = None
+    # at an address several calls share: the call whose form this is (mailbot.routing chose it)
+    routed_call: str | None = None
 
     @property
     def status(self) -> Literal["form", "unreadable", "no_form"]:

@@ -1,0 +1,520 @@
+"""``mailbot bundle``: every current proposal of a call, ready to hand to reviewers.
+
+One entry per current application: the latest on-time form of it (the accepted one, or the last
+revision) and the other files sent with that form, named ``REFERENCE_姓名_单位.ext`` and grouped
+by topic. Superseded versions stay out and are listed in the index; a duplicate is included as
+the further project it is, and flagged; late and unreadable mail sits in folders of its own for
+the coordinators to decide on. ``index.xlsx`` has a row per entry and ``MANIFEST.sha256`` the
+checksum of every file. Built from the database and the raw archive alone, in a fixed order with
+fixed timestamps, so the same data gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import sys
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailbot.config import CallSettings, Settings
+from parsers.archive import read_zip
+from parsers.convert import convert, office_binary
+from parsers.errors import CannotRead
+from parsers.limits import Limits
+from parsers.message import extract_parts
+from storage.archive import RawArchive
+from storage.models import Message
+from templates import TemplateSet
+
+Grouping = Literal["topic", "direction", "none"]
+CURRENT_OUTCOMES = ("accepted", "incomplete", "revision", "duplicate")
+PERSONAL_FIELDS = ("email", "phone", "gender", "birth")
+INDEX_COLUMNS = (
+    "folder",
+    "reference",
+    "form_reference",
+    "status",
+    "applicant",
+    "institution",
+    "title",
+    "topic",
+    "direction",
+    "arrival",
+    "files",
+    "sha256",
+    "flags",
+    "superseded",
+)
+PERSONAL_COLUMNS = ("email", "phone", "gender", "birth")
+# A fixed time for every file in the zip and the workbook: a date the ZIP format can hold.
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+_FIXED_DATETIME = datetime(*FIXED_TIME, tzinfo=UTC)
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
+_NAME_BYTES = 150  # a path component, with room for the folder and a numbering suffix
+
+
+@dataclass
+class BundleFile:
+    path: str  # inside the bundle, "/"-separated
+    data: bytes
+
+
+@dataclass
+class Entry:
+    folder: str
+    reference: str  # the application's (its first form's) reference
+    form_reference: str  # the reference of the message whose form is included
+    status: str
+    fields: dict[str, Any]
+    arrival: datetime
+    files: list[str] = field(default_factory=list)
+    form_sha256: str = ""
+    flags: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Bundle:
+    files: list[BundleFile]
+    entries: list[Entry]
+    superseded: list[dict[str, Any]]
+    notes: list[str]
+
+
+def safe_component(text: str, fallback: str = "_") -> str:
+    """One part of a file name, valid on Windows, macOS and Linux: no separators, reserved words or dots at the end."""
+    text = unicodedata.normalize("NFC", text)
+    text = _WINDOWS_FORBIDDEN.sub("", "".join(c for c in text if unicodedata.category(c)[0] != "C"))
+    text = re.sub(r"\s+", "-", text.strip()).strip(". -")
+    while len(text.encode("utf-8")) > _NAME_BYTES:
+        text = text[:-1]
+    text = text.rstrip(". -")
+    if not text or _WINDOWS_RESERVED.match(text):
+        text = f"{fallback}{text}" if text else fallback
+    return text
+
+
+def _extension(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    ext = re.sub(r"[^A-Za-z0-9]", "", ext)[:8].lower()
+    return f".{ext}" if dot and stem and ext else ""
+
+
+class _Names:
+    """Names in one folder, none equal to another ignoring case (a Windows share's view)."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def claim(self, folder: str, stem: str, extension: str) -> str:
+        candidate, number = f"{stem}{extension}", 1
+        while f"{folder}/{candidate}".casefold() in self.taken:
+            number += 1
+            candidate = f"{stem}-{number}{extension}"
+        self.taken.add(f"{folder}/{candidate}".casefold())
+        return f"{folder}/{candidate}" if folder else candidate
+
+
+def _reading_form(message: Message) -> dict[str, Any]:
+    return dict((message.reading or {}).get("form") or {})
+
+
+def _values(message: Message) -> dict[str, Any]:
+    fields = _reading_form(message).get("fields") or {}
+    return {name: (found or {}).get("value") for name, found in fields.items()}
+
+
+def _parts(archive: RawArchive, message: Message, limits: Limits) -> list[tuple[str, tuple[str, ...], str, bytes]]:
+    """(filename, MIME path, sha256, bytes) of each attachment as sent; a form inside a .zip is added."""
+    raw = archive.path_for(message.sha256).read_bytes()
+    found = [(a.filename, a.path, a.sha256, data) for a, data in extract_parts(raw, limits)]
+    form = next((a for a in (message.reading or {}).get("attachments", []) if a.get("role") == "form"), None)
+    if form is not None and len(form.get("path") or []) > 1:
+        container = next((item for item in found if list(item[1]) == list(form["path"][:1])), None)
+        if container is not None:
+            try:
+                members = read_zip(container[3], container[0], limits)
+            except CannotRead:
+                members = []
+            for member in members:
+                if member.data is not None and member.stored_name == form["path"][-1]:
+                    found.append((member.name, tuple(form["path"]), form["sha256"], member.data))
+    return found
+
+
+def collect(
+    session: Session,
+    archive: RawArchive,
+    call: CallSettings,
+    templates: TemplateSet,
+    grouping: Grouping = "topic",
+    redact: bool = False,
+    pdf: bool = False,
+    limits: Limits | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Bundle:
+    """Every file and index row of the bundle, from the database and the archive."""
+    limits = limits or Limits()
+    words = templates.table("bundle/bundle.toml")
+    folders, flag_words = words["folders"], words["flags"]
+    topics = {topic.code: topic for topic in call.topic}
+    messages = list(
+        session.scalars(
+            select(Message)
+            .where(Message.call_id == call.id, Message.outcome.in_((*CURRENT_OUTCOMES, "late", "unreadable")))
+            .order_by(Message.arrival, Message.id)
+        )
+    )
+    reference_of_key = {m.message_key: m.reference or "" for m in messages}
+    by_application: dict[int, list[Message]] = {}
+    for message in messages:
+        if message.outcome in CURRENT_OUTCOMES and message.application_id is not None:
+            by_application.setdefault(message.application_id, []).append(message)
+
+    chosen: list[tuple[Entry, Message]] = []
+    superseded_rows: list[dict[str, Any]] = []
+    for versions in by_application.values():
+        first, current = versions[0], versions[-1]
+        entry = Entry(
+            folder="",
+            reference=first.reference or "",
+            form_reference=current.reference or "",
+            status=first.outcome or "",
+            fields=_values(current),
+            arrival=current.arrival,
+        )
+        if first.outcome == "duplicate":
+            entry.flags.append(
+                flag_words["duplicate"].format(reference=reference_of_key.get(first.duplicate_of_key or "", ""))
+            )
+        missing = list((current.decision or {}).get("missing") or [])
+        if missing:
+            entry.flags.append(flag_words["incomplete"].format(missing=", ".join(missing)))
+        entry.flags.extend(str(flag) for flag in (current.decision or {}).get("flags") or [])
+        for old in versions[:-1]:
+            entry.superseded.append(old.reference or "")
+            superseded_rows.append(
+                {
+                    "reference": old.reference,
+                    "replaced_by": current.reference,
+                    "application": entry.reference,
+                    "arrival": _local(old.arrival, call),
+                    "sha256": _reading_form(old).get("sha256") or "",
+                    "note": flag_words["superseded"].format(reference=current.reference),
+                }
+            )
+        entry.folder = _group_folder(entry.fields.get("topic"), grouping, topics, folders)
+        chosen.append((entry, current))
+    for message in messages:
+        if message.outcome == "late":
+            entry = Entry(
+                folders["late"],
+                message.reference or "",
+                message.reference or "",
+                "late",
+                _values(message),
+                message.arrival,
+                flags=[flag_words["late"]],
+            )
+            chosen.append((entry, message))
+        elif message.outcome == "unreadable":
+            reason = message.reason or ""
+            entry = Entry(
+                folders["unreadable"],
+                message.reference or "",
+                message.reference or "",
+                "unreadable",
+                {},
+                message.arrival,
+                flags=[flag_words["unreadable"].format(reason=reason)],
+            )
+            chosen.append((entry, message))
+    chosen.sort(key=lambda item: (item[0].reference, item[0].form_reference))
+
+    notes: list[str] = []
+    office = office_binary() if pdf else None
+    if pdf and office is None:
+        notes.append(flag_words["pdf_missing"])
+    names = _Names()
+    files: list[BundleFile] = []
+    for number, (entry, message) in enumerate(chosen, start=1):
+        if progress is not None:
+            progress(f"[{number}/{len(chosen)}] {entry.reference}")
+        stem = _entry_stem(entry, message)
+        form_sha = _reading_form(message).get("sha256") or ""
+        parts = _parts(archive, message, limits)
+        form_part = next((part for part in parts if part[2] == form_sha), None) if form_sha else None
+        others = [part for part in parts if part is not form_part]
+        for part in ([form_part] if form_part else []) + others:
+            filename, _path, digest, data = part
+            if part is form_part:
+                name = names.claim(entry.folder, stem, _extension(filename))
+                entry.form_sha256 = digest
+            else:
+                original = safe_component(filename.rpartition(".")[0] or filename, "file")
+                name = names.claim(entry.folder, f"{stem}_{original}", _extension(filename))
+            files.append(BundleFile(name, data))
+            entry.files.append(name)
+            if part is form_part and office is not None and _extension(filename) in (".docx", ".doc"):
+                try:
+                    rendered = convert(data, _extension(filename)[1:], "pdf", filename, limits.convert_timeout_s)
+                except CannotRead:
+                    entry.flags.append(flag_words["pdf_failed"])
+                else:
+                    pdf_name = names.claim(entry.folder, stem, ".pdf")
+                    files.append(BundleFile(pdf_name, rendered))
+                    entry.files.append(pdf_name)
+    entries = [entry for entry, _ in chosen]
+    index = index_workbook(entries, superseded_rows, call, words, grouping, redact, notes, messages)
+    files.append(BundleFile("index.xlsx", index))
+    files.sort(key=lambda item: item.path)
+    manifest = "".join(f"{hashlib.sha256(item.data).hexdigest()}  {item.path}\n" for item in files)
+    files.append(BundleFile("MANIFEST.sha256", manifest.encode("utf-8")))
+    files.sort(key=lambda item: item.path)
+    return Bundle(files, entries, superseded_rows, notes)
+
+
+def _entry_stem(entry: Entry, message: Message) -> str:
+    name = str(entry.fields.get("applicant_name") or "")
+    institution = str(entry.fields.get("institution") or "")
+    parts = [safe_component(entry.reference or message.sha256[:12], "entry")]
+    parts += [safe_component(text) for text in (name, institution) if safe_component(text, "")]
+    stem = "_".join(parts)
+    while len(stem.encode("utf-8")) > _NAME_BYTES:
+        stem = stem[:-1]
+    return stem.rstrip(". -_")
+
+
+def _group_folder(topic: Any, grouping: Grouping, topics: dict[str, Any], folders: dict[str, str]) -> str:
+    if grouping == "none":
+        return folders["all"]
+    known = topics.get(str(topic)) if topic is not None else None
+    if grouping == "direction":
+        return safe_component(known.direction) if known is not None and known.direction else folders["no_direction"]
+    if known is not None:
+        return safe_component(f"{known.code} {known.name}")
+    return safe_component(str(topic)) if topic else folders["no_topic"]
+
+
+def _local(value: datetime, call: CallSettings) -> str:
+    return value.astimezone(call.tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def index_workbook(
+    entries: Sequence[Entry],
+    superseded: Sequence[dict[str, Any]],
+    call: CallSettings,
+    words: dict[str, Any],
+    grouping: Grouping,
+    redact: bool,
+    notes: Sequence[str],
+    messages: Sequence[Message],
+) -> bytes:
+    """index.xlsx: a row per entry, the superseded versions, and what the bundle is (with pinned timestamps)."""
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = words["sheets"]["applications"]
+    columns = INDEX_COLUMNS if redact else (*INDEX_COLUMNS, *PERSONAL_COLUMNS)
+    sheet.append(list(columns))
+    for entry in entries:
+        row = index_row(entry, call, redact)
+        sheet.append([_cell(row[column]) for column in columns])
+    _style(sheet)
+    old = workbook.create_sheet(words["sheets"]["superseded"])
+    old_columns = ("reference", "replaced_by", "application", "arrival", "sha256", "note")
+    old.append(list(old_columns))
+    for item in superseded:
+        old.append([_cell(item[column]) for column in old_columns])
+    _style(old)
+    about = workbook.create_sheet(words["sheets"]["about"])
+    texts = words["about"]
+    latest = max((m.arrival for m in messages), default=_FIXED_DATETIME)
+    lines = [
+        texts["title"].format(call=call.name_zh),
+        texts["made"].format(latest=_local(latest, call)),
+        texts["layout"].format(grouping=words["grouping"][grouping]),
+        *([texts["redacted"]] if redact else []),
+        texts["manifest"],
+        *notes,
+    ]
+    for line in lines:
+        about.append([line])
+    about.column_dimensions["A"].width = 120
+    for row in about.iter_rows():
+        for cell in row:
+            cell.alignment = Alignment(wrap_text=True)
+    workbook.properties.creator = "mailbot"
+    workbook.properties.created = _FIXED_DATETIME.replace(tzinfo=None)
+    workbook.properties.modified = _FIXED_DATETIME.replace(tzinfo=None)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return pinned_zip(buffer.getvalue())
+
+
+def index_row(entry: Entry, call: CallSettings, redact: bool) -> dict[str, Any]:
+    """The index's cells for one entry, by column name."""
+    topic = entry.fields.get("topic")
+    known = next((t for t in call.topic if t.code == topic), None)
+    row: dict[str, Any] = {
+        "folder": entry.folder,
+        "reference": entry.reference,
+        "form_reference": entry.form_reference,
+        "status": entry.status,
+        "applicant": entry.fields.get("applicant_name"),
+        "institution": entry.fields.get("institution"),
+        "title": entry.fields.get("project_title"),
+        "topic": topic,
+        "direction": known.direction if known is not None else entry.fields.get("direction"),
+        "arrival": _local(entry.arrival, call),
+        "files": "\n".join(entry.files),
+        "sha256": entry.form_sha256,
+        "flags": "\n".join(entry.flags),
+        "superseded": ", ".join(entry.superseded),
+    }
+    if not redact:
+        row.update({column: entry.fields.get(column) for column in PERSONAL_COLUMNS})
+    return row
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value  # a value from a submission must never become a spreadsheet formula
+    return value
+
+
+def _style(sheet: Any) -> None:
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    sheet.freeze_panes = "A2"
+
+
+def pinned_zip(data: bytes) -> bytes:
+    """A zip package rewritten with every member at the fixed time, in its own order (openpyxl stamps now)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(_fixed_info(info.filename), source.read(info))
+    return out.getvalue()
+
+
+def _fixed_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def write_bundle(bundle: Bundle, target: Path) -> Path:
+    """The bundle as a .zip (sorted, fixed times) or into a folder."""
+    if target.suffix.lower() == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in bundle.files:
+                archive.writestr(_fixed_info(item.path), item.data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(buffer.getvalue())
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for item in bundle.files:
+        path = target.joinpath(*item.path.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item.data)
+    return target
+
+
+def _progress_reporter() -> tuple[Callable[[str], None], Callable[[], None]]:
+    if not sys.stderr.isatty():
+        return (lambda text: print(text, file=sys.stderr, flush=True)), (lambda: None)
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.start()
+    task = bar.add_task("bundle", total=None)
+
+    def advance(text: str) -> None:
+        done, _, total = text.strip("[").partition("]")[0].partition("/")
+        bar.update(task, completed=int(done), total=int(total), description=text.partition("] ")[2])
+
+    return advance, bar.stop
+
+
+def build(
+    settings: Settings,
+    call_id: str,
+    output: Path,
+    grouping: Grouping = "topic",
+    redact: bool = False,
+    pdf: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Bundle:
+    from storage.db import make_engine, session_factory
+
+    call = settings.call_by_id(call_id)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            bundle = collect(
+                session,
+                RawArchive(settings.archive_dir),
+                call,
+                TemplateSet(settings.templates.dir),
+                grouping,
+                redact,
+                pdf,
+                progress=progress,
+            )
+    finally:
+        engine.dispose()
+    write_bundle(bundle, output)
+    return bundle
+
+
+def add_bundle_command(commands: Any) -> None:
+    bundle = commands.add_parser("bundle", help="every current proposal of a call, for reviewers (zip or folder)")
+    bundle.add_argument("--call", required=True)
+    bundle.add_argument("-o", "--output", type=Path, help="FILE.zip or a folder (default: CALL-bundle.zip)")
+    bundle.add_argument("--redact", action="store_true", help="leave contacts and personal fields out of the index")
+    bundle.add_argument("--by", choices=["topic", "direction", "none"], default="topic", help="folders by")
+    bundle.add_argument("--pdf", action="store_true", help="add a PDF rendering of each Word form (LibreOffice)")
+
+
+def cmd_bundle(args: Any, settings: Settings) -> int:
+    output: Path = args.output or Path(f"{args.call}-bundle.zip")
+    advance, finish = _progress_reporter()
+    try:
+        made = build(settings, args.call, output, args.by, args.redact, args.pdf, advance)
+    except KeyError:
+        print(f"mailbot: no call {args.call!r} in the configuration", file=sys.stderr)
+        return 2
+    finally:
+        finish()
+    for note in made.notes:
+        print(note, file=sys.stderr)
+    current = sum(1 for entry in made.entries if entry.status in CURRENT_OUTCOMES)
+    print(
+        f"{output}: {current} application(s), {len(made.entries) - current} late or unreadable, "
+        f"{len(made.superseded)} superseded version(s) left out, {len(made.files)} files"
+    )
+    return 0
+
+
+def iter_manifest(text: str) -> Iterator[tuple[str, str]]:
+    """(sha256, path) of each MANIFEST.sha256 line."""
+    for line in text.splitlines():
+        digest, _, path = line.partition("  ")
+        yield digest, path

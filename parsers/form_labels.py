@@ -1,0 +1,526 @@
+"""A blank form's labels, found without knowing the call: what ``mailbot call new`` builds a call from.
+
+A blank form shows where applicants write by leaving room: a label cell beside an empty cell
+(or above one), "标签：______" in a line, a content control's placeholder. Those labels are then
+matched to the field kinds the readers know (name, institution, email, topic, budget …) by their
+Chinese and English synonyms; the others stay text fields. A table whose header row sits over
+several empty rows (team members, a budget breakdown) is a list, not a field, and is reported as one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from parsers.convert import convert
+from parsers.docx_reader import read_docx
+from parsers.fields import _NOTES_HEADING
+from parsers.layout import Block, Cell, Grid
+from parsers.limits import Limits
+from parsers.model import Location
+from parsers.pdf_reader import read_pdf
+from parsers.sniff import sniff
+from parsers.spec import FieldKind, FieldSpec, FormSpec
+from parsers.textnorm import clean_value, has_cjk, label_key, strip_hints
+
+Layout = Literal["right", "below", "inline", "in-cell"]
+
+
+@dataclass(frozen=True)
+class KnownField:
+    """A field the readers and the rules know, with the words forms use for its label."""
+
+    name: str
+    kind: FieldKind
+    synonyms: tuple[str, ...]
+
+
+# The name is the one the rest of mailbot relies on (identity, exports, acknowledgements).
+KNOWN_FIELDS: tuple[KnownField, ...] = (
+    KnownField(
+        "project_title",
+        "text",
+        ("项目名称", "课题名称", "项目题目", "项目标题", "题目", "Project Title", "Project Name", "Proposal Title"),
+    ),
+    KnownField(
+        "applicant_name",
+        "name",
+        (
+            "申请人",
+            "申请人姓名",
+            "姓名",
+            "负责人",
+            "项目负责人",
+            "主持人",
+            "申报人",
+            "Applicant",
+            "Name",
+            "Full Name",
+            "PI",
+            "PI Name",
+            "Principal Investigator",
+            "Applicant Name",
+        ),
+    ),
+    KnownField("gender", "gender", ("性别", "Gender", "Sex")),
+    KnownField("birth", "date", ("出生年月", "出生日期", "Date of Birth", "Birth Date", "DOB")),
+    KnownField(
+        "title",
+        "title",
+        ("职称", "职务/职称", "职务", "专业技术职务", "Title", "Professional Title", "Academic Title", "Position"),
+    ),
+    KnownField("degree", "degree", ("学位", "最高学位", "Degree", "Highest Degree")),
+    KnownField(
+        "institution",
+        "institution",
+        (
+            "单位",
+            "所在单位",
+            "工作单位",
+            "依托单位",
+            "单位名称",
+            "申请单位",
+            "所在机构",
+            "Institution",
+            "Affiliation",
+            "Organization",
+            "Organisation",
+            "University",
+            "Employer",
+        ),
+    ),
+    KnownField(
+        "department", "text", ("院系", "所在院系", "学院", "部门", "所在部门", "Department", "School", "Faculty")
+    ),
+    KnownField(
+        "email",
+        "email",
+        ("邮箱", "电子邮箱", "电子邮件", "Email", "E-mail", "Email Address", "E-mail Address"),
+    ),
+    KnownField(
+        "phone",
+        "phone",
+        (
+            "手机",
+            "手机号",
+            "手机号码",
+            "联系电话",
+            "电话",
+            "移动电话",
+            "Phone",
+            "Mobile",
+            "Tel",
+            "Telephone",
+            "Phone Number",
+            "Mobile Phone",
+        ),
+    ),
+    KnownField("direction", "text", ("申报方向", "研究方向", "方向", "Research Direction", "Direction", "Track")),
+    KnownField(
+        "topic",
+        "topic",
+        (
+            "申报课题",
+            "课题",
+            "课题编号",
+            "选题",
+            "课题代码",
+            "研究课题",
+            "指南方向",
+            "Topic",
+            "Topic No.",
+            "Topic Code",
+        ),
+    ),
+    KnownField(
+        "budget",
+        "money",
+        (
+            "申请经费",
+            "经费",
+            "申请金额",
+            "预算",
+            "经费预算",
+            "资助金额",
+            "Budget",
+            "Requested Budget",
+            "Amount Requested",
+            "Requested Amount",
+        ),
+    ),
+)
+
+# Words before a known label that keep its meaning: "负责人姓名" is the applicant's name, "申请人邮箱" an email.
+_OWNER_PREFIXES = (
+    "项目负责人",
+    "负责人",
+    "申请人",
+    "申报人",
+    "主持人",
+    "所在",
+    "联系人",
+    "applicant's",
+    "applicant",
+    "pi's",
+    "pi",
+    "your",
+    "contact",
+)
+_YESNO_CHINESE = re.compile(r"^(?:是否|有无)")
+_YESNO_ENGLISH = re.compile(r"^(?:is|are|has|have|do|does|did|will|was|were)\b.*\?$|\(yes/no\)|yes\s*/\s*no", re.I)
+_SECTION = re.compile(
+    r"^\s*(?:[一二三四五六七八九十]+[、.．]|[（(][一二三四五六七八九十\d]+[)）]|\d+[、.．](?!\d)|"
+    r"第[一二三四五六七八九十\d]+|section\s+\d|part\s+[\divx]+)",
+    re.I,
+)
+_NOT_FIELD = re.compile(
+    r"签字|签名|盖章|公章|签章|signature|signed|^sign\b|^日期$|^date$|^年月日$|^序号$|^no\.?$|^#$", re.I
+)
+_PLACEHOLDER = re.compile(
+    r"单击或点击此处输入文字|单击此处输入文字|点击此处输入|请输入|请填写|请选择|click or tap here to enter text|"
+    r"click here to enter text|choose an item|enter text here|type here",
+    re.I,
+)
+_FILL_MARKS = re.compile(r"[_＿…\.\s\u3000·—\-]+")
+_DATE_SKELETON = re.compile(r"^[\s年月日/\-.]*$")
+_BOXES = "☐□○◯☑☒■√✓✔●◉▣"
+_TITLE_WORDS = re.compile(r"申报书|申请书|申报表|申请表|推荐表|建议书|模板|application|proposal|form", re.I)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_MAX_LABEL_CHARS = 40
+_MAX_TITLE_CHARS = 80
+_LIST_ROWS = 2  # empty rows under a header row that make a list (team members …), not one value each
+
+
+@dataclass(frozen=True)
+class FoundLabel:
+    text: str  # as printed, lines joined by a space, hints such as "（必填）" kept
+    layout: Layout
+    where: Location
+    options: tuple[str, ...] = ()  # the words beside tick boxes in its value cell ("男", "女")
+
+
+@dataclass(frozen=True)
+class ListTable:
+    """A table of several entries (team members …): its column labels and how many empty rows it has."""
+
+    caption: str
+    columns: tuple[str, ...]
+    rows: int
+    where: Location
+
+
+@dataclass(frozen=True)
+class BlankForm:
+    title: str
+    labels: tuple[FoundLabel, ...]
+    lists: tuple[ListTable, ...]
+    kind: str
+    emails: tuple[str, ...] = ()  # addresses the form mentions (its notes often say where to send it)
+
+
+@dataclass(frozen=True)
+class MatchedLabel:
+    label: FoundLabel
+    name: str
+    kind: FieldKind
+    known: bool  # matched a field mailbot knows (False: kept as a text field)
+    labels: tuple[str, ...]  # what the configuration lists: the label as printed and its halves
+
+
+def discovery_spec() -> FormSpec:
+    """Every known label, so that the PDF reader finds the pages of an unknown call's form."""
+    return FormSpec("discovery", tuple(FieldSpec(f.name, f.kind, f.synonyms) for f in KNOWN_FIELDS))
+
+
+def read_blank_form(data: bytes, filename: str, limits: Limits | None = None) -> BlankForm:
+    """The labels of a blank form (.docx, .pdf, or a legacy format LibreOffice converts); raises CannotRead."""
+    limits = limits or Limits()
+    kind = sniff(data, filename, "")
+    blocks: list[Block]
+    if kind in ("doc", "wps", "rtf", "odt"):
+        blocks = read_docx(convert(data, kind, "docx", filename, limits.convert_timeout_s), filename, limits).blocks
+    elif kind == "pdf":
+        blocks = read_pdf(data, filename, discovery_spec(), limits).blocks
+    else:
+        blocks = read_docx(data, filename, limits).blocks
+    labels, lists = find_labels(blocks)
+    text = "\n".join(block.text() if isinstance(block, Grid) else block.text for block in blocks)
+    emails = tuple(dict.fromkeys(match.lower() for match in _EMAIL.findall(unicodedata.normalize("NFKC", text))))
+    return BlankForm(form_title(blocks), tuple(labels), tuple(lists), kind, emails)
+
+
+def form_title(blocks: list[Block]) -> str:
+    """The form's heading: the first short line naming an application form, else the first short line."""
+    lines = []
+    for block in blocks:
+        if isinstance(block, Grid):
+            break
+        text = clean_value(block.text)
+        if text and len(text) <= _MAX_TITLE_CHARS and not _slots(block.text):
+            lines.append(text)
+    for line in lines:
+        if _TITLE_WORDS.search(line):
+            return line
+    return lines[0] if lines else ""
+
+
+def is_blank(text: str) -> bool:
+    """Room left for a value: nothing, underlines, a content control's placeholder, "年 月 日"."""
+    text = _PLACEHOLDER.sub("", unicodedata.normalize("NFKC", text))
+    text = _FILL_MARKS.sub("", text)
+    return not text or bool(_DATE_SKELETON.match(text))
+
+
+def choices(text: str) -> tuple[str, ...]:
+    """The options of a tick-box cell ("☐男 ☐女" → 男, 女), or () when it is not one."""
+    if not any(box in text for box in _BOXES):
+        return ()
+    words = [word for word in re.split(rf"[\s{_BOXES}/、,，]+", text) if word]
+    return tuple(words) if words and all(len(word) <= 12 for word in words) else ()
+
+
+def _label_like(text: str) -> bool:
+    bare = strip_hints(" ".join(text.split()))
+    if not bare or len(bare) > _MAX_LABEL_CHARS or is_blank(bare) or choices(text):
+        return False
+    if bare.endswith(("。", ".")) and len(bare.split()) > 3:
+        return False  # a sentence of instructions
+    if _SECTION.match(bare) or _NOT_FIELD.search(bare) or bare.isdigit() or _UNIT.fullmatch(bare):
+        return False  # a heading, a signature line, a row number, a hint in brackets
+    return any(char.isalpha() for char in bare)
+
+
+def _label_text(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def find_labels(blocks: list[Block]) -> tuple[list[FoundLabel], list[ListTable]]:
+    labels: list[FoundLabel] = []
+    lists: list[ListTable] = []
+    in_notes = False
+    for block in blocks:
+        if isinstance(block, Grid):
+            in_notes = False
+            _grid_labels(block, labels, lists)
+            continue
+        if _NOTES_HEADING.match(block.text):
+            in_notes = True
+        if not in_notes:
+            labels.extend(FoundLabel(text, "inline", block.where) for text in _slots(block.text))
+    unique: dict[str, FoundLabel] = {}
+    for found in labels:  # a PDF gives a table's text twice: as lines and as cells
+        unique.setdefault(label_key(found.text), found)
+    return list(unique.values()), lists
+
+
+def _slots(line: str) -> list[str]:
+    """The labels of "标签：____  标签2：____" when every value in the line is blank."""
+    parts = re.split(r"[:：]", line)
+    if len(parts) < 2:
+        return []
+    found = []
+    label = parts[0].strip()
+    for number, part in enumerate(parts[1:], start=1):
+        if not _label_like(label):
+            return []
+        found.append(label)
+        rest = part.strip()
+        if number == len(parts) - 1:
+            if not is_blank(rest):
+                return []
+            break
+        # the value (underlines, spaces) then the next label
+        piece = re.split(r"[_＿]{2,}|\t|\s{2,}|\u3000", rest)
+        if len(piece) < 2 and rest:
+            return []  # a value written in: not a blank slot (or a sentence with a colon)
+        label = piece[-1].strip() if piece else ""
+        if not all(is_blank(value) for value in piece[:-1]):
+            return []
+    return found
+
+
+def _is_value_cell(cell: Cell) -> bool:
+    return is_blank(cell.text) or bool(choices(cell.text))
+
+
+def _grid_labels(grid: Grid, labels: list[FoundLabel], lists: list[ListTable]) -> None:
+    rows = grid.rows
+    list_rows: set[int] = set()
+    for number, row in enumerate(rows):
+        cells = [cell for cell in row if not cell.continued]
+        if len(cells) < 2 or not all(_label_like(cell.text) for cell in cells):
+            continue
+        empty = 0
+        for below in rows[number + 1 :]:
+            if not all(is_blank(cell.text) for cell in below if not cell.continued):
+                break
+            empty += 1
+        if empty >= _LIST_ROWS:
+            caption = ""
+            if number and len([c for c in rows[number - 1] if not c.continued]) == 1:
+                caption = _label_text(rows[number - 1][0].text)
+                list_rows.add(number - 1)
+            where = Location(grid.where.file, grid.where.page, grid.where.table, number + 1)
+            lists.append(ListTable(caption, tuple(_label_text(c.text) for c in cells), empty, where))
+            list_rows.update(range(number, number + 1 + empty))
+    for number, row in enumerate(rows):
+        if number in list_rows:
+            continue
+        where = Location(grid.where.file, grid.where.page, grid.where.table, number + 1)
+        for position, cell in enumerate(row):
+            if cell.continued:
+                continue
+            found = _cell_label(grid, number, position, cell, where)
+            if found is not None:
+                labels.append(found)
+
+
+def _cell_label(grid: Grid, number: int, position: int, cell: Cell, where: Location) -> FoundLabel | None:
+    text = cell.text
+    if not _label_like(text):
+        slots = _slots(text) if "\n" not in text.strip() else []
+        return FoundLabel(slots[0], "inline", where) if len(slots) == 1 else None
+    right = next((other for other in grid.rows[number][position + 1 :] if not other.continued), None)
+    if right is not None and _is_value_cell(right):
+        return FoundLabel(_label_text(text), "right", where, choices(right.text))
+    if right is not None and not _label_like(right.text):
+        return None  # beside text that is neither a label nor room for a value: part of the printed form
+    below = _below(grid, number, cell)
+    below_row = grid.rows[number + 1] if below is not None else ()
+    # under a header of a table whose rows start with labels (a budget by item), not a value of its own
+    if below is not None and _is_value_cell(below) and not any(_label_like(c.text) for c in below_row):
+        return FoundLabel(_label_text(text), "below", where, choices(below.text))
+    if right is None and len([c for c in grid.rows[number] if not c.continued]) == 1 and below is None:
+        return FoundLabel(_label_text(text), "in-cell", where)  # typed into under the label
+    return None
+
+
+def _below(grid: Grid, number: int, label: Cell) -> Cell | None:
+    if number + 1 >= len(grid.rows):
+        return None
+    for cell in grid.rows[number + 1]:
+        if cell.covers(label.column) and not cell.continued:
+            return cell
+    return None
+
+
+# --- matching labels to field kinds -----------------------------------------------------------
+
+_BILINGUAL = re.compile(r"^([^A-Za-z]*[\u3400-\u9fff][^A-Za-z]*?)\s*([A-Za-z][A-Za-z0-9 .,'()/&?\-]*)$")
+_UNIT = re.compile(r"[(（][^)）]*[)）]")
+
+
+def halves(label: str) -> tuple[str, ...]:
+    """ "项目名称 Project Title" → ("项目名称", "Project Title"); a one-language label → itself."""
+    text = strip_hints(" ".join(label.split()))
+    found = _BILINGUAL.match(text)
+    if found:
+        return tuple(part.strip() for part in found.groups() if part.strip())
+    return (text,) if text else ()
+
+
+def _synonym_keys() -> dict[str, KnownField]:
+    keys: dict[str, KnownField] = {}
+    for known in KNOWN_FIELDS:
+        for synonym in known.synonyms:
+            keys.setdefault(_compare_key(synonym), known)
+    return keys
+
+
+def _compare_key(text: str) -> str:
+    return label_key(_UNIT.sub("", text)).rstrip("?？")
+
+
+def known_field_of(label: str) -> KnownField | None:
+    """The known field a label names, by either of its halves, allowing "负责人" / "Applicant's" before it."""
+    keys = _synonym_keys()
+    for half in halves(label):
+        key = _compare_key(half)
+        candidates = [key]
+        for prefix in _OWNER_PREFIXES:
+            folded = label_key(prefix)
+            if key.startswith(folded) and len(key) > len(folded):
+                candidates.append(key[len(folded) :].lstrip("'s"))
+        for candidate in candidates:
+            if candidate in keys:
+                return keys[candidate]
+    return None
+
+
+def kind_of_unknown(label: FoundLabel) -> FieldKind:
+    options = {option.casefold() for option in label.options}
+    if options & {"是", "否", "有", "无", "yes", "no"}:
+        return "yesno"
+    if options & {"男", "女", "male", "female"}:
+        return "gender"
+    if any(_YESNO_CHINESE.match(half) or _YESNO_ENGLISH.search(half) for half in halves(label.text)):
+        return "yesno"
+    return "text"
+
+
+def readable_name(label: str) -> str:
+    """An ASCII field name from a label: its English half in snake case, else the pinyin of its words."""
+    parts = halves(label)
+    english = next((part for part in parts if not has_cjk(part)), "")
+    words: list[str]
+    if english:
+        words = re.findall(r"[a-z0-9]+", _UNIT.sub("", english).casefold())
+    else:
+        import jieba
+        from pypinyin import lazy_pinyin
+
+        jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not the admin's business
+
+        chinese = re.sub(r"[^\u3400-\u9fff]", "", _UNIT.sub("", parts[0] if parts else label))
+        words = ["".join(lazy_pinyin(word)) for word in jieba.lcut(chinese, HMM=False) if word.strip()]
+    name = "_".join(word for word in words if word)[:40].strip("_")
+    return name if name and name[0].isalpha() else f"field_{name}".strip("_")
+
+
+def match_labels(
+    labels: tuple[FoundLabel, ...] | list[FoundLabel], lists: tuple[ListTable, ...] | list[ListTable] = ()
+) -> list[MatchedLabel]:
+    """Each label with its field name and kind; a known field is taken once, by its first label.
+
+    A known field also lists the usual synonyms of its label (an applicant who retypes the form
+    may write "姓名" for "申请人姓名"), except those the form itself prints elsewhere.
+    """
+    printed = {_compare_key(half) for found in labels for half in (found.text, *halves(found.text))}
+    printed |= {_compare_key(column) for table in lists for column in table.columns}
+    matched: list[MatchedLabel] = []
+    taken: set[str] = set()
+    for found in labels:
+        known = known_field_of(found.text)
+        written = _config_labels(found.text)
+        if known is not None and known.name not in taken:
+            own = {_compare_key(text) for text in written}
+            written += tuple(
+                synonym
+                for synonym in known.synonyms
+                if _compare_key(synonym) not in printed - own and _compare_key(synonym) not in own
+            )
+            kind = known.kind
+            if known.kind == "text" and kind_of_unknown(found) != "text":
+                kind = kind_of_unknown(found)
+            matched.append(MatchedLabel(found, known.name, kind, True, written))
+            taken.add(known.name)
+            continue
+        kind = known.kind if known is not None else kind_of_unknown(found)
+        base = readable_name(found.text)
+        name, number = base, 1
+        while name in taken:
+            number += 1
+            name = f"{base}_{number}"
+        taken.add(name)
+        matched.append(MatchedLabel(found, name, kind, False, written))
+    return matched
+
+
+def _config_labels(label: str) -> tuple[str, ...]:
+    """The label as printed (without hints) and, for a bilingual one, each half on its own."""
+    printed = strip_hints(" ".join(label.split()))
+    found = [printed, *halves(label)]
+    return tuple(dict.fromkeys(text for text in found if text))
