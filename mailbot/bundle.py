@@ -63,7 +63,8 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _FIXED_DATETIME = datetime(*FIXED_TIME, tzinfo=UTC)
 _WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
-_NAME_BYTES = 150  # a path component, with room for the folder and a numbering suffix
+_NAME_BYTES = 150
+_CORE_TIMES = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")  # a path component, with room for the folder and a numbering suffix
 
 
 @dataclass
@@ -407,7 +408,10 @@ def pinned_zip(data: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
-            target.writestr(_fixed_info(info.filename), source.read(info))
+            content = source.read(info)
+            if info.filename == "docProps/core.xml":  # openpyxl sets "modified" to the moment of saving
+                content = _CORE_TIMES.sub(rb"\g<1>1980-01-01T00:00:00Z\g<2>", content)
+            target.writestr(_fixed_info(info.filename), content)
     return out.getvalue()
 
 
