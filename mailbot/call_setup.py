@@ -25,7 +25,7 @@ from mailbot.config import CallSettings, ConfigError, parse_settings
 from parsers.documents import read_document
 from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead
-from parsers.fields import best_per_field, find_values, label_index
+from parsers.fields import find_values, label_index
 from parsers.form_labels import BlankForm, MatchedLabel, match_labels, read_blank_form
 from parsers.layout import Block, Grid
 from parsers.limits import Limits
@@ -354,7 +354,11 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
         named = index.field_of(printed.text)
         if named is not None:
             label_of.setdefault(named, printed.text)
-    in_blank = best_per_field(find_values(blocks, index))
+    # every place each field's label pairs with a value: the blank form must leave one of them empty
+    # (a team table's column "职称" beside "分工" is a pairing too, but not the field's own slot)
+    slots: dict[str, list[str]] = {}
+    for found in find_values(blocks, index):
+        slots.setdefault(found.field, []).append(found.raw)
     readings: list[FormReading | None] = []
     problems: list[str] = []
     for path in filled:
@@ -366,14 +370,15 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
             problems.append(f"{path.name}: {reading.reason if reading is not None else 'not read as this form'}")
     rows = []
     for field in spec.fields:
-        found = in_blank.get(field.name)
-        label = label_of.get(field.name) or (field.labels[0] if found is not None else None)
+        raws = slots.get(field.name, [])
+        label = label_of.get(field.name) or (field.labels[0] if raws else None)
+        filled_in = "" if any(_placeholder(raw) for raw in raws) else clean_value(raws[0]) if raws else ""
         rows.append(
             CheckRow(
                 field.name,
                 field.kind,
                 label,
-                clean_value(found.raw) if found is not None and not _placeholder(found.raw) else "",
+                filled_in,
                 tuple(reading.value(field.name) if reading else None for reading in readings),
             )
         )
@@ -381,9 +386,10 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
 
 
 def _placeholder(raw: str) -> bool:
-    from parsers.form_labels import is_blank
+    """Room for a value: blank, a placeholder, or tick boxes none of which is ticked."""
+    from parsers.form_labels import choices, is_blank
 
-    return is_blank(raw)
+    return is_blank(raw) or (bool(choices(raw)) and not any(mark in raw for mark in "☑☒■√✓✔●◉▣"))
 
 
 def _form_blocks(data: bytes, filename: str, spec: FormSpec, limits: Limits) -> list[Block]:

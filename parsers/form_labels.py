@@ -184,7 +184,7 @@ _PLACEHOLDER = re.compile(
     r"click here to enter text|choose an item|enter text here|type here",
     re.I,
 )
-_FILL_MARKS = re.compile(r"[_＿…\.\s\u3000·—\-]+")
+_FILL_MARKS = re.compile(r"[_＿…\.。\s\u3000·—\-]+")
 _DATE_SKELETON = re.compile(r"^[\s年月日/\-.]*$")
 _BOXES = "☐□○◯☑☒■√✓✔●◉▣"
 _TITLE_WORDS = re.compile(r"申报书|申请书|申报表|申请表|推荐表|建议书|模板|application|proposal|form", re.I)
