@@ -151,7 +151,7 @@ def sender_domain(call: CallSettings) -> str:
 
 
 def make_message_id(call: CallSettings, reference: str | None, unique: str) -> str:
-    """``<ack.SMP24-0042.<10 hex>@<sender domain>>``, the same for the same ``unique``.
+    """``<ack.FUND24-0042.<10 hex>@<sender domain>>``, the same for the same ``unique``.
 
     Deterministic so that a retried send carries the Message-ID already recorded for the answer.
     """

@@ -63,8 +63,8 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _FIXED_DATETIME = datetime(*FIXED_TIME, tzinfo=UTC)
 _WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
-_NAME_BYTES = 150
-_CORE_TIMES = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")  # a path component, with room for the folder and a numbering suffix
+_NAME_BYTES = 150  # a path component, with room for the folder and a numbering suffix
+_CORE_TIMES = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
 
 
 @dataclass

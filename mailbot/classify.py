@@ -213,7 +213,7 @@ def is_reply_subject(subject: str) -> bool:
 
 
 def reference_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
-    """The fund's application references, e.g. SMP24-0042."""
+    """The fund's application references, e.g. FUND24-0042."""
     alternatives = "|".join(re.escape(p) for p in prefixes if p) or r"(?!)"
     return re.compile(rf"(?<![A-Za-z0-9])({alternatives})-\d{{3,6}}(?!\d)")
 

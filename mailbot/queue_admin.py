@@ -99,7 +99,7 @@ def find_item(bot: Bot, ident: str) -> int:
         if found is None and ident.isdigit():
             found = session.scalar(select(Message.id).where(Message.id == int(ident)))
         if found is None:
-            raise QueueError(f"no message {ident!r} (use a reference such as SMP24-0042, a Message-ID or a number)")
+            raise QueueError(f"no message {ident!r} (use a reference such as FUND24-0042, a Message-ID or a number)")
         return found
 
 
