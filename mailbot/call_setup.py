@@ -29,7 +29,8 @@ from parsers.fields import find_values, label_index
 from parsers.form_labels import BlankForm, MatchedLabel, match_labels, read_blank_form
 from parsers.layout import Block, Grid
 from parsers.limits import Limits
-from parsers.model import FieldScalar, FormReading
+from parsers.message import read_message
+from parsers.model import FieldScalar, FormReading, Unreadable
 from parsers.pdf_reader import read_pdf
 from parsers.sniff import sniff
 from parsers.spec import FormSpec
@@ -362,7 +363,7 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
     readings: list[FormReading | None] = []
     problems: list[str] = []
     for path in filled:
-        reading = read_document(path.read_bytes(), path.name, spec, limits)
+        reading = _sample_reading(path, spec, limits)
         if isinstance(reading, FormReading):
             readings.append(reading)
         else:
@@ -383,6 +384,15 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
             )
         )
     return CheckReport(call.id, tuple(rows), tuple(path.name for path in filled), tuple(problems))
+
+
+def _sample_reading(path: Path, spec: FormSpec, limits: Limits) -> FormReading | Unreadable | None:
+    """A filled sample: a document, or a message (.eml) whose attached form is read."""
+    data = path.read_bytes()
+    if path.suffix.lower() == ".eml":
+        submission = read_message(data, spec, limits)
+        return submission.form or submission.unreadable
+    return read_document(data, path.name, spec, limits)
 
 
 def _placeholder(raw: str) -> bool:

@@ -755,3 +755,23 @@ def test_calls_sharing_one_address_are_told_apart_by_their_forms(
             assert len(queued) == 1
             reason = json.loads(queued[0].read_text(encoding="utf-8"))
             assert "youth-2025" in reason["diagnostics"]["detail"] and "youth-2026" in reason["diagnostics"]["detail"]
+
+
+def test_call_check_reads_the_seed_form_and_mailed_samples(tmp_path: Path, shared_dir: Path, corpus_dir: Path) -> None:
+    """``call check`` on a call whose block names its blank form, with samples as they arrived (.eml)."""
+    raw = tomllib.loads((REPO / "config.example.toml").read_text(encoding="utf-8"))
+    raw["call"][0]["form"] = str(shared_dir / "corpus" / "forms" / "smp-zhipu-2024-申报表.docx")
+    raw["storage"] = {"data_dir": str(tmp_path / "data")}
+    config = tmp_path / "mailbot.toml"
+    config.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    truth = {p.stem: json.loads(p.read_text()) for p in corpus_dir.glob("smp-00*.json")}
+    samples = sorted(name for name, info in truth.items() if info["outcome"] == "accepted")[:2]
+    done = _mailbot("call", "check", "smp-zhipu-2024", *(str(corpus_dir / f"{n}.eml") for n in samples), config=config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:-1]}
+    for name in samples:
+        for field_name in ("applicant_name", "institution", "email", "topic"):
+            assert str(truth[name]["fields"][field_name]) in rows[field_name], (name, field_name)
+    # a call made by hand names no blank form: call check says so instead of guessing
+    missing = _mailbot("call", "check", "caai-ant-2024", config=config)
+    assert missing.returncode == 2 and "names no blank form" in missing.stderr
