@@ -144,7 +144,7 @@ def _parts(archive: RawArchive, message: Message, limits: Limits) -> list[tuple[
     found = [(a.filename, a.path, a.sha256, data) for a, data in extract_parts(raw, limits)]
     form = next((a for a in (message.reading or {}).get("attachments", []) if a.get("role") == "form"), None)
     if form is not None and len(form.get("path") or []) > 1:
-        container = next((item for item in found if list(item[1]) == list(form["path"][:1])), None)
+        container = next((item for item in found if list(item[1]) == list(form["path"][:-1])), None)
         if container is not None:
             try:
                 members = read_zip(container[3], container[0], limits)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from openpyxl import load_workbook
 
 from mailbot.app import Bot
@@ -246,3 +250,34 @@ def test_safe_component_is_safe_on_windows() -> None:
     assert safe_component("张 伟") == "张-伟"
     assert safe_component("") == "_"
     assert len(safe_component("长" * 400).encode()) <= 150
+
+
+def test_bundle_command_without_libreoffice_says_so(
+    decided_corpus: tuple[Settings, dict[str, Any]], tmp_path: Path
+) -> None:
+    """``mailbot bundle`` as an admin runs it, off a terminal: a plain line per entry, and --pdf explained."""
+    settings, truth = decided_corpus
+    config = tmp_path / "mailbot.toml"
+    config.write_text(tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
+    target = tmp_path / "out.zip"
+    environment = dict(os.environ, PATH=str(Path(sys.executable).parent))  # no soffice on it
+    command = [sys.executable, "-m", "mailbot", "--config", str(config), "bundle", "--call", "caai-ant-2024"]
+    done = subprocess.run(
+        [*command, "--pdf", "-o", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    entries = [line for line in done.stderr.splitlines() if line.startswith("[")]
+    current = [n for n, info in truth.items() if info["call"] == "caai-ant-2024" and info["outcome"] in CURRENT]
+    assert len(entries) >= len(current)
+    assert "LibreOffice is not installed" in done.stderr
+    assert f"{len(current)} application(s)" in done.stdout
+    without = build(settings, "caai-ant-2024", tmp_path / "plain.zip")
+    with zipfile.ZipFile(target) as archive:
+        assert archive.namelist() == [item.path for item in without.files], "no renderings were added"
+        about = load_workbook(io.BytesIO(archive.read("index.xlsx")))["About"]
+        assert any("LibreOffice is not installed" in str(row[0]) for row in about.iter_rows(values_only=True))
