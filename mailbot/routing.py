@@ -41,15 +41,14 @@ def _compact(text: str) -> str:
     return re.sub(r"[\s\W_]+", "", unicodedata.normalize("NFKC", text)).casefold()
 
 
-def mentions(call: CallSettings, text: str) -> bool:
-    """Whether ``text`` (a subject, a file name) names the call: its name, form heading, id or prefix."""
+def mention_strength(call: CallSettings, text: str) -> int:
+    """How specifically ``text`` (a subject, a file name) names the call: the length of the longest of
+    its name, form heading or id found there, more for one of its references; 0 when it does not."""
+    if re.search(rf"(?<![A-Za-z0-9]){re.escape(call.reference_prefix)}-\d+", text, re.IGNORECASE):
+        return 1000
     compact = _compact(text)
-    if not compact:
-        return False
-    names = [call.name_zh, call.name_en, call.form_title, call.id]
-    if any(len(_compact(name)) >= 4 and _compact(name) in compact for name in names if name):
-        return True
-    return re.search(rf"(?<![A-Za-z0-9]){re.escape(call.reference_prefix)}-\d+", text, re.IGNORECASE) is not None
+    names = (_compact(name) for name in (call.name_zh, call.name_en, call.form_title, call.id) if name)
+    return max((len(name) for name in names if len(name) >= 4 and name in compact), default=0)
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,37 @@ class Route:
     scores: Mapping[str, float]
 
 
+def _evidence(submission: Submission) -> set[tuple[str, str]]:
+    """The filled places a reading took its values from: where, and what was written there."""
+    form = submission.form
+    if form is None:
+        return set()
+    return {(found.where.describe(), found.raw) for found in form.fields.values() if found.raw}
+
+
 def choose(candidates: Sequence[CallSettings], readings: Mapping[str, Submission]) -> Route:
-    """The call each reading points to; the first candidate (intake's choice) when no form was read."""
-    scores: dict[str, float] = {}
+    """The call each reading points to; the first candidate (intake's choice) when no form was read.
+
+    A form's score is the share of the call's labels the document has, times the share of what
+    the document's readings found that this call's reading explains: a call whose few fields every
+    form has (a subset) scores full on the first, but not on the second.
+    """
+    evidence = {call.id: _evidence(readings[call.id]) for call in candidates}
+    seen = set().union(*evidence.values())
+    strength = {}
     for call in candidates:
         submission = readings[call.id]
         places = [submission.envelope.subject, *(a.filename for a in submission.attachments)]
-        mentioned = any(mentions(call, text) for text in places)
+        strength[call.id] = max(mention_strength(call, text) for text in places)
+    # "青年基金2026" names the 2026 round, not the "青年基金" its name also contains
+    strongest = max(strength.values())
+    scores: dict[str, float] = {}
+    for call in candidates:
+        submission = readings[call.id]
+        mentioned = strongest > 0 and strength[call.id] == strongest
         form = submission.form
-        form_score = form.score if form is not None else 0.0
+        coverage = len(evidence[call.id]) / len(seen) if seen else 0.0
+        form_score = form.score * coverage if form is not None else 0.0
         scores[call.id] = round(form_score + (MENTION_WEIGHT if mentioned else 0.0), 3)
     with_form = [call for call in candidates if readings[call.id].form is not None]
     if not with_form:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,11 +35,15 @@ from openpyxl import Workbook
 
 from mailbot.app import Bot
 from mailbot.call_setup import read_topics
-from mailbot.config import parse_settings
+from mailbot.config import CallSettings, parse_settings
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
+from mailbot.routing import choose
 from parsers.convert import convert, office_binary
+from parsers.documents import read_document
 from parsers.form_labels import match_labels, read_blank_form
+from parsers.mime import EMPTY_ENVELOPE
+from parsers.model import FormReading, Submission
 from tests.conftest import ImapServer, make_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -775,3 +779,64 @@ def test_call_check_reads_the_seed_form_and_mailed_samples(tmp_path: Path, share
     # a call made by hand names no blank form: call check says so instead of guessing
     missing = _mailbot("call", "check", "caai-ant-2024", config=config)
     assert missing.returncode == 2 and "names no blank form" in missing.stderr
+
+
+def _call(call_id: str, name_zh: str, fields: list[tuple[str, str, list[str]]]) -> CallSettings:
+    return CallSettings.model_validate(
+        {
+            "id": call_id,
+            "name_zh": name_zh,
+            "name_en": name_zh,
+            "reference_prefix": call_id.split("-")[0].upper()[:8] + "25",
+            "addresses": ["office@fund.example.org"],
+            "opens": "2025-01-01T00:00:00+08:00",
+            "deadline": "2026-01-01T00:00:00+08:00",
+            "sender": {"address": "office@fund.example.org"},
+            "field": [{"name": name, "kind": kind, "labels": labels} for name, kind, labels in fields],
+        }
+    )
+
+
+def test_routing_prefers_the_call_that_explains_the_whole_form() -> None:
+    """A call whose few labels every form has (a subset) does not tie with the call the form is."""
+    case = team_case()
+    applicant = case.applicants[0]
+    document = make_docx(case.parts, applicant.values, applicant.team)
+    full = _call(
+        "youth-2025",
+        "青年创新基金",
+        [
+            ("project_title", "text", ["课题名称"]),
+            ("applicant_name", "name", ["负责人姓名"]),
+            ("title", "title", ["职称"]),
+            ("institution", "institution", ["工作单位"]),
+            ("email", "email", ["电子邮箱"]),
+            ("phone", "phone", ["手机号码"]),
+            ("topic", "topic", ["选题"]),
+            ("partner", "text", ["合作单位"]),
+        ],
+    )
+    subset = _call(
+        "small-2025",
+        "小额资助",
+        [
+            ("project_title", "text", ["课题名称"]),
+            ("applicant_name", "name", ["负责人姓名"]),
+            ("topic", "topic", ["选题"]),
+        ],
+    )
+
+    def reading(call: CallSettings, subject: str) -> Submission:
+        form = read_document(document, "申请书.docx", call.form_spec)
+        assert isinstance(form, FormReading)
+        return Submission(replace(EMPTY_ENVELOPE, subject=subject), form=form)
+
+    neutral = {call.id: reading(call, "申报材料") for call in (full, subset)}
+    assert choose([subset, full], neutral).call_id == "youth-2025"
+    assert choose([full, subset], neutral).call_id == "youth-2025"
+    # the same form for two calls: a tie that only the subject breaks
+    twin = full.model_copy(update={"id": "youth-2026", "name_zh": "青年创新基金2026"})
+    same = {"youth-2025": neutral["youth-2025"], "youth-2026": reading(twin, "申报材料")}
+    assert choose([full, twin], same).call_id is None
+    named = {"youth-2025": reading(full, "青年创新基金2026 申报"), "youth-2026": reading(twin, "青年创新基金2026 申报")}
+    assert choose([full, twin], named).call_id == "youth-2026"
