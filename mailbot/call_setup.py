@@ -14,8 +14,8 @@ import io
 import json
 import re
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -298,14 +298,29 @@ def validate_block(block: str, base: dict[str, Any] | None = None) -> CallSettin
     return settings.call_by_id(added[0]["id"])
 
 
+# asked, when no --required was given, with the fields found and the default choice; None keeps it
+AskRequired = Callable[[list[str], list[str]], tuple[str, ...] | None]
+
+
 def new_call(
-    new: NewCall, form_path: Path, topics_path: Path | None = None, base: dict[str, Any] | None = None
+    new: NewCall,
+    form_path: Path,
+    topics_path: Path | None = None,
+    base: dict[str, Any] | None = None,
+    ask: AskRequired | None = None,
 ) -> tuple[str, CallSettings]:
     """Read the blank form (and topic list), write the block, and check that it is a valid call."""
     try:
         form = read_blank_form(form_path.read_bytes(), form_path.name)
     except CannotRead as exc:
         raise CallSetupError(f"{form_path}: {exc.reason.reason}: {exc.reason.detail}") from None
+    if ask is not None and new.required is None:
+        names = [item.name for item in match_labels(form.labels, form.lists)]
+        required, one_of = choose_required(match_labels(form.labels, form.lists), None)
+        default = [name for name in names if name in required or any(name in group for group in one_of)]
+        answer = ask(names, default)
+        if answer is not None:
+            new = replace(new, required=answer)
     topics = read_topics(topics_path) if topics_path else []
     if topics_path and not topics:
         raise CallSetupError(f"{topics_path}: no topic codes found (lines such as '1.1 名称', or a code column)")
@@ -495,7 +510,8 @@ def cmd_call(args: Any, load: Any) -> int:
             required=required,
         )
         base = tomllib.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else None
-        block, _call = new_call(new, args.form, args.topics, base)
+        ask = _ask_on_terminal if sys.stdin.isatty() and sys.stderr.isatty() else None
+        block, _call = new_call(new, args.form, args.topics, base, ask)
     except KeyError as exc:
         print(f"mailbot: no call {exc} in the configuration", file=sys.stderr)
         return 2
@@ -508,3 +524,12 @@ def cmd_call(args: Any, load: Any) -> int:
     else:
         sys.stdout.write(block)
     return 0
+
+
+def _ask_on_terminal(names: list[str], default: list[str]) -> tuple[str, ...] | None:
+    """Which fields must be filled, asked of the admin at a terminal (Enter keeps the default)."""
+    import sys
+
+    print(f"fields found: {', '.join(names)}", file=sys.stderr)
+    answer = input(f"required (comma-separated; Enter for {','.join(default)}): ").strip()
+    return tuple(name.strip() for name in answer.split(",") if name.strip()) if answer else None

@@ -335,6 +335,9 @@ class Settings(_Section):
         call_ids = [c.id for c in self.call]
         if len(set(call_ids)) != len(call_ids):
             raise ValueError("each [[call]] id may appear once")
+        prefixes = [c.reference_prefix for c in self.call]
+        if len(set(prefixes)) != len(prefixes):  # references are unique across calls
+            raise ValueError("each [[call]] reference_prefix may appear once")
         names = [m.name for m in self.mailbox]
         if len(set(names)) != len(names):
             raise ValueError("each [[mailbox]] name may appear once")

@@ -34,7 +34,7 @@ from docx.oxml.ns import nsdecls
 from openpyxl import Workbook
 
 from mailbot.app import Bot
-from mailbot.call_setup import read_topics
+from mailbot.call_setup import CallSetupError, NewCall, new_call, read_topics
 from mailbot.config import CallSettings, parse_settings
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
@@ -851,3 +851,39 @@ def test_routing_prefers_the_call_that_explains_the_whole_form() -> None:
     assert choose([full, twin], same).call_id is None
     named = {"youth-2025": reading(full, "青年创新基金2026 申报"), "youth-2026": reading(twin, "青年创新基金2026 申报")}
     assert choose([full, twin], named).call_id == "youth-2026"
+
+
+def test_required_fields_are_asked_and_blocks_checked(tmp_path: Path, shared_dir: Path) -> None:
+    form = tmp_path / "blank.docx"
+    form.write_bytes(english_case().blank())
+    new = NewCall(
+        id="fellowship-2025",
+        name_zh="研究奖学金",
+        name_en="Research Fellowship",
+        deadline=datetime.fromisoformat("2026-01-01T00:00:00+08:00"),
+        opens=datetime.fromisoformat("2025-01-01T00:00:00+08:00"),
+        addresses=("fellowship@fund.example.org",),
+        reference_prefix="FELLOW25",
+    )
+    asked: list[tuple[list[str], list[str]]] = []
+
+    def ask(names: list[str], default: list[str]) -> tuple[str, ...]:
+        asked.append((names, default))
+        return ("project_title", "email")
+
+    block, call = new_call(new, form, ask=ask)
+    assert "required = true" in block
+    assert asked and "career_stage" in asked[0][0]
+    assert set(asked[0][1]) == {"project_title", "applicant_name", "institution", "topic", "email", "phone"}
+    assert {field.name for field in call.field if field.required} == {"project_title", "email"}
+    assert call.required_one_of == []
+    with pytest.raises(CallSetupError, match="does not have: fax"):
+        new_call(replace(new, required=("fax",)), form)
+    # beside the configured calls: a reference prefix already in use is refused
+    base = tomllib.loads((REPO / "config.example.toml").read_text(encoding="utf-8"))
+    with pytest.raises(CallSetupError, match="reference_prefix"):
+        new_call(replace(new, reference_prefix="SMP24"), form, base=base)
+    # without --address, the address the blank form itself names
+    seed = shared_dir / "corpus" / "forms" / "smp-zhipu-2024-申报表.docx"
+    _, from_form = new_call(replace(new, addresses=()), seed)
+    assert from_form.addresses == ["min.gao@aminer.cn"]
