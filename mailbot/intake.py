@@ -38,7 +38,11 @@ class PollResult:
 
 
 def call_for(settings: Settings, box: MailboxSettings, recipients: Sequence[str]) -> str:
-    """The call a message belongs to: the mailbox's only call, or the one whose address it was sent to."""
+    """The call a message belongs to: the mailbox's only call, or the one whose address it was sent to.
+
+    When other calls share that address this is only the first of them: the form the message
+    carries settles it when the message is read (mailbot.routing).
+    """
     if len(box.calls) == 1:
         return box.calls[0]
     wanted = {r.lower() for r in recipients}
