@@ -170,8 +170,6 @@ def collect(
     """Every file and index row of the bundle, from the database and the archive."""
     limits = limits or Limits()
     words = templates.table("bundle/bundle.toml")
-    folders, flag_words = words["folders"], words["flags"]
-    topics = {topic.code: topic for topic in call.topic}
     messages = list(
         session.scalars(
             select(Message)
@@ -179,14 +177,48 @@ def collect(
             .order_by(Message.arrival, Message.id)
         )
     )
+    flag_names = templates.table("digest/digest.toml").get("flags", {})
+    chosen, superseded = _current_entries(messages, call, words, grouping, flag_names)
+    chosen += _set_aside_entries(messages, words)
+    chosen.sort(key=lambda item: (item[0].reference, item[0].form_reference))
+
+    notes: list[str] = []
+    office = office_binary() if pdf else None
+    if pdf and office is None:
+        notes.append(words["flags"]["pdf_missing"])
+    names = _Names()
+    files: list[BundleFile] = []
+    for number, (entry, message) in enumerate(chosen, start=1):
+        if progress is not None:
+            progress(f"[{number}/{len(chosen)}] {entry.reference}")
+        files += _entry_files(entry, message, archive, names, words["flags"], office is not None, limits)
+    entries = [entry for entry, _ in chosen]
+    index = index_workbook(entries, superseded, call, words, grouping, redact, notes, messages)
+    files.append(BundleFile("index.xlsx", index))
+    files.sort(key=lambda item: item.path)
+    manifest = "".join(f"{hashlib.sha256(item.data).hexdigest()}  {item.path}\n" for item in files)
+    files.append(BundleFile("MANIFEST.sha256", manifest.encode("utf-8")))
+    files.sort(key=lambda item: item.path)
+    return Bundle(files, entries, superseded, notes)
+
+
+def _current_entries(
+    messages: Sequence[Message],
+    call: CallSettings,
+    words: dict[str, Any],
+    grouping: Grouping,
+    flag_names: dict[str, Any],
+) -> tuple[list[tuple[Entry, Message]], list[dict[str, Any]]]:
+    """An entry per application with its latest on-time form, and the versions that form replaced."""
+    flag_words = words["flags"]
+    topics = {topic.code: topic for topic in call.topic}
     reference_of_key = {m.message_key: m.reference or "" for m in messages}
     by_application: dict[int, list[Message]] = {}
     for message in messages:
         if message.outcome in CURRENT_OUTCOMES and message.application_id is not None:
             by_application.setdefault(message.application_id, []).append(message)
-
     chosen: list[tuple[Entry, Message]] = []
-    superseded_rows: list[dict[str, Any]] = []
+    superseded: list[dict[str, Any]] = []
     for versions in by_application.values():
         first, current = versions[0], versions[-1]
         entry = Entry(
@@ -198,16 +230,17 @@ def collect(
             arrival=current.arrival,
         )
         if first.outcome == "duplicate":
-            entry.flags.append(
-                flag_words["duplicate"].format(reference=reference_of_key.get(first.duplicate_of_key or "", ""))
-            )
+            original = reference_of_key.get(first.duplicate_of_key or "", "")
+            entry.flags.append(flag_words["duplicate"].format(reference=original))
         missing = list((current.decision or {}).get("missing") or [])
         if missing:
             entry.flags.append(flag_words["incomplete"].format(missing=", ".join(missing)))
-        entry.flags.extend(str(flag) for flag in (current.decision or {}).get("flags") or [])
+        for code in (current.decision or {}).get("flags") or []:
+            named = flag_names.get(str(code))
+            entry.flags.append(f"{named['zh']} / {named['en']}" if isinstance(named, dict) else str(code))
         for old in versions[:-1]:
             entry.superseded.append(old.reference or "")
-            superseded_rows.append(
+            superseded.append(
                 {
                     "reference": old.reference,
                     "replaced_by": current.reference,
@@ -217,75 +250,69 @@ def collect(
                     "note": flag_words["superseded"].format(reference=current.reference),
                 }
             )
-        entry.folder = _group_folder(entry.fields.get("topic"), grouping, topics, folders)
+        entry.folder = _group_folder(entry.fields.get("topic"), grouping, topics, words["folders"])
         chosen.append((entry, current))
-    for message in messages:
-        if message.outcome == "late":
-            entry = Entry(
-                folders["late"],
-                message.reference or "",
-                message.reference or "",
-                "late",
-                _values(message),
-                message.arrival,
-                flags=[flag_words["late"]],
-            )
-            chosen.append((entry, message))
-        elif message.outcome == "unreadable":
-            reason = message.reason or ""
-            entry = Entry(
-                folders["unreadable"],
-                message.reference or "",
-                message.reference or "",
-                "unreadable",
-                {},
-                message.arrival,
-                flags=[flag_words["unreadable"].format(reason=reason)],
-            )
-            chosen.append((entry, message))
-    chosen.sort(key=lambda item: (item[0].reference, item[0].form_reference))
+    return chosen, superseded
 
-    notes: list[str] = []
-    office = office_binary() if pdf else None
-    if pdf and office is None:
-        notes.append(flag_words["pdf_missing"])
-    names = _Names()
+
+def _set_aside_entries(messages: Sequence[Message], words: dict[str, Any]) -> list[tuple[Entry, Message]]:
+    """Late and unreadable mail, each message an entry in its own folder, for the coordinators."""
+    folders, flag_words = words["folders"], words["flags"]
+    found: list[tuple[Entry, Message]] = []
+    for message in messages:
+        reference = message.reference or ""
+        if message.outcome == "late":
+            flags = [flag_words["late"]]
+            entry = Entry(folders["late"], reference, reference, "late", _values(message), message.arrival, flags=flags)
+        elif message.outcome == "unreadable":
+            flags = [flag_words["unreadable"].format(reason=message.reason or "")]
+            entry = Entry(folders["unreadable"], reference, reference, "unreadable", {}, message.arrival, flags=flags)
+        else:
+            continue
+        found.append((entry, message))
+    return found
+
+
+def _entry_files(
+    entry: Entry,
+    message: Message,
+    archive: RawArchive,
+    names: _Names,
+    flag_words: dict[str, str],
+    render_pdf: bool,
+    limits: Limits,
+) -> list[BundleFile]:
+    """The entry's form first (named after it), then the other files sent with it, and a PDF if asked."""
+    if not archive.path_for(message.sha256).is_file():
+        entry.flags.append(flag_words["not_archived"])  # purged, or an archive restored without it
+        return []
+    stem = _entry_stem(entry, message)
+    form_sha = _reading_form(message).get("sha256") or ""
+    parts = _parts(archive, message, limits)
+    form_part = next((part for part in parts if part[2] == form_sha), None) if form_sha else None
+    others = [part for part in parts if part is not form_part]
     files: list[BundleFile] = []
-    for number, (entry, message) in enumerate(chosen, start=1):
-        if progress is not None:
-            progress(f"[{number}/{len(chosen)}] {entry.reference}")
-        stem = _entry_stem(entry, message)
-        form_sha = _reading_form(message).get("sha256") or ""
-        parts = _parts(archive, message, limits)
-        form_part = next((part for part in parts if part[2] == form_sha), None) if form_sha else None
-        others = [part for part in parts if part is not form_part]
-        for part in ([form_part] if form_part else []) + others:
-            filename, _path, digest, data = part
-            if part is form_part:
-                name = names.claim(entry.folder, stem, _extension(filename))
-                entry.form_sha256 = digest
+    for part in ([form_part] if form_part else []) + others:
+        filename, _path, digest, data = part
+        extension = _extension(filename)
+        if part is form_part:
+            name = names.claim(entry.folder, stem, extension)
+            entry.form_sha256 = digest
+        else:
+            original = safe_component(filename.rpartition(".")[0] or filename, "file")
+            name = names.claim(entry.folder, f"{stem}_{original}", extension)
+        files.append(BundleFile(name, data))
+        entry.files.append(name)
+        if part is form_part and render_pdf and extension in (".docx", ".doc"):
+            try:
+                rendered = convert(data, extension[1:], "pdf", filename, limits.convert_timeout_s)
+            except CannotRead:
+                entry.flags.append(flag_words["pdf_failed"])
             else:
-                original = safe_component(filename.rpartition(".")[0] or filename, "file")
-                name = names.claim(entry.folder, f"{stem}_{original}", _extension(filename))
-            files.append(BundleFile(name, data))
-            entry.files.append(name)
-            if part is form_part and office is not None and _extension(filename) in (".docx", ".doc"):
-                try:
-                    rendered = convert(data, _extension(filename)[1:], "pdf", filename, limits.convert_timeout_s)
-                except CannotRead:
-                    entry.flags.append(flag_words["pdf_failed"])
-                else:
-                    pdf_name = names.claim(entry.folder, stem, ".pdf")
-                    files.append(BundleFile(pdf_name, rendered))
-                    entry.files.append(pdf_name)
-    entries = [entry for entry, _ in chosen]
-    index = index_workbook(entries, superseded_rows, call, words, grouping, redact, notes, messages)
-    files.append(BundleFile("index.xlsx", index))
-    files.sort(key=lambda item: item.path)
-    manifest = "".join(f"{hashlib.sha256(item.data).hexdigest()}  {item.path}\n" for item in files)
-    files.append(BundleFile("MANIFEST.sha256", manifest.encode("utf-8")))
-    files.sort(key=lambda item: item.path)
-    return Bundle(files, entries, superseded_rows, notes)
+                pdf_name = names.claim(entry.folder, stem, ".pdf")
+                files.append(BundleFile(pdf_name, rendered))
+                entry.files.append(pdf_name)
+    return files
 
 
 def _entry_stem(entry: Entry, message: Message) -> str:
