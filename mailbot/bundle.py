@@ -471,9 +471,10 @@ def write_bundle(bundle: Bundle, target: Path) -> Path:
 def _progress_reporter() -> tuple[Callable[[str], None], Callable[[], None]]:
     if not sys.stderr.isatty():
         return (lambda text: print(text, file=sys.stderr, flush=True)), (lambda: None)
+    from rich.console import Console
     from rich.progress import Progress
 
-    bar = Progress(transient=True)
+    bar = Progress(console=Console(stderr=True), transient=True)  # standard output keeps the summary
     bar.start()
     task = bar.add_task("bundle", total=None)
 
