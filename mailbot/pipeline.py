@@ -305,21 +305,28 @@ class Processor:
             return self.send_to_review(pk, exc)
 
     def reprocess(
-        self, pk: int, submission: Submission | None = None, actor: str = ACTOR, confirmed: bool = False
+        self,
+        pk: int,
+        submission: Submission | None = None,
+        actor: str = ACTOR,
+        confirmed: bool = False,
+        call_id: str | None = None,
     ) -> Processed:
         """Decide a message in the review queue again (with today's readers, or with ``submission``).
 
+        ``call_id`` is an admin's answer to an address several calls share: read it as that call's form.
         Nothing changes unless the whole decision commits: a failure leaves the item in the queue.
         ``confirmed``: an admin confirmed the sender of a form held as an identity conflict.
         """
         if submission is None:
-            submission = self.start_reading(pk).result()
+            submission = self.start_reading(pk, call_id).result()
         return self.decide_and_store(pk, submission, expect=MessageState.REVIEW, actor=actor, confirmed=confirmed)
 
-    def start_reading(self, pk: int) -> Future[Submission]:
-        """Have the archived message ``pk`` read (in the pool, or here when reading inline)."""
+    def start_reading(self, pk: int, call_id: str | None = None) -> Future[Submission]:
+        """Have the archived message ``pk`` read (in the pool, or here when reading inline), as the form
+        of ``call_id`` when given, else of its call or (at a shared address) of each call there."""
         with self.store.sessions() as session:
-            call_id, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
+            recorded_call, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
         if size > self.limits.max_message_bytes:
             # refused unread: neither this process nor a worker holds a message of that size
             refused: Future[Submission] = Future()
@@ -328,7 +335,9 @@ class Processor:
         original = self.store.archive.path_for(sha)
         if not original.is_file():
             raise FileNotFoundError(f"the archived message {sha} is missing")
-        call = self.settings.call_by_id(call_id or self.settings.call[0].id)
+        if call_id is not None:
+            return read_for_calls(self.reader, original, [self.settings.call_by_id(call_id)])
+        call = self.settings.call_by_id(recorded_call or self.settings.call[0].id)
         candidates = sharing_calls(self.settings, call.id)
         if len(candidates) > 1:
             return read_for_calls(self.reader, original, candidates)

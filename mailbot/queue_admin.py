@@ -57,6 +57,7 @@ def add_queue_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?")
     target.add_argument("--all", action="store_true")
+    retry.add_argument("--call", help="read it as this call's form (an address several calls share)")
     resolve = actions.add_parser(
         "resolve", help="type in the fields of a form the bot could not read", parents=[acting]
     )
@@ -224,13 +225,13 @@ def _note_admin_action(bot: Bot, pk: int, action: str, result: Processed, actor:
             bot.review.mark_closed(message, result.outcome, actor)
 
 
-def _retry_one(bot: Bot, pk: int, actor: str) -> Processed | str:
+def _retry_one(bot: Bot, pk: int, actor: str, call_id: str | None = None) -> Processed | str:
     with bot.store.sessions() as session:
         message = session.get_one(Message, pk)
         if message.state != MessageState.REVIEW:
             return f"{message.reference or pk}: not in the review queue (it is {message.state})"
     try:
-        result = bot.processor.reprocess(pk, actor=actor)
+        result = bot.processor.reprocess(pk, actor=actor, call_id=call_id)
     except Exception as exc:  # the item stays in the queue; say why and go on with the next
         return f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}"
     _note_admin_action(bot, pk, "retried", result, actor)
@@ -248,10 +249,12 @@ def confirm_item(bot: Bot, pk: int, actor: str) -> Processed:
     return result
 
 
-def retry_items(bot: Bot, pks: list[int], actor: str) -> list[Processed | str]:
+def retry_items(bot: Bot, pks: list[int], actor: str, call_id: str | None = None) -> list[Processed | str]:
+    if call_id is not None and call_id not in {call.id for call in bot.settings.call}:
+        raise QueueError(f"no call {call_id!r} in the configuration")
     results: list[Processed | str] = []
     for index, pk in enumerate(pks, start=1):
-        results.append(_retry_one(bot, pk, actor))
+        results.append(_retry_one(bot, pk, actor, call_id))
         if len(pks) > 1:
             print(f"\r[{index}/{len(pks)}] retried", end="", file=sys.stderr, flush=True)
     if len(pks) > 1:
@@ -499,7 +502,7 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.write(show_item(bot, find_item(bot, args.id), args.json))
             elif args.action == "retry":
                 pks = [m.id for m in queued(bot)] if args.all else [find_item(bot, args.id)]
-                for result in retry_items(bot, pks, _actor(args)):
+                for result in retry_items(bot, pks, _actor(args), args.call):
                     print(
                         result
                         if isinstance(result, str)

@@ -770,6 +770,13 @@ def test_calls_sharing_one_address_are_told_apart_by_their_forms(
             assert len(queued) == 1
             reason = json.loads(queued[0].read_text(encoding="utf-8"))
             assert "youth-2025" in reason["diagnostics"]["detail"] and "youth-2026" in reason["diagnostics"]["detail"]
+            # the admin names the call, and the bot reads the form as that call's
+            done = _mailbot("queue", "retry", record["reference"], "--call", "youth-2025", config=config)
+            assert done.returncode == 0, done.stderr
+            with Bot(settings) as bot, bot.store.sessions() as session:
+                retried = {r["message_id"]: r for r in export_records(session)}[message_id]
+            assert (retried["call"], retried["outcome"]) == ("youth-2025", "accepted")
+            assert retried["fields"]["applicant_name"] == applicant.expected["applicant_name"]
 
 
 def test_call_check_reads_the_seed_form_and_mailed_samples(tmp_path: Path, shared_dir: Path, corpus_dir: Path) -> None:
