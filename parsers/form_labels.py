@@ -200,6 +200,7 @@ class FoundLabel:
     layout: Layout
     where: Location
     options: tuple[str, ...] = ()  # the words beside tick boxes in its value cell ("男", "女")
+    column: str = ""  # the header over its value cell, in a table of items ("金额(万元) Amount")
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,8 @@ def _cell_label(grid: Grid, number: int, position: int, cell: Cell, where: Locat
         return FoundLabel(slots[0], "inline", where) if len(slots) == 1 else None
     right = next((other for other in grid.rows[number][position + 1 :] if not other.continued), None)
     if right is not None and _is_value_cell(right):
-        return FoundLabel(_label_text(text), "right", where, choices(right.text))
+        header = _column_header(grid, number, right)
+        return FoundLabel(_label_text(text), "right", where, choices(right.text), header)
     if right is not None and not _label_like(right.text):
         return None  # beside text that is neither a label nor room for a value: part of the printed form
     below = _below(grid, number, cell)
@@ -396,6 +398,16 @@ def _cell_label(grid: Grid, number: int, position: int, cell: Cell, where: Locat
     if right is None and len([c for c in grid.rows[number] if not c.continued]) == 1 and below is None:
         return FoundLabel(_label_text(text), "in-cell", where)  # typed into under the label
     return None
+
+
+def _column_header(grid: Grid, number: int, value: Cell) -> str:
+    """The first row's text over ``value``, when that row is a header of labels (not a label and its value)."""
+    if number == 0:
+        return ""
+    first = [cell for cell in grid.rows[0] if not cell.continued]
+    if len(first) < 2 or not all(_label_like(cell.text) for cell in first):
+        return ""
+    return next((_label_text(cell.text) for cell in first if cell.covers(value.column)), "")
 
 
 def _below(grid: Grid, number: int, label: Cell) -> Cell | None:
@@ -411,6 +423,7 @@ def _below(grid: Grid, number: int, label: Cell) -> Cell | None:
 
 _BILINGUAL = re.compile(r"^([^A-Za-z]*[\u3400-\u9fff][^A-Za-z]*?)\s*([A-Za-z][A-Za-z0-9 .,'()/&?\-]*)$")
 _UNIT = re.compile(r"[(（][^)）]*[)）]")
+_MONEY_COLUMN = re.compile(r"金额|万元|经费|预算|amount|budget|cost|cny|rmb", re.IGNORECASE)
 
 
 def halves(label: str) -> tuple[str, ...]:
@@ -458,6 +471,8 @@ def kind_of_unknown(label: FoundLabel) -> FieldKind:
         return "gender"
     if any(_YESNO_CHINESE.match(half) or _YESNO_ENGLISH.search(half) for half in halves(label.text)):
         return "yesno"
+    if _MONEY_COLUMN.search(label.column):
+        return "money"  # an item of a budget table, under "金额（万元）"
     return "text"
 
 

@@ -919,6 +919,9 @@ def test_blocks_from_the_seed_forms_read_the_corpus_as_the_truth_says(
     )
     _, call = new_call(new, forms / form, forms / topics)
     names = {spec.name for spec in call.field}
+    kinds = {spec.name: spec.kind for spec in call.field}
+    if prefix == "caai":  # the budget table's items sit under "金额（万元） Amount"
+        assert kinds["equipment"] == kinds["total"] == "money"
     own_names = {"prior_grant": next((f.name for f in call.field if f.kind == "yesno"), "")}
     checked = 0
     for path in sorted(corpus_dir.glob(f"{prefix}-*.json")):
