@@ -23,16 +23,13 @@ from zoneinfo import ZoneInfo
 
 from mailbot.config import CallSettings, ConfigError, parse_settings
 from parsers.documents import read_document
-from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead
 from parsers.fields import find_values, label_index
-from parsers.form_labels import BlankForm, MatchedLabel, match_labels, read_blank_form
+from parsers.form_labels import BlankForm, MatchedLabel, document_blocks, match_labels, read_blank_form
 from parsers.layout import Block, Grid
 from parsers.limits import Limits
 from parsers.message import read_message
 from parsers.model import FieldScalar, FormReading, Unreadable
-from parsers.pdf_reader import read_pdf
-from parsers.sniff import sniff
 from parsers.spec import FormSpec
 from parsers.textnorm import clean_value
 
@@ -89,20 +86,8 @@ def read_topics(path: Path, limits: Limits | None = None) -> list[TopicEntry]:
             [["" if cell is None else str(cell) for cell in row] for row in sheet.iter_rows(values_only=True)]
         )
     if suffix in (".docx", ".doc", ".pdf"):
-        return _block_topics(_document_blocks(data, path.name, limits or Limits()))
+        return _block_topics(document_blocks(data, path.name, limits or Limits()))
     return _line_topics(data.decode("utf-8-sig", errors="replace").splitlines())
-
-
-def _document_blocks(data: bytes, filename: str, limits: Limits) -> list[Block]:
-    from parsers.convert import convert
-    from parsers.form_labels import discovery_spec
-
-    kind = sniff(data, filename, "")
-    if kind == "pdf":
-        return read_pdf(data, filename, discovery_spec(), limits).blocks
-    if kind in ("doc", "wps", "rtf", "odt"):
-        data = convert(data, kind, "docx", filename, limits.convert_timeout_s)
-    return read_docx(data, filename, limits).blocks
 
 
 def _json_topics(raw: Any) -> list[TopicEntry]:
@@ -361,7 +346,7 @@ def check_call(call: CallSettings, filled: Sequence[Path], limits: Limits | None
     spec = call.form_spec
     try:
         blank = read_blank_form(form_path.read_bytes(), form_path.name, limits)
-        blocks = _form_blocks(form_path.read_bytes(), form_path.name, spec, limits)
+        blocks = document_blocks(form_path.read_bytes(), form_path.name, limits, spec)
     except (OSError, CannotRead) as exc:
         raise CallSetupError(f"{form_path}: cannot read the blank form: {exc}") from None
     index = label_index(spec)
@@ -415,13 +400,6 @@ def _placeholder(raw: str) -> bool:
     from parsers.form_labels import choices, is_blank
 
     return is_blank(raw) or (bool(choices(raw)) and not any(mark in raw for mark in "☑☒■√✓✔●◉▣"))
-
-
-def _form_blocks(data: bytes, filename: str, spec: FormSpec, limits: Limits) -> list[Block]:
-    kind = sniff(data, filename, "")
-    if kind == "pdf":
-        return read_pdf(data, filename, spec, limits).blocks
-    return _document_blocks(data, filename, limits)
 
 
 def format_check(report: CheckReport) -> str:

@@ -15,7 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from parsers.convert import convert
+from parsers.convert import convert, office_binary
+from parsers.doc_reader import read_doc
 from parsers.docx_reader import read_docx
 from parsers.fields import _NOTES_HEADING
 from parsers.layout import Block, Cell, Grid
@@ -237,20 +238,28 @@ def discovery_spec() -> FormSpec:
 
 
 def read_blank_form(data: bytes, filename: str, limits: Limits | None = None) -> BlankForm:
-    """The labels of a blank form (.docx, .pdf, or a legacy format LibreOffice converts); raises CannotRead."""
+    """The labels of a blank form (.docx, .pdf, .doc and the other Word formats); raises CannotRead."""
     limits = limits or Limits()
-    kind = sniff(data, filename, "")
-    blocks: list[Block]
-    if kind in ("doc", "wps", "rtf", "odt"):
-        blocks = read_docx(convert(data, kind, "docx", filename, limits.convert_timeout_s), filename, limits).blocks
-    elif kind == "pdf":
-        blocks = read_pdf(data, filename, discovery_spec(), limits).blocks
-    else:
-        blocks = read_docx(data, filename, limits).blocks
+    blocks = document_blocks(data, filename, limits)
     labels, lists = find_labels(blocks)
     text = "\n".join(block.text() if isinstance(block, Grid) else block.text for block in blocks)
     emails = tuple(dict.fromkeys(match.lower() for match in _EMAIL.findall(unicodedata.normalize("NFKC", text))))
-    return BlankForm(form_title(blocks), tuple(labels), tuple(lists), kind, emails)
+    return BlankForm(form_title(blocks), tuple(labels), tuple(lists), sniff(data, filename, ""), emails)
+
+
+def document_blocks(data: bytes, filename: str, limits: Limits, spec: FormSpec | None = None) -> list[Block]:
+    """Any Word or PDF document as lines and grids; a PDF's form pages are those naming ``spec``'s labels
+    (by default every label mailbot knows). Raises CannotRead."""
+    kind = sniff(data, filename, "")
+    if kind == "pdf":
+        return read_pdf(data, filename, spec or discovery_spec(), limits).blocks
+    if kind in ("doc", "wps"):
+        if limits.legacy_word != "native" and office_binary() is not None:
+            return read_docx(convert(data, kind, "docx", filename, limits.convert_timeout_s), filename, limits).blocks
+        return read_doc(data, filename, limits).blocks
+    if kind in ("rtf", "odt"):
+        return read_docx(convert(data, kind, "docx", filename, limits.convert_timeout_s), filename, limits).blocks
+    return read_docx(data, filename, limits).blocks
 
 
 def form_title(blocks: list[Block]) -> str:
