@@ -713,8 +713,8 @@ def test_new_calls_read_filled_copies_through_real_servers(
         done = _mailbot("digest", "--call", case.call_id, "--date", today, "--preview", str(preview), config=config)
         assert done.returncode == 0, done.stderr
         assert case.name_zh in done.stdout and case.name_zh in preview.read_text(encoding="utf-8")
-        first = next(records[m]["reference"] for m, (c, _) in expected.items() if c is case)
-        assert first in done.stdout, case.call_id  # the application, by the reference it was given
+        given = next(records[m]["reference"] for m, (c, _) in expected.items() if c is case)
+        assert given in done.stdout, case.call_id  # the application, by the reference it was given
 
 
 def test_calls_sharing_one_address_are_told_apart_by_their_forms(
