@@ -256,7 +256,7 @@ def _current_entries(
 
 
 def _set_aside_entries(messages: Sequence[Message], words: dict[str, Any]) -> list[tuple[Entry, Message]]:
-    """Late and unreadable mail, each message an entry in its own folder, for the coordinators."""
+    """Late, unreadable and held mail, each message an entry in its own folder, for the coordinators."""
     folders, flag_words = words["folders"], words["flags"]
     found: list[tuple[Entry, Message]] = []
     for message in messages:
@@ -267,6 +267,11 @@ def _set_aside_entries(messages: Sequence[Message], words: dict[str, Any]) -> li
         elif message.outcome == "unreadable":
             flags = [flag_words["unreadable"].format(reason=message.reason or "")]
             entry = Entry(folders["unreadable"], reference, reference, "unreadable", {}, message.arrival, flags=flags)
+        elif message.outcome in CURRENT_OUTCOMES and message.application_id is None:
+            # decided but held in the review queue (a form from an address not the applicant's, say):
+            # not part of its application until an admin confirms it
+            flags = [flag_words["held"]]
+            entry = Entry(folders["held"], reference, reference, "held", _values(message), message.arrival, flags=flags)
         else:
             continue
         found.append((entry, message))
