@@ -9,32 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from parsers.mime import LIST_HEADERS
 from parsers.model import Envelope
 
 # ---------------------------------------------------------------------------------------------- machine mail
 
 BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "feedback-report"})
-# RFC 2369 / RFC 2919 list header fields, and the list managers' own (ezmlm and Yahoo Groups
-# write Mailing-List:, fml X-MLServer:/X-ML-Name:, Mailman X-Mailman-Version: and
-# X-List-Administrivia:, ListProc X-ListProcessor-Version:, Lyris/others X-Listserver:): a list's copy
-# of a post carries at least one of them, and the list, not the poster, would get the answer.
-LIST_HEADERS = (
-    "list-id",
-    "list-unsubscribe",
-    "list-post",
-    "list-help",
-    "list-subscribe",
-    "list-owner",
-    "list-archive",
-    "mailing-list",
-    "x-mailman-version",
-    "x-mlserver",
-    "x-ml-name",
-    "x-list-administrivia",
-    "x-listprocessor-version",
-    "x-listserver",
-)
 # Mailboxes that by convention send without reading answers: RFC 5321 §4.5.1 postmaster, the
 # MTA's MAILER-DAEMON, and the no-reply family (no-reply, noreply, do_not_reply, dmarc-noreply …).
 # Compared with "-", "_" and "." removed and a "+tag" cut off, so post_master and no.reply count.

@@ -59,14 +59,11 @@ _EIGHT_BIT_RUN = re.compile(rb"[\x80-\xff]+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-KEPT_HEADERS = (
-    "auto-submitted",
-    "x-autoreply",
-    "x-autorespond",
-    "x-autoresponse",
-    "x-auto-response-suppress",
-    "precedence",
-    "x-precedence",
+# RFC 2369 / RFC 2919 list header fields, and the list managers' own (ezmlm and Yahoo Groups
+# write Mailing-List:, fml X-MLServer:/X-ML-Name:, Mailman X-Mailman-Version: and
+# X-List-Administrivia:, ListProc X-ListProcessor-Version:, Lyris/others X-Listserver:): a list's copy
+# of a post carries at least one of them, and the list, not the poster, would get the answer.
+LIST_HEADERS = (
     "list-id",
     "list-unsubscribe",
     "list-post",
@@ -81,6 +78,17 @@ KEPT_HEADERS = (
     "x-list-administrivia",
     "x-listprocessor-version",
     "x-listserver",
+)
+
+KEPT_HEADERS = (
+    "auto-submitted",
+    "x-autoreply",
+    "x-autorespond",
+    "x-autoresponse",
+    "x-auto-response-suppress",
+    "precedence",
+    "x-precedence",
+    *LIST_HEADERS,
     "x-mailer",
     "user-agent",
     "x-loop",
