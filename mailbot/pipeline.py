@@ -617,7 +617,14 @@ class Processor:
         if conflict is not None:
             # a fixed answer: nothing of the application the form names (its reference, its fields)
             mail = self._fixed_mail(
-                "held", call, message.reference, recipient, message_id, message.arrival, envelope, "auto-replied"
+                "held",
+                call,
+                message.reference,
+                recipient,
+                message_id,
+                message.arrival,
+                envelope.message_id,
+                "auto-replied",
             )
             self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
             self._notify_on_record(session, message, call, conflict, now)
@@ -671,11 +678,14 @@ class Processor:
         recipient: str,
         message_id: str,
         arrival: datetime,
-        envelope: Envelope | None,
+        answering: str | None,
         auto_submitted: str,
         **extra: str,
     ) -> ComposedMail:
-        """A notice of fixed text: only the call, a reference, a time and what ``extra`` names go in."""
+        """A notice of fixed text: only the call, a reference, a time and what ``extra`` names go in.
+
+        ``answering`` is the Message-ID of the message it answers, if any (In-Reply-To, References).
+        """
         context: dict[str, Any] = {
             "call": call,
             "reference": reference or "",
@@ -686,7 +696,7 @@ class Processor:
         subject_source = self.templates.table("notice/notices.toml")[template]["subject"]
         subject = one_line(self.templates.render_string(subject_source, context), 250)
         context["subject"] = subject
-        original = valid_message_id(envelope.message_id) if envelope else None
+        original = valid_message_id(answering) if answering else None
         raw = alternative_mail(
             OutgoingHeaders(
                 sender_name=one_line(call.sender.name, 80),
@@ -767,33 +777,18 @@ class Processor:
             return False
         now = utcnow()
         message_id = make_message_id(call, message.reference, f"notice.{message.id}.{now.isoformat()}")
-        context = {
-            "call": call,
-            "reference": message.reference,
-            "arrival": local_time(message.arrival, call.timezone),
-            "original_subject": one_line(message.subject, 200),
-            "note": one_line(note, 1000),
-            "signature": one_line(call.sender.name) or call.name_zh,
-        }
-        subject = one_line(f"【已处理】{call.name_zh} · {message.reference or ''} / Closed: {message.reference or ''}")
-        context["subject"] = subject
-        original = valid_message_id(message.message_id)
-        raw = alternative_mail(
-            OutgoingHeaders(
-                sender_name=one_line(call.sender.name, 80),
-                sender_address=call.sender.address,
-                to=recipient,
-                cc=None,
-                subject=subject,
-                date=now.astimezone(call.tz),
-                message_id=message_id,
-                in_reply_to=original,
-                references=[original] if original else [],
-            ),
-            self.templates.render("notice/closed.txt.j2", context),
-            self.templates.render("notice/closed.html.j2", context),
+        mail = self._fixed_mail(
+            "closed",
+            call,
+            message.reference,
+            recipient,
+            message_id,
+            message.arrival,
+            message.message_id,
+            "auto-replied",
+            original_subject=one_line(message.subject, 200),
+            note=one_line(note, 1000),
         )
-        mail = ComposedMail(message_id, (recipient.lower(),), raw)
         self._add_to_outbox(session, "notice", message.id, call, recipient, mail, None)
         return True
 
