@@ -1,0 +1,144 @@
+"""``digest --date D --send`` attaches the workbook of the call as it stood at the end of D, not today's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mailbot.digest import cmd_digest
+from mailbot.embedded import SmtpSink
+from storage.db import transaction
+from storage.models import Application, Event, Message
+from storage.store import Store
+from tests.test_digest import (  # noqa: F401 - fixtures
+    CALL,
+    World,
+    bj,
+    form,
+    make_settings,
+    parse_digest_args,
+    populate,
+    read_mail,
+    settings,
+    store,
+    workbook_of,
+)
+from tests.test_exports import sheet_rows
+
+
+def add_later_history(target: Store) -> None:
+    """Two changes after 31 August on top of :func:`populate`: a form completed later, an item resolved later."""
+    with transaction(target.sessions) as session:
+        world = World(session)
+        world.count = 100  # after populate's messages: keys stay unique
+        zhou_v1 = form("周敏", "南京大学", "多模态教材生成", None)
+        first = world.message("incomplete", "SMP24-0013", bj(8, 31, 11), zhou_v1)
+        first.decision = {"outcome": "incomplete", "missing": ["topic"]}
+        zhou_v2 = {**zhou_v1, "project_title": "多模态教材生成（补全）", "topic": "3.2"}
+        revised = world.message("revision", "SMP24-0014", bj(9, 2, 7), zhou_v2)
+        application = world.application(first, "incomplete", zhou_v1)
+        # as the pipeline leaves it after the revision: complete now, its current form the revision
+        application.current_message_pk, application.status = revised.id, "accepted"
+        application.fields, application.project_title, application.missing = zhou_v2, zhou_v2["project_title"], []
+        revised.application_id = application.id
+        # decided unreadable on 30 August, resolved by an admin on 3 September
+        queued = session.scalars(select(Message).where(Message.reference == "SMP24-0004")).one()
+        session.add(
+            Event(
+                at=bj(8, 30, 10),
+                kind="decided",
+                actor="pipeline",
+                message_pk=queued.id,
+                detail={"outcome": "unreadable"},
+            )
+        )
+        queued.outcome, queued.state, queued.decided_at = "accepted", "done", bj(9, 3, 10)
+
+
+def naive_beijing(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None)
+
+
+def test_a_past_days_digest_attaches_that_days_workbook(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:  # noqa: F811
+    populate(store)
+    add_later_history(store)
+    with store.sessions() as session:
+        # the database today: every application, the revised ones at their latest form
+        assert session.query(Application).filter(Application.call_id == CALL).count() == 6
+    sending = make_settings(tmp_path / "data", smtp={"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"})
+    assert cmd_digest(parse_digest_args(["--call", CALL, "--date", "2024-08-31", "--send"]), sending) == 0
+
+    [received] = smtp_sink.received
+    name, book = workbook_of(read_mail(received.raw))
+    assert name == "smp-zhipu-2024-2024-08-31.xlsx"
+
+    _labels, _keys, applications = sheet_rows(book["Applications"])
+    by_reference: dict[Any, dict[str, Any]] = {row["reference"]: row for row in applications}
+    # 王芳, 李娜's second project and 赵强 came on 1 September: not yet there
+    assert sorted(by_reference) == ["SMP24-0001", "SMP24-0002", "SMP24-0013"]
+    zhang = by_reference["SMP24-0001"]
+    # the revision of 1 September is absent: the first version's form, title and arrival
+    assert zhang["current_reference"] == "SMP24-0001"
+    assert zhang["project_title"] == "大模型作文评测"
+    assert zhang["status"] == "accepted"
+    assert zhang["arrival"] == naive_beijing(bj(8, 20, 9, 55))
+    assert zhang["supersedes"] is None
+    li = by_reference["SMP24-0002"]
+    assert (li["current_reference"], li["status"], li["project_title"]) == (
+        "SMP24-0002",
+        "accepted",
+        "临床问答的可信评估",
+    )
+    assert li["flags"] == "eligibility:no-phd"
+    zhou = by_reference["SMP24-0013"]
+    # incomplete at the end of 31 August: completed only by the revision of 2 September
+    assert zhou["current_reference"] == "SMP24-0013"
+    assert zhou["status"] == "incomplete"
+    assert zhou["missing"] == "topic"
+    assert zhou["project_title"] == "多模态教材生成"
+    assert zhou["topic"] is None
+    assert zhou["arrival"] == naive_beijing(bj(8, 31, 10, 55))
+
+    _labels, _keys, messages = sheet_rows(book["Messages"])
+    assert [(row["reference"], row["outcome"]) for row in messages] == [
+        ("SMP24-0001", "accepted"),
+        ("SMP24-0002", "accepted"),
+        ("SMP24-0003", "correspondence"),
+        (None, "ignored"),
+        ("SMP24-0004", "unreadable"),  # resolved only on 3 September
+        ("SMP24-0013", "incomplete"),
+    ]
+    assert [row["arrival"] for row in messages][-1] == naive_beijing(bj(8, 31, 10, 55))
+    assert messages[0]["project_title"] == "大模型作文评测"
+
+
+@pytest.mark.parametrize("day", ["2024-09-03"])
+def test_todays_workbook_is_still_the_call_as_it_is(
+    store: Store,  # noqa: F811
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    day: str,
+) -> None:
+    """The same history sent for a later day has every message and the latest form of each application."""
+    populate(store)
+    add_later_history(store)
+    sending = make_settings(tmp_path / "data", smtp={"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"})
+    assert cmd_digest(parse_digest_args(["--call", CALL, "--date", day, "--send"]), sending) == 0
+    [received] = smtp_sink.received
+    _name, book = workbook_of(read_mail(received.raw))
+    _labels, _keys, applications = sheet_rows(book["Applications"])
+    by_reference = {row["reference"]: row for row in applications}
+    assert sorted(by_reference) == ["SMP24-0001", "SMP24-0002", "SMP24-0005", "SMP24-0007", "SMP24-0008", "SMP24-0013"]
+    assert (by_reference["SMP24-0013"]["status"], by_reference["SMP24-0013"]["current_reference"]) == (
+        "accepted",
+        "SMP24-0014",
+    )
+    assert by_reference["SMP24-0001"]["project_title"] == "大模型作文自动评测（修订）"
+    _labels, _keys, messages = sheet_rows(book["Messages"])
+    outcomes = {row["reference"]: row["outcome"] for row in messages}
+    assert outcomes["SMP24-0004"] == "accepted" and outcomes["SMP24-0014"] == "revision"
+    assert "SMP24-0012" in outcomes
