@@ -32,7 +32,7 @@ from mailbot.acknowledge import SMTP_POLICY, SUBJECT_LIMIT, make_message_id, mes
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, DigestSettings, Settings
 from mailbot.decide import Outcome
-from mailbot.export import message_fields, to_xlsx
+from mailbot.export import ApplicationAt, Snapshot, message_fields, to_xlsx
 from mailbot.identity import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems
 from storage.db import transaction
@@ -303,24 +303,13 @@ def _by_outcome(outcomes: Iterable[str]) -> dict[str, int]:
     return {outcome.value: counts.get(outcome.value, 0) for outcome in Outcome}
 
 
-@dataclass(frozen=True)
-class ApplicationAt:
-    """An application as it stood at a moment: its current form, status and flags then."""
-
-    application: Application
-    message: Message  # its current form then
-    status: str
-    fields: Mapping[str, Any]
-    flags: tuple[str, ...]
-
-    @property
-    def project_title(self) -> str | None:
-        title = self.fields.get("project_title")
-        return str(title) if title not in (None, "") else self.application.project_title
-
-
 def _applications_at(session: Session, call_id: str, standing: Standing) -> list[ApplicationAt]:
     """The call's current applications (late ones excluded) as they stood when ``standing`` was taken."""
+    return [view for view in _every_application_at(session, call_id, standing) if view.status not in NOT_CURRENT]
+
+
+def _every_application_at(session: Session, call_id: str, standing: Standing) -> list[ApplicationAt]:
+    """Every application of the call that existed when ``standing`` was taken, as it stood then."""
     counted = {o.value for o in SUBMISSION_OUTCOMES}
     forms: dict[int, list[Message]] = {}
     for message, (outcome, _at) in standing.values():
@@ -332,14 +321,18 @@ def _applications_at(session: Session, call_id: str, standing: Standing) -> list
         current = standing.get(application.current_message_pk)
         if current is not None:
             view = ApplicationAt(
-                application, current[0], application.status, application.fields or {}, tuple(application.flags)
+                application,
+                current[0],
+                application.status,
+                application.fields or {},
+                tuple(str(name) for name in application.missing or ()),
+                tuple(str(flag) for flag in application.flags or ()),
             )
         elif application.id in forms:
             view = _earlier_form(application, forms[application.id], standing)
         else:
             continue  # it did not exist yet
-        if view.status not in NOT_CURRENT:
-            views.append(view)
+        views.append(view)
     return views
 
 
@@ -357,7 +350,21 @@ def _earlier_form(application: Application, forms: list[Message], standing: Stan
     else:
         status = (Outcome.INCOMPLETE if decision.get("missing") else Outcome.ACCEPTED).value
     return ApplicationAt(
-        application, latest, status, message_fields(latest) or {}, tuple(str(f) for f in decision.get("flags") or ())
+        application,
+        latest,
+        status,
+        message_fields(latest) or {},
+        tuple(str(name) for name in decision.get("missing") or ()),
+        tuple(str(flag) for flag in decision.get("flags") or ()),
+    )
+
+
+def call_at(session: Session, call_id: str, now: datetime) -> Snapshot:
+    """The call as it stood at ``now``, for its workbook: the same moment the digest's words show."""
+    standing = _decisions_at(session, call_id, now)
+    return Snapshot(
+        messages=tuple((message, outcome) for message, (outcome, _at) in standing.values()),
+        applications=tuple(_every_application_at(session, call_id, standing)),
     )
 
 
@@ -716,7 +723,10 @@ def queue_digest(
         if session.get(DigestRun, (call.id, day)) is not None:
             return None
         data = build_digest(session, settings, call, day, now, late=late)
-        workbook = to_xlsx(session, call.id, settings=settings, templates=chosen)
+        # the workbook shows the same moment as the words: a past day's digest carries that day's state
+        workbook = to_xlsx(
+            session, call.id, settings=settings, templates=chosen, snapshot=call_at(session, call.id, now)
+        )
     message_id = digest_message_id(call, day)
     mail = compose_digest(data, chosen, workbook, message_id)
     raw = message_bytes(mail, settings.smtp)

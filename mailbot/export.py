@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +68,34 @@ class ExportLayout:
         return self.zones.get(call_id or "", DEFAULT_ZONE)
 
 
+@dataclass(frozen=True)
+class ApplicationAt:
+    """An application as it stood at a moment (now, or the end of a past day): its form, status and flags then."""
+
+    application: Application
+    message: Message  # its current form then
+    status: str
+    fields: Mapping[str, Any]
+    missing: tuple[str, ...]
+    flags: tuple[str, ...]
+
+    @property
+    def project_title(self) -> str | None:
+        title = self.fields.get("project_title")
+        return str(title) if title not in (None, "") else self.application.project_title
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A call as it stood at a moment, built by :func:`mailbot.digest.call_at`: what a workbook shows.
+
+    Without one the workbook shows the database as it is now.
+    """
+
+    messages: tuple[tuple[Message, str], ...]  # each message decided by then, with the outcome it had then
+    applications: tuple[ApplicationAt, ...]  # late ones included, as in the workbook of today
+
+
 def export_layout(settings: Settings | None = None, call_id: str | None = None) -> ExportLayout:
     """The fields of ``call_id`` (or of every configured call, in form order), or the packaged set."""
     if settings is None:
@@ -112,8 +140,13 @@ def _key(key: str | None, redact: bool) -> str | None:
     return pseudonym(key) if redact else key
 
 
-def message_record(message: Message, redact: bool = False, layout: ExportLayout | None = None) -> dict[str, Any]:
-    """One export row; ``redact`` leaves out contacts, the sender, and anything that may quote them."""
+def message_record(
+    message: Message, redact: bool = False, layout: ExportLayout | None = None, outcome: str | None = None
+) -> dict[str, Any]:
+    """One export row; ``redact`` leaves out contacts, the sender, and anything that may quote them.
+
+    ``outcome`` is the one the message had at an earlier moment, when the row shows that moment.
+    """
     layout = layout or export_layout()
     decision = message.decision or {}
     fields = message_fields(message, layout)
@@ -124,7 +157,7 @@ def message_record(message: Message, redact: bool = False, layout: ExportLayout 
         "mailbox": message.mailbox,
         "call": message.call_id,
         "arrival": local_arrival(message, layout).isoformat(),
-        "outcome": message.outcome,
+        "outcome": outcome or message.outcome,
         "reference": message.reference,
         "fields": fields,
         "missing": list(decision.get("missing") or []) or None,
@@ -238,30 +271,50 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def application_rows(
-    session: Session, call_id: str | None, redact: bool, layout: ExportLayout | None = None
-) -> list[dict[str, Any]]:
-    """One row per application: its current status, form and flags."""
-    layout = layout or export_layout()
+def current_applications(session: Session, call_id: str | None) -> list[ApplicationAt]:
+    """Every application (of ``call_id``) as it is now."""
     query = select(Application, Message).join(Message, Message.id == Application.current_message_pk)
     if call_id:
         query = query.where(Application.call_id == call_id)
+    return [
+        ApplicationAt(
+            application,
+            message,
+            application.status,
+            application.fields or {},
+            tuple(str(name) for name in application.missing or ()),
+            tuple(str(flag) for flag in application.flags or ()),
+        )
+        for application, message in session.execute(query.order_by(Application.id))
+    ]
+
+
+def application_rows(
+    session: Session,
+    call_id: str | None,
+    redact: bool,
+    layout: ExportLayout | None = None,
+    applications: Sequence[ApplicationAt] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per application: its status, form and flags, now or as ``applications`` had them."""
+    layout = layout or export_layout()
     rows = []
-    for application, message in session.execute(query.order_by(Application.id)):
+    for view in current_applications(session, call_id) if applications is None else applications:
+        application, message = view.application, view.message
         first = session.scalar(select(Message.reference).where(Message.message_key == application.application_key))
         row: dict[str, Any] = {
             "reference": first,
             "current_reference": message.reference,
             "call": application.call_id,
-            "status": application.status,
+            "status": view.status,
             "arrival": local_arrival(message, layout),
         }
-        fields = application.fields or {}
+        fields = view.fields
         for name in [*layout.fields, *(n for n in fields if n not in layout.fields)]:
             if not (redact and name in CONTACT_FIELDS):
                 row[name] = fields.get(name)
-        row["missing"] = ", ".join(application.missing or [])
-        row["flags"] = ", ".join(application.flags or [])
+        row["missing"] = ", ".join(view.missing)
+        row["flags"] = ", ".join(view.flags)
         row["supersedes"] = _key(message.supersedes_key, redact)
         row["duplicate_of"] = _key(application.duplicate_of_key, redact)
         row["message_id"] = _key(message.message_id or message.message_key, redact)
@@ -288,14 +341,20 @@ def to_xlsx(
     redact: bool = False,
     settings: Settings | None = None,
     templates: TemplateSet | None = None,
+    snapshot: Snapshot | None = None,
 ) -> bytes:
+    """The workbook of the database now, or of the call as ``snapshot`` shows it at an earlier moment."""
     layout = export_layout(settings, call_id)
     headings = column_headings(layout, call_id, templates)
     workbook = Workbook()
-    _sheet(workbook, "Applications", application_rows(session, call_id, redact, layout), headings, first=True)
+    views = None if snapshot is None else snapshot.applications
+    _sheet(workbook, "Applications", application_rows(session, call_id, redact, layout, views), headings, first=True)
+    decided = (
+        [(m, str(m.outcome)) for m in processed_messages(session, call_id)] if snapshot is None else snapshot.messages
+    )
     messages = []
-    for message in processed_messages(session, call_id):
-        row = _flat(message_record(message, redact, layout), redact, layout)
+    for message, outcome in decided:
+        row = _flat(message_record(message, redact, layout, outcome), redact, layout)
         row["arrival"] = local_arrival(message, layout)
         messages.append(row)
     _sheet(workbook, "Messages", messages, headings)
