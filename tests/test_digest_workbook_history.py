@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from mailbot.clock import utcnow
 from mailbot.digest import cmd_digest
 from mailbot.embedded import SmtpSink
 from storage.db import transaction
-from storage.models import Application, Event, Message
+from storage.models import Application, DigestRun, Event, Message, OutboxMail, OutboxState
 from storage.store import Store
 from tests.test_digest import (  # noqa: F401 - fixtures
     CALL,
@@ -28,6 +29,7 @@ from tests.test_digest import (  # noqa: F401 - fixtures
     workbook_of,
 )
 from tests.test_exports import sheet_rows
+from tests.test_faults import ScriptedHandler, ScriptedSink
 
 
 def add_later_history(target: Store) -> None:
@@ -142,3 +144,28 @@ def test_todays_workbook_is_still_the_call_as_it_is(
     outcomes = {row["reference"]: row["outcome"] for row in messages}
     assert outcomes["SMP24-0004"] == "accepted" and outcomes["SMP24-0014"] == "revision"
     assert "SMP24-0012" in outcomes
+
+
+def test_a_past_days_digest_refused_for_now_is_tried_again(store: Store, tmp_path: Path) -> None:  # noqa: F811
+    """Its retry window starts when it is queued: dated at the end of D, it would be given up at once."""
+    populate(store)
+    handler = ScriptedHandler(data_replies=["451 4.3.0 Local error, try again"])
+    with ScriptedSink(handler) as sink:
+        sending = make_settings(tmp_path / "data", smtp={"host": sink.host, "port": sink.port, "tls": "none"})
+        args = parse_digest_args(["--call", CALL, "--date", "2024-08-31", "--send"])
+        before = utcnow()
+        assert cmd_digest(args, sending) == 1  # not delivered yet
+        with store.sessions() as session:
+            run = session.get_one(DigestRun, (CALL, date(2024, 8, 31)))
+            mail = session.get_one(OutboxMail, run.outbox_id)
+            assert mail.state == OutboxState.PENDING, mail.last_reply
+            assert "451" in (mail.last_reply or "")
+            assert mail.created_at >= before
+            # the run stands for the moment its digest showed: the next digest counts as new what came after
+            assert run.created_at == bj(8, 31, 23, 59) + timedelta(seconds=59, microseconds=999999)
+        with store.sessions() as session, session.begin():
+            session.execute(update(OutboxMail).values(next_attempt_at=utcnow()))  # skip the retry delay
+        assert cmd_digest(args, sending) == 0
+    [delivered] = handler.accepted
+    assert b"smp-zhipu-2024-2024-08-31.xlsx" in delivered
+    assert handler.attempts == 2
