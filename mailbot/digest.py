@@ -713,11 +713,18 @@ def queue_digest(
     now: datetime,
     late: bool,
     templates: TemplateSet | None = None,
+    queued_at: datetime | None = None,
 ) -> int | None:
-    """Put the digest of ``call`` for ``day`` in the outbox; its outbox id, or None if already done.
+    """Put the digest of ``call`` for ``day`` as it stood at ``now`` in the outbox; its outbox id, or None if done.
+
+    The ``digests`` row is dated ``now``, the moment the digest shows: the next digest counts what was
+    decided after it as new. The outbox row is dated ``queued_at`` (default ``now``), when it really
+    was queued: the sender retries for ``retry_for_hours`` from then, and a past day's digest, whose
+    ``now`` is the end of that day, must not be given up at its first temporary refusal.
 
     Safe to call from several processes at once: only the first commit of the (call, day) row wins.
     """
+    queued = queued_at or now
     chosen = templates or TemplateSet.from_settings(settings)
     with store.sessions() as session:
         if session.get(DigestRun, (call.id, day)) is not None:
@@ -746,8 +753,8 @@ def queue_digest(
                 raw=raw,
                 state=OutboxState.PENDING,
                 attempts=0,
-                next_attempt_at=now,
-                created_at=now,
+                next_attempt_at=queued,
+                created_at=queued,
             )
             session.add(outbox)
             session.flush()
@@ -811,7 +818,8 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     except KeyError:
         print(f"mailbot digest: no call {args.call!r} in the configuration", file=sys.stderr)
         return 2
-    now = utcnow()
+    wall_clock = utcnow()
+    now = wall_clock  # the moment the digest shows: moved to the end of the day for a past day
     zone = ZoneInfo(settings.digest.timezone)
     today = now.astimezone(zone).date()
     day: date = args.date or today
@@ -834,7 +842,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(f"Subject: {subject}\n\n{text}")
             print(f"HTML written to {args.preview}", file=sys.stderr)
             return 0
-        outbox_id = queue_digest(store, settings, call, day, now, late=False, templates=templates)
+        outbox_id = queue_digest(store, settings, call, day, now, late=False, templates=templates, queued_at=wall_clock)
         if outbox_id is None:
             print(f"the {day.isoformat()} digest of {call.id} was already queued; delivering the outbox")
         Sender(settings, store, worker_name()).flush()
