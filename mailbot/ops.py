@@ -136,14 +136,16 @@ def _check_database(settings: Settings) -> CheckLine:
     except Exception as exc:
         return CheckLine(False, what, f"cannot open {settings.database_url.split('@')[-1]}: {exc}")
     if current is None:
-        # a new installation: the first run creates the schema, so this is no reason not to start
-        return CheckLine(True, what, f"empty; the first mailbot run creates schema {head}")
+        # a new installation: `run` creates the schema, so this is no reason not to start
+        return CheckLine(
+            True, what, f"empty; `mailbot migrate` (or `check --fix`, or the first `mailbot run`) creates schema {head}"
+        )
     if current != head:
         return CheckLine(
             False,
             what,
-            f"schema at {current or 'nothing'}, this version needs {head}: run mailbot run "
-            "once (it upgrades) or check you point at the right database",
+            f"schema at {current}, this version needs {head}: run `mailbot migrate` (or `mailbot check --fix`), "
+            "or check you point at the right database",
         )
     return CheckLine(True, what, f"schema {current} is current")
 
