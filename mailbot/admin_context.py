@@ -57,10 +57,14 @@ def require_current_schema(settings: Settings, engine: Engine) -> None:
     else:
         current, head = schema_status(engine)
     if current != head:
-        raise SchemaNotCurrent(
-            f"the database schema is at {current or 'nothing (an empty database)'}, this mailbot needs {head}: "
-            "run `mailbot migrate` (or `mailbot check --fix`)"
-        )
+        raise SchemaNotCurrent(schema_sentence(current, head))
+
+
+def schema_sentence(current: str | None, head: str | None) -> str:
+    return (
+        f"the database schema is at {current or 'nothing (an empty database)'}, this mailbot needs {head}: "
+        "run `mailbot migrate` (or `mailbot check --fix`)"
+    )
 
 
 def check_schema(settings: Settings) -> None:

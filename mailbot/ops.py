@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from mailbot.admin_context import SchemaNotCurrent, schema_sentence
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, MailboxSettings, Settings, SmtpSettings
 from mailbot.export import pseudonym
@@ -227,8 +228,14 @@ def _limit_lines(session: Session) -> list[str]:
 def status_report(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
     try:
-        if schema_status(engine)[0] is None:
-            return "The database is empty: nothing has run yet (the first mailbot run creates it).\n"
+        current, head = schema_status(engine)
+        if current is None:
+            return (
+                "The database is empty: nothing has run yet "
+                "(`mailbot migrate` or the first `mailbot run` creates it).\n"
+            )
+        if current != head:  # an older schema: its tables may lack what the report reads
+            raise SchemaNotCurrent(schema_sentence(current, head))
         return _status_lines(settings, engine)
     finally:
         engine.dispose()

@@ -116,3 +116,25 @@ def test_check_names_migrate_and_check_fix_migrates_then_checks(tmp_path: Path) 
     database_line = next(line for line in fixed.stdout.splitlines() if "database:" in line)
     assert database_line.startswith("OK") and "is current" in database_line, fixed.stdout
     assert "alembic_version" in tables_in(tmp_path / "data" / "mailbot.db")
+
+
+def test_an_older_schema_is_named_and_left_as_it_is(tmp_path: Path) -> None:
+    from alembic import command
+
+    from storage.db import _alembic_config, make_engine, shipped_revision
+
+    config = config_file(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'mailbot.db'}")
+    command.upgrade(_alembic_config(engine), "0003")  # as a mailbot of an earlier version left it
+    head = shipped_revision(engine)
+    engine.dispose()
+    assert head != "0003"
+    for admin_command in (["queue", "list"], ["status"]):
+        done = mailbot("--config", str(config), *admin_command)
+        assert done.returncode == EXIT_SCHEMA, (admin_command, done.stderr)
+        assert f"the database schema is at 0003, this mailbot needs {head}" in done.stderr
+    checked = mailbot("--config", str(config), "check", env={"MAILBOT_FIRST_CONTACT_PASSWORD": "x"})
+    database_line = next(line for line in checked.stdout.splitlines() if "database:" in line)
+    assert database_line.startswith("FAIL") and "`mailbot migrate`" in database_line, database_line
+    with sqlite3.connect(tmp_path / "data" / "mailbot.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
