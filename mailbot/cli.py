@@ -16,6 +16,7 @@ from types import FrameType
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot import __version__
+from mailbot.admin_context import EXIT_SCHEMA, SchemaNotCurrent
 from mailbot.bundle import add_bundle_command
 from mailbot.call_setup import add_call_command
 from mailbot.clock import ensure_aware
@@ -33,6 +34,8 @@ EXIT_CODES = """exit codes:
   2  the command line or the configuration is wrong, e.g. an unknown key or --call, a missing
      secret (nothing was done)
   3  no permission to the data directory or the configuration: run as the service user
+  4  the database schema is not the one this mailbot needs: run `mailbot migrate` (admin
+     commands never change the schema; `run`, `migrate` and `check --fix` do)
   130 interrupted"""
 EXIT_PERMISSION = 3
 
@@ -106,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole pipeline on sample mail with embedded servers")
     demo.add_argument("--data-dir", type=Path, default=Path("mailbot-demo"), help="where the demo keeps its data")
 
-    commands.add_parser("check", help="check configuration, secrets, mailboxes, SMTP, database and disk")
+    check = commands.add_parser("check", help="check configuration, secrets, mailboxes, SMTP, database and disk")
+    check.add_argument("--fix", action="store_true", help="bring the database schema up to date first")
+    commands.add_parser("migrate", help="bring the database schema up to date (creates it in an empty database)")
     commands.add_parser("status", help="how the bot is doing: polls, backlog, outbox, queue, digests")
     purge = commands.add_parser("purge", help="remove personal data of a closed call (PIPL/GDPR retention)")
     purge.add_argument("--call", required=True)
@@ -198,6 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    # import takes mail in as `run` does (records, decides, answers) and so builds the same Bot,
+    # migrating at start: importing an archive into a fresh data directory is how a bot begins
     from mailbot.app import Bot
     from mailbot.importer import ImportError_, import_one, messages_at
     from mailbot.progress import progress_reporter
@@ -227,16 +234,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from mailbot.admin_context import AdminContext
     from mailbot.export import write_export
-    from storage.db import make_engine, session_factory
 
     settings = _settings(args)
     require_call(settings, args.call)  # an unknown call is a mistake, not an empty export
     if args.output is None and args.format == "xlsx":
         print("mailbot: an xlsx export needs -o FILE", file=sys.stderr)
         return 2
-    engine = make_engine(settings.database_url)
-    with session_factory(engine)() as session:
+    with AdminContext(settings) as admin, admin.store.sessions() as session:
         data = write_export(session, args.format, args.call, args.redact, args.output, settings)
     if args.output is None:
         sys.stdout.flush()
@@ -295,10 +301,28 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from mailbot.ops import run_checks
 
-    lines = run_checks(_settings(args))
+    settings = _settings(args)
+    if args.fix:
+        _report_migration(settings)
+    lines = run_checks(settings)
     for line in lines:
         print(line)
     return 0 if all(line.ok for line in lines) else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _report_migration(_settings(args))
+    return 0
+
+
+def _report_migration(settings: Settings) -> None:
+    from mailbot.admin_context import migrate
+
+    before, after = migrate(settings)
+    if before == after:
+        print(f"the database schema is already current ({after})")
+    else:
+        print(f"the database schema was at {before or 'nothing (an empty database)'} and is now at {after}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -316,10 +340,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     import getpass
 
+    from mailbot.admin_context import check_schema
     from mailbot.ops import default_purge_before, purge
 
     settings = _settings(args)
     require_call(settings, args.call)
+    check_schema(settings)
     before = args.before or default_purge_before(settings, args.call)
     if not isinstance(before, datetime):  # a day: from its first moment in the call's time zone
         before = datetime.combine(before, time(0), settings.call_by_id(args.call).tz)
@@ -329,9 +355,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
+    from mailbot.admin_context import check_schema
     from mailbot.digest import cmd_digest as digest_command
 
-    return digest_command(args, _settings(args))
+    settings = _settings(args)
+    check_schema(settings)  # the digest then finds nothing to migrate
+    return digest_command(args, settings)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
@@ -347,15 +376,19 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from mailbot.admin_context import check_schema
     from mailbot.bundle import cmd_bundle as bundle_command
 
-    return bundle_command(args, _settings(args))
+    settings = _settings(args)
+    check_schema(settings)
+    return bundle_command(args, settings)
 
 
 COMMANDS = {
     "call": cmd_call,
     "bundle": cmd_bundle,
     "check": cmd_check,
+    "migrate": cmd_migrate,
     "status": cmd_status,
     "purge": cmd_purge,
     "queue": cmd_queue,
@@ -410,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailbot: {exc}", file=sys.stderr)
         return 2
+    except SchemaNotCurrent as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EXIT_SCHEMA
     except SQLAlchemyError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"mailbot: the database failed: {first_line}", file=sys.stderr)

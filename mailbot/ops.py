@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from mailbot.admin_context import SchemaNotCurrent, schema_sentence
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, MailboxSettings, Settings, SmtpSettings
 from mailbot.export import pseudonym
@@ -136,14 +137,16 @@ def _check_database(settings: Settings) -> CheckLine:
     except Exception as exc:
         return CheckLine(False, what, f"cannot open {settings.database_url.split('@')[-1]}: {exc}")
     if current is None:
-        # a new installation: the first run creates the schema, so this is no reason not to start
-        return CheckLine(True, what, f"empty; the first mailbot run creates schema {head}")
+        # a new installation: `run` creates the schema, so this is no reason not to start
+        return CheckLine(
+            True, what, f"empty; `mailbot migrate` (or `check --fix`, or the first `mailbot run`) creates schema {head}"
+        )
     if current != head:
         return CheckLine(
             False,
             what,
-            f"schema at {current or 'nothing'}, this version needs {head}: run mailbot run "
-            "once (it upgrades) or check you point at the right database",
+            f"schema at {current}, this version needs {head}: run `mailbot migrate` (or `mailbot check --fix`), "
+            "or check you point at the right database",
         )
     return CheckLine(True, what, f"schema {current} is current")
 
@@ -225,8 +228,14 @@ def _limit_lines(session: Session) -> list[str]:
 def status_report(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
     try:
-        if schema_status(engine)[0] is None:
-            return "The database is empty: nothing has run yet (the first mailbot run creates it).\n"
+        current, head = schema_status(engine)
+        if current is None:
+            return (
+                "The database is empty: nothing has run yet "
+                "(`mailbot migrate` or the first `mailbot run` creates it).\n"
+            )
+        if current != head:  # an older schema: its tables may lack what the report reads
+            raise SchemaNotCurrent(schema_sentence(current, head))
         return _status_lines(settings, engine)
     finally:
         engine.dispose()

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import valid_address
-from mailbot.app import Bot
+from mailbot.admin_context import AdminContext, ReviewDesk
 from mailbot.clock import utcnow
 from mailbot.config import Settings
 from mailbot.decide import ANSWERED, Decision, decide
@@ -91,8 +91,8 @@ def _actor(args: argparse.Namespace) -> str:
     return str(args.by or getpass.getuser())
 
 
-def find_item(bot: Bot, ident: str) -> int:
-    with bot.store.sessions() as session:
+def find_item(desk: ReviewDesk, ident: str) -> int:
+    with desk.store.sessions() as session:
         query = select(Message.id).where(
             (Message.reference == ident) | (Message.message_key == ident) | (Message.message_id == ident)
         )
@@ -104,8 +104,8 @@ def find_item(bot: Bot, ident: str) -> int:
         return found
 
 
-def queued(bot: Bot) -> list[Message]:
-    with bot.store.sessions() as session:
+def queued(desk: ReviewDesk) -> list[Message]:
+    with desk.store.sessions() as session:
         return list(
             session.scalars(select(Message).where(Message.state == MessageState.REVIEW).order_by(Message.arrival))
         )
@@ -123,8 +123,8 @@ def _held(message: Message) -> str | None:
     return IDENTITY_CONFLICT if IDENTITY_CONFLICT in flags else None
 
 
-def list_items(bot: Bot) -> str:
-    rows = queued(bot)
+def list_items(desk: ReviewDesk) -> str:
+    rows = queued(desk)
     if not rows:
         return "The review queue is empty.\n"
     lines = [f"{'id':>5}  {'reference':<11}  {'age':>7}  {'call':<15}  {'sender':<30}  reason"]
@@ -133,18 +133,18 @@ def list_items(bot: Bot) -> str:
             f"{message.id:>5}  {message.reference or '-':<11}  {_age(message.decided_at or message.recorded_at):>7}  "
             f"{message.call_id or '-':<15}  {message.from_addr[:30]:<30}  {message.reason or _held(message) or '-'}"
         )
-    return "\n".join(lines) + f"\n{len(rows)} item(s); folders under {bot.review.root}\n"
+    return "\n".join(lines) + f"\n{len(rows)} item(s); folders under {desk.review.root}\n"
 
 
-def item_record(bot: Bot, pk: int) -> dict[str, Any]:
+def item_record(desk: ReviewDesk, pk: int) -> dict[str, Any]:
     """Everything an admin needs about one item, as data (``queue show --json``) and for its card."""
-    with bot.store.sessions() as session:
+    with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
-        call = next((c for c in bot.settings.call if c.id == message.call_id), None)
+        call = next((c for c in desk.settings.call if c.id == message.call_id), None)
         zone = call.timezone if call else "Asia/Shanghai"
         reading = message.reading or {}
         form = reading.get("form") or {}
-        labels = field_labels(call.form_spec if call else None, bot.templates)
+        labels = field_labels(call.form_spec if call else None, desk.templates)
         read = [
             {
                 "field": name,
@@ -156,7 +156,7 @@ def item_record(bot: Bot, pk: int) -> dict[str, Any]:
             for name, found in (form.get("fields") or {}).items()
         ]
         events = session.scalars(select(Event).where(Event.message_pk == pk).order_by(Event.at, Event.id))
-        reason = bot.templates.reason(message.reason) if message.reason else None
+        reason = desk.templates.reason(message.reason) if message.reason else None
         return {
             "id": message.id,
             "reference": message.reference,
@@ -187,7 +187,7 @@ def item_record(bot: Bot, pk: int) -> dict[str, Any]:
                 }
                 for e in events
             ],
-            "folder": str(bot.review.folder_of(message)),
+            "folder": str(desk.review.folder_of(message)),
         }
 
 
@@ -201,11 +201,11 @@ def field_labels(spec: FormSpec | None, templates: TemplateSet) -> dict[str, str
     return labels
 
 
-def show_item(bot: Bot, pk: int, as_json: bool = False) -> str:
-    record = item_record(bot, pk)
+def show_item(desk: ReviewDesk, pk: int, as_json: bool = False) -> str:
+    record = item_record(desk, pk)
     if as_json:
         return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
-    return bot.templates.render("queue/card.txt.j2", {"item": record, "size": human_size}).rstrip() + "\n"
+    return desk.templates.render("queue/card.txt.j2", {"item": record, "size": human_size}).rstrip() + "\n"
 
 
 def human_size(size: int) -> str:
@@ -216,50 +216,50 @@ def human_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def _note_admin_action(bot: Bot, pk: int, action: str, result: Processed, actor: str) -> None:
+def _note_admin_action(desk: ReviewDesk, pk: int, action: str, result: Processed, actor: str) -> None:
     """Record who retried or resolved an item, and mark its folder closed if it left the queue."""
-    with bot.store.sessions() as session, session.begin():
+    with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, pk)
-        bot.store.add_event(session, f"queue-{action}", actor, pk, outcome=result.outcome, reference=result.reference)
+        desk.store.add_event(session, f"queue-{action}", actor, pk, outcome=result.outcome, reference=result.reference)
         if message.state != MessageState.REVIEW:
-            bot.review.mark_closed(message, result.outcome, actor)
+            desk.review.mark_closed(message, result.outcome, actor)
 
 
-def _retry_one(bot: Bot, pk: int, actor: str, call_id: str | None = None) -> Processed | str:
-    with bot.store.sessions() as session:
+def _retry_one(desk: ReviewDesk, pk: int, actor: str, call_id: str | None = None) -> Processed | str:
+    with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
         if message.state != MessageState.REVIEW:
             return f"{message.reference or pk}: not in the review queue (it is {message.state})"
     try:
-        result = bot.processor.reprocess(pk, actor=actor, call_id=call_id)
+        result = desk.processor.reprocess(pk, actor=actor, call_id=call_id)
     except Exception as exc:  # the item stays in the queue; say why and go on with the next
         return f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}"
-    _note_admin_action(bot, pk, "retried", result, actor)
+    _note_admin_action(desk, pk, "retried", result, actor)
     return result
 
 
-def confirm_item(bot: Bot, pk: int, actor: str) -> Processed:
+def confirm_item(desk: ReviewDesk, pk: int, actor: str) -> Processed:
     """Apply a form held as an identity conflict: its sender is confirmed to speak for the applicant."""
-    with bot.store.sessions() as session:
+    with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
         if message.state != MessageState.REVIEW or _held(message) is None:
             raise QueueError(f"{message.reference or pk} is not held as an identity conflict")
-    result = bot.processor.reprocess(pk, actor=actor, confirmed=True)
-    _note_admin_action(bot, pk, "confirmed", result, actor)
+    result = desk.processor.reprocess(pk, actor=actor, confirmed=True)
+    _note_admin_action(desk, pk, "confirmed", result, actor)
     return result
 
 
-def retry_items(bot: Bot, pks: list[int], actor: str, call_id: str | None = None) -> list[Processed | str]:
-    if call_id is not None and call_id not in {call.id for call in bot.settings.call}:
+def retry_items(desk: ReviewDesk, pks: list[int], actor: str, call_id: str | None = None) -> list[Processed | str]:
+    if call_id is not None and call_id not in {call.id for call in desk.settings.call}:
         raise QueueError(f"no call {call_id!r} in the configuration")
     results: list[Processed | str] = []
     for index, pk in enumerate(pks, start=1):
-        results.append(_retry_one(bot, pk, actor, call_id))
+        results.append(_retry_one(desk, pk, actor, call_id))
         if len(pks) > 1:
             print(f"\r[{index}/{len(pks)}] retried", end="", file=sys.stderr, flush=True)
     if len(pks) > 1:
         print(file=sys.stderr)
-    bot.send()
+    desk.send()
     return results
 
 
@@ -310,12 +310,12 @@ class Plan:
     answer: bool  # whether the applicant would be sent an answer
 
 
-def _predict(bot: Bot, pk: int, submission: Submission) -> Decision:
+def _predict(desk: ReviewDesk, pk: int, submission: Submission) -> Decision:
     """The decision the rules would make for ``submission``, read-only (the same inputs as the pipeline's)."""
-    with bot.store.sessions() as session:
+    with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
-        call = bot.settings.call_by_id(message.call_id or bot.settings.call[0].id)
-        rules = bot.processor.rules[call.id]
+        call = desk.settings.call_by_id(message.call_id or desk.settings.call[0].id)
+        rules = desk.processor.rules[call.id]
         form = submission.form
         probe = (
             as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
@@ -324,13 +324,13 @@ def _predict(bot: Bot, pk: int, submission: Submission) -> Decision:
         )
         priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
         # the same test of "a reply to one of our answers" as the pipeline's, so the preview matches
-        ours = bot.processor._is_ours
+        ours = desk.processor._is_ours
         return decide(submission, message.message_key, message.arrival, rules, priors, lambda mid: ours(session, mid))
 
 
-def plan_typing(bot: Bot, pk: int, assignments: list[str], correcting: bool, answer: bool) -> Plan:
+def plan_typing(desk: ReviewDesk, pk: int, assignments: list[str], correcting: bool, answer: bool) -> Plan:
     typed = parse_assignments(assignments)
-    with bot.store.sessions() as session:
+    with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
         if correcting:
             if message.state == MessageState.REVIEW:
@@ -345,10 +345,10 @@ def plan_typing(bot: Bot, pk: int, assignments: list[str], correcting: bool, ans
                 f"{message.reference or pk} is not in the review queue (it is {message.state}); "
                 "to change what was typed in, use `queue correct`"
             )
-        raw, call_id = bot.store.archive.get(message.sha256), message.call_id or bot.settings.call[0].id
+        raw, call_id = desk.store.archive.get(message.sha256), message.call_id or desk.settings.call[0].id
         reference = message.reference
-    submission = typed_submission(bot.settings, raw, call_id, typed)
-    decision = _predict(bot, pk, submission)
+    submission = typed_submission(desk.settings, raw, call_id, typed)
+    decision = _predict(desk, pk, submission)
     envelope = submission.envelope
     recipient = valid_address((envelope.reply_to[0] if envelope.reply_to else envelope.from_addr) or "")
     answers = decision.outcome in ANSWERED and (answer or not correcting)
@@ -367,9 +367,9 @@ def _typed_before(session: Session, pk: int) -> dict[str, str]:
     return typed
 
 
-def describe_plan(bot: Bot, plan: Plan, correcting: bool) -> str:
-    labels = field_labels(bot.settings.call_by_id(plan.call_id).form_spec, bot.templates)
-    return bot.templates.render(
+def describe_plan(desk: ReviewDesk, plan: Plan, correcting: bool) -> str:
+    labels = field_labels(desk.settings.call_by_id(plan.call_id).form_spec, desk.templates)
+    return desk.templates.render(
         "queue/plan.txt.j2",
         {
             "plan": plan,
@@ -391,30 +391,32 @@ def check_required(plan: Plan, allow_missing: bool) -> None:
         )
 
 
-def resolve_item(bot: Bot, pk: int, assignments: list[str], actor: str, allow_missing: bool = True) -> Processed:
-    plan = plan_typing(bot, pk, assignments, correcting=False, answer=True)
+def resolve_item(
+    desk: ReviewDesk, pk: int, assignments: list[str], actor: str, allow_missing: bool = True
+) -> Processed:
+    plan = plan_typing(desk, pk, assignments, correcting=False, answer=True)
     check_required(plan, allow_missing)
-    return carry_out_resolve(bot, plan, actor)
+    return carry_out_resolve(desk, plan, actor)
 
 
-def carry_out_resolve(bot: Bot, plan: Plan, actor: str) -> Processed:
-    result = bot.processor.reprocess(plan.pk, plan.submission, actor=actor)
-    with bot.store.sessions() as session, session.begin():
-        bot.store.add_event(session, "queue-resolved", actor, plan.pk, outcome=result.outcome, fields=plan.typed)
+def carry_out_resolve(desk: ReviewDesk, plan: Plan, actor: str) -> Processed:
+    result = desk.processor.reprocess(plan.pk, plan.submission, actor=actor)
+    with desk.store.sessions() as session, session.begin():
+        desk.store.add_event(session, "queue-resolved", actor, plan.pk, outcome=result.outcome, fields=plan.typed)
         message = session.get_one(Message, plan.pk)
         if message.state != MessageState.REVIEW:
-            bot.review.mark_closed(message, result.outcome, actor)
-    bot.send()
+            desk.review.mark_closed(message, result.outcome, actor)
+    desk.send()
     return result
 
 
-def carry_out_correction(bot: Bot, plan: Plan, actor: str) -> str:
+def carry_out_correction(desk: ReviewDesk, plan: Plan, actor: str) -> str:
     """Store corrected fields as a revision of the application: logged, and answered only when asked."""
     form = plan.submission.form
     assert form is not None
     values = to_jsonable(form.values())
     reading = to_jsonable(plan.submission)
-    with bot.store.sessions() as session, session.begin():
+    with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, plan.pk, with_for_update=True)
         application = session.get(Application, message.application_id) if message.application_id else None
         before = dict(application.fields) if application else {}
@@ -431,22 +433,22 @@ def carry_out_correction(bot: Bot, plan: Plan, actor: str) -> str:
         changed = {
             name: [before.get(name), values.get(name)] for name in values if before.get(name) != values.get(name)
         }
-        bot.store.add_event(
+        desk.store.add_event(
             session, "queue-corrected", actor, plan.pk, fields=plan.typed, changed=changed, answered=plan.answer
         )
         if plan.answer:
             message.attempts += 1  # a new answer needs its own Message-ID
             session.flush()
-            bot.processor.answer_again(session, plan.pk, plan.decision, plan.submission)
+            desk.processor.answer_again(session, plan.pk, plan.decision, plan.submission)
     if plan.answer:
-        bot.send()
+        desk.send()
     return f"corrected {plan.reference or plan.pk}: {len(changed)} field(s) changed" + (
         "; the applicant was sent a new answer" if plan.answer else "; no answer was sent"
     )
 
 
-def reject_item(bot: Bot, pk: int, reason: str, notify: bool, actor: str) -> str:
-    with bot.store.sessions() as session, session.begin():
+def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str) -> str:
+    with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, pk, with_for_update=True)
         if message.state != MessageState.REVIEW:
             raise QueueError(f"{message.reference or pk} is not in the review queue")
@@ -454,12 +456,12 @@ def reject_item(bot: Bot, pk: int, reason: str, notify: bool, actor: str) -> str
         decision = dict(message.decision or {})
         decision.update(rule="rejected-by-admin", explanation=f"closed by {actor}: {reason}")
         message.decision = decision
-        bot.store.add_event(session, "queue-rejected", actor, pk, reason=reason, notify=notify)
-        told = notify and bot.processor.queue_notice(session, message, reason)
+        desk.store.add_event(session, "queue-rejected", actor, pk, reason=reason, notify=notify)
+        told = notify and desk.processor.queue_notice(session, message, reason)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
-    bot.review.mark_closed(message, f"rejected: {reason}", actor)
+    desk.review.mark_closed(message, f"rejected: {reason}", actor)
     if told:
-        bot.send()
+        desk.send()
         return f"closed {pk} and told the applicant"
     if notify:
         return f"closed {pk}; nobody was told: the sender's address cannot be answered"
@@ -474,10 +476,10 @@ def _confirmed(question: str) -> bool:
     return answer.strip().lower() in {"y", "yes"}
 
 
-def _type_in(bot: Bot, args: argparse.Namespace, correcting: bool) -> int:
-    pk = find_item(bot, args.id)
-    plan = plan_typing(bot, pk, args.field, correcting, answer=bool(getattr(args, "answer", False)))
-    sys.stdout.write(describe_plan(bot, plan, correcting))
+def _type_in(desk: ReviewDesk, args: argparse.Namespace, correcting: bool) -> int:
+    pk = find_item(desk, args.id)
+    plan = plan_typing(desk, pk, args.field, correcting, answer=bool(getattr(args, "answer", False)))
+    sys.stdout.write(describe_plan(desk, plan, correcting))
     check_required(plan, args.allow_missing)
     if args.dry_run:
         print("dry run: nothing was changed or sent")
@@ -486,35 +488,35 @@ def _type_in(bot: Bot, args: argparse.Namespace, correcting: bool) -> int:
         print("nothing was changed")
         return 1
     if correcting:
-        print(carry_out_correction(bot, plan, _actor(args)))
+        print(carry_out_correction(desk, plan, _actor(args)))
     else:
-        result = carry_out_resolve(bot, plan, _actor(args))
+        result = carry_out_resolve(desk, plan, _actor(args))
         print(f"{result.message_key}: {result.outcome} ({result.reference})")
     return 0
 
 
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
-    with Bot(settings) as bot:
+    with AdminContext(settings) as desk:
         try:
             if args.action == "list":
-                sys.stdout.write(list_items(bot))
+                sys.stdout.write(list_items(desk))
             elif args.action == "show":
-                sys.stdout.write(show_item(bot, find_item(bot, args.id), args.json))
+                sys.stdout.write(show_item(desk, find_item(desk, args.id), args.json))
             elif args.action == "retry":
-                pks = [m.id for m in queued(bot)] if args.all else [find_item(bot, args.id)]
-                for result in retry_items(bot, pks, _actor(args), args.call):
+                pks = [m.id for m in queued(desk)] if args.all else [find_item(desk, args.id)]
+                for result in retry_items(desk, pks, _actor(args), args.call):
                     print(
                         result
                         if isinstance(result, str)
                         else f"{result.message_key}: {result.outcome} ({result.reference})"
                     )
             elif args.action in ("resolve", "correct"):
-                return _type_in(bot, args, correcting=args.action == "correct")
+                return _type_in(desk, args, correcting=args.action == "correct")
             elif args.action == "confirm":
-                result = confirm_item(bot, find_item(bot, args.id), _actor(args))
+                result = confirm_item(desk, find_item(desk, args.id), _actor(args))
                 print(f"{result.message_key}: {result.outcome} ({result.reference})")
             elif args.action == "reject":
-                print(reject_item(bot, find_item(bot, args.id), args.reason, args.notify, _actor(args)))
+                print(reject_item(desk, find_item(desk, args.id), args.reason, args.notify, _actor(args)))
         except QueueError as exc:
             print(f"mailbot queue: {exc}", file=sys.stderr)
             return 1

@@ -181,9 +181,13 @@ def upgrade(engine: Engine) -> None:
             connection.commit()
 
 
+def shipped_revision(engine: Engine) -> str | None:
+    """The newest revision this version's migrations make, read from the scripts (no connection)."""
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
 def schema_status(engine: Engine) -> tuple[str | None, str | None]:
     """(current revision in the database, newest revision shipped)."""
-    script = ScriptDirectory.from_config(_alembic_config(engine))
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
-    return current, script.get_current_head()
+    return current, shipped_revision(engine)
