@@ -811,7 +811,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     from mailbot.app import worker_name
     from mailbot.sender import Sender
     from storage.archive import RawArchive
-    from storage.db import make_engine, upgrade
+    from storage.db import make_engine
 
     try:
         call = settings.call_by_id(args.call)
@@ -832,8 +832,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     templates = TemplateSet.from_settings(settings)
     engine = make_engine(settings.database_url)
     try:
-        upgrade(engine)
-        store = Store(engine, RawArchive(settings.archive_dir))
+        store = Store(engine, RawArchive(settings.archive_dir))  # the caller checked the schema is current
         if args.preview is not None:
             with store.sessions() as session:
                 data = build_digest(session, settings, call, day, now)
