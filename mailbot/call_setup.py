@@ -30,7 +30,7 @@ from parsers.layout import Block, Grid
 from parsers.limits import Limits
 from parsers.message import read_message
 from parsers.model import FieldScalar, FormReading, Unreadable
-from parsers.spec import FormSpec
+from parsers.spec import FormSpec, Topic
 from parsers.textnorm import clean_value
 
 # The fields without which an application cannot be judged: the rules identify a person by them.
@@ -40,13 +40,6 @@ CONTACTS = ("email", "phone")
 
 class CallSetupError(Exception):
     """What keeps ``call new`` or ``call check`` from doing its work, said for the admin."""
-
-
-@dataclass(frozen=True)
-class TopicEntry:
-    code: str
-    name: str
-    direction: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ _WHOLE_CODE = re.compile(rf"^\s*{_CODE}\s*$")
 _HEADING_MARK = re.compile(r"^\s*(?:[一二三四五六七八九十]+[、.．]|方向\s*\d*\s*[:：、]?|Direction\s*\d*\s*[:：.]?)\s*")
 
 
-def read_topics(path: Path, limits: Limits | None = None) -> list[TopicEntry]:
+def read_topics(path: Path, limits: Limits | None = None) -> list[Topic]:
     """The topic list of a call from its published file: .json, .csv, .xlsx, .txt or .docx."""
     suffix = path.suffix.lower()
     data = path.read_bytes()
@@ -90,20 +83,20 @@ def read_topics(path: Path, limits: Limits | None = None) -> list[TopicEntry]:
     return _line_topics(data.decode("utf-8-sig", errors="replace").splitlines())
 
 
-def _json_topics(raw: Any) -> list[TopicEntry]:
+def _json_topics(raw: Any) -> list[Topic]:
     if isinstance(raw, dict) and isinstance(raw.get("directions"), list):
         return [
-            TopicEntry(str(topic["code"]), str(topic["name"]), str(direction.get("name", "")))
+            Topic(str(topic["code"]), str(topic["name"]), str(direction.get("name", "")))
             for direction in raw["directions"]
             for topic in direction.get("topics", [])
         ]
     items = raw.get("topics", []) if isinstance(raw, dict) else raw
-    return [TopicEntry(str(t["code"]), str(t["name"]), str(t.get("direction", ""))) for t in items]
+    return [Topic(str(t["code"]), str(t["name"]), str(t.get("direction", ""))) for t in items]
 
 
-def _row_topics(rows: Sequence[Sequence[str]]) -> list[TopicEntry]:
+def _row_topics(rows: Sequence[Sequence[str]]) -> list[Topic]:
     """Rows of a sheet: the cell holding a code, the name after it, a direction before it or after the name."""
-    topics: list[TopicEntry] = []
+    topics: list[Topic] = []
     carried = ""  # a direction written once for the rows under it (merged cells)
     for row in rows:
         cells = [clean_value(cell) for cell in row]
@@ -117,12 +110,12 @@ def _row_topics(rows: Sequence[Sequence[str]]) -> list[TopicEntry]:
         if not rest:
             continue
         direction = before[-1] if before else rest[1] if len(rest) > 1 else carried
-        topics.append(TopicEntry(_code(cells[code_at]), rest[0], direction))
+        topics.append(Topic(_code(cells[code_at]), rest[0], direction))
     return topics
 
 
-def _block_topics(blocks: list[Block]) -> list[TopicEntry]:
-    topics: list[TopicEntry] = []
+def _block_topics(blocks: list[Block]) -> list[Topic]:
+    topics: list[Topic] = []
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Grid):
@@ -133,7 +126,7 @@ def _block_topics(blocks: list[Block]) -> list[TopicEntry]:
     return topics or _line_topics(lines)
 
 
-def _line_topics(lines: Sequence[str]) -> list[TopicEntry]:
+def _line_topics(lines: Sequence[str]) -> list[Topic]:
     """ "1.1 名称" lines under direction headings; a code others extend ("1" of "1.1") is a direction."""
     entries: list[tuple[str, str, str]] = []  # code, name, heading above it
     heading = ""
@@ -153,7 +146,7 @@ def _line_topics(lines: Sequence[str]) -> list[TopicEntry]:
         if code in directions:
             continue
         parent = code.rsplit(".", 1)[0] if "." in code else ""
-        topics.append(TopicEntry(code, name, directions.get(parent, above)))
+        topics.append(Topic(code, name, directions.get(parent, above)))
     return topics
 
 
@@ -206,7 +199,7 @@ def build_call_block(
     new: NewCall,
     form: BlankForm,
     form_path: Path,
-    topics: Sequence[TopicEntry] = (),
+    topics: Sequence[Topic] = (),
 ) -> str:
     """The ``[[call]]`` block as TOML text, comments saying where each label was found."""
     matched = match_labels(form.labels, form.lists)
