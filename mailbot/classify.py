@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from parsers.mime import LIST_HEADERS
+from parsers.headers import LIST_HEADERS
 from parsers.model import Envelope
 
 # ---------------------------------------------------------------------------------------------- machine mail

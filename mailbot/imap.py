@@ -25,6 +25,7 @@ from mailbot.clock import ensure_aware
 from mailbot.config import MailboxSettings, is_loopback
 from mailbot.diagnose import connection_hint
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
+from parsers.headers import header_facts
 from storage.failpoints import failpoint
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,6 @@ def warn_if_plaintext(kind: str, name: str, host: str, tls: str) -> None:
             host,
             extra={"mailbox": name},
         )
-
-
-def _header_message_id(header_bytes: bytes) -> str | None:
-    for line in header_bytes.decode("latin-1").replace("\r\n ", " ").replace("\r\n\t", " ").splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "message-id" and value.strip():
-            return value.strip()
-    return None
 
 
 def _server_text(exc: IMAPClientError) -> str:
@@ -223,7 +216,7 @@ class MailboxClient:
             if data is None:  # expunged meanwhile
                 continue
             header = data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"") or b""
-            out.append(MailSummary(uid, _header_message_id(header), int(data.get(b"RFC822.SIZE", 0))))
+            out.append(MailSummary(uid, header_facts(header).message_id, int(data.get(b"RFC822.SIZE", 0))))
         return out
 
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:

@@ -6,23 +6,17 @@ given with ``--arrival``; never the sender's ``Date:`` header.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import email.utils
 import logging
 import mailbox
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from mailbot.clock import ensure_aware
 from mailbot.config import Settings
-from parsers.mime import header_block
-from storage.store import Recorded, Store, header_facts
+from parsers.headers import header_facts, parse_headers_only, received_times
+from storage.store import Recorded, Store
 
 log = logging.getLogger(__name__)
-
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
 class ImportError_(Exception):
@@ -31,18 +25,8 @@ class ImportError_(Exception):
 
 def newest_received(raw: bytes) -> datetime | None:
     """The time stamp after the last ';' of the topmost Received: header that has one."""
-    headers = _HEADERS.parsebytes(header_block(raw), headersonly=True)
-    for value in headers.get_all("Received") or []:
-        _, sep, stamp = str(value).rpartition(";")
-        if not sep:
-            continue
-        try:
-            parsed = email.utils.parsedate_to_datetime(" ".join(stamp.split()))
-        except (TypeError, ValueError):
-            continue
-        if parsed is not None:
-            return ensure_aware(parsed)
-    return None
+    stamps = received_times(parse_headers_only(raw))
+    return stamps[0] if stamps else None
 
 
 def messages_at(path: Path) -> Iterator[tuple[str, bytes]]:

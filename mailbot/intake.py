@@ -15,8 +15,9 @@ from typing import TypeVar
 
 from mailbot.config import MailboxSettings, Settings
 from mailbot.imap import MailboxClient, MailSummary
+from parsers.headers import header_facts
 from storage.archive import Archived
-from storage.store import DeliveryRef, Incoming, Store, header_facts
+from storage.store import DeliveryRef, Incoming, Store
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
+from parsers.charsets import decode_bytes
 from parsers.errors import CannotRead
 from parsers.limits import Limits
-from parsers.mime import decode_bytes
 from parsers.model import Unreadable
 from parsers.textnorm import safe_filename
 

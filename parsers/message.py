@@ -8,18 +8,16 @@ from dataclasses import replace
 
 from parsers.documents import Examined, best_reading, examine
 from parsers.forwarding import forwarding
+from parsers.headers import EMPTY_ENVELOPE, content_type_of, read_headers
 from parsers.limits import Limits
 from parsers.mime import (
-    EMPTY_ENVELOPE,
     attachment_name,
-    content_type_of,
     envelope_of,
     is_attachment,
     leaves,
     parse,
     payload_bytes,
     read_envelope,
-    read_headers,
 )
 from parsers.model import Attachment, AttachmentRole, Envelope, Submission, Unreadable
 from parsers.sniff import DOCUMENT_KINDS, sniff
@@ -51,7 +49,7 @@ def too_large(head: bytes, size: int, limits: Limits) -> Submission:
     """A message over the size limit, known from its header section alone (``head`` may be just that)."""
     detail = f"the message has {size} bytes (limit {limits.max_message_bytes})"
     return Submission(
-        read_headers(head, limits), unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,)
+        read_headers(head), unreadable=Unreadable("too-large", "(message)", detail), diagnostics=(detail,)
     )
 
 
@@ -83,7 +81,7 @@ def read_message(raw: bytes, spec: FormSpec, limits: Limits | None = None) -> Su
         # the standard parser recurses once per nested part: hundreds of levels are an attack, not mail
         detail = "the message's parts are nested too deeply to read"
         if envelope is EMPTY_ENVELOPE:
-            envelope = read_headers(raw, limits)
+            envelope = read_headers(raw)
         return Submission(envelope, unreadable=Unreadable("corrupt", "(message)", detail), diagnostics=(detail,))
     except Exception as exc:  # the readers guard themselves; this keeps a malformed message decidable
         log.exception("cannot read message %s", envelope.message_id)

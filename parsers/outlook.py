@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from parsers.archive import Listed, Member, check_directory, member_name
+from parsers.charsets import decode_bytes
 from parsers.errors import CannotRead
 from parsers.limits import Limits
-from parsers.mime import decode_bytes
 from parsers.model import Unreadable
 from parsers.textnorm import safe_text
 

@@ -26,9 +26,9 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from types import TracebackType
 
+from parsers.headers import header_block, read_headers
 from parsers.limits import Limits
 from parsers.message import extract_parts, read_message
-from parsers.mime import header_block, read_headers
 from parsers.model import Attachment, Envelope, Submission, Unreadable, UnreadableReason
 from parsers.spec import FormSpec
 
@@ -330,7 +330,7 @@ class ParserPool:
                 process.kill()
             process.join(timeout=5)
             parent.close()
-        return read_headers(header_block(_head_of(source)), self.limits), ()
+        return read_headers(header_block(_head_of(source))), ()
 
 
 # a message that stopped a reader gets this long, in a fresh child, to give its headers and attachment list
@@ -351,7 +351,7 @@ def _listing_main(connection: Connection, memory_mb: int, limits: Limits, source
     limit_memory(memory_mb)
     lower_priority()
     raw = _bytes_of(source)
-    envelope = read_headers(raw, limits)
+    envelope = read_headers(raw)
     attachments = tuple(attachment for attachment, _ in extract_parts(raw, limits))
     with contextlib.suppress(OSError):
         connection.send((envelope, attachments))

@@ -7,14 +7,10 @@ acknowledgement commit together or not at all).
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.header import decode_header, make_header
-from email.utils import getaddresses
 from typing import Any
 
 from sqlalchemy import Engine, Select, Update, func, insert, select, update
@@ -22,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.clock import utcnow
-from parsers.mime import header_block
+from parsers.headers import HeaderFacts, header_facts
 from storage.archive import Archived, RawArchive
 from storage.db import defer_durability, is_postgres, session_factory, transaction
 from storage.failpoints import failpoint
@@ -40,9 +36,6 @@ from storage.models import (
 )
 
 log = logging.getLogger(__name__)
-
-_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-MAX_HEADER_TEXT = 998
 
 
 @dataclass(frozen=True)
@@ -76,43 +69,6 @@ class Incoming:
     @property
     def size(self) -> int:
         return self.archived.size if self.archived else len(self.raw)
-
-
-@dataclass(frozen=True)
-class HeaderFacts:
-    message_id: str | None
-    subject: str
-    from_addr: str
-    recipients: tuple[str, ...]
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.split())[:MAX_HEADER_TEXT]
-
-
-def header_facts(raw: bytes) -> HeaderFacts:
-    """The few header values recorded at intake, read without decoding the body."""
-    headers = _HEADER_PARSER.parsebytes(header_block(raw), headersonly=True)
-
-    def text(name: str) -> str:
-        value = headers.get(name)
-        if value is None:
-            return ""
-        try:
-            return _clean(str(make_header(decode_header(str(value)))))
-        except (LookupError, UnicodeError, ValueError):
-            return _clean(str(value))
-
-    raw_id = str(headers.get("Message-ID") or "").strip()
-    message_id = raw_id if raw_id.startswith("<") and raw_id.endswith(">") and len(raw_id) > 2 else None
-    addresses = getaddresses([str(v) for name in ("To", "Cc") for v in headers.get_all(name) or []])
-    from_pairs = getaddresses([str(headers.get("From") or "")])
-    return HeaderFacts(
-        message_id=message_id[:MAX_HEADER_TEXT] if message_id else None,
-        subject=text("Subject"),
-        from_addr=(from_pairs[0][1] if from_pairs else "").lower()[:MAX_HEADER_TEXT],
-        recipients=tuple(addr.lower() for _, addr in addresses if addr),
-    )
 
 
 def message_key_for(message_id: str | None, digest: str) -> str:

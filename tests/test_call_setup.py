@@ -44,7 +44,7 @@ from parsers import read_message
 from parsers.convert import convert, office_binary
 from parsers.documents import read_document
 from parsers.form_labels import match_labels, read_blank_form
-from parsers.mime import EMPTY_ENVELOPE
+from parsers.headers import EMPTY_ENVELOPE
 from parsers.model import FormReading, Submission
 from tests.conftest import ImapServer, make_config
 

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from parsers.headers import header_facts
 from storage.archive import RawArchive, write_atomic
 from storage.db import defer_durability, make_engine, schema_status, upgrade
 from storage.models import Message, MessageState
-from storage.store import DeliveryRef, Incoming, Store, header_facts
+from storage.store import DeliveryRef, Incoming, Store
 
 RAW = (
     b"Message-ID: <a1@example.edu.cn>\r\nFrom: =?utf-8?b?5byg5Lyf?= <ZW@Example.edu.cn>\r\nTo: min.gao@aminer.cn\r\n"
