@@ -3,7 +3,7 @@
 Each conversion runs headless in a throw-away profile directory, under a time limit, in a
 temporary folder of its own; the input is written there under a fixed name, never its own.
 
-Word 97-2003 and WPS files are also read without LibreOffice (parsers.doc_reader); which of the two
+Word 97-2003 and WPS files are also read without LibreOffice (parsers.word97); which of the two
 is used is ``Limits.legacy_word``.
 """
 

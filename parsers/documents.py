@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 from parsers.archive import ArchiveKind, Member, read_archive
 from parsers.convert import convert, office_binary
-from parsers.doc_reader import read_doc, refuse_if_encrypted
 from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead
 from parsers.fields import read_form
@@ -28,6 +27,7 @@ from parsers.outlook import read_msg, read_tnef
 from parsers.pdf_reader import read_pdf
 from parsers.sniff import DOCUMENT_KINDS, extension_of, is_encrypted_ole, sniff
 from parsers.spec import FormSpec
+from parsers.word97.document import read_doc, refuse_if_encrypted
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from parsers.convert import convert, office_binary
-from parsers.doc_reader import read_doc
 from parsers.docx_reader import read_docx
 from parsers.fields import _NOTES_HEADING
 from parsers.layout import Block, Cell, Grid
@@ -26,6 +25,7 @@ from parsers.pdf_reader import read_pdf
 from parsers.sniff import sniff
 from parsers.spec import FieldKind, FieldSpec, FormSpec
 from parsers.textnorm import clean_value, has_cjk, label_key, strip_hints
+from parsers.word97.document import read_doc
 
 Layout = Literal["right", "below", "inline", "in-cell"]
 

@@ -32,7 +32,6 @@ from sqlalchemy import select
 from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
-from parsers.doc_reader import read_doc
 from parsers.documents import read_document
 from parsers.errors import CannotRead
 from parsers.layout import Grid, Line
@@ -41,6 +40,7 @@ from parsers.message import read_message
 from parsers.model import FieldScalar, FormReading, Unreadable
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
+from parsers.word97.document import read_doc
 from storage.models import Message
 from tests.conftest import ImapServer, make_settings
 from tests.parsers.builders import (
