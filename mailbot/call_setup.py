@@ -25,7 +25,8 @@ from mailbot.config import CallSettings, ConfigError, parse_settings
 from parsers.documents import read_document
 from parsers.errors import CannotRead
 from parsers.fields import find_values, label_index
-from parsers.form_labels import BlankForm, MatchedLabel, document_blocks, match_labels, read_blank_form
+from parsers.form_labels import BlankForm, document_blocks, read_blank_form
+from parsers.label_matching import MatchedLabel, match_labels
 from parsers.layout import Block, Grid
 from parsers.limits import Limits
 from parsers.message import read_message

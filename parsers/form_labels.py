@@ -1,15 +1,15 @@
 """A blank form's labels, found without knowing the call: what ``mailbot call new`` builds a call from.
 
 A blank form shows where applicants write by leaving room: a label cell beside an empty cell
-(or above one), "标签：______" in a line, a content control's placeholder. Those labels are then
-matched to the field kinds the readers know (name, institution, email, topic, budget …) by their
-Chinese and English synonyms; the others stay text fields. A table whose header row sits over
-several empty rows (team members, a budget breakdown) is a list, not a field, and is reported as one.
+(or above one), "标签：______" in a line, a content control's placeholder. parsers.label_matching
+then matches those labels to the field kinds the readers know (name, institution, email, topic,
+budget …) by their Chinese and English synonyms; the others stay text fields. A table whose header
+row sits over several empty rows (team members, a budget breakdown) is a list, not a field, and is
+reported as one.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -18,160 +18,18 @@ from typing import Literal
 from parsers.convert import convert, office_binary
 from parsers.docx_reader import read_docx
 from parsers.fields import _NOTES_HEADING
+from parsers.known_fields import discovery_spec
 from parsers.layout import Block, Cell, Grid
 from parsers.limits import Limits
 from parsers.model import Location
 from parsers.pdf_reader import read_pdf
 from parsers.sniff import sniff
-from parsers.spec import FieldKind, FieldSpec, FormSpec
-from parsers.textnorm import clean_value, has_cjk, label_key, strip_hints
+from parsers.spec import FormSpec
+from parsers.textnorm import clean_value, label_key, strip_hints
 from parsers.word97.document import read_doc
 
 Layout = Literal["right", "below", "inline", "in-cell"]
 
-
-@dataclass(frozen=True)
-class KnownField:
-    """A field the readers and the rules know, with the words forms use for its label."""
-
-    name: str
-    kind: FieldKind
-    synonyms: tuple[str, ...]
-
-
-# The name is the one the rest of mailbot relies on (identity, exports, acknowledgements).
-KNOWN_FIELDS: tuple[KnownField, ...] = (
-    KnownField(
-        "project_title",
-        "text",
-        ("项目名称", "课题名称", "项目题目", "项目标题", "题目", "Project Title", "Project Name", "Proposal Title"),
-    ),
-    KnownField(
-        "applicant_name",
-        "name",
-        (
-            "申请人",
-            "申请人姓名",
-            "姓名",
-            "负责人",
-            "项目负责人",
-            "主持人",
-            "申报人",
-            "Applicant",
-            "Name",
-            "Full Name",
-            "PI",
-            "PI Name",
-            "Principal Investigator",
-            "Applicant Name",
-        ),
-    ),
-    KnownField("gender", "gender", ("性别", "Gender", "Sex")),
-    KnownField("birth", "date", ("出生年月", "出生日期", "Date of Birth", "Birth Date", "DOB")),
-    KnownField(
-        "title",
-        "title",
-        ("职称", "职务/职称", "职务", "专业技术职务", "Title", "Professional Title", "Academic Title", "Position"),
-    ),
-    KnownField("degree", "degree", ("学位", "最高学位", "Degree", "Highest Degree")),
-    KnownField(
-        "institution",
-        "institution",
-        (
-            "单位",
-            "所在单位",
-            "工作单位",
-            "依托单位",
-            "单位名称",
-            "申请单位",
-            "所在机构",
-            "Institution",
-            "Affiliation",
-            "Organization",
-            "Organisation",
-            "University",
-            "Employer",
-        ),
-    ),
-    KnownField(
-        "department", "text", ("院系", "所在院系", "学院", "部门", "所在部门", "Department", "School", "Faculty")
-    ),
-    KnownField(
-        "email",
-        "email",
-        ("邮箱", "电子邮箱", "电子邮件", "Email", "E-mail", "Email Address", "E-mail Address"),
-    ),
-    KnownField(
-        "phone",
-        "phone",
-        (
-            "手机",
-            "手机号",
-            "手机号码",
-            "联系电话",
-            "电话",
-            "移动电话",
-            "Phone",
-            "Mobile",
-            "Tel",
-            "Telephone",
-            "Phone Number",
-            "Mobile Phone",
-        ),
-    ),
-    KnownField("direction", "text", ("申报方向", "研究方向", "方向", "Research Direction", "Direction", "Track")),
-    KnownField(
-        "topic",
-        "topic",
-        (
-            "申报课题",
-            "课题",
-            "课题编号",
-            "选题",
-            "课题代码",
-            "研究课题",
-            "指南方向",
-            "Topic",
-            "Topic No.",
-            "Topic Code",
-        ),
-    ),
-    KnownField(
-        "budget",
-        "money",
-        (
-            "申请经费",
-            "经费",
-            "申请金额",
-            "预算",
-            "经费预算",
-            "资助金额",
-            "Budget",
-            "Requested Budget",
-            "Amount Requested",
-            "Requested Amount",
-        ),
-    ),
-)
-
-# Words before a known label that keep its meaning: "负责人姓名" is the applicant's name, "申请人邮箱" an email.
-_OWNER_PREFIXES = (
-    "项目负责人",
-    "负责人",
-    "申请人",
-    "申报人",
-    "主持人",
-    "所在",
-    "联系人",
-    "applicant's",
-    "applicant",
-    "pi's",
-    "pi",
-    "your",
-    "contact",
-)
-_YESNO_CHINESE = re.compile(r"^(?:是否|有无)")
-_YESNO_ENGLISH = re.compile(r"^(?:is|are|has|have|do|does|did|will|was|were)\b.*\?$|\(yes/no\)|yes\s*/\s*no", re.I)
 _SECTION = re.compile(
     r"^\s*(?:[一二三四五六七八九十]+[、.．]|[（(][一二三四五六七八九十\d]+[)）]|\d+[、.．](?!\d)|"
     r"第[一二三四五六七八九十\d]+|section\s+\d|part\s+[\divx]+)",
@@ -192,6 +50,7 @@ _TITLE_WORDS = re.compile(r"申报书|申请书|申报表|申请表|推荐表|�
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _MAX_LABEL_CHARS = 40
 _MAX_TITLE_CHARS = 80
+UNIT = re.compile(r"[(（][^)）]*[)）]")  # a unit or a hint in brackets: "(万元)"
 _LIST_ROWS = 2  # empty rows under a header row that make a list (team members …), not one value each
 
 
@@ -221,20 +80,6 @@ class BlankForm:
     lists: tuple[ListTable, ...]
     kind: str
     emails: tuple[str, ...] = ()  # addresses the form mentions (its notes often say where to send it)
-
-
-@dataclass(frozen=True)
-class MatchedLabel:
-    label: FoundLabel
-    name: str
-    kind: FieldKind
-    known: bool  # matched a field mailbot knows (False: kept as a text field)
-    labels: tuple[str, ...]  # what the configuration lists: the label as printed and its halves
-
-
-def discovery_spec() -> FormSpec:
-    """Every known label, so that the PDF reader finds the pages of an unknown call's form."""
-    return FormSpec("discovery", tuple(FieldSpec(f.name, f.kind, f.synonyms) for f in KNOWN_FIELDS))
 
 
 def read_blank_form(data: bytes, filename: str, limits: Limits | None = None) -> BlankForm:
@@ -298,7 +143,7 @@ def _label_like(text: str) -> bool:
         return False
     if bare.endswith(("。", ".")) and len(bare.split()) > 3:
         return False  # a sentence of instructions
-    if _SECTION.match(bare) or _NOT_FIELD.search(bare) or bare.isdigit() or _UNIT.fullmatch(bare):
+    if _SECTION.match(bare) or _NOT_FIELD.search(bare) or bare.isdigit() or UNIT.fullmatch(bare):
         return False  # a heading, a signature line, a row number, a hint in brackets
     return any(char.isalpha() for char in bare)
 
@@ -426,125 +271,3 @@ def _below(grid: Grid, number: int, label: Cell) -> Cell | None:
         if cell.covers(label.column) and not cell.continued:
             return cell
     return None
-
-
-# --- matching labels to field kinds -----------------------------------------------------------
-
-_BILINGUAL = re.compile(r"^([^A-Za-z]*[\u3400-\u9fff][^A-Za-z]*?)\s*([A-Za-z][A-Za-z0-9 .,'()/&?\-]*)$")
-_UNIT = re.compile(r"[(（][^)）]*[)）]")
-_MONEY_COLUMN = re.compile(r"金额|万元|经费|预算|amount|budget|cost|cny|rmb", re.IGNORECASE)
-
-
-def halves(label: str) -> tuple[str, ...]:
-    """ "项目名称 Project Title" → ("项目名称", "Project Title"); a one-language label → itself."""
-    text = strip_hints(" ".join(label.split()))
-    found = _BILINGUAL.match(text)
-    if found:
-        return tuple(part.strip() for part in found.groups() if part.strip())
-    return (text,) if text else ()
-
-
-def _synonym_keys() -> dict[str, KnownField]:
-    keys: dict[str, KnownField] = {}
-    for known in KNOWN_FIELDS:
-        for synonym in known.synonyms:
-            keys.setdefault(_compare_key(synonym), known)
-    return keys
-
-
-def _compare_key(text: str) -> str:
-    return label_key(_UNIT.sub("", text)).rstrip("?？")
-
-
-def known_field_of(label: str) -> KnownField | None:
-    """The known field a label names, by either of its halves, allowing "负责人" / "Applicant's" before it."""
-    keys = _synonym_keys()
-    for half in halves(label):
-        key = _compare_key(half)
-        candidates = [key]
-        for prefix in _OWNER_PREFIXES:
-            folded = label_key(prefix)
-            if key.startswith(folded) and len(key) > len(folded):
-                candidates.append(key[len(folded) :].lstrip("'s"))
-        for candidate in candidates:
-            if candidate in keys:
-                return keys[candidate]
-    return None
-
-
-def kind_of_unknown(label: FoundLabel) -> FieldKind:
-    options = {option.casefold() for option in label.options}
-    if options & {"是", "否", "有", "无", "yes", "no"}:
-        return "yesno"
-    if options & {"男", "女", "male", "female"}:
-        return "gender"
-    if any(_YESNO_CHINESE.match(half) or _YESNO_ENGLISH.search(half) for half in halves(label.text)):
-        return "yesno"
-    if _MONEY_COLUMN.search(label.column):
-        return "money"  # an item of a budget table, under "金额（万元）"
-    return "text"
-
-
-def readable_name(label: str) -> str:
-    """An ASCII field name from a label: its English half in snake case, else the pinyin of its words."""
-    parts = halves(label)
-    english = next((part for part in parts if not has_cjk(part)), "")
-    words: list[str]
-    if english:
-        words = re.findall(r"[a-z0-9]+", _UNIT.sub("", english).casefold())
-    else:
-        import jieba
-        from pypinyin import lazy_pinyin
-
-        jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not the admin's business
-
-        chinese = re.sub(r"[^\u3400-\u9fff]", "", _UNIT.sub("", parts[0] if parts else label))
-        words = ["".join(lazy_pinyin(word)) for word in jieba.lcut(chinese, HMM=False) if word.strip()]
-    name = "_".join(word for word in words if word)[:40].strip("_")
-    return name if name and name[0].isalpha() else f"field_{name}".strip("_")
-
-
-def match_labels(
-    labels: tuple[FoundLabel, ...] | list[FoundLabel], lists: tuple[ListTable, ...] | list[ListTable] = ()
-) -> list[MatchedLabel]:
-    """Each label with its field name and kind; a known field is taken once, by its first label.
-
-    A known field also lists the usual synonyms of its label (an applicant who retypes the form
-    may write "姓名" for "申请人姓名"), except those the form itself prints elsewhere.
-    """
-    printed = {_compare_key(half) for found in labels for half in (found.text, *halves(found.text))}
-    printed |= {_compare_key(column) for table in lists for column in table.columns}
-    matched: list[MatchedLabel] = []
-    taken: set[str] = set()
-    for found in labels:
-        known = known_field_of(found.text)
-        written = _config_labels(found.text)
-        if known is not None and known.name not in taken:
-            own = {_compare_key(text) for text in written}
-            written += tuple(
-                synonym
-                for synonym in known.synonyms
-                if _compare_key(synonym) not in printed - own and _compare_key(synonym) not in own
-            )
-            kind = known.kind
-            if known.kind == "text" and kind_of_unknown(found) != "text":
-                kind = kind_of_unknown(found)
-            matched.append(MatchedLabel(found, known.name, kind, True, written))
-            taken.add(known.name)
-            continue
-        kind = known.kind if known is not None else kind_of_unknown(found)
-        base = readable_name(found.text)
-        name, number = base, 1
-        while name in taken:
-            number += 1
-            name = f"{base}_{number}"
-        taken.add(name)
-        matched.append(MatchedLabel(found, name, kind, False, written))
-    return matched
-
-
-def _config_labels(label: str) -> tuple[str, ...]:
-    """The label as printed (without hints) and, for a bilingual one, each half on its own."""
-    printed = strip_hints(" ".join(label.split()))
-    found = [printed, *halves(label)]
-    return tuple(dict.fromkeys(text for text in found if text))

@@ -43,8 +43,9 @@ from mailbot.routing import choose
 from parsers import read_message
 from parsers.convert import convert, office_binary
 from parsers.documents import read_document
-from parsers.form_labels import match_labels, read_blank_form
+from parsers.form_labels import read_blank_form
 from parsers.headers import EMPTY_ENVELOPE
+from parsers.label_matching import match_labels
 from parsers.model import FormReading, Submission
 from tests.conftest import ImapServer, make_config
 
