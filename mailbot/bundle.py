@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.config import CallSettings, Settings
-from parsers.archive import read_zip
+from parsers.archive_zip import read_zip
 from parsers.convert import convert, office_binary
 from parsers.errors import CannotRead
 from parsers.limits import Limits

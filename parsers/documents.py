@@ -13,7 +13,8 @@ import logging
 import re
 from dataclasses import dataclass, replace
 
-from parsers.archive import ArchiveKind, Member, read_archive
+from parsers.archive import ArchiveKind, read_archive
+from parsers.archive_containment import Member
 from parsers.convert import convert, office_binary
 from parsers.docx_reader import read_docx
 from parsers.errors import CannotRead

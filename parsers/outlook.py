@@ -4,7 +4,7 @@ Outlook sending "Rich Text" mail to the Internet packs the attachments into one
 ``application/ms-tnef`` part, winmail.dat ([MS-OXTNEF]); tnefparse reads it. An Outlook item dragged
 into a mail travels as a .msg file, a Compound File of MAPI properties ([MS-OXMSG]); extract-msg
 reads it, and an item embedded in it (a mail forwarded as an attachment) is opened in turn. Each file
-inside becomes a :class:`parsers.archive.Member` with the same limits as an archive's, and the
+inside becomes a :class:`parsers.archive_containment.Member` with the same limits as an archive's, and the
 item's sender is kept: a form that arrives in someone else's mail was forwarded.
 """
 
@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from parsers.archive import Listed, Member, check_directory, member_name
+from parsers.archive_containment import Listed, Member, check_directory, member_name
 from parsers.charsets import decode_bytes
 from parsers.errors import CannotRead
 from parsers.limits import Limits
