@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.importer import newest_received
-from parsers.headers import MAX_HEADER_TEXT, header_facts
+from parsers.headers import MAX_HEADER_TEXT, header_facts, read_headers
 from parsers.mime import read_envelope
 
 
@@ -19,17 +19,19 @@ def _messages(shared_dir: Path) -> list[Path]:
 
 
 def test_intake_facts_agree_with_the_envelope(shared_dir: Path) -> None:
-    """Message-ID, From, Subject and the arrival stamp read at intake are the envelope's, for every message."""
+    """Message-ID, From, Subject, Date and the arrival stamp read at intake (or from the header block
+    alone, as for a message over the size limit) are the envelope's, for every message."""
     disagreements = []
     for path in _messages(shared_dir):
         raw = path.read_bytes()
         facts = header_facts(raw)
         envelope = read_envelope(raw)
-        seen = (facts.message_id, facts.from_addr, facts.subject, newest_received(raw))
+        seen = (facts.message_id, facts.from_addr, facts.subject, read_headers(raw).date, newest_received(raw))
         expected = (
             envelope.message_id,
             envelope.from_addr,
             " ".join(envelope.subject.split())[:MAX_HEADER_TEXT],
+            envelope.date,
             envelope.received_times[0] if envelope.received_times else None,
         )
         if seen != expected:
