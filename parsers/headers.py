@@ -142,6 +142,7 @@ def _decode_word(encoding: str, payload: str) -> bytes:
 
 
 def first_header(message: Message, name: str) -> str | None:
+    """The first field of that (case-folded) name, undecoded; None when there is none."""
     for key, value in message.raw_items():
         if key.casefold() == name:
             return str(value)
@@ -149,10 +150,13 @@ def first_header(message: Message, name: str) -> str | None:
 
 
 def all_headers(message: Message, name: str) -> list[str]:
+    """Every field of that (case-folded) name, undecoded, in order."""
     return [str(value) for key, value in message.raw_items() if key.casefold() == name]
 
 
 def addresses(raw_values: list[str]) -> list[tuple[str, str]]:
+    """(display name, lower-case address) of every address in the fields; a field the parser
+    cannot split still gives the addresses found in it."""
     found: list[tuple[str, str]] = []
     for raw in raw_values:
         text = _FOLD.sub("", decode_bytes(header_bytes(raw)))
@@ -183,6 +187,7 @@ def _date(raw: str | None) -> datetime | None:
 
 
 def received_times(message: Message) -> tuple[datetime, ...]:
+    """The time stamps after the last ';' of the Received: fields that have one, topmost first."""
     times = []
     for raw in all_headers(message, "received"):
         stamp = _date(raw.rsplit(";", 1)[-1]) if ";" in raw else None
@@ -192,6 +197,7 @@ def received_times(message: Message) -> tuple[datetime, ...]:
 
 
 def message_ids(raw: str | None) -> tuple[str, ...]:
+    """The <…> identifiers in a Message-ID, In-Reply-To or References field, in order."""
     if not raw:
         return ()
     return tuple(_MESSAGE_ID.findall(decode_bytes(header_bytes(raw))))
@@ -206,6 +212,7 @@ def _return_path(raw: str | None) -> str | None:
 
 
 def content_type_of(part: Message) -> str:
+    """The part's MIME type, case-folded; text/plain when its Content-Type cannot be read."""
     try:
         return part.get_content_type().casefold()
     except (ValueError, TypeError, AttributeError, IndexError):
@@ -213,6 +220,7 @@ def content_type_of(part: Message) -> str:
 
 
 def header_param(part: Message, name: str, header: str = "content-type") -> str | None:
+    """A parameter of a Content-Type or Content-Disposition field, decoded (RFC 2231, RFC 2047, 8-bit)."""
     raw = first_header(part, header)
     if raw is None:
         return None
