@@ -33,7 +33,7 @@ from mailbot.clock import utcnow
 from mailbot.config import CallSettings, DigestSettings, Settings
 from mailbot.decide import Outcome
 from mailbot.export import ApplicationAt, Snapshot, message_fields, to_xlsx
-from mailbot.identity import normalise_institution
+from mailbot.institutions import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems
 from storage.db import transaction
 from storage.failpoints import failpoint

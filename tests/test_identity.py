@@ -16,13 +16,13 @@ from mailbot.identity import (
     is_mobile,
     match_reason,
     normalise_email,
-    normalise_institution,
     normalise_name,
     normalise_phone,
     same_person,
     similar_title,
     title_similarity,
 )
+from mailbot.institutions import normalise_institution
 
 # ---------------------------------------------------------------------------- names
 
