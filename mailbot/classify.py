@@ -7,7 +7,7 @@ decision record) or a yes/no; nothing is looked up elsewhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 
 from parsers.headers import LIST_HEADERS
 from parsers.model import Envelope
@@ -199,13 +199,19 @@ def reference_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<![A-Za-z0-9])({alternatives})-\d{{3,6}}(?!\d)")
 
 
-def replies_to_us(
-    env: Envelope, is_our_message_id: Callable[[str], bool], reference_prefixes: Sequence[str]
-) -> str | None:
-    """Why this message answers one of the fund's own messages, or None."""
-    if any(is_our_message_id(mid) for mid in env.in_reply_to):
+def referred_ids(env: Envelope) -> tuple[str, ...]:
+    """The Message-IDs this message refers to (In-Reply-To, then References), each once."""
+    return tuple(dict.fromkeys((*env.in_reply_to, *env.references)))
+
+
+def replies_to_us(env: Envelope, ours: Collection[str], reference_prefixes: Sequence[str]) -> str | None:
+    """Why this message answers one of the fund's own messages, or None.
+
+    ``ours``: which of its :func:`referred_ids` the fund sent (the caller looks them up).
+    """
+    if any(mid in ours for mid in env.in_reply_to):
         return "in-reply-to-ours"
-    if any(is_our_message_id(mid) for mid in env.references):
+    if any(mid in ours for mid in env.references):
         return "references-ours"
     if is_reply_subject(env.subject):
         if _OUR_SUBJECT_MARK.search(env.subject):

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from mailbot.acknowledge import SMTP_POLICY, SUBJECT_LIMIT, make_message_id, message_bytes, valid_address
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, DigestSettings, Settings
-from mailbot.decide import Outcome
+from mailbot.decision import Outcome
 from mailbot.export import ApplicationAt, Snapshot, message_fields, to_xlsx
 from mailbot.institutions import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems

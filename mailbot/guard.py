@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings
-from mailbot.decide import Decision, Outcome, PriorApplication
+from mailbot.decision import Decision, Outcome, PriorApplication
 from mailbot.security import domain_of, recipient_key
 from parsers.model import Envelope
 from storage.models import EVENTS, MESSAGES, OUTBOX, OutboxState

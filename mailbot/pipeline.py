@@ -36,16 +36,17 @@ from mailbot.acknowledge import (
     valid_address,
     valid_message_id,
 )
+from mailbot.classify import referred_ids
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
-from mailbot.decide import (
+from mailbot.decide import decide
+from mailbot.decision import (
     ANSWERED,
     APPLICATION_OUTCOMES,
     CallRules,
     Decision,
     Outcome,
     PriorApplication,
-    decide,
 )
 from mailbot.digest import coordinator_addresses
 from mailbot.guard import (
@@ -386,16 +387,9 @@ class Processor:
             identity = self._identify(submission, rules) if form else None
             probe = as_stored(identity) if identity else None
             priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
+            ours = self.ours_among(session, submission.envelope)
             decide_started = time.perf_counter()
-            decision = decide(
-                submission,
-                message.message_key,
-                message.arrival,
-                rules,
-                priors,
-                lambda mid: self._is_ours(session, mid),
-                identity,
-            )
+            decision = decide(submission, message.message_key, message.arrival, rules, priors, ours, identity)
             self.timings.add("decide", time.perf_counter() - decide_started)
             conflict = None if confirmed else identity_conflict(session, decision, priors, submission.envelope)
             if conflict is not None:
@@ -454,6 +448,8 @@ class Processor:
                 rule=decision.rule,
                 reference=reference,
                 explanation=decision.explanation,
+                rule_hits=list(decision.rule_hits),
+                rule_misses=list(decision.rule_misses),
             )
             if state == MessageState.REVIEW:
                 stored = session.get_one(Message, pk)
@@ -501,6 +497,10 @@ class Processor:
         except FutureTimeout:
             pending.cancel()
             raise DecideOverrun(f"identifying the applicant took over {budget:g} s") from None
+
+    def ours_among(self, session: Session, envelope: Envelope) -> frozenset[str]:
+        """Which of the Message-IDs ``envelope`` refers to the fund sent: the fact decide() needs, looked up."""
+        return frozenset(mid for mid in referred_ids(envelope) if self._is_ours(session, mid))
 
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):

@@ -24,7 +24,8 @@ from mailbot.acknowledge import valid_address
 from mailbot.admin_context import AdminContext, ReviewDesk
 from mailbot.clock import utcnow
 from mailbot.config import Settings
-from mailbot.decide import ANSWERED, Decision, decide
+from mailbot.decide import decide
+from mailbot.decision import ANSWERED, Decision
 from mailbot.guard import IDENTITY_CONFLICT
 from mailbot.identity import identity_of
 from mailbot.pipeline import Processed, as_stored, load_priors
@@ -324,8 +325,8 @@ def _predict(desk: ReviewDesk, pk: int, submission: Submission) -> Decision:
         )
         priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
         # the same test of "a reply to one of our answers" as the pipeline's, so the preview matches
-        ours = desk.processor._is_ours
-        return decide(submission, message.message_key, message.arrival, rules, priors, lambda mid: ours(session, mid))
+        ours = desk.processor.ours_among(session, submission.envelope)
+        return decide(submission, message.message_key, message.arrival, rules, priors, ours)
 
 
 def plan_typing(desk: ReviewDesk, pk: int, assignments: list[str], correcting: bool, answer: bool) -> Plan:

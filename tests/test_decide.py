@@ -17,17 +17,18 @@ from typing import Any
 
 import pytest
 
+from mailbot.classify import referred_ids
 from mailbot.config import example_config_text, parse_settings
-from mailbot.decide import (
+from mailbot.decide import decide
+from mailbot.decision import (
     ANSWERED,
     APPLICATION_OUTCOMES,
     CallRules,
     Decision,
     Outcome,
     PriorApplication,
-    decide,
-    eligibility_flags,
 )
+from mailbot.facts import eligibility_flags
 from mailbot.identity import identity_of, same_person
 from parsers.model import Envelope, FieldValue, FormReading, Location, Submission, Unreadable
 from tests.test_classify import ACK_SUBJECT, QUOTED_ACK, envelope
@@ -72,6 +73,9 @@ def never_ours(message_id: str) -> bool:
     return False
 
 
+NONE_OURS: frozenset[str] = frozenset()
+
+
 def run(
     sub: Submission,
     arrival: datetime = ON_TIME,
@@ -79,7 +83,7 @@ def run(
     rules: CallRules = SMP,
     key: str = "m-new",
 ) -> Decision:
-    return decide(sub, key, arrival, rules, priors, never_ours)
+    return decide(sub, key, arrival, rules, priors, NONE_OURS)
 
 
 def prior_of(decision: Decision, sub: Submission, key: str, arrival: datetime) -> PriorApplication:
@@ -166,7 +170,7 @@ def test_reply_to_acknowledgement_is_correspondence() -> None:
 
 def test_reply_by_header_is_correspondence() -> None:
     env = envelope(subject="谢谢", in_reply_to=("<ack.1@aminer.cn>",), body_text="好的")
-    decision = decide(submission(env), "k", ON_TIME, SMP, (), {"<ack.1@aminer.cn>"}.__contains__)
+    decision = decide(submission(env), "k", ON_TIME, SMP, (), frozenset({"<ack.1@aminer.cn>"}))
     assert decision.outcome is Outcome.CORRESPONDENCE and decision.matched["reply"] == "in-reply-to-ours"
 
 
@@ -439,7 +443,7 @@ def test_homonyms_at_different_institutions_are_two_applicants() -> None:
 def test_same_person_in_both_calls_is_not_a_duplicate() -> None:
     priors = history(("smp-1", submission(values=COMPLETE), ON_TIME))
     # priors are per call: the other call's rules see none of them
-    decision = decide(submission(values=COMPLETE), "ant-1", datetime(2024, 5, 10, tzinfo=BEIJING), ANT, (), never_ours)
+    decision = decide(submission(values=COMPLETE), "ant-1", datetime(2024, 5, 10, tzinfo=BEIJING), ANT, (), NONE_OURS)
     assert priors and decision.outcome is Outcome.ACCEPTED
 
 
@@ -569,7 +573,8 @@ def test_dev_corpus_decisions(corpus_dir: Path, is_our_message_id: Callable[[str
         arrival = datetime.fromisoformat(truth["arrival"])
         call_priors = priors[truth["call"]]
         key = message_ids[name]
-        decision = decide(sub, key, arrival, rules[truth["call"]], call_priors, is_our_message_id)
+        ours = frozenset(filter(is_our_message_id, referred_ids(sub.envelope)))
+        decision = decide(sub, key, arrival, rules[truth["call"]], call_priors, ours)
         expected = (
             truth["outcome"],
             message_ids.get(truth.get("supersedes") or ""),

@@ -27,7 +27,7 @@ from sqlalchemy import text
 
 from mailbot.app import Bot
 from mailbot.config import parse_settings
-from mailbot.decide import ANSWERED, Outcome
+from mailbot.decision import ANSWERED, Outcome
 from mailbot.demo import local_config
 from mailbot.importer import import_one
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from mailbot.acknowledge import compose_acknowledgement
 from mailbot.app import Bot
 from mailbot.config import load_settings
-from mailbot.decide import CallRules, Outcome, decide
+from mailbot.decide import decide
+from mailbot.decision import CallRules, Outcome
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
 from parsers.message import read_message
@@ -201,7 +202,7 @@ def _as_html(new_text: str, quote: str) -> str:
 
 def outcome_of(raw: bytes) -> Outcome:
     submission = read_message(raw, SMP.form_spec)
-    decision = decide(submission, "reply", ARRIVAL, RULES, (), lambda mid: mid == ANSWER_ID)
+    decision = decide(submission, "reply", ARRIVAL, RULES, (), frozenset({ANSWER_ID}))
     return decision.outcome
 
 
@@ -251,7 +252,7 @@ def test_a_reply_to_any_of_our_answers_is_recognised_by_its_subject_alone() -> N
         message["To"] = "min.gao@aminer.cn"
         message["Subject"] = "回复：" + subject
         message.set_content("好的，谢谢！\n\n" + outlook_zh(subject, text))
-        decision = decide(read_message(message.as_bytes(), SMP.form_spec), "r", ARRIVAL, RULES, (), lambda mid: False)
+        decision = decide(read_message(message.as_bytes(), SMP.form_spec), "r", ARRIVAL, RULES, (), frozenset())
         assert (decision.outcome, decision.rule) == (Outcome.CORRESPONDENCE, "reply-to-us"), outcome
 
 
@@ -264,7 +265,7 @@ def test_our_own_words_never_read_as_a_machine() -> None:
         message["To"] = "min.gao@aminer.cn"
         message["Subject"] = "Re: " + subject
         message.set_content("谢谢\n\n" + text)  # quoted without any marker
-        decision = decide(read_message(message.as_bytes(), SMP.form_spec), "r", ARRIVAL, RULES, (), lambda mid: False)
+        decision = decide(read_message(message.as_bytes(), SMP.form_spec), "r", ARRIVAL, RULES, (), frozenset())
         assert decision.outcome != Outcome.IGNORED, (outcome, decision.rule)
 
 

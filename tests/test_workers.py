@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, select, text
 
 from mailbot.app import Bot, RunSummary
 from mailbot.coordination import MailboxLease
-from mailbot.decide import ANSWERED
+from mailbot.decision import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from parsers import read_message
