@@ -16,8 +16,8 @@ from datetime import datetime
 from mailbot.decision import CallRules, Decision, PriorApplication
 from mailbot.facts import Facts
 from mailbot.identity import Identity
-from mailbot.rules import DECISION_RULES, Rule
-from parsers.model import Submission
+from mailbot.rules import DECISION_RULES, ENVELOPE_RULES, Rule
+from parsers.model import Envelope, Submission
 
 
 def decide(
@@ -40,6 +40,18 @@ def decide(
     decision = _first_hit(facts, DECISION_RULES)
     assert decision is not None, "the last rule for each kind of reading always decides"
     return decision
+
+
+def envelope_verdict(envelope: Envelope, rules: CallRules) -> Decision | None:
+    """The decision the header block alone already makes (a machine's mail), or None: read the message.
+
+    Whatever the attachments hold, :func:`decide` on the full reading reaches the same decision,
+    since these rules come first and read nothing else.
+    """
+    if envelope.content_type == "multipart/report":
+        return None  # read in full: its body names the answers that bounced, which deciding records
+    facts = Facts(Submission(envelope), "", rules.opens, rules, (), frozenset())
+    return _first_hit(facts, ENVELOPE_RULES)
 
 
 def _first_hit(facts: Facts, sequence: Sequence[Rule]) -> Decision | None:

@@ -39,7 +39,7 @@ from mailbot.acknowledge import (
 from mailbot.classify import referred_ids
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
-from mailbot.decide import decide
+from mailbot.decide import decide, envelope_verdict
 from mailbot.decision import (
     ANSWERED,
     APPLICATION_OUTCOMES,
@@ -65,6 +65,7 @@ from mailbot.routing import read_for_calls, sharing_calls
 from mailbot.security import Answerability, answerability, domain_of, recipient_key
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
+from parsers.mime import read_headers
 from parsers.model import Envelope, Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.db import defer_durability
@@ -325,7 +326,10 @@ class Processor:
 
     def start_reading(self, pk: int, call_id: str | None = None) -> Future[Submission]:
         """Have the archived message ``pk`` read (in the pool, or here when reading inline), as the form
-        of ``call_id`` when given, else of its call or (at a shared address) of each call there."""
+        of ``call_id`` when given, else of its call or (at a shared address) of each call there.
+
+        A message the envelope-only rules already decide (a machine's) is read from its header block
+        here and never reaches the pool (mailbot.rules.ENVELOPE_RULES)."""
         with self.store.sessions() as session:
             recorded_call, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
         if size > self.limits.max_message_bytes:
@@ -342,7 +346,22 @@ class Processor:
         candidates = sharing_calls(self.settings, call.id)
         if len(candidates) > 1:
             return read_for_calls(self.reader, original, candidates)
-        return self.reader(original, call.form_spec)
+        return self._decided_by_headers(sha, call) or self.reader(original, call.form_spec)
+
+    def _decided_by_headers(self, sha: str, call: CallSettings) -> Future[Submission] | None:
+        """The message as its header block alone, when an envelope-only rule already decides it (a
+        machine's mail): its attachments are never read, and deciding gives what the full reading would.
+
+        Not at an address several calls share (the caller reads those in full): there the form read
+        chooses the call.
+        """
+        envelope = read_headers(self.store.archive.head(sha), self.limits)
+        if envelope_verdict(envelope, self.rules[call.id]) is None:
+            return None
+        note = "decided on the header block alone: the attachments were not read"
+        decided: Future[Submission] = Future()
+        decided.set_result(Submission(envelope, diagnostics=(note,)))
+        return decided
 
     # --- deciding and storing ----------------------------------------------------------------
 
