@@ -21,8 +21,14 @@ from datetime import datetime
 from itertools import takewhile
 from typing import Literal
 
-from mailbot.classify import cloud_link, is_question, machine_generated, machine_looking, mentions_submission
-from mailbot.classify import says_it_replaces as _says_it_replaces
+from mailbot.classify import (
+    cloud_link,
+    is_question,
+    machine_generated,
+    machine_looking,
+    mentions_submission,
+    says_it_replaces,
+)
 from mailbot.decision import Decision, Outcome
 from mailbot.facts import Application, Facts, grouped_by_application
 from mailbot.identity import SIMILAR_TITLE_SCORE, match_reason
@@ -36,6 +42,8 @@ FORM: frozenset[Reading] = frozenset({"form"})
 
 @dataclass(frozen=True)
 class Rule:
+    """One step of the decision: its check decides the message, or passes it on to the next rule."""
+
     name: str
     description: str
     applies_to: frozenset[Reading]
@@ -250,8 +258,8 @@ def untitled(facts: Facts) -> Decision | None:
     return _revision(facts, key, applications[key], "untitled", why)
 
 
-def says_it_replaces(facts: Facts) -> Decision | None:
-    if not _says_it_replaces(facts.envelope):
+def says_replaces(facts: Facts) -> Decision | None:
+    if not says_it_replaces(facts.envelope):
         return None
     closest = facts.closest_application
     key = closest if facts.title_scores[closest] > 0 else list(facts.applications)[-1]
@@ -317,7 +325,7 @@ DECISION_RULES: tuple[Rule, ...] = (
     Rule("first-form", "no earlier form names the same person: a new application", FORM, first_form),
     Rule("same-title", "the person's earlier application has a similar title: a revision", FORM, same_title),
     Rule("untitled", "a title is missing on one side, so the forms cannot be told apart: a revision", FORM, untitled),
-    Rule("says-replaces", "the mail says this form replaces the earlier one: a revision", FORM, says_it_replaces),
+    Rule("says-replaces", "the mail says this form replaces the earlier one: a revision", FORM, says_replaces),
     Rule("different-project", "the person already applied for another project: a duplicate", FORM, different_project),
 )
 # the rules the pipeline tries on the header block before reading: the leading envelope-only ones,

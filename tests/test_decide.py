@@ -30,6 +30,7 @@ from mailbot.decision import (
 )
 from mailbot.facts import eligibility_flags
 from mailbot.identity import identity_of, same_person
+from mailbot.rules import DECISION_RULES
 from parsers.model import Envelope, FieldValue, FormReading, Location, Submission, Unreadable
 from tests.test_classify import ACK_SUBJECT, QUOTED_ACK, envelope
 
@@ -604,3 +605,27 @@ def test_corpus_identity_of_each_form_matches_its_applicant(corpus_dir: Path) ->
         for call_b, person_b, identity_b in forms[i + 1 :]:
             if call_a == call_b:
                 assert same_person(identity_a, identity_b) == (person_a == person_b), (person_a, person_b)
+
+
+# ---------------------------------------------------------------------------- the rules walked
+
+
+def test_each_decision_records_the_rules_tried_and_the_one_that_decided() -> None:
+    first = {**COMPLETE, "project_title": "中文大模型社会偏见的测量与缓解方法研宄"}
+    priors = history(("m1", submission(values=first), ON_TIME))
+    revision = run(submission(values=COMPLETE), ON_TIME + timedelta(hours=1), priors)
+    assert revision.rule_hits == ("same-title",)
+    assert revision.rule_misses == ("machine", "late", "same-file", "first-form")
+    ignored = run(submission(envelope(headers={"auto-submitted": "auto-replied"}), COMPLETE))
+    assert (ignored.rule_hits, ignored.rule_misses) == (("machine",), ())
+    question = run(submission(envelope(subject="咨询", body_text="请问截止时间是哪天？")))
+    assert question.rule_hits == ("correspondence",)
+    assert question.rule_misses == ("machine", "machine-looking", "missing-attachment", "reply-to-us")
+
+
+def test_every_reading_ends_in_a_rule_that_always_decides() -> None:
+    """The walk cannot fall off the end: the last rule for each kind of reading decides unconditionally."""
+    for reading in ("form", "unreadable", "no_form"):
+        last = [rule for rule in DECISION_RULES if reading in rule.applies_to][-1]
+        assert last.name in ("different-project", "unreadable", "correspondence"), reading
+    assert len({rule.name for rule in DECISION_RULES}) == len(DECISION_RULES)
