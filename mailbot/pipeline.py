@@ -63,9 +63,9 @@ from mailbot.metrics import StageTimings
 from mailbot.review import ReviewQueue
 from mailbot.routing import read_for_calls, sharing_calls
 from mailbot.security import Answerability, answerability, domain_of, recipient_key
+from parsers.headers import read_headers
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
-from parsers.mime import read_headers
 from parsers.model import Envelope, Submission, to_jsonable
 from parsers.spec import FormSpec
 from storage.db import defer_durability
@@ -355,7 +355,7 @@ class Processor:
         Not at an address several calls share (the caller reads those in full): there the form read
         chooses the call.
         """
-        envelope = read_headers(self.store.archive.head(sha), self.limits)
+        envelope = read_headers(self.store.archive.head(sha))
         if envelope_verdict(envelope, self.rules[call.id]) is None:
             return None
         note = "decided on the header block alone: the attachments were not read"

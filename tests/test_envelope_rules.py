@@ -30,9 +30,9 @@ from mailbot.demo import local_config
 from mailbot.importer import import_one
 from mailbot.pipeline import decision_record, person_columns
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
+from parsers.headers import read_headers
 from parsers.limits import Limits
 from parsers.message import read_message
-from parsers.mime import read_headers
 from parsers.model import Submission
 from parsers.spec import FormSpec
 from storage.archive import HEAD_BYTES
@@ -63,7 +63,7 @@ def test_the_headers_decide_nothing_or_what_the_full_reading_decides(shared_dir:
         raw = path.read_bytes()
         if len(raw) > LIMITS.max_message_bytes:
             continue  # refused unread before any rule (pipeline.start_reading)
-        envelope = read_headers(raw[:HEAD_BYTES], LIMITS)  # what the archive's head() gives the pipeline
+        envelope = read_headers(raw[:HEAD_BYTES])  # what the archive's head() gives the pipeline
         verdict = envelope_verdict(envelope, RULES)
         if verdict is None:
             continue
