@@ -1,13 +1,15 @@
 """Deadline rush: the whole bot against a real Dovecot full of last-minute submissions.
 
     python -m benchmarks.rush [--n 200] [--json FILE] [--workers K] [--mode pool|single|both]
-                              [--pdf-forms P] [--steady RATE --seconds S] [--seed SEED]
+                              [--pdf-share S] [--pdf-forms P] [--steady RATE --seconds S] [--seed SEED]
 
-It makes its own load: N messages to the two configured calls, about 60 % carrying a filled-in Word
-form and 40 % a PDF of 2-15 pages made from the same form (P forms padded with proposal pages and
-converted once by LibreOffice headless, then reused under fresh Message-IDs), with revisions,
-second projects and out-of-office replies mixed in. They are appended to a throw-away Dovecot with
-arrival times as INTERNALDATE, then measured three ways on the same mailbox content:
+It makes its own load: N messages to the two configured calls, of the first submissions a share S
+(default 0.4) carrying a PDF of 2-15 pages made from the form and the rest a filled-in Word form (P
+PDF forms padded with proposal pages and converted once by LibreOffice headless, then reused under
+fresh Message-IDs), with revisions, second projects and out-of-office replies mixed in.
+``--pdf-share 0`` is the Word-only load, where the bot's own work per message weighs most. The
+messages are appended to a throw-away Dovecot with arrival times as INTERNALDATE, then measured
+three ways on the same mailbox content:
 
 * the bot with its parser pool (``Bot(settings)``) and in one process (``Bot(settings, inline=True)``),
   each in a fresh process with a fresh SQLite database, by one ``run_once()``: messages/s, per-stage
@@ -75,6 +77,7 @@ HEADERS_ONLY = email.parser.BytesParser(policy=email.policy.compat32)
 FETCH_CHUNK = 50
 SOFFICE_TIMEOUT_S = 300
 PDF_APPLICANT_SERIALS = 90_000
+DEFAULT_PDF_SHARE = 0.4  # of first submissions; the rest carry a Word form
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
 GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "军", "杰", "涛", "明", "超", "华", "平", "辉", "鹏", "婷"]
@@ -214,9 +217,17 @@ def _mobile(serial: int) -> str:
 
 
 def build_load(
-    settings: Settings, n: int, pdfs: dict[str, list[bytes]], rng: random.Random, window: timedelta
+    settings: Settings,
+    n: int,
+    pdfs: dict[str, list[bytes]],
+    rng: random.Random,
+    window: timedelta,
+    pdf_share: float = DEFAULT_PDF_SHARE,
 ) -> list[Planned]:
-    """N messages arriving over ``window`` before each call's deadline, busier as it nears."""
+    """N messages arriving over ``window`` before each call's deadline, busier as it nears.
+
+    ``pdf_share`` of the first submissions carry a PDF from ``pdfs`` (none when there are none).
+    """
     users = {call_id: box.user for box in settings.mailbox for call_id in box.calls}
     applicants: list[Applicant] = []
     out: list[Planned] = []
@@ -256,7 +267,7 @@ def build_load(
             values = _person(call, name, institution, address, rng.choice(TITLES), serial)
             values["phone"] = _mobile(serial)
             subject = f"{call.reference_prefix} 申报-{name}-{institution}"
-            if pdfs.get(call.id) and rng.random() < 0.4:
+            if pdfs.get(call.id) and rng.random() < pdf_share:
                 attachment = (f"申报书-{name}.pdf", rng.choice(pdfs[call.id]), PDF)
                 kind = "pdf"
             else:
@@ -617,7 +628,7 @@ def servers(users: Sequence[str]) -> Iterator[tuple[DovecotServer, TimedSink]]:
 
 def batch(args: argparse.Namespace, settings: Settings, pdfs: dict[str, list[bytes]]) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    load = build_load(settings, args.n, pdfs, rng, timedelta(hours=48))
+    load = build_load(settings, args.n, pdfs, rng, timedelta(hours=48), args.pdf_share)
     kinds = Counter(p.kind for p in load)
     print(f"load: {len(load)} messages, " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())), flush=True)
     users = sorted({box.user for box in settings.mailbox})
@@ -650,6 +661,7 @@ def summarise(
     summary: dict[str, Any] = {
         "n": len(load),
         "kinds": dict(Counter(p.kind for p in load)),
+        "pdf_share": args.pdf_share,
         "workers": args.workers,
         "floor_s": floor_s,
         "floor_runs_s": list(floor_run.each_s),
@@ -691,7 +703,7 @@ def steady(args: argparse.Namespace, settings: Settings, pdfs: dict[str, list[by
     """RATE messages a second for S seconds into a mailbox the running bot watches with IDLE."""
     rng = random.Random(args.seed + 1)
     count = max(1, round(args.steady * args.seconds))
-    load = build_load(settings, count, pdfs, rng, timedelta(minutes=30))
+    load = build_load(settings, count, pdfs, rng, timedelta(minutes=30), args.pdf_share)
     users = sorted({box.user for box in settings.mailbox})
     with servers(users) as (dovecot, sink), tempfile.TemporaryDirectory(prefix="rush-steady-") as data_dir:
         config = rush_config(Path(data_dir), dovecot, sink, args.workers, idle=True)
@@ -787,12 +799,25 @@ def print_table(summary: dict[str, Any]) -> None:
         )
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is between 0 and 1, not {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="messages in the batch (default 200)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--workers", type=int, default=2, help="parser processes of the pool run (default 2)")
     parser.add_argument("--mode", choices=["pool", "single", "both"], default="both")
+    parser.add_argument(
+        "--pdf-share",
+        type=_share,
+        default=DEFAULT_PDF_SHARE,
+        help=f"share of first submissions carrying a PDF form (default {DEFAULT_PDF_SHARE}; 0 = Word forms only)",
+    )
     parser.add_argument(
         "--pdf-forms",
         type=int,
@@ -809,9 +834,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rush configuration",
     )
     # each PDF names one applicant: reused too often, it turns the load into one person's revisions
-    per_call = (
-        args.pdf_forms if args.pdf_forms is not None else max(4, math.ceil(args.n * 0.4 / len(settings.call) / 3))
-    )
+    if args.pdf_share == 0:
+        per_call = 0  # the Word-only load: no LibreOffice run at all
+    elif args.pdf_forms is not None:
+        per_call = args.pdf_forms
+    else:
+        per_call = max(4, math.ceil(args.n * args.pdf_share / len(settings.call) / 3))
     pdfs = pdf_forms(list(settings.call), per_call, random.Random(args.seed)) if per_call else {}
     summary = batch(args, settings, pdfs)
     if args.steady:
