@@ -33,7 +33,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, inspect
 
-from benchmarks.rush import RUSH_CAPS, build_load
+from benchmarks.rush_load import build_load
+from benchmarks.rush_servers import RUSH_CAPS
 from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
