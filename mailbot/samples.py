@@ -106,142 +106,78 @@ def _person(
     return {k: v for k, v in values.items() if k in {f.name for f in call.field}}
 
 
+@dataclass(frozen=True)
+class _Story:
+    """One sample message: what should happen to it, when it arrives and what it carries."""
+
+    story: str
+    arrival: datetime
+    sender: tuple[str, str]
+    subject: str
+    body: str
+    attachments: Sequence[tuple[str, bytes, str]] = ()
+    extra_headers: Mapping[str, str] | None = None
+
+
 def samples_for(call: CallSettings) -> list[Sample]:
-    """About ten messages that exercise every outcome of one call."""
+    """About ten messages that exercise every outcome of one call, in order of arrival."""
+    stories = sorted([*_form_stories(call), *_formless_stories(call)], key=lambda story: story.arrival)
     to = call.addresses[0]
-    deadline = call.deadline
-    day = timedelta(days=1)
-    short = call.reference_prefix
-    out: list[Sample] = []
+    return [
+        Sample(
+            call.id,
+            story.arrival,
+            _mail(story.sender, to, story.subject, story.arrival, story.body, story.attachments, story.extra_headers),
+            story.story,
+        )
+        for story in stories
+    ]
 
-    def add(story: str, arrival: datetime, raw: bytes) -> None:
-        out.append(Sample(call.id, arrival, raw, story))
 
+def _form_stories(call: CallSettings) -> list[_Story]:
+    """The messages carrying a filled-in form: on time, incomplete, revised, a second project, late."""
+    deadline, day, short = call.deadline, timedelta(days=1), call.reference_prefix
     wang = _person(call, "王静", "清华大学", "wangjing@tsinghua.edu.cn", "教授", 0)
-    add(
-        "accepted",
-        deadline - 20 * day,
-        _mail(
-            ("王静", "wangjing@tsinghua.edu.cn"),
-            to,
-            f"{short} 申报-王静-清华大学",
-            deadline - 20 * day,
-            "您好，附件是申报表，请查收。",
-            [("申报表-王静.docx", form_document(call, wang), DOCX)],
-        ),
-    )
     li = _person(call, "李强", "浙江大学", "liqiang@zju.edu.cn", "研究员", 4, phone=None, email=None)
-    add(
-        "incomplete (no contact)",
-        deadline - 15 * day,
-        _mail(
-            ("李强", "liqiang@zju.edu.cn"),
-            to,
-            "申报材料",
-            deadline - 15 * day,
-            "老师好，申报表见附件。",
-            [("申报表.docx", form_document(call, li), DOCX)],
-        ),
-    )
     li_fixed = dict(li, email="liqiang@zju.edu.cn", phone="13900139000")
-    add(
-        "revision (complete re-send)",
-        deadline - 14 * day,
-        _mail(
-            ("李强", "liqiang@zju.edu.cn"),
-            to,
-            "申报材料（更新版）",
-            deadline - 14 * day,
-            "补充了联系方式，以此版为准。",
-            [("申报表-更新.docx", form_document(call, li_fixed), DOCX)],
-        ),
-    )
     wang2 = dict(wang, project_title="面向科学文献的多智能体协作系统", topic=call.topic[-1].code if call.topic else "")
-    add(
-        "duplicate (second project)",
-        deadline - 10 * day,
-        _mail(
-            ("王静", "wangjing@tsinghua.edu.cn"),
-            to,
-            "再次申报",
-            deadline - 10 * day,
-            "我还有一个项目想申报。",
-            [("申报表-项目二.docx", form_document(call, wang2), DOCX)],
-        ),
-    )
-    add(
-        "no_attachment (forgot the form)",
-        deadline - 5 * day,
-        _mail(
-            ("赵敏", "zhaomin@fudan.edu.cn"),
-            to,
-            "申报-赵敏-复旦大学",
-            deadline - 5 * day,
-            "老师您好，申报表见附件，请查收。",
-        ),
-    )
-    add(
-        "unreadable (broken file)",
-        deadline - 4 * day,
-        _mail(
-            ("陈晨", "chenchen@nju.edu.cn"),
-            to,
-            "申报-陈晨",
-            deadline - 4 * day,
-            "申报表见附件。",
-            [("申报表.docx", b"PK\x03\x04 this file was cut off in transit", DOCX)],
-        ),
-    )
-    add(
-        "ignored (out-of-office reply)",
-        deadline - 3 * day,
-        _mail(
-            ("刘洋", "liuyang@pku.edu.cn"),
-            to,
-            "自动回复: 申报通知",
-            deadline - 3 * day,
-            "我正在休假，回来后回复您。",
-            extra_headers={"Auto-Submitted": "auto-replied"},
-        ),
-    )
-    add(
-        "correspondence (a question)",
-        deadline - 2 * day,
-        _mail(
-            ("孙丽", "sunli@whu.edu.cn"),
-            to,
-            "咨询：博士后可以申请吗？",
-            deadline - 2 * day,
-            "请问在站博士后是否可以作为申请人？谢谢！",
-        ),
-    )
     zhou = _person(call, "周杰", "武汉大学", "zhoujie@whu.edu.cn", "讲师", 7)
-    add(
-        "accepted (minutes before the deadline)",
-        deadline - timedelta(minutes=3),
-        _mail(
-            ("周杰", "zhoujie@whu.edu.cn"),
-            to,
-            f"{short} 申报-周杰",
-            deadline - timedelta(minutes=3),
-            "申报表见附件。",
-            [("申报表-周杰.docx", form_document(call, zhou), DOCX)],
-        ),
-    )
     hu = _person(call, "胡兵", "南京大学", "hubing@nju.edu.cn", "教授", 9)
-    add(
-        "late (after the deadline)",
-        deadline + timedelta(minutes=5),
-        _mail(
-            ("胡兵", "hubing@nju.edu.cn"),
-            to,
-            "申报-胡兵-南京大学",
-            deadline + timedelta(minutes=5),
-            "抱歉晚了几分钟。",
-            [("申报表-胡兵.docx", form_document(call, hu), DOCX)],
-        ),
-    )
-    return out
+    wang_address, li_address = ("王静", "wangjing@tsinghua.edu.cn"), ("李强", "liqiang@zju.edu.cn")
+
+    def form(name: str, values: Mapping[str, object]) -> list[tuple[str, bytes, str]]:
+        return [(name, form_document(call, values), DOCX)]
+
+    return [
+        _Story("accepted", deadline - 20 * day, wang_address, f"{short} 申报-王静-清华大学",
+               "您好，附件是申报表，请查收。", form("申报表-王静.docx", wang)),
+        _Story("incomplete (no contact)", deadline - 15 * day, li_address, "申报材料",
+               "老师好，申报表见附件。", form("申报表.docx", li)),
+        _Story("revision (complete re-send)", deadline - 14 * day, li_address, "申报材料（更新版）",
+               "补充了联系方式，以此版为准。", form("申报表-更新.docx", li_fixed)),
+        _Story("duplicate (second project)", deadline - 10 * day, wang_address, "再次申报",
+               "我还有一个项目想申报。", form("申报表-项目二.docx", wang2)),
+        _Story("accepted (minutes before the deadline)", deadline - timedelta(minutes=3),
+               ("周杰", "zhoujie@whu.edu.cn"), f"{short} 申报-周杰", "申报表见附件。", form("申报表-周杰.docx", zhou)),
+        _Story("late (after the deadline)", deadline + timedelta(minutes=5), ("胡兵", "hubing@nju.edu.cn"),
+               "申报-胡兵-南京大学", "抱歉晚了几分钟。", form("申报表-胡兵.docx", hu)),
+    ]  # fmt: skip
+
+
+def _formless_stories(call: CallSettings) -> list[_Story]:
+    """The messages without a readable form: forgotten, broken, an automatic reply, a question."""
+    deadline, day = call.deadline, timedelta(days=1)
+    broken = [("申报表.docx", b"PK\x03\x04 this file was cut off in transit", DOCX)]
+    return [
+        _Story("no_attachment (forgot the form)", deadline - 5 * day, ("赵敏", "zhaomin@fudan.edu.cn"),
+               "申报-赵敏-复旦大学", "老师您好，申报表见附件，请查收。"),
+        _Story("unreadable (broken file)", deadline - 4 * day, ("陈晨", "chenchen@nju.edu.cn"), "申报-陈晨",
+               "申报表见附件。", broken),
+        _Story("ignored (out-of-office reply)", deadline - 3 * day, ("刘洋", "liuyang@pku.edu.cn"),
+               "自动回复: 申报通知", "我正在休假，回来后回复您。", extra_headers={"Auto-Submitted": "auto-replied"}),
+        _Story("correspondence (a question)", deadline - 2 * day, ("孙丽", "sunli@whu.edu.cn"),
+               "咨询：博士后可以申请吗？", "请问在站博士后是否可以作为申请人？谢谢！"),
+    ]  # fmt: skip
 
 
 def demo_samples(calls: list[CallSettings]) -> list[Sample]:
