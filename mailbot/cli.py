@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailbot import __version__
 from mailbot.admin_context import EXIT_SCHEMA, SchemaNotCurrent
 from mailbot.bundle import add_bundle_command
-from mailbot.call_setup import add_call_command
+from mailbot.call_command import add_call_command
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.digest import add_digest_command
@@ -370,7 +370,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from mailbot.call_setup import cmd_call as call_command
+    from mailbot.call_command import cmd_call as call_command
 
     return call_command(args, _settings)
 
