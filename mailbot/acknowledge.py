@@ -24,7 +24,8 @@ from typing import Any, SupportsBytes
 
 import dkim
 
-from mailbot.config import CallSettings, SmtpSettings
+from mailbot.config import CallSettings
+from mailbot.config_accounts import SmtpSettings
 from parsers.model import FieldScalar
 from templates import Reason, TemplateSet, one_line
 

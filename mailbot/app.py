@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from mailbot.config import MailboxSettings, Settings
+from mailbot.config import Settings
+from mailbot.config_accounts import MailboxSettings
 from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.intake import PollResult, poll_folder

@@ -5,43 +5,40 @@ variable that holds its password (``password_env``), and :func:`resolve_secret`
 reads it when a connection is made, so ``mailbot check`` can say which one is unset.
 An OAuth2 account's ``oauth`` table names the variables of its client id, client secret and
 refresh token the same way (:mod:`mailbot.oauth` renews its access tokens from them).
+
+The tables are in parts: the accounts (mailboxes, SMTP, OAuth2) in :mod:`mailbot.config_accounts`,
+the strict base of every table in :mod:`mailbot.config_section`, and the error messages that name
+the file's table and key in :mod:`mailbot.config_errors`; the calls, the bot's own settings and
+reading the file are here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from mailbot.config_accounts import MailboxSettings, SmtpSettings
+from mailbot.config_errors import describe_errors
+from mailbot.config_section import Section
 from parsers.spec import FieldKind, FieldSpec, FormSpec, Topic
 
 CONFIG_ENV = "MAILBOT_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("mailbot.toml"), Path("/etc/mailbot/mailbot.toml"))
 
-TlsMode = Literal["ssl", "starttls", "none"]
-AuthMode = Literal["password", "xoauth2"]
-OAuthProvider = Literal["microsoft", "google", "other"]
 Eligibility = Literal["phd", "faculty", "none"]
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the key."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _require_aware(value: datetime) -> datetime:
@@ -57,25 +54,25 @@ def _zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
-class FieldSettings(_Section):
+class FieldSettings(Section):
     name: str
     kind: FieldKind = "text"
     labels: list[str] = Field(min_length=1)
     required: bool = False
 
 
-class TopicSettings(_Section):
+class TopicSettings(Section):
     code: str
     name: str
     direction: str = ""
 
 
-class SenderSettings(_Section):
+class SenderSettings(Section):
     address: str
     name: str = ""
 
 
-class CallSettings(_Section):
+class CallSettings(Section):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name_zh: str
     name_en: str
@@ -139,134 +136,12 @@ class CallSettings(_Section):
         )
 
 
-# Token endpoints of the identity providers that serve IMAP and SMTP with OAuth2, and the scopes a
-# refresh asks for. Microsoft needs the scopes named again on every refresh (and offline_access to
-# get the next refresh token); Google keeps the scope the user granted (https://mail.google.com/).
-MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a URL
-MICROSOFT_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access"
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (where plaintext is no risk)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class OAuthSettings(_Section):
-    """How an ``auth = "xoauth2"`` account renews its access token: a refresh token and its client.
-
-    The values themselves come from the environment variables named here, never from the file.
-    """
-
-    provider: OAuthProvider = "other"
-    token_url: str | None = None
-    tenant: str = "organizations"
-    scope: str | None = None
-    client_id_env: str
-    client_secret_env: str | None = None  # public clients (a desktop-app registration) have none
-    refresh_token_env: str
-
-    @model_validator(mode="after")
-    def _usable_endpoint(self) -> OAuthSettings:
-        if self.provider == "other" and not self.token_url:
-            raise ValueError('give token_url, or provider = "microsoft" or "google" for their token endpoint')
-        if not re.fullmatch(r"[A-Za-z0-9.-]+", self.tenant):
-            raise ValueError("tenant must be a directory (tenant) id, a domain, or organizations/common/consumers")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
-            raise ValueError(f"token_url must be an https:// URL (http:// only on loopback): {self.endpoint}")
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        """The token endpoint: ``token_url`` if given, else the provider's."""
-        if self.token_url:
-            return self.token_url
-        if self.provider == "microsoft":
-            return MICROSOFT_TOKEN_URL.format(tenant=self.tenant)
-        return GOOGLE_TOKEN_URL
-
-    @property
-    def scopes(self) -> str | None:
-        """The scope a refresh asks for (None: the one granted with the refresh token)."""
-        if self.scope is not None:
-            return self.scope or None
-        return MICROSOFT_SCOPE if self.provider == "microsoft" else None
-
-
-def _check_credentials(section: MailboxSettings | SmtpSettings) -> None:
-    """The secrets an account's ``auth`` needs are named; an ``oauth`` table only goes with xoauth2."""
-    if section.oauth is not None and section.auth != "xoauth2":
-        raise ValueError('an oauth table needs auth = "xoauth2"')
-    if section.oauth is None and not section.password_env:
-        needed = "password_env (an access token), or an oauth table" if section.auth == "xoauth2" else "password_env"
-        raise ValueError(f"needs {needed}")
-
-
-class MailboxSettings(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    host: str
-    port: int = Field(default=993, gt=0, lt=65536)
-    tls: TlsMode = "ssl"
-    verify_certificate: bool = True
-    user: str
-    password_env: str | None = None
-    auth: AuthMode = "password"
-    oauth: OAuthSettings | None = None
-    folder: str = "INBOX"
-    processed_folder: str | None = None
-    review_folder: str | None = None
-    sent_folder: str = "Sent"
-    poll_interval_s: float = Field(default=60.0, gt=0)
-    idle: bool = True
-    batch_size: int = Field(default=25, ge=1, le=1000)
-    calls: list[str] = Field(min_length=1)
-    send_id: bool = True
-
-    @model_validator(mode="after")
-    def _credentials(self) -> MailboxSettings:
-        _check_credentials(self)
-        return self
-
-
-class SmtpSettings(_Section):
-    host: str
-    port: int = Field(default=465, gt=0, lt=65536)
-    tls: TlsMode = "ssl"
-    verify_certificate: bool = True
-    user: str | None = None
-    password_env: str | None = None
-    auth: AuthMode = "password"
-    oauth: OAuthSettings | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
-    retry_for_hours: float = Field(default=48.0, gt=0)
-    saves_to_sent: bool = False
-    max_answers_per_recipient_per_day: int = Field(default=5, ge=1)
-    dkim_selector: str | None = None
-    dkim_domain: str | None = None
-    dkim_key_file: str | None = None
-
-    @model_validator(mode="after")
-    def _credentials(self) -> SmtpSettings:
-        # without a password_env (and auth = "password") the server is used without a login
-        if self.auth == "xoauth2" and not self.user:
-            raise ValueError('auth = "xoauth2" needs user')
-        if self.auth == "xoauth2" or self.oauth is not None:
-            _check_credentials(self)
-        return self
-
-
-class StorageSettings(_Section):
+class StorageSettings(Section):
     url: str | None = None
     data_dir: str = "/var/lib/mailbot"
 
 
-class DirectorySettings(_Section):
+class DirectorySettings(Section):
     dir: str | None = None
 
 
@@ -274,7 +149,7 @@ class QueueSettings(DirectorySettings):
     imap_folder: str | None = None
 
 
-class DigestSettings(_Section):
+class DigestSettings(Section):
     enabled: bool = True
     time: dt.time = dt.time(8, 0)
     timezone: str = "Asia/Shanghai"
@@ -286,14 +161,14 @@ class DigestSettings(_Section):
         return value
 
 
-class ProcessingSettings(_Section):
+class ProcessingSettings(Section):
     workers: int = Field(default=0, ge=0, description="parser processes; 0 means one per core")
     parse_timeout_s: float = Field(default=60.0, gt=0)
     parse_memory_mb: int = Field(default=1024, ge=64)
     max_message_mb: int = Field(default=60, ge=1)
 
 
-class SecuritySettings(_Section):
+class SecuritySettings(Section):
     """Whom answers may go to, and how many (README: Security)."""
 
     # RFC 8601 section 5: Authentication-Results are read only when added by one of these servers
@@ -306,18 +181,18 @@ class SecuritySettings(_Section):
     decide_budget_s: float = Field(default=10.0, gt=0, description="time to identify one applicant")
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     """Prometheus metrics over HTTP; off unless a port is given (needs mailbot[metrics])."""
 
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, gt=0, lt=65536)
 
 
-class TemplateSettings(_Section):
+class TemplateSettings(Section):
     dir: str | None = None
 
 
-class Settings(_Section):
+class Settings(Section):
     mailbox: list[MailboxSettings] = Field(default_factory=list)
     call: list[CallSettings] = Field(min_length=1)
     smtp: SmtpSettings
@@ -426,71 +301,11 @@ def describe_account(section: MailboxSettings | SmtpSettings) -> str:
     return "[smtp]"
 
 
-def _format_location(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
-    parts: list[str] = []
-    node: Any = raw
-    for item in loc:
-        if isinstance(item, int) and parts:
-            label = f"#{item + 1}"
-            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
-                ident = node[item].get("id") or node[item].get("name")
-                if ident:
-                    label = f"{label} ({ident})"
-            parts[-1] = f"[[{parts[-1].strip('[]')}]] {label}"
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-        else:
-            parts.append(str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return " ".join(parts) or "(top level)"
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The settings model an annotation holds (``list[CallSettings]``, ``SmtpSettings | None`` …)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for argument in get_args(annotation):
-        found = _model_in(argument)
-        if found is not None:
-            return found
-    return None
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Settings
-    for item in loc:
-        if isinstance(item, int):
-            continue
-        field = model.model_fields.get(item) if model else None
-        if field is None:
-            return None
-        model = _model_in(field.annotation)
-    return model
-
-
-def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
-    """An unknown key, with the nearest valid one of its table (a typo is the usual cause)."""
-    key = str(loc[-1])
-    model = _model_at(loc[:-1])
-    valid = sorted(model.model_fields) if model else []
-    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if nearest:
-        return f"unknown key {key!r}: did you mean `{nearest[0]}`?"
-    if valid:
-        return f"unknown key {key!r}; the keys here are: {', '.join(valid)}"
-    return f"unknown key {key!r}"
-
-
 def parse_settings(raw: Mapping[str, Any], source: str = "<config>") -> Settings:
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = _format_location(tuple(error["loc"]), raw)
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = _unknown_key_message(tuple(error["loc"]))
-            lines.append(f"  {where}: {message}")
+        lines = describe_errors(exc, raw, Settings)
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
 
 

@@ -22,7 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailbot import __version__
 from mailbot.clock import ensure_aware
-from mailbot.config import MailboxSettings, is_loopback
+from mailbot.config_accounts import MailboxSettings, is_loopback
 from mailbot.diagnose import connection_hint
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
 from parsers.headers import header_facts

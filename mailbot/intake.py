@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from mailbot.config import MailboxSettings, Settings
+from mailbot.config import Settings
+from mailbot.config_accounts import MailboxSettings
 from mailbot.imap import MailboxClient, MailSummary
 from parsers.headers import header_facts
 from storage.archive import Archived

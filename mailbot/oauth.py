@@ -34,7 +34,8 @@ from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailbot.config import MailboxSettings, OAuthSettings, Settings, SmtpSettings, resolve_secret, secret_from_env
+from mailbot.config import Settings, resolve_secret, secret_from_env
+from mailbot.config_accounts import MailboxSettings, OAuthSettings, SmtpSettings
 from mailbot.logs import mask_from_now_on
 from storage.db import transaction
 from storage.models import Event

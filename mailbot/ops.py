@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from mailbot.admin_context import SchemaNotCurrent, schema_sentence
 from mailbot.clock import BEIJING, utcnow
-from mailbot.config import ConfigError, MailboxSettings, Settings, SmtpSettings
+from mailbot.config import ConfigError, Settings
+from mailbot.config_accounts import MailboxSettings, SmtpSettings
 from mailbot.export import pseudonym
 from mailbot.guard import LIMIT_EVENT
 from mailbot.imap import MailboxClient, MailboxUnavailable

@@ -37,7 +37,8 @@ from mailbot.acknowledge import (
     thread_references,
     valid_address,
 )
-from mailbot.config import CallSettings, Settings, SmtpSettings, load_settings
+from mailbot.config import CallSettings, Settings, load_settings
+from mailbot.config_accounts import SmtpSettings
 from parsers.model import UNREADABLE_REASONS
 from templates import GENERIC_REASON, TemplateSet, local_time, one_line, reason_sentence
 

@@ -26,7 +26,8 @@ from imapclient.exceptions import LoginError
 
 from mailbot.app import Bot
 from mailbot.clock import utcnow
-from mailbot.config import ConfigError, OAuthSettings, Settings, parse_settings
+from mailbot.config import ConfigError, Settings, parse_settings
+from mailbot.config_accounts import OAuthSettings
 from mailbot.digest import build_digest, render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
