@@ -17,6 +17,7 @@ import py7zr
 import pytest
 import tnefparse
 
+from benchmarks.containers import rar4_stored, seven_zip, tnef, zip_flagged_utf8_over_gbk
 from benchmarks.shapes import (
     PLACEHOLDER_EN,
     PLACEHOLDER_ZH,
@@ -26,12 +27,8 @@ from benchmarks.shapes import (
     forwarded_inline,
     in_archive,
     outlook_tnef,
-    rar4_stored,
-    seven_zip,
-    tnef,
     with_placeholders,
     with_tracked_changes,
-    zip_flagged_utf8_over_gbk,
 )
 from parsers import Limits, read_document, read_message
 from parsers.archive import read_archive
