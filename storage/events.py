@@ -1,6 +1,6 @@
 """The kinds of the event log: every change worth an audit line, one name each.
 
-Events are written in the same transaction as the change they record (``Store.add_event``), and
+Events are written in the same transaction as the change they record (``add_event``), and
 read back by the digest, ``status`` and ``queue show``; a kind is a stored string, so a value here
 is never renamed once released.
 """
@@ -8,8 +8,13 @@ is never renamed once released.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from storage.models import OutboxState
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from storage.db import utcnow
+from storage.models import EVENTS, OutboxState
 
 
 class EventKind(StrEnum):
@@ -42,3 +47,9 @@ class EventKind(StrEnum):
     def of_outbox_state(cls, state: OutboxState) -> EventKind:
         """The event that records an answer ending up in ``state``."""
         return cls(f"outbox-{state.value}")
+
+
+def add_event(session: Session, kind: EventKind, actor: str, message_pk: int | None = None, **detail: Any) -> None:
+    """Log ``kind`` in ``session``'s transaction: the line commits with the change it records, or neither does."""
+    row = {"at": utcnow(), "kind": kind.value, "actor": actor, "message_pk": message_pk, "detail": detail}
+    session.execute(insert(EVENTS), row)

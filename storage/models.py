@@ -7,7 +7,7 @@ server's spool does: intake inserts ``received`` rows, the processor moves each 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, cast
 
@@ -27,8 +27,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
-
-from mailbot.clock import UTC
 
 
 class AwareDateTime(TypeDecorator[datetime]):
@@ -67,14 +65,11 @@ class OutboxState(StrEnum):
 
 
 class SendVerdict(StrEnum):
-    """What became of a send a stop interrupted (the ``SEND_RECOVERED`` event says which)."""
+    """What became of a send a stop interrupted (the ``EventKind.OUTBOX_RECOVERED`` event says which)."""
 
     AGAIN = "again"  # the end of the message never left: sent again
     FOUND = "found"  # the provider's Sent folder holds it
     PRESUMED = "presumed"  # nothing can tell; counted as delivered, since a second copy is worse
-
-
-SEND_RECOVERED = "outbox-recovered"  # event kind; its detail names the outbox row and the verdict
 
 
 class Base(DeclarativeBase):

@@ -16,6 +16,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """The first schema, every table and index of it.
+
+    Long because it writes the whole first schema as it was released: a migration is never edited
+    or split afterwards, since databases made with it must keep matching it.
+    """
     op.create_table(
         "applicants",
         sa.Column("id", sa.Integer(), nullable=False),
