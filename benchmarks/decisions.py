@@ -66,7 +66,7 @@ def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -
             for index, planned in enumerate(load, start=1):
                 import_one(settings, bot.store, planned.raw, None, None, planned.arrival)
                 _progress(index, len(load), "imported")
-            claimed = bot.store.claim_received(bot.worker, n)
+            claimed = bot.store.to_decide.claim(bot.worker, n)
             readings: list[tuple[int, Submission]] = []
             for index, pk in enumerate(claimed, start=1):
                 readings.append((pk, bot.processor.start_reading(pk).result()))

@@ -26,9 +26,9 @@ from mailbot.sender import Sender, SendResult
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
+from storage import Storage
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, schema_status, shipped_revision, upgrade
-from storage.store import Store
 from templates import TemplateSet
 
 EXIT_SCHEMA = 4  # `mailbot --help` lists it: the database needs `mailbot migrate` first
@@ -93,7 +93,7 @@ class ReviewDesk(Protocol):
     """What the ``queue`` actions work with; a running Bot and an AdminContext both offer it."""
 
     settings: Settings
-    store: Store
+    store: Storage
     templates: TemplateSet
     review: ReviewQueue
 
@@ -104,7 +104,7 @@ class ReviewDesk(Protocol):
 
 
 class AdminContext:
-    """The Store (database and archive), the review queue and the texts, opened for one admin command."""
+    """The Storage (database and archive), the review queue and the texts, opened for one admin command."""
 
     def __init__(self, settings: Settings) -> None:
         make_private_dir(settings.data_dir)  # as the service user only: a PermissionError here says so
@@ -115,7 +115,7 @@ class AdminContext:
             engine.dispose()
             raise
         self.settings = settings
-        self.store = Store(engine, RawArchive(settings.archive_dir))
+        self.store = Storage(engine, RawArchive(settings.archive_dir))
         self.templates = TemplateSet(settings.templates.dir)
         self.review = ReviewQueue(settings.queue_dir, limits_of(settings))
         self.worker = worker_name()

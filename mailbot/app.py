@@ -35,10 +35,10 @@ from parsers.limits import Limits
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
+from storage import Storage
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, upgrade
 from storage.models import Message
-from storage.store import Store
 from templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Bot:
         make_private_dir(settings.data_dir)
         engine = make_engine(settings.database_url)
         upgrade(engine)
-        self.store = Store(engine, RawArchive(settings.archive_dir))
+        self.store = Storage(engine, RawArchive(settings.archive_dir))
         self.leases = {box.name: MailboxLease(engine, box.name) for box in settings.mailbox}
         self.templates = TemplateSet(settings.templates.dir)
         limits = limits_of(settings)
@@ -145,7 +145,7 @@ class Bot:
     def release_claims(self) -> None:
         """Take back work a stopped worker had claimed (all of it when nobody else can hold any)."""
         stale = self.claim_expiry() if self.store.concurrent else None
-        released = self.store.release_stale_claims(stale)
+        released = self.store.to_decide.release_stale_claims(stale)
         if released:
             log.info("took back %d message(s) an interrupted run had started", released)
 
@@ -156,7 +156,7 @@ class Bot:
         except Exception as exc:
             self.note_poll_failure(box, exc)
             raise
-        self.store.note_poll(box.name, box.folder, None)
+        self.store.intake.note_poll(box.name, box.folder, None)
         return result
 
     def _recorded(self, pk: int) -> None:
@@ -166,7 +166,7 @@ class Bot:
     def note_poll_failure(self, box: MailboxSettings, exc: Exception) -> None:
         """Record the failure for ``status``; the database may be what failed, and intake must go on."""
         try:
-            self.store.note_poll(box.name, box.folder, str(exc))
+            self.store.intake.note_poll(box.name, box.folder, str(exc))
         except Exception as unrecorded:
             log.warning(
                 "mailbox %s: could not record the failure: %s", box.name, unrecorded, extra={"mailbox": box.name}
@@ -191,7 +191,7 @@ class Bot:
         try:
             done = self.processor.run_pending(self.batch_size)
         except Exception:
-            self.give_back(lambda: self.store.release_claims_of(self.worker), "message(s)")
+            self.give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)")
             raise
         self.file_for_review([item for item in done if item.in_review])
         return done
@@ -329,7 +329,7 @@ class Bot:
                     while not self._stop.is_set() and lease.held():
                         with self.timings.stage("fetch"):
                             poll_folder(self.settings, box, client, self.store, self._recorded)
-                        self.store.note_poll(box.name, box.folder, None)
+                        self.store.intake.note_poll(box.name, box.folder, None)
                         backoff = 1.0
                         if box.idle and client.supports_idle:
                             # short IDLE rounds so a stop request is honoured within seconds

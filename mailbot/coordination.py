@@ -9,18 +9,18 @@ configuration. Each guarantee rests on the database, never on the workers knowin
   idempotent anyway (a message is recognised by Message-ID or sha256, a delivery by its UID, the
   folder cursor only moves forward), so the lease saves duplicate IMAP work and conflicting MOVEs;
   a brief overlap after a lost connection does no harm.
-- **Processing a message** — ``Store.claim_received`` takes rows with ``FOR UPDATE SKIP LOCKED`` and
+- **Processing a message** — ``MessagesToDecide.claim`` takes rows with ``FOR UPDATE SKIP LOCKED`` and
   marks them ``processing`` in the same transaction, so two workers never claim the same row. The
   decision re-reads the row under ``FOR UPDATE`` and stores nothing unless it is still in the state
   the worker claimed it in, so even a claim released too early yields one decision, not two.
 - **A worker that died holding claims** — its rows stay ``processing`` until they are older than
   the claim expiry (derived from the parse timeout, see ``Bot.claim_expiry``); every worker's
   processing loop gives such rows back regularly, and another worker decides them.
-- **Decisions and reference numbers** — ``Store.lock_call`` takes a transaction-level advisory lock
+- **Decisions and reference numbers** — ``storage.decisions.lock_call`` takes a transaction-level advisory lock
   per call, so the decisions of one call are made one at a time across all workers (each sees the
   ones committed before it), and the per-call counter row is read ``FOR UPDATE``: reference
   numbers are unique and without gaps from rolled-back decisions.
-- **Sending** — ``Store.claim_outbox`` claims outbox rows with ``FOR UPDATE SKIP LOCKED`` and marks
+- **Sending** — ``AnswersToSend.claim`` claims outbox rows with ``FOR UPDATE SKIP LOCKED`` and marks
   them ``sending`` before the SMTP conversation; a row left ``sending`` by a dead worker is settled
   by the Sent folder after the SMTP timeout has passed several times (see ``mailbot.sender``).
 - **Digests** — the ``DigestRun`` primary key (call, day): only the first worker's insert commits.
@@ -49,7 +49,7 @@ SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "
 
 
 def _advisory(function: str, namespace: str, name: str) -> Select[tuple[bool]]:
-    """An advisory-lock call in the two-key form, which never meets the one-key locks of Store.lock_call."""
+    """An advisory-lock call in the two-key form, which never meets the one-key locks of storage.decisions.lock_call."""
     return select(getattr(func, function)(func.hashtext(namespace), func.hashtext(name)))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
-from mailbot.decide import Decision, Outcome
+from mailbot.decision import Decision, Outcome
 from mailbot.identity import Identity, same_person
 from parsers.model import Submission, to_jsonable
 from storage.applications import (

@@ -35,10 +35,11 @@ from mailbot.decision import Outcome
 from mailbot.export import ApplicationAt, Snapshot, message_fields, to_xlsx
 from mailbot.institutions import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems
+from storage import Storage
 from storage.db import transaction
+from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
 from storage.models import (
-    SEND_RECOVERED,
     Application,
     DigestRun,
     Event,
@@ -47,7 +48,6 @@ from storage.models import (
     OutboxState,
     SendVerdict,
 )
-from storage.store import Store
 from templates import TemplateSet, one_line, zone_label
 
 log = logging.getLogger(__name__)
@@ -585,7 +585,7 @@ def _presumed_sends(session: Session) -> list[int]:
 
     Rare (one per stop and sending worker at most), so the event log is read rather than indexed.
     """
-    details = session.scalars(select(Event.detail).where(Event.kind == SEND_RECOVERED))
+    details = session.scalars(select(Event.detail).where(Event.kind == EventKind.OUTBOX_RECOVERED))
     return [int(d["outbox_id"]) for d in details if d.get("verdict") == SendVerdict.PRESUMED.value]
 
 
@@ -706,7 +706,7 @@ def compose_digest(data: DigestData, templates: TemplateSet, workbook: bytes, me
 
 
 def queue_digest(
-    store: Store,
+    store: Storage,
     settings: Settings,
     call: CallSettings,
     day: date,
@@ -759,9 +759,9 @@ def queue_digest(
             session.add(outbox)
             session.flush()
             run.outbox_id = outbox.id
-            store.add_event(
+            add_event(
                 session,
-                "digest-queued",
+                EventKind.DIGEST_QUEUED,
                 ACTOR,
                 call=call.id,
                 day=day.isoformat(),
@@ -832,7 +832,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     templates = TemplateSet.from_settings(settings)
     engine = make_engine(settings.database_url)
     try:
-        store = Store(engine, RawArchive(settings.archive_dir))  # the caller checked the schema is current
+        store = Storage(engine, RawArchive(settings.archive_dir))  # the caller checked the schema is current
         if args.preview is not None:
             with store.sessions() as session:
                 data = build_digest(session, settings, call, day, now)

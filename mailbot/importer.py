@@ -14,7 +14,8 @@ from pathlib import Path
 
 from mailbot.config import Settings
 from parsers.headers import header_facts, parse_headers_only, received_times
-from storage.store import Recorded, Store
+from storage import Storage
+from storage.intake_records import Recorded
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def call_of_recipients(settings: Settings, raw: bytes) -> str:
 
 def import_one(
     settings: Settings,
-    store: Store,
+    store: Storage,
     raw: bytes,
     mailbox_name: str | None = None,
     call_id: str | None = None,
@@ -77,4 +78,4 @@ def import_one(
         call_id = call_of_recipients(settings, raw)
     if mailbox_name is None:
         mailbox_name = next((m.name for m in settings.mailbox if call_id in m.calls), "import")
-    return store.record(raw, arrival=when, mailbox=mailbox_name, call_id=call_id, source="import", delivery=None)
+    return store.intake.record(raw, arrival=when, mailbox=mailbox_name, call_id=call_id, source="import", delivery=None)

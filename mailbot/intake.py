@@ -17,8 +17,9 @@ from mailbot.config import Settings
 from mailbot.config_accounts import MailboxSettings
 from mailbot.imap import MailboxClient, MailSummary
 from parsers.headers import header_facts
+from storage import Storage
 from storage.archive import Archived
-from storage.store import DeliveryRef, Incoming, Store
+from storage.intake_records import DeliveryRef, Incoming
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _vanished(box: MailboxSettings, folder: str, uid: int) -> None:
 
 
 def bodies(
-    client: MailboxClient, store: Store, box: MailboxSettings, uids: Sequence[int], sizes: Mapping[int, int]
+    client: MailboxClient, store: Storage, box: MailboxSettings, uids: Sequence[int], sizes: Mapping[int, int]
 ) -> Iterator[tuple[int, bytes, datetime, Archived | None]]:
     """(UID, bytes, arrival, archived) of each message still there, in order.
 
@@ -106,7 +107,7 @@ def poll_folder(
     settings: Settings,
     box: MailboxSettings,
     client: MailboxClient,
-    store: Store,
+    store: Storage,
     on_recorded: Callable[[int], None] | None = None,
 ) -> PollResult:
     """Take in the folder's messages above its cursor, a batch at a time.
@@ -118,7 +119,7 @@ def poll_folder(
     """
     folder = box.folder
     state = client.select(folder)
-    known_validity, last_uid = store.cursor(box.name, folder)
+    known_validity, last_uid = store.intake.cursor(box.name, folder)
     result = PollResult(box.name, folder)
     if known_validity is not None and known_validity != state.uidvalidity:
         log.warning(
@@ -129,11 +130,11 @@ def poll_folder(
             state.uidvalidity,
             extra={"mailbox": box.name},
         )
-        store.reset_cursor(box.name, folder, state.uidvalidity)
+        store.intake.reset_cursor(box.name, folder, state.uidvalidity)
         result.uidvalidity_changed = True
         last_uid = 0
     elif known_validity is None:
-        store.reset_cursor(box.name, folder, state.uidvalidity)
+        store.intake.reset_cursor(box.name, folder, state.uidvalidity)
 
     uids = client.uids_after(last_uid)
     if not uids:
@@ -149,7 +150,7 @@ def poll_folder(
         def where(uid: int) -> DeliveryRef:
             return DeliveryRef(box.name, folder, state.uidvalidity, uid)
 
-        known = store.known_message_ids([m for uid in batch if (m := by_uid[uid].message_id)])
+        known = store.intake.known_message_ids([m for uid in batch if (m := by_uid[uid].message_id)])
         # the same message again: a second delivery, a copy in another folder, or a re-scan
         again = [(known[m], where(uid)) for uid in batch if (m := by_uid[uid].message_id) in known]
         need_body = [uid for uid in batch if by_uid[uid].message_id not in known]
@@ -161,7 +162,7 @@ def poll_folder(
             incoming.append(
                 Incoming(raw, arrival, call_for(settings, box, facts.recipients), where(uid), facts, archived)
             )
-        recorded_batch = store.record_many(incoming, box.name, "imap", known=again, cursor_to=where(max(batch)))
+        recorded_batch = store.intake.record_many(incoming, box.name, "imap", known=again, cursor_to=where(max(batch)))
         result.known += len(again)
         to_move.extend(ref.uid for _, ref in again)
         for item, recorded in zip(incoming, recorded_batch, strict=True):

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from mailbot.clock import utcnow
 from mailbot.config import Settings
+from storage import Storage
 from storage.models import MailboxCursor, Message, MessageState, OutboxMail, OutboxState
-from storage.store import Store
 
 STAGES = ("fetch", "parse", "decide", "store", "send")
 
@@ -53,7 +53,7 @@ class StageTimings:
             return {name: StageTotal(t.count, t.seconds) for name, t in self._totals.items()}
 
 
-def status_figures(store: Store, settings: Settings) -> dict[str, float]:
+def status_figures(store: Storage, settings: Settings) -> dict[str, float]:
     """The figures ``status`` prints, as numbers (for Prometheus and tests)."""
     figures: dict[str, float] = {}
     with store.sessions() as session:
@@ -81,7 +81,7 @@ def status_figures(store: Store, settings: Settings) -> dict[str, float]:
 class MetricsCollector:
     """A Prometheus collector that reads the database when scraped, plus the in-memory stage timings."""
 
-    def __init__(self, store: Store, settings: Settings, timings: StageTimings) -> None:
+    def __init__(self, store: Storage, settings: Settings, timings: StageTimings) -> None:
         self.store = store
         self.settings = settings
         self.timings = timings

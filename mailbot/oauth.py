@@ -37,13 +37,13 @@ from sqlalchemy.orm import Session
 from mailbot.config import Settings, resolve_secret, secret_from_env
 from mailbot.config_accounts import MailboxSettings, OAuthSettings, SmtpSettings
 from mailbot.logs import mask_from_now_on
+from storage import Storage
 from storage.db import transaction
+from storage.events import EventKind, add_event
 from storage.models import Event
-from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-OAUTH_EVENT = "oauth-token"
 ACTOR = "oauth"
 # a token is renewed this long before the provider says it expires (a quarter of its life when
 # that is shorter), so no login is attempted with one about to lapse
@@ -269,14 +269,14 @@ class Credentials:
             return token
 
 
-def record_token_states(store: Store) -> StateReporter:
+def record_token_states(store: Storage) -> StateReporter:
     """A reporter that writes each change of a refresh token's state to the event log."""
 
     def record(settings: OAuthSettings, state: TokenState, said: str) -> None:
         with transaction(store.sessions) as session:
-            store.add_event(
+            add_event(
                 session,
-                OAUTH_EVENT,
+                EventKind.OAUTH_REFRESH,
                 ACTOR,
                 refresh_token_env=settings.refresh_token_env,
                 token_url=settings.endpoint,
@@ -324,7 +324,10 @@ def token_statuses(session: Session, settings: Settings, call_id: str | None = N
     if not accounts:
         return []
     rows = session.execute(
-        select(Event.at, Event.detail).where(Event.kind == OAUTH_EVENT).order_by(Event.id.desc()).limit(EVENTS_READ)
+        select(Event.at, Event.detail)
+        .where(Event.kind == EventKind.OAUTH_REFRESH)
+        .order_by(Event.id.desc())
+        .limit(EVENTS_READ)
     ).all()
     latest: dict[tuple[str, str], tuple[datetime, Mapping[str, object]]] = {}
     for at, detail in rows:

@@ -16,11 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Row, Select, and_, bindparam, insert, or_, select, true, union, update
+from sqlalchemy import insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -46,20 +45,20 @@ from mailbot.decision import (
     CallRules,
     Decision,
     Outcome,
-    PriorApplication,
 )
+from mailbot.decision_rows import as_stored, decision_record, person_columns, store_application
 from mailbot.digest import coordinator_addresses
 from mailbot.guard import (
     IDENTITY_CONFLICT,
-    LIMIT_EVENT,
     Conflict,
     LimitHit,
     alerted_since,
     identity_conflict,
     limit_hit,
 )
-from mailbot.identity import Identity, identity_of, same_person
+from mailbot.identity import Identity, identity_of
 from mailbot.metrics import StageTimings
+from mailbot.priors import load_priors
 from mailbot.review import ReviewQueue
 from mailbot.routing import read_for_calls, sharing_calls
 from mailbot.security import Answerability, answerability, domain_of, recipient_key
@@ -68,20 +67,29 @@ from parsers.limits import MIB, Limits
 from parsers.message import too_large
 from parsers.model import Envelope, Submission, to_jsonable
 from parsers.spec import FormSpec
+from storage import Storage
 from storage.db import defer_durability
+from storage.decisions import (
+    MessageFacts,
+    archived_copy,
+    has_attachments,
+    is_our_answer,
+    lock_call,
+    message_facts,
+    next_reference_number,
+    record_bounces,
+    reference_of,
+    store_attachments,
+    write_decision,
+)
+from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
 from storage.models import (
-    APPLICANTS,
-    APPLICATIONS,
-    ATTACHMENTS,
-    MESSAGES,
     OUTBOX,
     Message,
     MessageState,
-    OutboxMail,
     OutboxState,
 )
-from storage.store import Store
 from templates import TemplateSet, local_time, one_line
 
 log = logging.getLogger(__name__)
@@ -117,60 +125,12 @@ class Processed:
     in_review: bool = False
 
 
-def as_stored(identity: Identity) -> Identity:
-    """The identity cut to the columns that hold it, so an absurdly long name is stored and matched alike."""
-    return Identity(
-        identity.email[:500] if identity.email else None,
-        identity.phone[:100] if identity.phone else None,
-        identity.name_key[:500] if identity.name_key else None,
-        identity.institution_key[:500] if identity.institution_key else None,
-    )
-
-
 def limits_of(settings: Settings) -> Limits:
     return replace(Limits(), max_message_bytes=settings.processing.max_message_mb * MIB)
 
 
 def format_reference(call: CallSettings, number: int) -> str:
     return f"{call.reference_prefix}-{number:04d}"
-
-
-@dataclass(frozen=True)
-class MessageFacts:
-    """What deciding and answering need of a message's row, read once without an ORM object."""
-
-    id: int
-    message_key: str
-    message_id: str | None
-    sha256: str
-    call_id: str | None
-    arrival: datetime
-    state: str
-    attempts: int
-    outcome: str | None
-    reference: str | None
-
-
-_FACTS = tuple(MESSAGES.c[name] for name in MessageFacts.__dataclass_fields__)
-
-# A decision's statements, built once and given their values when executed: building a statement
-# for every message cost more than running it. Rows are named by ``row_id`` (a bound name may not
-# be a column's).
-_SELECT_FACTS = select(*_FACTS).where(MESSAGES.c.id == bindparam("row_id")).with_for_update()
-_SELECT_TO_READ = select(MESSAGES.c.call_id, MESSAGES.c.sha256, MESSAGES.c.size).where(
-    MESSAGES.c.id == bindparam("row_id")
-)
-_SELECT_REFERENCE = select(MESSAGES.c.reference).where(MESSAGES.c.message_key == bindparam("key"))
-_SELECT_APPLICATION = select(APPLICATIONS.c.id, APPLICATIONS.c.status).where(
-    APPLICATIONS.c.application_key == bindparam("key")
-)
-_SELECT_OUR_ANSWER = select(OUTBOX.c.id).where(OUTBOX.c.message_id == bindparam("message_id"))
-_SELECT_ANY_ATTACHMENT = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.message_pk == bindparam("row_id")).limit(1)
-_UPDATE_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("row_id"))
-_UPDATE_APPLICANT = update(APPLICANTS).where(APPLICANTS.c.id == bindparam("row_id"))
-_UPDATE_APPLICATION = update(APPLICATIONS).where(APPLICATIONS.c.id == bindparam("row_id"))
-_INSERT_APPLICANT = insert(APPLICANTS).returning(APPLICANTS.c.id)
-_INSERT_APPLICATION = insert(APPLICATIONS).returning(APPLICATIONS.c.id)
 
 
 def _log_extra(message: Message | MessageFacts, reference: str | None = None) -> dict[str, Any]:
@@ -181,7 +141,7 @@ class Processor:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Storage,
         reader: Reader,
         templates: TemplateSet,
         review: ReviewQueue,
@@ -228,7 +188,7 @@ class Processor:
             if limit is not None:
                 room = min(room, limit - len(done) - len(window))
             if more and room > 0 and len(window) <= batch_size // 2:
-                claimed = self.store.claim_received(self.worker, room)
+                claimed = self.store.to_decide.claim(self.worker, room)
                 more = bool(claimed)
                 window.extend((pk, self._reading(pk)) for pk in claimed)
                 if more:
@@ -258,7 +218,7 @@ class Processor:
         """
         if not self.read_ahead_max or len(self._read_ahead) > self.read_ahead_max // 2:
             return
-        for pk in self.store.next_received(self.read_ahead_max):
+        for pk in self.store.to_decide.next_in_line(self.read_ahead_max):
             if pk not in self._read_ahead:
                 self._read_ahead[pk] = self._start(pk)
 
@@ -295,7 +255,7 @@ class Processor:
             return None
         except Deferred as exc:
             log.debug("%s", exc)
-            self.store.unclaim(pk)
+            self.store.to_decide.unclaim(pk)
             self._deferred = True
             return None
         except (OperationalError, InterfaceError):
@@ -331,7 +291,7 @@ class Processor:
         A message the envelope-only rules already decide (a machine's) is read from its header block
         here and never reaches the pool (mailbot.rules.ENVELOPE_RULES)."""
         with self.store.sessions() as session:
-            recorded_call, sha, size = session.execute(_SELECT_TO_READ, {"row_id": pk}).one()
+            recorded_call, sha, size = archived_copy(session, pk)
         if size > self.limits.max_message_bytes:
             # refused unread: neither this process nor a worker holds a message of that size
             refused: Future[Submission] = Future()
@@ -388,16 +348,16 @@ class Processor:
             # nothing leaves the machine on this commit: the answer goes out only after the sender's
             # hand-over mark, a durable commit that takes this one to the disk with it
             defer_durability(session)
-            message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
+            message = message_facts(session, pk)
             if message.state != expect:
                 raise StateChanged(f"message {message.message_key} is {message.state}, not {expect}")
             # at an address several calls share, the form read decides the call (mailbot.routing)
             call = self.settings.call_by_id(submission.routed_call or message.call_id or self.settings.call[0].id)
-            self.store.lock_call(session, call.id)
+            lock_call(session, call.id)
             if (
                 expect == MessageState.PROCESSING
                 and self.store.concurrent
-                and self.store.earlier_undecided(session, call.id, message.arrival, pk)
+                and self.store.to_decide.earlier_undecided(session, call.id, message.arrival, pk)
             ):
                 # decisions depend on the ones before them: another worker's earlier message goes first
                 raise Deferred(f"{message.message_key} waits for an earlier message of {call.id}")
@@ -440,27 +400,27 @@ class Processor:
                 **person_columns(decision, submission),
             }
             if (decision.outcome in APPLICATION_OUTCOMES or decision.outcome == Outcome.LATE) and not held:
-                application_id = self._store_application(session, pk, message.message_key, call, decision, submission)
+                application_id = store_application(session, pk, message.message_key, call.id, decision, submission)
                 if application_id is not None:
                     changes["application_id"] = application_id
             # a first decision has stored nothing yet; a retry keeps what the first one stored
-            if expect == MessageState.PROCESSING or not self._has_attachments(session, pk):
-                self._store_attachments(session, pk, submission)
-            self._record_bounces(session, submission)
+            if expect == MessageState.PROCESSING or not has_attachments(session, pk):
+                store_attachments(session, pk, submission.attachments)
+            record_bounces(session, submission.envelope.bounced_message_ids, ACTOR)
             reference = message.reference  # a retried message keeps the number it was given
             if reference is None and decision.outcome != Outcome.IGNORED:
-                reference = format_reference(call, self.store.next_reference_number(session, call.id))
+                reference = format_reference(call, next_reference_number(session, call.id))
             changes["reference"] = reference
-            session.execute(_UPDATE_MESSAGE, {"row_id": pk, **changes})
+            write_decision(session, pk, changes)
             acknowledged = False
             # a retry that ends where it was has nothing new to tell the applicant
             repeated = expect == MessageState.REVIEW and message.outcome == decision.outcome.value and not confirmed
             if decision.outcome in ANSWERED and not repeated:
                 answered = replace(message, attempts=attempts, reference=reference)
                 acknowledged = self._queue_acknowledgement(session, answered, call, decision, submission, conflict)
-            self.store.add_event(
+            add_event(
                 session,
-                "decided",
+                EventKind.DECIDED,
                 actor,
                 pk,
                 outcome=decision.outcome.value,
@@ -524,90 +484,7 @@ class Processor:
     def _is_ours(self, session: Session, message_id: str) -> bool:
         if is_our_message_id(message_id, self.settings.call):
             return True
-        return session.scalar(_SELECT_OUR_ANSWER, {"message_id": message_id}) is not None
-
-    @staticmethod
-    def _has_attachments(session: Session, pk: int) -> bool:
-        return session.scalar(_SELECT_ANY_ATTACHMENT, {"row_id": pk}) is not None
-
-    @staticmethod
-    def _store_attachments(session: Session, pk: int, submission: Submission) -> None:
-        if submission.attachments:
-            session.execute(
-                insert(ATTACHMENTS),
-                [
-                    {
-                        "message_pk": pk,
-                        "filename": attachment.filename,
-                        "kind": attachment.kind,
-                        "size": attachment.size,
-                        "sha256": attachment.sha256,
-                        "role": attachment.role,
-                    }
-                    for attachment in submission.attachments
-                ],
-            )
-
-    @staticmethod
-    def _store_application(
-        session: Session,
-        pk: int,
-        message_key: str,
-        call: CallSettings,
-        decision: Decision,
-        submission: Submission,
-    ) -> int | None:
-        """The id of the application this message now is the current form of (made if new)."""
-        form = submission.form
-        if form is None or decision.identity is None:
-            return None
-        now = utcnow()
-        values = to_jsonable(form.values())
-        key = decision.application_key or message_key
-        current = {
-            "current_message_pk": pk,
-            "project_title": str(values.get("project_title") or "") or None,
-            "fields": values,
-            "missing": list(decision.missing),
-            "flags": list(decision.flags),
-            "updated_at": now,
-        }
-        known = session.execute(_SELECT_APPLICATION, {"key": key}).one_or_none()
-        if known is not None:
-            status = _application_status(decision.outcome, known.status, decision.missing)
-            session.execute(_UPDATE_APPLICATION, {"row_id": known.id, "status": status, **current})
-            return int(known.id)
-        identity = as_stored(decision.identity)
-        applicant = find_applicant(session, call.id, identity)
-        person = {
-            "name": str(values.get("applicant_name") or (applicant.name if applicant else "") or "")[:500] or None,
-            "name_key": identity.name_key or (applicant.name_key if applicant else None),
-            "institution_key": identity.institution_key or (applicant.institution_key if applicant else None),
-            "email": identity.email or (applicant.email if applicant else None),
-            "phone": identity.phone or (applicant.phone if applicant else None),
-        }
-        if applicant is None:
-            applicant_id = session.execute(_INSERT_APPLICANT, {"call_id": call.id, **person}).scalar_one()
-        else:
-            applicant_id = applicant.id
-            if any(person[column] != getattr(applicant, column) for column in person):
-                session.execute(_UPDATE_APPLICANT, {"row_id": applicant_id, **person})
-        created = {
-            "call_id": call.id,
-            "application_key": key,
-            "applicant_id": applicant_id,
-            "created_at": now,
-            "duplicate_of_key": decision.duplicate_of,
-            "status": _application_status(decision.outcome, None),
-        }
-        return int(session.execute(_INSERT_APPLICATION, {**created, **current}).scalar_one())
-
-    def _record_bounces(self, session: Session, submission: Submission) -> None:
-        for bounced_id in submission.envelope.bounced_message_ids:
-            mail = session.scalar(select(OutboxMail).where(OutboxMail.message_id == bounced_id))
-            if mail is not None and mail.bounced_at is None:
-                mail.bounced_at = utcnow()
-                self.store.add_event(session, "bounced", ACTOR, mail.message_pk, message_id=bounced_id)
+        return is_our_answer(session, message_id)
 
     def _queue_acknowledgement(
         self,
@@ -630,7 +507,7 @@ class Processor:
         message_id = make_message_id(call, message.reference, f"{message.id}.{message.attempts}.{message.sha256}")
         suppressed = answer.why_not or self._suppression(session, recipient, call, now)
         if valid_address(recipient) is None:
-            self.store.add_event(session, "not-answered", ACTOR, message.id, why=suppressed or "no usable address")
+            add_event(session, EventKind.NOT_ANSWERED, ACTOR, message.id, why=suppressed or "no usable address")
             log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
             return False
         if conflict is not None:
@@ -679,7 +556,7 @@ class Processor:
 
     def answer_again(self, session: Session, pk: int, decision: Decision, submission: Submission) -> bool:
         """Queue a new acknowledgement of ``pk`` (an admin corrected its fields and asked to tell the applicant)."""
-        message = MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": pk}).one())
+        message = message_facts(session, pk)
         call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
         return self._queue_acknowledgement(session, message, call, decision, submission)
 
@@ -861,7 +738,7 @@ class Processor:
         since = now - timedelta(days=1)
         if alerted_since(session, hit.name, call.id, since):
             return
-        self.store.add_event(session, LIMIT_EVENT, ACTOR, None, limit=hit.name, call=call.id, why=hit.why)
+        add_event(session, EventKind.ANSWER_LIMIT, ACTOR, None, limit=hit.name, call=call.id, why=hit.why)
         log.error("automatic answers paused: %s", hit.why)
         for address in coordinator_addresses(call):
             message_id = make_message_id(call, None, f"limit.{hit.name}.{now.isoformat()}.{address}")
@@ -885,7 +762,7 @@ class Processor:
             message.error = detail[-20000:]
             message.claimed_by = None
             message.decided_at = utcnow()
-            self.store.add_event(session, "failed", ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
+            add_event(session, EventKind.FAILED, ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
             original = self.store.archive.path_for(message.sha256)
             self.review.add(
                 message,
@@ -899,182 +776,3 @@ class Processor:
             return Processed(
                 pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False, in_review=True
             )
-
-
-def _application_status(outcome: Outcome, previous: str | None, missing: tuple[str, ...] = ()) -> str:
-    """The status of an application after ``outcome``: a revision is judged on its own form."""
-    if outcome == Outcome.REVISION:
-        if previous in (None, Outcome.ACCEPTED.value, Outcome.INCOMPLETE.value):
-            return (Outcome.INCOMPLETE if missing else Outcome.ACCEPTED).value
-        return previous  # late or duplicate stays what it was
-    return outcome.value
-
-
-def person_columns(decision: Decision, submission: Submission) -> dict[str, Any]:
-    """Who the form names and what it is, in the message's columns that the rules search by."""
-    form = submission.form
-    identity = as_stored(decision.identity) if decision.identity else None
-    title = form.value("project_title") if form else None
-    return {
-        "form_sha256": form.sha256 if form else None,
-        "project_title": title if isinstance(title, str) else None,
-        "person_email": identity.email if identity else None,
-        "person_phone": identity.phone if identity else None,
-        "person_name_key": identity.name_key if identity else None,
-        "person_institution_key": identity.institution_key if identity else None,
-    }
-
-
-def decision_record(decision: Decision) -> dict[str, Any]:
-    record: dict[str, Any] = to_jsonable(decision)
-    record["outcome"] = decision.outcome.value
-    return record
-
-
-def reference_of(session: Session, message_key: str | None) -> str | None:
-    if message_key is None:
-        return None
-    return session.scalar(_SELECT_REFERENCE, {"key": message_key})
-
-
-@cache
-def _applicants_query(email: bool, phone: bool, name: bool) -> Select[Any]:
-    """A call's applicants sharing any of the given clues (built once for each set of clues)."""
-    clues = [
-        column == bindparam(column.key)
-        for column, given in ((APPLICANTS.c.email, email), (APPLICANTS.c.phone, phone), (APPLICANTS.c.name_key, name))
-        if given
-    ]
-    return select(APPLICANTS).where(APPLICANTS.c.call_id == bindparam("call_id"), or_(*clues))
-
-
-def find_applicant(session: Session, call_id: str, identity: Identity) -> Row[Any] | None:
-    """The applicant row of this call that ``identity`` is the same person as, if any."""
-    if not (identity.email or identity.phone or identity.name_key):
-        return None
-    query = _applicants_query(bool(identity.email), bool(identity.phone), bool(identity.name_key))
-    clues = {"call_id": call_id, "email": identity.email, "phone": identity.phone, "name_key": identity.name_key}
-    for applicant in session.execute(query, clues):
-        known = Identity(applicant.email, applicant.phone, applicant.name_key, applicant.institution_key)
-        if same_person(known, identity):
-            return applicant
-    return None
-
-
-@cache
-def _clue_matches_query(email: bool, phone: bool, form: bool, name_and_place: bool, named: bool) -> CompoundSelect[Any]:
-    """Messages of a call sharing any of the given clues with a form (built once for each set of clues).
-
-    One SELECT per clue, each with the call alone beside it, so that each is answered from the
-    index of its clue: written as one OR, or with the arrival beside it, SQLite read every earlier
-    message of the call instead, and deciding slowed down as the call filled up.
-    """
-    # the rules' own conditions (identity.match_reason), so a contact shared by many forms (a
-    # secretary's phone, a placeholder number) does not bring every form naming someone else
-    same_name_or_unnamed = (
-        or_(MESSAGES.c.person_name_key == bindparam("name_key"), MESSAGES.c.person_name_key.is_(None))
-        if named
-        else true()
-    )
-    clues = [
-        and_(column == bindparam(key), same_name_or_unnamed)
-        for column, key, given in (
-            (MESSAGES.c.person_email, "email", email),
-            (MESSAGES.c.person_phone, "phone", phone),
-        )
-        if given
-    ]
-    if form:
-        clues.append(MESSAGES.c.form_sha256 == bindparam("form_sha256"))
-    if name_and_place:
-        # a name matches only at the same institution: namesakes elsewhere are not even candidates
-        clues.append(
-            and_(
-                MESSAGES.c.person_name_key == bindparam("name_key"),
-                MESSAGES.c.person_institution_key == bindparam("institution_key"),
-            )
-        )
-    return union(
-        *(
-            select(MESSAGES.c.id, MESSAGES.c.outcome, MESSAGES.c.arrival, MESSAGES.c.application_id).where(
-                MESSAGES.c.call_id == bindparam("call_id"), clue
-            )
-            for clue in clues
-        )
-    )
-
-
-_SELECT_PRIORS = (
-    select(
-        MESSAGES.c.id,
-        MESSAGES.c.message_key,
-        MESSAGES.c.arrival,
-        MESSAGES.c.outcome,
-        MESSAGES.c.person_email,
-        MESSAGES.c.person_phone,
-        MESSAGES.c.person_name_key,
-        MESSAGES.c.person_institution_key,
-        MESSAGES.c.project_title,
-        MESSAGES.c.form_sha256,
-        APPLICATIONS.c.application_key,
-        MESSAGES.c.reference,
-    )
-    .join(APPLICATIONS, MESSAGES.c.application_id == APPLICATIONS.c.id)
-    .where(MESSAGES.c.application_id.in_(bindparam("applications", expanding=True)))
-    .order_by(MESSAGES.c.arrival, MESSAGES.c.id)
-)
-
-
-def load_priors(
-    session: Session, call_id: str, before: datetime, exclude_pk: int, probe: Identity | None, form_sha256: str | None
-) -> list[PriorApplication]:
-    """Earlier readable forms of this call that could be the same person's, as the rules see them.
-
-    Only messages sharing an email or a phone (under the same or no name), name and institution,
-    or the very file with ``probe`` can match (the rules need one of them), so those are found by
-    index; every message of their applications comes along, since the rules look at them whole.
-    """
-    if probe is None:
-        return []
-    name_and_place = bool(probe.name_key and probe.institution_key)
-    if not (probe.email or probe.phone or form_sha256 or name_and_place):
-        return []
-    clue_matches = _clue_matches_query(
-        bool(probe.email), bool(probe.phone), bool(form_sha256), name_and_place, bool(probe.name_key)
-    )
-    clues = {
-        "call_id": call_id,
-        "email": probe.email,
-        "phone": probe.phone,
-        "form_sha256": form_sha256,
-        "name_key": probe.name_key,
-        "institution_key": probe.institution_key,
-    }
-    # which of the few rows found count (earlier, readable, not this message) is checked here
-    counted = {o.value for o in APPLICATION_OUTCOMES}
-
-    def counts(pk: int, outcome: str | None, arrival: datetime) -> bool:
-        return pk != exclude_pk and outcome in counted and arrival <= before
-
-    applications = {
-        row.application_id
-        for row in session.execute(clue_matches, clues)
-        if row.application_id is not None and counts(row.id, row.outcome, row.arrival)
-    }
-    if not applications:
-        return []
-    found = session.execute(_SELECT_PRIORS, {"applications": sorted(applications)})
-    return [
-        PriorApplication(
-            message_key=row.message_key,
-            arrival=row.arrival,
-            outcome=Outcome(str(row.outcome)),
-            identity=Identity(row.person_email, row.person_phone, row.person_name_key, row.person_institution_key),
-            project_title=row.project_title,
-            form_sha256=row.form_sha256,
-            application_key=row.application_key,
-            reference=row.reference,
-        )
-        for row in found
-        if counts(row.id, row.outcome, row.arrival)
-    ]

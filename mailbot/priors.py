@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from mailbot.decide import APPLICATION_OUTCOMES, Outcome, PriorApplication
+from mailbot.decision import APPLICATION_OUTCOMES, Outcome, PriorApplication
 from mailbot.identity import Identity
 from storage.earlier_forms import earlier_forms
 

@@ -26,13 +26,16 @@ from mailbot.clock import utcnow
 from mailbot.config import Settings
 from mailbot.decide import decide
 from mailbot.decision import ANSWERED, Decision
+from mailbot.decision_rows import as_stored
 from mailbot.guard import IDENTITY_CONFLICT
 from mailbot.identity import identity_of
-from mailbot.pipeline import Processed, as_stored, load_priors
+from mailbot.pipeline import Processed
+from mailbot.priors import load_priors
 from parsers import read_message
 from parsers.model import FieldValue, FormReading, Location, Submission, to_jsonable
 from parsers.spec import FormSpec
 from parsers.values import normalise
+from storage.events import EventKind, add_event
 from storage.models import Application, Event, Message, MessageState
 from templates import TemplateSet, local_time
 
@@ -221,7 +224,7 @@ def _note_admin_action(desk: ReviewDesk, pk: int, action: str, result: Processed
     """Record who retried or resolved an item, and mark its folder closed if it left the queue."""
     with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, pk)
-        desk.store.add_event(session, f"queue-{action}", actor, pk, outcome=result.outcome, reference=result.reference)
+        add_event(session, EventKind(f"queue-{action}"), actor, pk, outcome=result.outcome, reference=result.reference)
         if message.state != MessageState.REVIEW:
             desk.review.mark_closed(message, result.outcome, actor)
 
@@ -403,7 +406,7 @@ def resolve_item(
 def carry_out_resolve(desk: ReviewDesk, plan: Plan, actor: str) -> Processed:
     result = desk.processor.reprocess(plan.pk, plan.submission, actor=actor)
     with desk.store.sessions() as session, session.begin():
-        desk.store.add_event(session, "queue-resolved", actor, plan.pk, outcome=result.outcome, fields=plan.typed)
+        add_event(session, EventKind.QUEUE_RESOLVED, actor, plan.pk, outcome=result.outcome, fields=plan.typed)
         message = session.get_one(Message, plan.pk)
         if message.state != MessageState.REVIEW:
             desk.review.mark_closed(message, result.outcome, actor)
@@ -434,8 +437,8 @@ def carry_out_correction(desk: ReviewDesk, plan: Plan, actor: str) -> str:
         changed = {
             name: [before.get(name), values.get(name)] for name in values if before.get(name) != values.get(name)
         }
-        desk.store.add_event(
-            session, "queue-corrected", actor, plan.pk, fields=plan.typed, changed=changed, answered=plan.answer
+        add_event(
+            session, EventKind.QUEUE_CORRECTED, actor, plan.pk, fields=plan.typed, changed=changed, answered=plan.answer
         )
         if plan.answer:
             message.attempts += 1  # a new answer needs its own Message-ID
@@ -457,7 +460,7 @@ def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str
         decision = dict(message.decision or {})
         decision.update(rule="rejected-by-admin", explanation=f"closed by {actor}: {reason}")
         message.decision = decision
-        desk.store.add_event(session, "queue-rejected", actor, pk, reason=reason, notify=notify)
+        add_event(session, EventKind.QUEUE_REJECTED, actor, pk, reason=reason, notify=notify)
         told = notify and desk.processor.queue_notice(session, message, reason)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
     desk.review.mark_closed(message, f"rejected: {reason}", actor)

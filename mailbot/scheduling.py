@@ -27,8 +27,8 @@ from apscheduler.triggers.cron import CronTrigger
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
 from mailbot.digest import coordinator_addresses, queue_digest
+from storage import Storage
 from storage.models import DigestRun
-from storage.store import Store
 from templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class DigestScheduler:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Storage,
         templates: TemplateSet,
         on_queued: Callable[[], None],
         clock: Callable[[], datetime] = utcnow,

@@ -28,10 +28,11 @@ from mailbot.config import ConfigError, Settings
 from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
 from mailbot.metrics import StageTimings
 from mailbot.oauth import Credential, Credentials, TokenRefused, record_token_states
+from storage import Storage
 from storage.db import transaction
+from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
-from storage.models import OUTBOX, SEND_RECOVERED, OutboxMail, OutboxState, SendVerdict
-from storage.store import Store
+from storage.models import OUTBOX, OutboxMail, OutboxState, SendVerdict
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class Sender:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Storage,
         worker: str,
         timings: StageTimings | None = None,
         credentials: Credentials | None = None,
@@ -351,7 +352,7 @@ class Sender:
         keep = False
         try:
             while limit is None or len(results) < limit:
-                ids = self.store.claim_outbox(self.worker, 20 if limit is None else min(20, limit - len(results)))
+                ids = self.store.to_send.claim(self.worker, 20 if limit is None else min(20, limit - len(results)))
                 if not ids:
                     break
                 results.extend(self._deliver_claimed(transport, folders, ids))
@@ -432,7 +433,7 @@ class Sender:
     ) -> SendResult | Accepted | None:
         """Send one claimed answer: Accepted by the server, a failure recorded, or None if taken over."""
         # only another worker can take an answer over, and only on a database several share
-        if self.store.concurrent and not self.store.start_conversation(outbox_id, self.worker):
+        if self.store.concurrent and not self.store.to_send.start_conversation(outbox_id, self.worker):
             log.warning("answer %d was taken over by another worker: not sending it", outbox_id)
             return None
         message_id, attempts = answer.message_id, answer.attempts
@@ -495,7 +496,7 @@ class Sender:
         the database was away are recorded as sent (rather than left for a recovery that could
         only presume it).
         """
-        settled = self.store.release_outbox_claims_of(self.worker, self._ends_not_sent)
+        settled = self.store.to_send.release_claims_of(self.worker, self._ends_not_sent)
         self._ends_not_sent.clear()
         for outbox_id, reply in list(self._accepted_unrecorded.items()):
             self._finish(outbox_id, OutboxState.SENT, reply)
@@ -528,9 +529,9 @@ class Sender:
         if next_attempt is not None:
             changes["next_attempt_at"] = next_attempt
         message_pk, message_id = session.execute(_RECORD_OUTCOME, {"row_id": outbox_id, **changes}).one()
-        self.store.add_event(
+        add_event(
             session,
-            f"outbox-{state}",
+            EventKind.of_outbox_state(state),
             ACTOR,
             message_pk,
             outbox_id=outbox_id,
@@ -622,7 +623,7 @@ class Sender:
         the event log says it was presumed.
         """
         stale = None if not self.store.concurrent else timedelta(seconds=self.settings.smtp.timeout_s * 3)
-        for outbox_id, state in self.store.interrupted_sends(stale):
+        for outbox_id, state in self.store.to_send.interrupted_sends(stale):
             verdict = self._verdict(outbox_id, state)
             if verdict is None:
                 continue  # ask the Sent folder again next time rather than risk a second copy
@@ -642,8 +643,13 @@ class Sender:
                         if verdict == SendVerdict.FOUND
                         else "presumed delivered: interrupted while the server took the end of the message"
                     )
-                self.store.add_event(
-                    session, SEND_RECOVERED, ACTOR, mail.message_pk, outbox_id=outbox_id, verdict=verdict.value
+                add_event(
+                    session,
+                    EventKind.OUTBOX_RECOVERED,
+                    ACTOR,
+                    mail.message_pk,
+                    outbox_id=outbox_id,
+                    verdict=verdict.value,
                 )
                 failpoint("outbox.recover")
             log.info("interrupted send %s (%s): %s", outbox_id, state, verdict)

@@ -36,10 +36,11 @@ from mailbot.digest import (
 )
 from mailbot.embedded import SmtpSink
 from mailbot.scheduling import MISFIRE_GRACE, DigestScheduler
+from storage import Storage
 from storage.archive import RawArchive
 from storage.db import make_engine, transaction, upgrade
+from storage.events import EventKind
 from storage.models import (
-    SEND_RECOVERED,
     Applicant,
     Application,
     DigestRun,
@@ -50,7 +51,6 @@ from storage.models import (
     OutboxState,
     SendVerdict,
 )
-from storage.store import Store
 from templates import TemplateSet
 
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -75,10 +75,10 @@ def make_settings(data_dir: Path, database_url: str | None = None, **sections: d
     return parse_settings(raw, "digest test configuration")
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: Settings) -> Storage:
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    return Store(engine, RawArchive(settings.archive_dir))
+    return Storage(engine, RawArchive(settings.archive_dir))
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
+def store(settings: Settings) -> Iterator[Storage]:
     created = make_store(settings)
     yield created
     created.engine.dispose()
@@ -214,7 +214,7 @@ def form(name: str, institution: str, title: str, topic: str | None, **more: Any
     }
 
 
-def populate(store: Store, previous_digest: bool = True) -> None:
+def populate(store: Storage, previous_digest: bool = True) -> None:
     """The smp call on the morning of 2 September 2024; the last digest went out on 1 September."""
     with transaction(store.sessions) as session:
         world = World(session)
@@ -269,19 +269,25 @@ def populate(store: Store, previous_digest: bool = True) -> None:
             session.flush()
             detail = {"outbox_id": mail.id, "verdict": verdict.value}
             session.add(
-                Event(at=bj(9, 1, 11), kind=SEND_RECOVERED, actor="sender", message_pk=message.id, detail=detail)
+                Event(
+                    at=bj(9, 1, 11),
+                    kind=EventKind.OUTBOX_RECOVERED,
+                    actor="sender",
+                    message_pk=message.id,
+                    detail=detail,
+                )
             )
         if previous_digest:
             session.add(DigestRun(call_id=CALL, day=date(2024, 9, 1), created_at=LAST_DIGEST, late=False))
 
 
 @pytest.fixture
-def populated(store: Store) -> Store:
+def populated(store: Storage) -> Storage:
     populate(store)
     return store
 
 
-def digest_of(store: Store, settings: Settings, now: datetime = NOW, day: date = DAY, late: bool = False) -> Any:
+def digest_of(store: Storage, settings: Settings, now: datetime = NOW, day: date = DAY, late: bool = False) -> Any:
     with store.sessions() as session:
         return build_digest(session, settings, settings.call_by_id(CALL), day, now, late=late)
 
@@ -289,7 +295,7 @@ def digest_of(store: Store, settings: Settings, now: datetime = NOW, day: date =
 # ---------------------------------------------------------------------------------------------- content
 
 
-def test_digest_counts_by_outcome_in_total_and_since_the_last_digest(populated: Store, settings: Settings) -> None:
+def test_digest_counts_by_outcome_in_total_and_since_the_last_digest(populated: Storage, settings: Settings) -> None:
     data = digest_of(populated, settings)
     assert data.since == LAST_DIGEST
     assert data.totals == {
@@ -317,7 +323,7 @@ def test_digest_counts_by_outcome_in_total_and_since_the_last_digest(populated: 
     assert (data.total_count, data.new_count, data.applications) == (12, 7, 5)
 
 
-def test_digest_charts_topics_and_institutions_of_current_applications(populated: Store, settings: Settings) -> None:
+def test_digest_charts_topics_and_institutions_of_current_applications(populated: Storage, settings: Settings) -> None:
     data = digest_of(populated, settings)
     by_direction = {group.direction.label: group for group in data.directions}
     assert len(by_direction) == 10  # the nine directions of the call and the unknown topic
@@ -337,7 +343,7 @@ def test_digest_charts_topics_and_institutions_of_current_applications(populated
     ]
 
 
-def test_digest_lists_new_submissions_and_what_needs_a_person(populated: Store, settings: Settings) -> None:
+def test_digest_lists_new_submissions_and_what_needs_a_person(populated: Storage, settings: Settings) -> None:
     data = digest_of(populated, settings)
     assert [(s.reference, s.outcome, s.applicant, s.institution, s.topic) for s in data.submissions] == [
         ("SMP24-0005", "accepted", "王芳", "清华", "3.2 自动评测与作文批改"),
@@ -381,7 +387,7 @@ def test_digest_lists_new_submissions_and_what_needs_a_person(populated: Store, 
     assert data.attention_count == 8
 
 
-def test_first_digest_counts_everything_as_new(store: Store, settings: Settings) -> None:
+def test_first_digest_counts_everything_as_new(store: Storage, settings: Settings) -> None:
     populate(store, previous_digest=False)
     data = digest_of(store, settings)
     assert data.since is None
@@ -389,7 +395,7 @@ def test_first_digest_counts_everything_as_new(store: Store, settings: Settings)
     assert all(problem.new for problem in data.ack_problems)
 
 
-def test_countdown_until_the_deadline_then_closed(populated: Store, settings: Settings) -> None:
+def test_countdown_until_the_deadline_then_closed(populated: Storage, settings: Settings) -> None:
     before = digest_of(populated, settings)
     assert before.countdown.remaining == timedelta(days=6, hours=16)
     assert not before.countdown.closed
@@ -411,7 +417,7 @@ def test_opening_lines_stop_at_the_quoted_message() -> None:
 
 
 def test_rendered_digest_names_everything_chinese_first_and_escapes_submitted_text(
-    populated: Store, settings: Settings
+    populated: Storage, settings: Settings
 ) -> None:
     data = digest_of(populated, settings, late=True)
     subject, text, html = render_digest(data, TemplateSet())
@@ -443,7 +449,7 @@ def test_rendered_digest_names_everything_chinese_first_and_escapes_submitted_te
     assert "2 天 22 小时" in text
 
 
-def test_on_time_digest_does_not_say_it_is_late(populated: Store, settings: Settings) -> None:
+def test_on_time_digest_does_not_say_it_is_late(populated: Storage, settings: Settings) -> None:
     subject, text, html = render_digest(digest_of(populated, settings), TemplateSet())
     assert "补发" not in subject + text + html
     assert "late" not in subject
@@ -462,7 +468,7 @@ def workbook_of(mail: EmailMessage) -> tuple[str, openpyxl.Workbook]:
     return attachment.get_filename() or "", openpyxl.load_workbook(io.BytesIO(payload))
 
 
-def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: Store, settings: Settings) -> None:
+def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: Storage, settings: Settings) -> None:
     from mailbot.export import to_xlsx
 
     call = settings.call_by_id(CALL)
@@ -507,14 +513,14 @@ def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: S
 # ---------------------------------------------------------------------------------------------- once a day
 
 
-def digest_rows(store: Store) -> tuple[int, int]:
+def digest_rows(store: Storage) -> tuple[int, int]:
     with store.sessions() as session:
         runs = session.scalar(select(func.count()).select_from(DigestRun).where(DigestRun.day == DAY))
         mails = session.scalar(select(func.count()).select_from(OutboxMail).where(OutboxMail.kind == "digest"))
         return int(runs or 0), int(mails or 0)
 
 
-def test_queue_digest_once_per_call_and_day_across_a_restart(populated: Store, settings: Settings) -> None:
+def test_queue_digest_once_per_call_and_day_across_a_restart(populated: Storage, settings: Settings) -> None:
     call = settings.call_by_id(CALL)
     first = queue_digest(populated, settings, call, DAY, NOW, late=False)
     assert first is not None
@@ -557,7 +563,7 @@ def test_two_workers_on_one_postgres_database_queue_one_digest(tmp_path: Path, p
     results: list[int | None] = []
     errors: list[BaseException] = []
 
-    def worker(store: Store) -> None:
+    def worker(store: Storage) -> None:
         try:
             start.wait(timeout=10)
             results.append(queue_digest(store, settings, call, DAY, NOW, late=False))
@@ -576,12 +582,12 @@ def test_two_workers_on_one_postgres_database_queue_one_digest(tmp_path: Path, p
         store.engine.dispose()
 
 
-def scheduler_for(settings: Settings, store: Store) -> tuple[DigestScheduler, list[bool]]:
+def scheduler_for(settings: Settings, store: Storage) -> tuple[DigestScheduler, list[bool]]:
     woken: list[bool] = []
     return DigestScheduler(settings, store, TemplateSet(), lambda: woken.append(True)), woken
 
 
-def test_missed_digest_is_caught_up_at_start_and_says_it_is_late(populated: Store, settings: Settings) -> None:
+def test_missed_digest_is_caught_up_at_start_and_says_it_is_late(populated: Storage, settings: Settings) -> None:
     scheduler, woken = scheduler_for(settings, populated)
     assert scheduler.catch_up(bj(9, 2, 7, 59)) == []  # before the digest time: the cron job will do it
     assert digest_rows(populated) == (0, 0)
@@ -602,7 +608,7 @@ def test_missed_digest_is_caught_up_at_start_and_says_it_is_late(populated: Stor
     assert digest_rows(populated) == (1, 1)
 
 
-def test_no_scheduled_digest_outside_the_calls_season(populated: Store, settings: Settings) -> None:
+def test_no_scheduled_digest_outside_the_calls_season(populated: Storage, settings: Settings) -> None:
     scheduler, _ = scheduler_for(settings, populated)
     call = settings.call_by_id(CALL)
     assert scheduler.in_season(call, date(2024, 8, 1)) and scheduler.in_season(call, date(2024, 9, 23))
@@ -612,7 +618,7 @@ def test_no_scheduled_digest_outside_the_calls_season(populated: Store, settings
 
 
 def test_scheduled_run_covers_the_latest_due_day_and_knows_when_it_is_late(
-    populated: Store, settings: Settings
+    populated: Storage, settings: Settings
 ) -> None:
     clock = [bj(9, 3, 7)]  # woke after a long sleep, before 3 September's digest time
     scheduler = DigestScheduler(settings, populated, TemplateSet(), lambda: None, clock=lambda: clock[0])
@@ -659,7 +665,7 @@ def test_cron_job_fires_at_the_digest_time(tmp_path: Path) -> None:
 
 
 def test_missed_and_failed_jobs_are_logged(
-    populated: Store, settings: Settings, caplog: pytest.LogCaptureFixture
+    populated: Storage, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     scheduler, _ = scheduler_for(settings, populated)
     with caplog.at_level(logging.ERROR, logger="mailbot.scheduling"):
@@ -677,7 +683,7 @@ def parse_digest_args(argv: list[str]) -> argparse.Namespace:
 
 
 def test_cli_preview_renders_without_queueing(
-    populated: Store, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    populated: Storage, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "preview.html"
     assert (
@@ -689,7 +695,7 @@ def test_cli_preview_renders_without_queueing(
     assert digest_rows(populated) == (0, 0)
 
 
-def test_cli_send_queues_and_delivers(populated: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+def test_cli_send_queues_and_delivers(populated: Storage, tmp_path: Path, smtp_sink: SmtpSink) -> None:
     settings = make_settings(tmp_path / "data", smtp={"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"})
     args = parse_digest_args(["--call", CALL, "--date", "2024-09-02", "--send"])
     assert cmd_digest(args, settings) == 0
@@ -730,7 +736,7 @@ def test_the_loser_of_a_race_leaves_nothing_behind(tmp_path: Path, postgres_url:
 
 
 def test_long_lists_are_cut_and_point_to_the_workbook(
-    populated: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    populated: Storage, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("mailbot.digest.LIST_LIMIT", 3)
     _subject, text, html = render_digest(digest_of(populated, settings), TemplateSet())

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mailbot.config import Settings
 from mailbot.digest import render_digest
-from storage.store import Store
+from storage import Storage
 from templates import TemplateSet
 from tests.support.chromium import chromium_binary, run_chromium
 from tests.test_digest import digest_of, make_settings, make_store, populate
@@ -30,7 +30,7 @@ def chromium(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def digest_html(tmp_path: Path) -> tuple[Path, Settings]:
     settings = make_settings(tmp_path / "data")
-    store: Store = make_store(settings)
+    store: Storage = make_store(settings)
     populate(store)
     _subject, _text, html = render_digest(digest_of(store, settings, late=True), TemplateSet())
     store.engine.dispose()

@@ -9,14 +9,14 @@ from sqlalchemy import select
 
 from mailbot.config import Settings
 from mailbot.digest import cmd_digest
+from storage import Storage
 from storage.db import transaction
 from storage.models import Application, Event, Message
-from storage.store import Store
 from tests.test_digest import CALL, bj, digest_of, parse_digest_args, populate, settings, store  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def populated(store: Store) -> Store:  # noqa: F811
+def populated(store: Storage) -> Storage:  # noqa: F811
     populate(store)
     return store
 
@@ -28,7 +28,7 @@ def preview(settings: Settings, day: str, target: Path, capsys: pytest.CaptureFi
 
 
 def test_a_digest_of_an_earlier_day_shows_the_call_as_it_stood_then(
-    populated: Store,
+    populated: Storage,
     settings: Settings,  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -54,7 +54,7 @@ def test_a_digest_of_an_earlier_day_shows_the_call_as_it_stood_then(
 
 
 def test_an_item_resolved_later_was_still_waiting_on_that_day(
-    populated: Store,
+    populated: Storage,
     settings: Settings,  # noqa: F811
 ) -> None:
     with transaction(populated.sessions) as session:
@@ -76,7 +76,7 @@ def test_an_item_resolved_later_was_still_waiting_on_that_day(
 
 
 def test_a_duplicate_is_a_second_project_of_the_same_person(
-    populated: Store,
+    populated: Storage,
     settings: Settings,  # noqa: F811
 ) -> None:
     with transaction(populated.sessions) as session:

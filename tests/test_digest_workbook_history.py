@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 from mailbot.clock import utcnow
 from mailbot.digest import cmd_digest
 from mailbot.embedded import SmtpSink
+from storage import Storage
 from storage.db import transaction
 from storage.models import Application, DigestRun, Event, Message, OutboxMail, OutboxState
-from storage.store import Store
 from tests.test_digest import (  # noqa: F401 - fixtures
     CALL,
     World,
@@ -32,7 +32,7 @@ from tests.test_exports import sheet_rows
 from tests.test_faults import ScriptedHandler, ScriptedSink
 
 
-def add_later_history(target: Store) -> None:
+def add_later_history(target: Storage) -> None:
     """Two changes after 31 August on top of :func:`populate`: a form completed later, an item resolved later."""
     with transaction(target.sessions) as session:
         world = World(session)
@@ -65,7 +65,7 @@ def naive_beijing(moment: datetime) -> datetime:
     return moment.replace(tzinfo=None)
 
 
-def test_a_past_days_digest_attaches_that_days_workbook(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:  # noqa: F811
+def test_a_past_days_digest_attaches_that_days_workbook(store: Storage, tmp_path: Path, smtp_sink: SmtpSink) -> None:  # noqa: F811
     populate(store)
     add_later_history(store)
     with store.sessions() as session:
@@ -120,7 +120,7 @@ def test_a_past_days_digest_attaches_that_days_workbook(store: Store, tmp_path: 
 
 @pytest.mark.parametrize("day", ["2024-09-03"])
 def test_todays_workbook_is_still_the_call_as_it_is(
-    store: Store,  # noqa: F811
+    store: Storage,  # noqa: F811
     tmp_path: Path,
     smtp_sink: SmtpSink,
     day: str,
@@ -146,7 +146,7 @@ def test_todays_workbook_is_still_the_call_as_it_is(
     assert "SMP24-0012" in outcomes
 
 
-def test_a_past_days_digest_refused_for_now_is_tried_again(store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_a_past_days_digest_refused_for_now_is_tried_again(store: Storage, tmp_path: Path) -> None:  # noqa: F811
     """Its retry window starts when it is queued: dated at the end of D, it would be given up at once."""
     populate(store)
     handler = ScriptedHandler(data_replies=["451 4.3.0 Local error, try again"])

@@ -26,9 +26,9 @@ from mailbot.app import Bot
 from mailbot.config import example_config_text, parse_settings
 from mailbot.decide import decide, envelope_verdict
 from mailbot.decision import CallRules, Outcome
+from mailbot.decision_rows import decision_record, person_columns
 from mailbot.demo import local_config
 from mailbot.importer import import_one
-from mailbot.pipeline import decision_record, person_columns
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
 from parsers.headers import read_headers
 from parsers.limits import Limits

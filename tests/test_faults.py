@@ -179,7 +179,7 @@ def test_uidvalidity_change_processes_nothing_twice(
     settings = settings_for(tmp_path, make_config(tmp_path, dovecot, smtp_sink, database_url))
     with Bot(settings, inline=True) as bot:
         assert bot.run_once().errors == []
-        old_validity = bot.store.cursor("smp", "INBOX")[0]
+        old_validity = bot.store.intake.cursor("smp", "INBOX")[0]
 
     assert isinstance(dovecot.server, DovecotServer)
     dovecot.server.reset_uidvalidity(SMP_BOX)
@@ -190,7 +190,7 @@ def test_uidvalidity_change_processes_nothing_twice(
         assert summary.errors == []
         (smp,) = [p for p in summary.polled if p.mailbox == "smp"]
         assert smp.uidvalidity_changed and (smp.new, smp.known) == (1, 2)
-        assert bot.store.cursor("smp", "INBOX")[0] != old_validity
+        assert bot.store.intake.cursor("smp", "INBOX")[0] != old_validity
         assert records(bot) == Counter(ids_of(truth))
         assert len(summary.processed) == 1
     assert answers_by_original([m.raw for m in smtp_sink.received]) == Counter(ids_of(truth))
@@ -423,7 +423,7 @@ def decide_and_die_handing_over(bot: Bot) -> None:
     """Fetch and decide the mailbox, then leave its one answer as a worker killed mid-hand-over would."""
     bot.poll_all(RunSummary())
     bot.process()
-    (claimed,) = bot.store.claim_outbox("a worker that then died", 1)
+    (claimed,) = bot.store.to_send.claim("a worker that then died", 1)
     with bot.store.sessions() as session, session.begin():
         session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
 

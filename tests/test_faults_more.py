@@ -46,8 +46,9 @@ from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.ops import status_report
 from mailbot.sender import Sender
 from parsers import extract_parts
+from storage import Storage
+from storage.intake_records import Recorded
 from storage.models import Message, MessageState, OutboxMail, OutboxState
-from storage.store import Recorded, Store
 from tests.conftest import PASSWORD, PASSWORD_ENV, ImapServer, corpus_truth, load_corpus, make_config
 from tests.support.dovecot import DovecotServer
 from tests.support.invariants import ANSWERED_OUTCOMES, answers_by_original, invariant_violations
@@ -120,7 +121,7 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
             proxy.stall(0)
 
         with Bot(settings, inline=True) as bot:
-            record_many = bot.store.record_many
+            record_many = bot.store.intake.record_many
             recorded: list[Recorded] = []
 
             def record_then_restart(*args: Any, **kwargs: Any) -> list[Recorded]:
@@ -133,7 +134,7 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
                 return result
 
             with monkeypatch.context() as patch:
-                patch.setattr(bot.store, "record_many", record_then_restart)
+                patch.setattr(bot.store.intake, "record_many", record_then_restart)
                 first = bot.run_once()
 
             assert restarted.is_set() and server.process is not None and server.process.pid != old_pid
@@ -512,7 +513,7 @@ class AnotherWorkerStepsIn:
     """
 
     settings: Settings
-    store: Store
+    store: Storage
     received: list[bytes] = field(default_factory=list)
 
     async def handle_DATA(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope) -> str:

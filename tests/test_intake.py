@@ -86,19 +86,19 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
         processor.read_ahead_max = 4
         bot.batch_size = 2
         steps: list[tuple[str, int]] = []  # ("read" | "claim", message row), in order
-        start_reading, claim_received = processor.start_reading, store.claim_received
+        start_reading, claim = processor.start_reading, store.to_decide.claim
 
         def recorded_reading(pk: int) -> Future[Submission]:
             steps.append(("read", pk))
             return start_reading(pk)
 
         def recorded_claim(worker: str, limit: int) -> list[int]:
-            claimed = claim_received(worker, limit)
+            claimed = claim(worker, limit)
             steps.extend(("claim", pk) for pk in claimed)
             return claimed
 
         monkeypatch.setattr(processor, "start_reading", recorded_reading)
-        monkeypatch.setattr(store, "claim_received", recorded_claim)
+        monkeypatch.setattr(store.to_decide, "claim", recorded_claim)
         summary = bot.run_once()
     assert summary.errors == []
     assert len(summary.processed) == 6
@@ -186,5 +186,5 @@ def test_a_message_expunged_by_a_person_while_the_bot_fetches_is_logged_and_the_
         assert result.new == 2
         assert _recorded_keys(bot) == sorted(truth[n]["message_id"] for n in (names[0], names[2]))
         assert any("gone" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records), caplog.text
-        assert bot.store.cursor("smp", "INBOX")[1] == 3, "nothing stalls at the vanished UID"
+        assert bot.store.intake.cursor("smp", "INBOX")[1] == 3, "nothing stalls at the vanished UID"
         assert bot.poll_mailbox(box).new == 0

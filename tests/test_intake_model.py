@@ -290,7 +290,7 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
             histories[-1] += 1
             with self.bot.store.sessions() as session:
                 for folder in FOLDERS:
-                    known_validity, last_uid = self.bot.store.cursor(BOX_OF[folder], folder)
+                    known_validity, last_uid = self.bot.store.intake.cursor(BOX_OF[folder], folder)
                     validity, present = self.server.uids(folder)
                     if known_validity != validity:
                         continue

@@ -13,10 +13,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from parsers.headers import header_facts
+from storage import Storage
 from storage.archive import RawArchive, write_atomic
 from storage.db import defer_durability, make_engine, schema_status, upgrade
+from storage.decisions import next_reference_number
+from storage.intake_records import DeliveryRef, Incoming
 from storage.models import Message, MessageState
-from storage.store import DeliveryRef, Incoming, Store
 
 RAW = (
     b"Message-ID: <a1@example.edu.cn>\r\nFrom: =?utf-8?b?5byg5Lyf?= <ZW@Example.edu.cn>\r\nTo: min.gao@aminer.cn\r\n"
@@ -26,10 +28,10 @@ WHEN = datetime(2024, 9, 8, 15, 59, 59, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path, database_url: str) -> Store:
+def store(tmp_path: Path, database_url: str) -> Storage:
     engine = make_engine(database_url)
     upgrade(engine)
-    return Store(engine, RawArchive(tmp_path / "archive"))
+    return Storage(engine, RawArchive(tmp_path / "archive"))
 
 
 def test_archive_is_content_addressed_private_and_atomic(tmp_path: Path) -> None:
@@ -60,63 +62,65 @@ def test_header_facts_decode_names_and_subjects() -> None:
     assert facts.recipients == ("min.gao@aminer.cn",)
 
 
-def test_schema_is_current_after_upgrade(store: Store) -> None:
+def test_schema_is_current_after_upgrade(store: Storage) -> None:
     current, head = schema_status(store.engine)
     assert current == head is not None
 
 
-def test_recording_twice_is_one_message_with_two_deliveries(store: Store) -> None:
-    first = store.record(RAW, WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 1))
-    second = store.record(RAW + b"\r\n", WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 2))
+def test_recording_twice_is_one_message_with_two_deliveries(store: Storage) -> None:
+    first = store.intake.record(RAW, WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 1))
+    second = store.intake.record(
+        RAW + b"\r\n", WHEN, "smp", "smp-zhipu-2024", "imap", DeliveryRef("smp", "INBOX", 7, 2)
+    )
     assert first.new and not second.new and first.message_pk == second.message_pk
-    assert len(store.deliveries_of(first.message_pk)) == 2
-    assert store.cursor("smp", "INBOX") == (None, 0), "only intake, knowing the whole batch, moves the cursor"
+    assert len(store.intake.deliveries_of(first.message_pk)) == 2
+    assert store.intake.cursor("smp", "INBOX") == (None, 0), "only intake, knowing the whole batch, moves the cursor"
     with store.sessions() as session:
         message = session.get_one(Message, first.message_pk)
         assert message.arrival == WHEN and message.arrival.tzinfo is not None
         assert message.state == MessageState.RECEIVED
 
 
-def test_a_fetched_batch_is_recorded_in_order_each_message_once(store: Store) -> None:
+def test_a_fetched_batch_is_recorded_in_order_each_message_once(store: Storage) -> None:
     other = RAW.replace(b"<a1@", b"<b1@")
-    store.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 1))
+    store.intake.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 1))
 
     def found_at(raw: bytes, uid: int) -> Incoming:
         return Incoming(raw, WHEN, "smp-zhipu-2024", DeliveryRef("smp", "INBOX", 7, uid))
 
     # known already; new; the new one again under another UID (one copy per Message-ID); a re-read UID
     batch = [found_at(RAW, 2), found_at(other, 3), found_at(other + b"\r\n", 4), found_at(RAW, 1)]
-    recorded = store.record_many(batch, "smp", "imap", cursor_to=DeliveryRef("smp", "INBOX", 7, 4))
+    recorded = store.intake.record_many(batch, "smp", "imap", cursor_to=DeliveryRef("smp", "INBOX", 7, 4))
     assert [r.new for r in recorded] == [False, True, False, False]
     assert recorded[1].message_pk == recorded[2].message_pk != recorded[0].message_pk == recorded[3].message_pk
-    assert sorted(d.uid for d in store.deliveries_of(recorded[0].message_pk)) == [1, 2]
-    assert sorted(d.uid for d in store.deliveries_of(recorded[1].message_pk)) == [3, 4]
-    assert store.cursor("smp", "INBOX") == (7, 4)
+    assert sorted(d.uid for d in store.intake.deliveries_of(recorded[0].message_pk)) == [1, 2]
+    assert sorted(d.uid for d in store.intake.deliveries_of(recorded[1].message_pk)) == [3, 4]
+    assert store.intake.cursor("smp", "INBOX") == (7, 4)
     with store.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 2
 
 
-def test_uidvalidity_reset_restarts_the_cursor(store: Store) -> None:
-    store.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 5))
-    store.reset_cursor("smp", "INBOX", 8)
-    assert store.cursor("smp", "INBOX") == (8, 0)
+def test_uidvalidity_reset_restarts_the_cursor(store: Storage) -> None:
+    store.intake.record(RAW, WHEN, "smp", None, "imap", DeliveryRef("smp", "INBOX", 7, 5))
+    store.intake.reset_cursor("smp", "INBOX", 8)
+    assert store.intake.cursor("smp", "INBOX") == (8, 0)
 
 
-def test_claims_are_exclusive_and_released(store: Store) -> None:
+def test_claims_are_exclusive_and_released(store: Storage) -> None:
     for n in range(3):
-        store.record(RAW.replace(b"<a1@", f"<a{n + 2}@".encode()), WHEN, "smp", None, "import", None)
-    mine = store.claim_received("w1", 2)
-    theirs = store.claim_received("w2", 5)
+        store.intake.record(RAW.replace(b"<a1@", f"<a{n + 2}@".encode()), WHEN, "smp", None, "import", None)
+    mine = store.to_decide.claim("w1", 2)
+    theirs = store.to_decide.claim("w2", 5)
     assert len(mine) == 2 and len(theirs) == 1 and not set(mine) & set(theirs)
-    assert store.claim_received("w3", 5) == []
-    assert store.release_stale_claims(None) == 3
-    assert len(store.claim_received("w3", 5)) == 3
+    assert store.to_decide.claim("w3", 5) == []
+    assert store.to_decide.release_stale_claims(None) == 3
+    assert len(store.to_decide.claim("w3", 5)) == 3
 
 
-def test_reference_numbers_count_up_per_call(store: Store) -> None:
+def test_reference_numbers_count_up_per_call(store: Storage) -> None:
     with store.sessions() as session, session.begin():
-        numbers = [store.next_reference_number(session, "smp-zhipu-2024") for _ in range(3)]
-        other = store.next_reference_number(session, "caai-ant-2024")
+        numbers = [next_reference_number(session, "smp-zhipu-2024") for _ in range(3)]
+        other = next_reference_number(session, "caai-ant-2024")
     assert numbers == [1, 2, 3] and other == 1
 
 

@@ -24,10 +24,11 @@ from mailbot.decision import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from parsers import read_message
+from storage import Storage
 from storage.archive import RawArchive
 from storage.db import make_engine, schema_status, transaction, upgrade
+from storage.decisions import lock_call, next_reference_number
 from storage.models import Message, MessageState
-from storage.store import Store
 from tests.conftest import ImapServer, corpus_truth, load_corpus, make_config, make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,19 +159,19 @@ def test_on_sqlite_the_only_process_always_holds_the_lease(tmp_path: Path) -> No
 
 @pytest.mark.postgres
 def test_reference_numbers_stay_unique_when_workers_decide_at_once(tmp_path: Path, engines: list[Engine]) -> None:
-    stores = [Store(engine, RawArchive(tmp_path / "archive")) for engine in engines]
+    stores = [Storage(engine, RawArchive(tmp_path / "archive")) for engine in engines]
     per_worker, calls = 12, ("smp-zhipu-2024", "caai-ant-2024")
     start = threading.Barrier(len(stores) * len(calls))
     numbers: dict[str, list[int]] = {call: [] for call in calls}
     errors: list[BaseException] = []
 
-    def decide_repeatedly(store: Store, call_id: str) -> None:
+    def decide_repeatedly(store: Storage, call_id: str) -> None:
         try:
             start.wait(timeout=10)
             for _ in range(per_worker):
                 with transaction(store.sessions) as session:
-                    store.lock_call(session, call_id)
-                    number = store.next_reference_number(session, call_id)
+                    lock_call(session, call_id)
+                    number = next_reference_number(session, call_id)
                     time.sleep(0.002)  # a decision takes a while: give a rival the chance to interleave
                 numbers[call_id].append(number)
         except BaseException as exc:
@@ -405,7 +406,7 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
     settings = make_settings(tmp_path, imap_server, smtp_sink, postgres_url)
     with Bot(settings, inline=True) as first, Bot(settings, inline=True) as second:
         first.poll_all(RunSummary())
-        (earlier,) = first.store.claim_received("first", 1)
+        (earlier,) = first.store.to_decide.claim("first", 1)
 
         assert second.processor.run_pending() == [], "the revision must not be decided before its original"
         with second.store.sessions() as session:

@@ -29,7 +29,8 @@ from mailbot.config import Settings
 from mailbot.review import ReviewQueue
 from storage.archive import RawArchive
 from storage.db import make_engine, session_factory
-from storage.models import SEND_RECOVERED, Event, Message, MessageState, OutboxMail, OutboxState, SendVerdict
+from storage.events import EventKind
+from storage.models import Event, Message, MessageState, OutboxMail, OutboxState, SendVerdict
 
 ANSWERED_OUTCOMES = frozenset(
     {"accepted", "incomplete", "late", "revision", "duplicate", "no_attachment", "unreadable"}
@@ -75,7 +76,7 @@ def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterab
     presumed_rows = {
         e.detail.get("outbox_id")
         for e in events
-        if e.kind == SEND_RECOVERED and e.detail.get("verdict") == SendVerdict.PRESUMED.value
+        if e.kind == EventKind.OUTBOX_RECOVERED and e.detail.get("verdict") == SendVerdict.PRESUMED.value
     }
     presumed = {row.message_pk for row in outbox if row.id in presumed_rows}
     presumed_missing = []
