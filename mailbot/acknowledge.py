@@ -8,26 +8,19 @@ non-ASCII header text is RFC 2047 encoded by :mod:`email.header`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
-from email.headerregistry import AddressHeader
-from email.policy import EmailPolicy
-from email.utils import format_datetime, formataddr
-from pathlib import Path
-from typing import Any, SupportsBytes
+from typing import Any
 
-import dkim
-
+from mailbot.clock import utcnow
 from mailbot.config import CallSettings
-from mailbot.config_accounts import SmtpSettings
+from mailbot.mail_writer import SUBJECT_LIMIT, ComposedMail, OutgoingHeaders, alternative_mail
 from parsers.model import FieldScalar
-from templates import Reason, TemplateSet, one_line
+from templates import Reason, TemplateSet, local_time, one_line
 
 log = logging.getLogger(__name__)
 
@@ -36,68 +29,11 @@ OUTCOMES = ("accepted", "incomplete", "late", "revision", "duplicate", "no_attac
 _REGISTERING = frozenset({"accepted", "incomplete", "revision"})
 
 
-_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
-
-
-class AnswerPolicy(EmailPolicy):
-    """The SMTP policy, except that a non-ASCII Subject or From is encoded by :mod:`email.header`.
-
-    The default folder (Python 3.11) loses a space that falls between two encoded words when it folds
-    a long line ("研究 · 编号" arrives as "研究· 编号"); the older encoder keeps spaces inside them.
-    """
-
-    def fold(self, name: str, value: str) -> str:
-        if name.lower() in _ID_HEADERS:
-            return self._fold_ids(name, value)
-        encoded = self._encode_words(name, value)
-        return super().fold(name, value) if encoded is None else encoded
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        if name.lower() in _ID_HEADERS:
-            return self._fold_ids(name, value).encode("ascii")
-        encoded = self._encode_words(name, value)
-        return super().fold_binary(name, value) if encoded is None else encoded.encode("ascii")
-
-    def _fold_ids(self, name: str, value: str) -> str:
-        # Message-IDs are never encoded words: a long one stays whole on its line (legal up to 998)
-        return f"{name}: " + f"{self.linesep} ".join(str(value).split()) + self.linesep
-
-    def _encode_words(self, name: str, value: str) -> str | None:
-        if str(value).isascii():
-            return None
-        width = self.max_line_length or 78
-        if name.lower() == "subject":
-            words = Header(str(value), "utf-8", width, name).encode(linesep=self.linesep)
-        elif name.lower() == "from" and isinstance(value, AddressHeader):
-            words = ", ".join(
-                Header(a.display_name, "utf-8", width, name).encode(linesep=self.linesep) + f" <{a.addr_spec}>"
-                for a in value.addresses
-            )
-        else:
-            return None
-        return f"{name}: {words}{self.linesep}"
-
-
-SMTP_POLICY = AnswerPolicy(linesep="\r\n")
 TITLE_IN_SUBJECT = 60
-SUBJECT_LIMIT = 250
 VALUE_LIMIT = 500
 FILE_NAME_LIMIT = 120
 MAX_REFERENCES = 10
 MAX_REFERENCES_CHARS = 900
-DKIM_SIGNED_HEADERS = (
-    b"from",
-    b"to",
-    b"cc",
-    b"subject",
-    b"date",
-    b"message-id",
-    b"in-reply-to",
-    b"references",
-    b"mime-version",
-    b"content-type",
-    b"auto-submitted",
-)
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -313,18 +249,6 @@ def _clean_optional(value: str | None, limit: int) -> str | None:
     return one_line(value, limit) or None if value is not None else None
 
 
-@dataclass(frozen=True)
-class ComposedMail:
-    """An answer ready to queue: who gets it, its Message-ID, and its bytes as sent (CRLF, unsigned)."""
-
-    message_id: str
-    recipients: tuple[str, ...]
-    raw: bytes
-
-    def __bytes__(self) -> bytes:
-        return self.raw
-
-
 def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: datetime) -> ComposedMail:
     """The answer to one submission as a multipart/alternative message, ready to sign and send."""
     if now.tzinfo is None or now.utcoffset() is None:
@@ -362,139 +286,48 @@ def compose_acknowledgement(ctx: AckContext, templates: TemplateSet, now: dateti
     return ComposedMail(message_id, (recipient.lower(),), raw)
 
 
-# --- the message on the wire ------------------------------------------------------------------
-#
-# Every answer has the same shape (two bodies, a fixed set of headers), so it is written out here
-# rather than through EmailMessage: the header registry and generator cost more than rendering the
-# templates, once per answer during a rush. Header values arrive cleaned by one_line and checked by
-# valid_address / valid_message_id; a line break among them is refused all the same.
+def compose_notice(
+    templates: TemplateSet,
+    template: str,
+    call: CallSettings,
+    reference: str | None,
+    recipient: str,
+    message_id: str,
+    arrival: datetime,
+    answering: str | None,
+    auto_submitted: str,
+    **extra: str,
+) -> ComposedMail:
+    """A notice of fixed text (``notice/<template>``): only the call, a reference, a time and what
+    ``extra`` names go in — nothing of a submission a stranger may have written.
 
-CRLF = "\r\n"
-HEADER_WIDTH = 78
-BASE64_LINE = 76
-
-
-@dataclass(frozen=True)
-class OutgoingHeaders:
-    sender_name: str
-    sender_address: str
-    to: str
-    cc: str | None
-    subject: str
-    date: datetime
-    message_id: str
-    in_reply_to: str | None
-    references: Sequence[str]
-    # RFC 3834: "auto-replied" answers a message; "auto-generated" is a notice nobody wrote to us for
-    auto_submitted: str = "auto-replied"
-
-
-def _single_line(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"a header value may not break lines: {value[:80]!r}")
-    return value
-
-
-def _plain_ascii(value: str) -> bool:
-    # literal "=?" in ASCII text would read as the start of an encoded word: encode such text too
-    return value.isascii() and "=?" not in value
-
-
-def text_header(name: str, value: str) -> str:
-    """``Name: value`` folded to the line width, as RFC 2047 encoded words unless plain ASCII."""
-    charset = "us-ascii" if _plain_ascii(value) else "utf-8"
-    return f"{name}: " + Header(_single_line(value), charset, HEADER_WIDTH, name).encode(linesep=CRLF)
-
-
-def mailbox_header(name: str, display_name: str, address: str) -> str:
-    if not display_name:
-        return f"{name}: {_single_line(address)}"
-    if _plain_ascii(display_name):
-        line = f"{name}: " + _single_line(formataddr((display_name, address)))
-        if len(line) <= HEADER_WIDTH:
-            return line
-        # too long for one line: encoded words fold cleanly, where a folded quoted name may not
-        # read back the same
-    words = Header(_single_line(display_name), "utf-8", HEADER_WIDTH, name).encode(linesep=CRLF)
-    angle = f"<{_single_line(address)}>"
-    last_line = f"{name}: {words}".rpartition(CRLF)[2]
-    space = f"{CRLF} " if len(last_line) + 1 + len(angle) > HEADER_WIDTH else " "
-    return f"{name}: {words}{space}{angle}"
-
-
-def ids_header(name: str, ids: Sequence[str]) -> str:
-    # Message-IDs are never encoded words: a long one stays whole on its line (legal up to 998)
-    return f"{name}: " + f"{CRLF} ".join(_single_line(i) for i in ids)
-
-
-def base64_body(text: str) -> str:
-    """``text`` with CRLF line ends, base64-encoded in lines of 76 characters (RFC 2045)."""
-    data = b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
-    encoded = base64.b64encode(data).decode("ascii")
-    return "".join(encoded[i : i + BASE64_LINE] + CRLF for i in range(0, len(encoded), BASE64_LINE))
-
-
-def alternative_mail(headers: OutgoingHeaders, text: str, html: str) -> bytes:
-    """A multipart/alternative message (text, then HTML) with ``headers`` and automatic-answer marks."""
-    lines = [
-        mailbox_header("From", headers.sender_name, headers.sender_address),
-        mailbox_header("To", "", headers.to),
-    ]
-    if headers.cc:
-        lines.append(mailbox_header("Cc", "", headers.cc))
-    lines += [
-        text_header("Subject", headers.subject),
-        f"Date: {format_datetime(headers.date)}",
-        ids_header("Message-ID", [headers.message_id]),
-    ]
-    if headers.in_reply_to:
-        lines.append(ids_header("In-Reply-To", [headers.in_reply_to]))
-    if headers.references:
-        lines.append(ids_header("References", headers.references))
-    # the boundary cannot occur in the parts: base64 has no "_" and "=" only as final padding
-    boundary = "=_" + hashlib.sha256(headers.message_id.encode()).hexdigest()[:32]
-    lines += [
-        # RFC 3834: the standard mark of an automatic answer; well-behaved responders stay quiet on it.
-        f"Auto-Submitted: {_single_line(headers.auto_submitted)}",
-        # Exchange's own switch: no out-of-office or auto-reply back, but delivery reports still come.
-        "X-Auto-Response-Suppress: OOF, AutoReply",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative;{CRLF} boundary="{boundary}"',
-        "Content-Language: zh-CN, en",
-        "",
-    ]
-    for subtype, body in (("plain", text), ("html", html)):
-        lines += [
-            f"--{boundary}",
-            f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: base64",
-            "",
-            base64_body(body),
-        ]
-    lines.append(f"--{boundary}--{CRLF}")
-    return CRLF.join(lines).encode("ascii")
-
-
-def sign_dkim(msg_bytes: bytes, selector: str, domain: str, key_pem: bytes) -> bytes:
-    """``msg_bytes`` with a DKIM-Signature header (rsa-sha256, relaxed/relaxed) on top."""
-    signature = dkim.sign(
-        msg_bytes,
-        selector.encode("ascii"),
-        domain.encode("ascii"),
-        key_pem,
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=list(DKIM_SIGNED_HEADERS),
+    ``answering`` is the Message-ID of the message it answers, if any (In-Reply-To, References).
+    """
+    context: dict[str, Any] = {
+        "call": call,
+        "reference": reference or "",
+        "arrival": local_time(arrival, call.timezone),
+        "signature": one_line(call.sender.name) or call.name_zh,
+        **extra,
+    }
+    subject_source = templates.table("notice/notices.toml")[template]["subject"]
+    subject = one_line(templates.render_string(subject_source, context), SUBJECT_LIMIT)
+    context["subject"] = subject
+    original = valid_message_id(answering) if answering else None
+    raw = alternative_mail(
+        OutgoingHeaders(
+            sender_name=one_line(call.sender.name, 80),
+            sender_address=call.sender.address,
+            to=recipient,
+            cc=None,
+            subject=subject,
+            date=utcnow().astimezone(call.tz),
+            message_id=message_id,
+            in_reply_to=original,
+            references=[original] if original else [],
+            auto_submitted=auto_submitted,
+        ),
+        templates.render(f"notice/{template}.txt.j2", context),
+        templates.render(f"notice/{template}.html.j2", context),
     )
-    return bytes(signature) + msg_bytes
-
-
-def message_bytes(mail: SupportsBytes, smtp: SmtpSettings) -> bytes:
-    """The message as sent (CRLF line ends), DKIM-signed when ``[smtp] dkim_*`` are all set."""
-    raw = bytes(mail)
-    dkim_settings = (smtp.dkim_selector, smtp.dkim_domain, smtp.dkim_key_file)
-    if all(value is None for value in dkim_settings):
-        return raw
-    selector, domain, key_file = dkim_settings
-    if selector is None or domain is None or key_file is None:
-        raise ValueError("[smtp] DKIM signing needs dkim_selector, dkim_domain and dkim_key_file together")
-    return sign_dkim(raw, selector, domain, Path(key_file).read_bytes())
+    return ComposedMail(message_id, (recipient.lower(),), raw)

@@ -21,7 +21,7 @@ from mailbot.bundle import add_bundle_command
 from mailbot.call_command import add_call_command
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
-from mailbot.digest import add_digest_command
+from mailbot.digest.command import add_digest_command
 from mailbot.logs import configure_logging, configured_secrets
 from mailbot.queue_admin import add_queue_command
 
@@ -356,7 +356,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_digest(args: argparse.Namespace) -> int:
     from mailbot.admin_context import check_schema
-    from mailbot.digest import cmd_digest as digest_command
+    from mailbot.digest.command import cmd_digest as digest_command
 
     settings = _settings(args)
     check_schema(settings)  # the digest then finds nothing to migrate

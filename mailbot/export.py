@@ -87,7 +87,7 @@ class ApplicationAt:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A call as it stood at a moment, built by :func:`mailbot.digest.call_at`: what a workbook shows.
+    """A call as it stood at a moment, built by :func:`mailbot.digest.moment.call_at`: what a workbook shows.
 
     Without one the workbook shows the database as it is now.
     """

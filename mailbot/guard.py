@@ -1,5 +1,5 @@
-"""Who may change an application, and how many automatic answers may leave: the checks the pipeline makes
-against the database before it stores a decision and before it adds an answer to the outbox.
+"""Who may change an application: the check the pipeline makes against the database before it stores a
+decision. (How many automatic answers may leave is checked where they are added: ``mailbot.outbox``.)
 
 An application is changed (a revision replaces it, a second project is counted as the person's) only by
 mail from an address already on it (an earlier sender, an address we answered, for a revision also the
@@ -11,20 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from mailbot.config import Settings
 from mailbot.decision import Decision, Outcome, PriorApplication
-from mailbot.security import domain_of, recipient_key
+from mailbot.security import recipient_key
 from parsers.model import Envelope
-from storage.models import EVENTS, MESSAGES, OUTBOX, OutboxState
+from storage.answering import answers_to, messages_on_record
+from storage.decisions import reference_of
+from storage.models import OutboxState
 
-# the answers the limits count: every mail to a person outside the fund (digests go to coordinators)
-COUNTED_KINDS = ("ack", "notice")
-LIMIT_EVENT = "answer-limit"
 IDENTITY_CONFLICT = "identity-conflict"  # the flag and review reason of a held form
 NOTIFIED_AT_MOST = 2
 
@@ -39,14 +36,6 @@ class Conflict:
     on_record: tuple[str, ...]  # addresses to tell (the ones we answered, else the first sender)
 
 
-_SELECT_ON_RECORD = select(MESSAGES.c.id, MESSAGES.c.from_addr, MESSAGES.c.person_email, MESSAGES.c.arrival).where(
-    MESSAGES.c.message_key.in_(bindparam("keys", expanding=True))
-)
-_SELECT_ANSWERS = select(OUTBOX.c.to_addr, OUTBOX.c.message_id, OUTBOX.c.state).where(
-    OUTBOX.c.message_pk.in_(bindparam("pks", expanding=True)), OUTBOX.c.kind == "ack"
-)
-
-
 def identity_conflict(
     session: Session, decision: Decision, priors: Sequence[PriorApplication], envelope: Envelope
 ) -> Conflict | None:
@@ -57,8 +46,8 @@ def identity_conflict(
     earlier = tuple(p.message_key for p in priors if p.application_key == key)
     if key is None or not earlier:
         return None
-    rows = session.execute(_SELECT_ON_RECORD, {"keys": list(earlier)}).all()
-    answers = session.execute(_SELECT_ANSWERS, {"pks": [row.id for row in rows]}).all()
+    rows = messages_on_record(session, earlier)
+    answers = answers_to(session, [row.id for row in rows])
     senders = [row.from_addr for row in sorted(rows, key=lambda row: row.arrival) if row.from_addr]
     answered = [row.to_addr for row in answers if row.to_addr and row.state != OutboxState.SUPPRESSED]
     known = {recipient_key(address) for address in (*senders, *answered)}
@@ -74,59 +63,13 @@ def identity_conflict(
     return Conflict(key, earlier, envelope.from_addr.lower(), tuple(told))
 
 
-# ---------------------------------------------------------------------------------------------- limits
-
-
-def _count(session: Session, since: datetime, **where: str) -> int:
-    query = (
-        select(func.count())
-        .select_from(OUTBOX)
-        .where(
-            OUTBOX.c.kind.in_(COUNTED_KINDS),
-            OUTBOX.c.created_at >= since,
-            OUTBOX.c.state != OutboxState.SUPPRESSED,
-            *(OUTBOX.c[column] == value for column, value in where.items()),
-        )
-    )
-    return int(session.scalar(query) or 0)
-
-
-@dataclass(frozen=True)
-class LimitHit:
-    why: str  # for the outbox row and the log
-    overall: bool  # a cap on all answers (the coordinators are alerted), not one recipient's
-    name: str  # which limit, for the alert
-
-
-def limit_hit(session: Session, settings: Settings, recipient: str, now: datetime) -> LimitHit | None:
-    """The first limit another answer to ``recipient`` would break, or None."""
-    security = settings.security
-    day_ago, hour_ago = now - timedelta(days=1), now - timedelta(hours=1)
-    per_recipient = settings.smtp.max_answers_per_recipient_per_day
-    sent = _count(session, day_ago, to_key=recipient_key(recipient))
-    if sent >= per_recipient:
-        why = f"{sent} automatic answers to this address in the last 24 hours (limit {per_recipient})"
-        return LimitHit(why, False, "max_answers_per_recipient_per_day")
-    domain = domain_of(recipient)
-    sent = _count(session, day_ago, to_domain=domain)
-    if sent >= security.max_answers_per_domain_per_day:
-        limit = security.max_answers_per_domain_per_day
-        return LimitHit(
-            f"{sent} automatic answers to {domain} in the last 24 hours (limit {limit})",
-            True,
-            "max_answers_per_domain_per_day",
-        )
-    for name, since, limit, span in (
-        ("max_answers_per_hour", hour_ago, security.max_answers_per_hour, "hour"),
-        ("max_answers_per_day", day_ago, security.max_answers_per_day, "24 hours"),
-    ):
-        sent = _count(session, since)
-        if sent >= limit:
-            return LimitHit(f"{sent} automatic answers in the last {span} (limit {limit})", True, name)
-    return None
-
-
-def alerted_since(session: Session, limit: str, call_id: str, since: datetime) -> bool:
-    """Whether the coordinators of ``call_id`` were told of ``limit`` since ``since`` (a handful of rows)."""
-    rows = session.execute(select(EVENTS.c.detail).where(EVENTS.c.kind == LIMIT_EVENT, EVENTS.c.at >= since))
-    return any((row.detail or {}).get("limit") == limit and (row.detail or {}).get("call") == call_id for row in rows)
+def conflict_diagnostics(session: Session, conflict: Conflict) -> dict[str, Any]:
+    """What the review item of a held form says: the application it names, who sent it, how to resolve it."""
+    references = [reference_of(session, key) for key in conflict.earlier_keys]
+    return {
+        "conflict_with": conflict.application_key,
+        "conflict_references": [r for r in references if r],
+        "new_sender": conflict.sender,
+        "addresses_on_record": list(conflict.on_record),
+        "to_resolve": "mailbot queue confirm ID (apply the form) or mailbot queue reject ID",
+    }

@@ -23,13 +23,13 @@ from mailbot.clock import BEIJING, utcnow
 from mailbot.config import ConfigError, Settings
 from mailbot.config_accounts import MailboxSettings, SmtpSettings
 from mailbot.export import pseudonym
-from mailbot.guard import LIMIT_EVENT
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.oauth import Credentials, TokenRefused, token_statuses
 from mailbot.review import ReviewQueue
 from mailbot.sender import connect_smtp
 from storage.archive import RawArchive
 from storage.db import make_engine, schema_status, session_factory
+from storage.events import EventKind
 from storage.models import (
     Applicant,
     Application,
@@ -210,7 +210,9 @@ def failing_mailboxes(settings: Settings) -> list[str]:
 def _limit_lines(session: Session) -> list[str]:
     """The answer limits hit in the last 24 hours, and how many answers they held back."""
     since = utcnow() - timedelta(days=1)
-    hits = session.scalars(select(Event).where(Event.kind == LIMIT_EVENT, Event.at >= since).order_by(Event.at))
+    hits = session.scalars(
+        select(Event).where(Event.kind == EventKind.ANSWER_LIMIT, Event.at >= since).order_by(Event.at)
+    )
     lines = [
         f"  ANSWERS PAUSED since {_when(hit.at)} ({hit.detail.get('call')}): {hit.detail.get('why')}"
         for hit in hits

@@ -15,26 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailbot.acknowledge import (
-    AckContext,
-    ComposedMail,
-    OutgoingHeaders,
-    alternative_mail,
-    compose_acknowledgement,
-    is_our_message_id,
-    make_message_id,
-    message_bytes,
-    valid_address,
-    valid_message_id,
-)
+from mailbot.acknowledge import is_our_message_id
 from mailbot.classify import referred_ids
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
@@ -43,25 +30,16 @@ from mailbot.decision import (
     ANSWERED,
     APPLICATION_OUTCOMES,
     CallRules,
-    Decision,
     Outcome,
 )
 from mailbot.decision_rows import as_stored, decision_record, person_columns, store_application
-from mailbot.digest import coordinator_addresses
-from mailbot.guard import (
-    IDENTITY_CONFLICT,
-    Conflict,
-    LimitHit,
-    alerted_since,
-    identity_conflict,
-    limit_hit,
-)
+from mailbot.guard import IDENTITY_CONFLICT, conflict_diagnostics, identity_conflict
 from mailbot.identity import Identity, identity_of
 from mailbot.metrics import StageTimings
+from mailbot.outbox import Outbox
 from mailbot.priors import load_priors
 from mailbot.review import ReviewQueue
 from mailbot.routing import read_for_calls, sharing_calls
-from mailbot.security import Answerability, answerability, domain_of, recipient_key
 from parsers.headers import read_headers
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
@@ -78,19 +56,16 @@ from storage.decisions import (
     message_facts,
     next_reference_number,
     record_bounces,
-    reference_of,
     store_attachments,
     write_decision,
 )
 from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
 from storage.models import (
-    OUTBOX,
     Message,
     MessageState,
-    OutboxState,
 )
-from templates import TemplateSet, local_time, one_line
+from templates import TemplateSet
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +130,7 @@ class Processor:
         self.reader = reader
         self.templates = templates
         self.review = review
+        self.outbox = Outbox(settings, templates)
         self.worker = worker
         self.on_decided = on_decided
         self.timings = timings or StageTimings()
@@ -417,7 +393,7 @@ class Processor:
             repeated = expect == MessageState.REVIEW and message.outcome == decision.outcome.value and not confirmed
             if decision.outcome in ANSWERED and not repeated:
                 answered = replace(message, attempts=attempts, reference=reference)
-                acknowledged = self._queue_acknowledgement(session, answered, call, decision, submission, conflict)
+                acknowledged = self.outbox.answer(session, answered, call, decision, submission, conflict)
             add_event(
                 session,
                 EventKind.DECIDED,
@@ -432,7 +408,7 @@ class Processor:
             )
             if state == MessageState.REVIEW:
                 stored = session.get_one(Message, pk)
-                diagnostics = {} if conflict is None else self._conflict_diagnostics(session, conflict)
+                diagnostics = {} if conflict is None else conflict_diagnostics(session, conflict)
                 if submission.unreadable is not None:  # e.g. the calls an ambiguous form could belong to
                     diagnostics["detail"] = submission.unreadable.detail
                 self.review.add(
@@ -485,267 +461,6 @@ class Processor:
         if is_our_message_id(message_id, self.settings.call):
             return True
         return is_our_answer(session, message_id)
-
-    def _queue_acknowledgement(
-        self,
-        session: Session,
-        message: MessageFacts,
-        call: CallSettings,
-        decision: Decision,
-        submission: Submission,
-        conflict: Conflict | None = None,
-    ) -> bool:
-        envelope = submission.envelope
-        answer = self.answerability(envelope)
-        recipient = (answer.recipient or envelope.from_addr).lower()
-        form = submission.form
-        fields = form.values() if form else {}
-        form_email = fields.get("email")
-        applicant_email = form_email if isinstance(form_email, str) else None
-        now = utcnow()
-        # attempts differ between a first decision and a retry, so each answer has its own Message-ID
-        message_id = make_message_id(call, message.reference, f"{message.id}.{message.attempts}.{message.sha256}")
-        suppressed = answer.why_not or self._suppression(session, recipient, call, now)
-        if valid_address(recipient) is None:
-            add_event(session, EventKind.NOT_ANSWERED, ACTOR, message.id, why=suppressed or "no usable address")
-            log.warning("not answering: %s", suppressed or "no usable address", extra=_log_extra(message))
-            return False
-        if conflict is not None:
-            # a fixed answer: nothing of the application the form names (its reference, its fields)
-            mail = self._fixed_mail(
-                "held",
-                call,
-                message.reference,
-                recipient,
-                message_id,
-                message.arrival,
-                envelope.message_id,
-                "auto-replied",
-            )
-            self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
-            self._notify_on_record(session, message, call, conflict, now)
-        else:
-            context = AckContext(
-                call=call,
-                outcome=decision.outcome.value,
-                reference=message.reference,
-                fields=fields,
-                form_file=form.attachment
-                if form
-                else (submission.unreadable.attachment if submission.unreadable else None),
-                missing=decision.missing,
-                arrival=message.arrival,
-                supersedes_reference=reference_of(session, decision.supersedes),
-                duplicate_of_reference=reference_of(session, decision.duplicate_of),
-                unreadable_reason=submission.unreadable.reason if submission.unreadable else None,
-                original_message_id=envelope.message_id,
-                original_references=envelope.references,
-                original_subject=envelope.subject,
-                reply_to=recipient,
-                applicant_email=applicant_email,
-                message_id=message_id,
-                echo_links=answer.authenticated,
-            )
-            mail = compose_acknowledgement(context, self.templates, now)
-            self._add_to_outbox(session, "ack", message.id, call, recipient, mail, suppressed)
-            if suppressed is None:
-                self._tell_form_address(session, message, call, answer, recipient, applicant_email, now)
-        if suppressed:
-            log.warning("not answering %s: %s", recipient, suppressed, extra=_log_extra(message))
-        return suppressed is None
-
-    def answer_again(self, session: Session, pk: int, decision: Decision, submission: Submission) -> bool:
-        """Queue a new acknowledgement of ``pk`` (an admin corrected its fields and asked to tell the applicant)."""
-        message = message_facts(session, pk)
-        call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
-        return self._queue_acknowledgement(session, message, call, decision, submission)
-
-    def answerability(self, envelope: Envelope) -> Answerability:
-        security = self.settings.security
-        return answerability(
-            envelope, self.settings.own_addresses, security.trusted_authserv_ids, security.spam_verdict_headers
-        )
-
-    def _fixed_mail(
-        self,
-        template: str,
-        call: CallSettings,
-        reference: str | None,
-        recipient: str,
-        message_id: str,
-        arrival: datetime,
-        answering: str | None,
-        auto_submitted: str,
-        **extra: str,
-    ) -> ComposedMail:
-        """A notice of fixed text: only the call, a reference, a time and what ``extra`` names go in.
-
-        ``answering`` is the Message-ID of the message it answers, if any (In-Reply-To, References).
-        """
-        context: dict[str, Any] = {
-            "call": call,
-            "reference": reference or "",
-            "arrival": local_time(arrival, call.timezone),
-            "signature": one_line(call.sender.name) or call.name_zh,
-            **extra,
-        }
-        subject_source = self.templates.table("notice/notices.toml")[template]["subject"]
-        subject = one_line(self.templates.render_string(subject_source, context), 250)
-        context["subject"] = subject
-        original = valid_message_id(answering) if answering else None
-        raw = alternative_mail(
-            OutgoingHeaders(
-                sender_name=one_line(call.sender.name, 80),
-                sender_address=call.sender.address,
-                to=recipient,
-                cc=None,
-                subject=subject,
-                date=utcnow().astimezone(call.tz),
-                message_id=message_id,
-                in_reply_to=original,
-                references=[original] if original else [],
-                auto_submitted=auto_submitted,
-            ),
-            self.templates.render(f"notice/{template}.txt.j2", context),
-            self.templates.render(f"notice/{template}.html.j2", context),
-        )
-        return ComposedMail(message_id, (recipient.lower(),), raw)
-
-    def _add_notice(
-        self,
-        session: Session,
-        message: MessageFacts,
-        call: CallSettings,
-        recipient: str,
-        template: str,
-        now: datetime,
-        **extra: str,
-    ) -> None:
-        """A fixed-text notice (not a reply: no thread, ``auto-generated``), within the limits."""
-        address = valid_address(recipient)
-        if address is None or address.lower() in self.settings.own_addresses:
-            return
-        message_id = make_message_id(call, message.reference, f"{template}.{message.id}.{message.attempts}.{address}")
-        mail = self._fixed_mail(
-            template, call, message.reference, address, message_id, now, None, "auto-generated", **extra
-        )
-        self._add_to_outbox(
-            session, "notice", message.id, call, address, mail, self._suppression(session, address, call, now)
-        )
-
-    def _notify_on_record(
-        self, session: Session, message: MessageFacts, call: CallSettings, conflict: Conflict, now: datetime
-    ) -> None:
-        for address in conflict.on_record:
-            self._add_notice(session, message, call, address, "conflict", now, stranger=conflict.sender)
-
-    def _tell_form_address(
-        self,
-        session: Session,
-        message: MessageFacts,
-        call: CallSettings,
-        answer: Answerability,
-        recipient: str,
-        applicant_email: str | None,
-        now: datetime,
-    ) -> None:
-        """The form names another address: a fixed notice there, and only when the sender authenticated."""
-        address = valid_address(applicant_email.strip()) if applicant_email else None
-        if not answer.authenticated or address is None or recipient_key(address) == recipient_key(recipient):
-            return
-        self._add_notice(session, message, call, address, "copy", now)
-
-    def _conflict_diagnostics(self, session: Session, conflict: Conflict) -> dict[str, Any]:
-        references = [reference_of(session, key) for key in conflict.earlier_keys]
-        return {
-            "conflict_with": conflict.application_key,
-            "conflict_references": [r for r in references if r],
-            "new_sender": conflict.sender,
-            "addresses_on_record": list(conflict.on_record),
-            "to_resolve": "mailbot queue confirm ID (apply the form) or mailbot queue reject ID",
-        }
-
-    def queue_notice(self, session: Session, message: Message, note: str) -> bool:
-        """Tell the sender that an admin closed their message (``queue reject --notify``)."""
-        call = self.settings.call_by_id(message.call_id or self.settings.call[0].id)
-        recipient = valid_address(message.from_addr)
-        if recipient is None or recipient in self.settings.own_addresses:
-            return False
-        now = utcnow()
-        message_id = make_message_id(call, message.reference, f"notice.{message.id}.{now.isoformat()}")
-        mail = self._fixed_mail(
-            "closed",
-            call,
-            message.reference,
-            recipient,
-            message_id,
-            message.arrival,
-            message.message_id,
-            "auto-replied",
-            original_subject=one_line(message.subject, 200),
-            note=one_line(note, 1000),
-        )
-        self._add_to_outbox(session, "notice", message.id, call, recipient, mail, None)
-        return True
-
-    def _add_to_outbox(
-        self,
-        session: Session,
-        kind: str,
-        message_pk: int | None,
-        call: CallSettings,
-        recipient: str,
-        mail: ComposedMail,
-        suppressed: str | None,
-    ) -> None:
-        now = utcnow()
-        session.execute(
-            insert(OUTBOX),
-            {
-                "kind": kind,
-                "message_pk": message_pk,
-                "call_id": call.id,
-                "mailbox": self.settings.mailbox_for_call(call.id),
-                "sender": call.sender.address,
-                "recipients": list(mail.recipients),
-                "to_addr": recipient,
-                "to_key": recipient_key(recipient),
-                "to_domain": domain_of(recipient),
-                "message_id": mail.message_id,
-                "raw": message_bytes(mail, self.settings.smtp),
-                "state": OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "last_reply": suppressed,
-            },
-        )
-
-    def _suppression(self, session: Session, recipient: str, call: CallSettings, now: datetime) -> str | None:
-        if not recipient or "@" not in recipient:
-            return "the sender has no usable address"
-        if recipient.lower() in self.settings.own_addresses:
-            return "the sender is one of our own addresses"
-        hit = limit_hit(session, self.settings, recipient, now)
-        if hit is None:
-            return None
-        if hit.overall:
-            self._alert_once(session, call, hit, now)
-        return hit.why
-
-    def _alert_once(self, session: Session, call: CallSettings, hit: LimitHit, now: datetime) -> None:
-        """Tell the call's coordinators, once a day per limit, that answers are held back."""
-        since = now - timedelta(days=1)
-        if alerted_since(session, hit.name, call.id, since):
-            return
-        add_event(session, EventKind.ANSWER_LIMIT, ACTOR, None, limit=hit.name, call=call.id, why=hit.why)
-        log.error("automatic answers paused: %s", hit.why)
-        for address in coordinator_addresses(call):
-            message_id = make_message_id(call, None, f"limit.{hit.name}.{now.isoformat()}.{address}")
-            mail = self._fixed_mail(
-                "limit", call, None, address, message_id, now, None, "auto-generated", limit=hit.why
-            )
-            self._add_to_outbox(session, "alert", None, call, address, mail, None)
 
     # --- failures -----------------------------------------------------------------------------
 

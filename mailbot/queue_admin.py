@@ -443,7 +443,7 @@ def carry_out_correction(desk: ReviewDesk, plan: Plan, actor: str) -> str:
         if plan.answer:
             message.attempts += 1  # a new answer needs its own Message-ID
             session.flush()
-            desk.processor.answer_again(session, plan.pk, plan.decision, plan.submission)
+            desk.processor.outbox.answer_again(session, message, plan.decision, plan.submission)
     if plan.answer:
         desk.send()
     return f"corrected {plan.reference or plan.pk}: {len(changed)} field(s) changed" + (
@@ -461,7 +461,7 @@ def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str
         decision.update(rule="rejected-by-admin", explanation=f"closed by {actor}: {reason}")
         message.decision = decision
         add_event(session, EventKind.QUEUE_REJECTED, actor, pk, reason=reason, notify=notify)
-        told = notify and desk.processor.queue_notice(session, message, reason)
+        told = notify and desk.processor.outbox.closed_notice(session, message, reason)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
     desk.review.mark_closed(message, f"rejected: {reason}", actor)
     if told:

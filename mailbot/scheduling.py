@@ -3,7 +3,7 @@
 The schedule itself lives only in memory; what was sent lives in the database (``digests`` rows).
 So a restart loses nothing: :meth:`DigestScheduler.catch_up` looks at today's row and sends a late
 digest, saying so, if the bot was down at digest time. Several workers may each run a scheduler on
-one database; :func:`mailbot.digest.queue_digest` lets exactly one of them queue each digest.
+one database; :func:`mailbot.digest.queueing.queue_digest` lets exactly one of them queue each digest.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
-from mailbot.digest import coordinator_addresses, queue_digest
+from mailbot.digest.queueing import queue_digest
+from mailbot.outbox import coordinator_addresses
 from storage import Storage
 from storage.models import DigestRun
 from templates import TemplateSet

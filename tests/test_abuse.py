@@ -33,7 +33,8 @@ from mailbot.app import Bot
 from mailbot.clock import BEIJING
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
-from mailbot.digest import build_digest, render_digest
+from mailbot.digest.contents import build_digest
+from mailbot.digest.render import render_digest
 from mailbot.embedded import SmtpSink
 from mailbot.export import to_xlsx
 from mailbot.identity import Identity

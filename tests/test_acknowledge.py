@@ -27,18 +27,15 @@ from hypothesis import strategies as st
 from mailbot.acknowledge import (
     OUTCOMES,
     AckContext,
-    OutgoingHeaders,
-    alternative_mail,
     compose_acknowledgement,
     is_our_message_id,
     make_message_id,
-    message_bytes,
-    sign_dkim,
     thread_references,
     valid_address,
 )
 from mailbot.config import CallSettings, Settings, load_settings
 from mailbot.config_accounts import SmtpSettings
+from mailbot.mail_writer import OutgoingHeaders, alternative_mail, message_bytes, sign_dkim
 from parsers.model import UNREADABLE_REASONS
 from templates import GENERIC_REASON, TemplateSet, local_time, one_line, reason_sentence
 

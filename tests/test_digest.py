@@ -23,17 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings, example_config_text, parse_settings
-from mailbot.digest import (
-    add_digest_command,
-    build_digest,
-    cmd_digest,
-    compose_digest,
-    digest_message_id,
-    duration_words,
-    opening_lines,
-    queue_digest,
-    render_digest,
-)
+from mailbot.digest.attention import opening_lines
+from mailbot.digest.command import add_digest_command, cmd_digest
+from mailbot.digest.contents import build_digest
+from mailbot.digest.queueing import queue_digest
+from mailbot.digest.render import compose_digest, digest_message_id, duration_words, render_digest
 from mailbot.embedded import SmtpSink
 from mailbot.scheduling import MISFIRE_GRACE, DigestScheduler
 from storage import Storage
@@ -476,7 +470,7 @@ def test_composed_digest_goes_to_the_coordinators_with_the_workbook(populated: S
     with populated.sessions() as session:
         workbook = to_xlsx(session, CALL)
     message_id = digest_message_id(call, DAY)
-    mail = read_mail(compose_digest(data, TemplateSet(), workbook, message_id).as_bytes())
+    mail = read_mail(bytes(compose_digest(data, TemplateSet(), workbook, message_id)))
     assert mail["To"] == "min.gao@aminer.cn"
     assert mail["From"].addresses[0].addr_spec == "min.gao@aminer.cn"
     assert mail["Auto-Submitted"] == "auto-generated"
@@ -738,7 +732,7 @@ def test_the_loser_of_a_race_leaves_nothing_behind(tmp_path: Path, postgres_url:
 def test_long_lists_are_cut_and_point_to_the_workbook(
     populated: Storage, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mailbot.digest.LIST_LIMIT", 3)
+    monkeypatch.setattr("mailbot.digest.render.LIST_LIMIT", 3)
     _subject, text, html = render_digest(digest_of(populated, settings), TemplateSet())
     for body in (text, html):
         assert "另有 1 条，见附件 smp-zhipu-2024-2024-09-02.xlsx" in body

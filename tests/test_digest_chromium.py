@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mailbot.config import Settings
-from mailbot.digest import render_digest
+from mailbot.digest.render import render_digest
 from storage import Storage
 from templates import TemplateSet
 from tests.support.chromium import chromium_binary, run_chromium

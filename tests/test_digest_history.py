@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from mailbot.config import Settings
-from mailbot.digest import cmd_digest
+from mailbot.digest.command import cmd_digest
 from storage import Storage
 from storage.db import transaction
 from storage.models import Application, Event, Message

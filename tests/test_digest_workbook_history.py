@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from mailbot.clock import utcnow
-from mailbot.digest import cmd_digest
+from mailbot.digest.command import cmd_digest
 from mailbot.embedded import SmtpSink
 from storage import Storage
 from storage.db import transaction

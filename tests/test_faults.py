@@ -38,7 +38,7 @@ from mailbot.app import Bot, RunSummary
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
-from mailbot.digest import build_digest
+from mailbot.digest.contents import build_digest
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.imap import MailboxClient
 from mailbot.ops import status_report

@@ -50,7 +50,8 @@ from mailbot.app import Bot
 from mailbot.clock import BEIJING
 from mailbot.config import load_settings
 from mailbot.demo import local_config, write_config
-from mailbot.digest import build_digest, render_digest
+from mailbot.digest.contents import build_digest
+from mailbot.digest.render import render_digest
 from mailbot.embedded import EmbeddedImapServer, SmtpSink, free_port
 from mailbot.export import export_records, to_csv, to_xlsx
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext

@@ -28,7 +28,8 @@ from mailbot.app import Bot
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, parse_settings
 from mailbot.config_accounts import OAuthSettings
-from mailbot.digest import build_digest, render_digest
+from mailbot.digest.contents import build_digest
+from mailbot.digest.render import render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused

@@ -28,7 +28,7 @@ from mailbot.app import Bot
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
-from mailbot.pipeline import Processor
+from mailbot.outbox import Outbox
 from mailbot.queue_admin import find_item, list_items, reject_item, resolve_item, retry_items, show_item
 from storage.models import Application, Event, Message, MessageState, OutboxMail
 from tests.conftest import ImapServer, load_corpus, make_config
@@ -342,9 +342,9 @@ def test_a_crash_mid_retry_leaves_the_item_in_the_queue(
     with Bot(settings) as bot:
         bot.run_once()
     _, fixed = configure(with_english_labels)
-    original = Processor._queue_acknowledgement
+    original = Outbox.answer
 
-    def ack_then_crash(self: Processor, *args: Any) -> bool:
+    def ack_then_crash(self: Outbox, *args: Any) -> bool:
         original(self, *args)  # the outbox row and the application exist in the transaction…
         raise RuntimeError("power cut")  # …when it dies
 
@@ -353,7 +353,7 @@ def test_a_crash_mid_retry_leaves_the_item_in_the_queue(
         folder = bot.review.folder_of(queued)
         reason_before = (folder / "reason.json").read_bytes()
         outbox_before, sent_before = count(bot, OutboxMail), len(smtp_sink.received)
-        monkeypatch.setattr(Processor, "_queue_acknowledgement", ack_then_crash)
+        monkeypatch.setattr(Outbox, "answer", ack_then_crash)
         results = retry_items(bot, [find_item(bot, queued.reference or "")], "dave")
         assert len(results) == 1 and isinstance(results[0], str)
         assert "still in the queue" in results[0] and "power cut" in results[0]
@@ -367,7 +367,7 @@ def test_a_crash_mid_retry_leaves_the_item_in_the_queue(
         assert not (folder / "closed.json").exists()
         assert show_item(bot, after.id)
 
-        monkeypatch.setattr(Processor, "_queue_acknowledgement", original)
+        monkeypatch.setattr(Outbox, "answer", original)
         (result,) = retry_items(bot, [after.id], "dave")
         assert not isinstance(result, str) and result.outcome == "accepted"
     assert len(acks_to(smtp_sink, message_id)) == 2
@@ -428,7 +428,7 @@ def test_a_failed_reject_leaves_the_item_open(
     with Bot(settings) as bot:
         bot.run_once()
         queued = message_by_id(bot, truth["message_id"])
-        monkeypatch.setattr(bot.processor, "queue_notice", broken_notice)
+        monkeypatch.setattr(bot.processor.outbox, "closed_notice", broken_notice)
         with pytest.raises(RuntimeError, match="template missing"):
             reject_item(bot, queued.id, "spam", True, "bob")
         after = message_by_id(bot, truth["message_id"])

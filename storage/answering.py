@@ -1,0 +1,59 @@
+"""The reads behind answering: what the outbox and the identity check ask of the database.
+
+Named operations over the tables, so that neither ``mailbot.outbox`` nor ``mailbot.guard`` builds a
+statement: the answers counted against the sending limits,
+whether the coordinators were already alerted of a limit, and who is on record for an application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy.orm import Session
+
+from storage.events import EventKind
+from storage.models import EVENTS, MESSAGES, OUTBOX, OutboxState
+
+# the answers the limits count: every mail to a person outside the fund (digests go to coordinators)
+COUNTED_KINDS = ("ack", "notice")
+
+# built once and given their values when executed: these run for every answer during a rush
+_SELECT_ON_RECORD = select(MESSAGES.c.id, MESSAGES.c.from_addr, MESSAGES.c.person_email, MESSAGES.c.arrival).where(
+    MESSAGES.c.message_key.in_(bindparam("keys", expanding=True))
+)
+_SELECT_ANSWERS = select(OUTBOX.c.to_addr, OUTBOX.c.message_id, OUTBOX.c.state).where(
+    OUTBOX.c.message_pk.in_(bindparam("pks", expanding=True)), OUTBOX.c.kind == "ack"
+)
+
+
+def answers_counted(session: Session, since: datetime, to_key: str | None = None, to_domain: str | None = None) -> int:
+    """Automatic answers added since ``since`` (to one address or one domain, or all), withheld ones not counted."""
+    query = (
+        select(func.count())
+        .select_from(OUTBOX)
+        .where(OUTBOX.c.kind.in_(COUNTED_KINDS), OUTBOX.c.created_at >= since, OUTBOX.c.state != OutboxState.SUPPRESSED)
+    )
+    if to_key is not None:
+        query = query.where(OUTBOX.c.to_key == to_key)
+    if to_domain is not None:
+        query = query.where(OUTBOX.c.to_domain == to_domain)
+    return int(session.scalar(query) or 0)
+
+
+def limit_alerted_since(session: Session, limit: str, call_id: str, since: datetime) -> bool:
+    """Whether the coordinators of ``call_id`` were told of ``limit`` since ``since`` (a handful of rows)."""
+    query = select(EVENTS.c.detail).where(EVENTS.c.kind == EventKind.ANSWER_LIMIT, EVENTS.c.at >= since)
+    details = [row.detail or {} for row in session.execute(query)]
+    return any(detail.get("limit") == limit and detail.get("call") == call_id for detail in details)
+
+
+def messages_on_record(session: Session, message_keys: Sequence[str]) -> Sequence[Row[int, str, str | None, datetime]]:
+    """Row id, sender, form email and arrival of each of the messages ``message_keys``."""
+    return session.execute(_SELECT_ON_RECORD, {"keys": list(message_keys)}).all()
+
+
+def answers_to(session: Session, message_pks: Sequence[int]) -> Sequence[Row[str | None, str, str]]:
+    """Recipient, Message-ID and state of every acknowledgement of the messages ``message_pks``."""
+    return session.execute(_SELECT_ANSWERS, {"pks": list(message_pks)}).all()
