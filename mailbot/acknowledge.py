@@ -1,4 +1,6 @@
-"""Compose the one answer an applicant gets: subject, threading headers, text and HTML bodies.
+"""Compose what an applicant is told: the one answer to a submission (subject, threading headers, text
+and HTML bodies from ``templates/ack``) and the fixed-text notices (``templates/notice``); both are
+written out by ``mailbot.mail_writer`` and added to the outbox by ``mailbot.outbox``.
 
 Everything taken from a submission (names, titles, file names, subjects, addresses) is treated as
 hostile: control characters, line breaks and terminal escapes are removed before a value reaches a

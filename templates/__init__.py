@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import jinja2
 from markupsafe import Markup
-
-if TYPE_CHECKING:
-    from mailbot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +168,6 @@ class TemplateSet:
         self._tables: dict[str, dict[str, Any]] = {}
         self._from_strings: dict[str, jinja2.Template] = {}
         self._reasons: dict[str, Reason] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TemplateSet:
-        return cls(settings.templates.dir)
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         return self.environment.get_template(name).render(context)

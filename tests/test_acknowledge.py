@@ -497,8 +497,8 @@ def test_a_missing_override_folder_is_an_error(tmp_path: Path) -> None:
 
 def test_from_settings_uses_the_configured_folder(tmp_path: Path) -> None:
     configured = SETTINGS.model_copy(update={"templates": SETTINGS.templates.model_copy(update={"dir": str(tmp_path)})})
-    assert TemplateSet.from_settings(configured).override_dir == tmp_path
-    assert TemplateSet.from_settings(SETTINGS).override_dir is None
+    assert TemplateSet(configured.templates.dir).override_dir == tmp_path
+    assert TemplateSet(SETTINGS.templates.dir).override_dir is None
 
 
 def test_the_wheel_ships_the_templates_and_they_load_from_it(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     if day < today:
         # the call as it stood at the end of that day, not today's state under that day's title
         now = datetime.combine(day + timedelta(days=1), time(0), zone) - timedelta(microseconds=1)
-    templates = TemplateSet.from_settings(settings)
+    templates = TemplateSet(settings.templates.dir)
     engine = make_engine(settings.database_url)
     try:
         store = Storage(engine, RawArchive(settings.archive_dir))  # the caller checked the schema is current

@@ -47,7 +47,7 @@ def queue_digest(
 
     Safe to call from several processes at once: only the first commit of the (call, day) row wins.
     """
-    chosen = templates or TemplateSet.from_settings(settings)
+    chosen = templates or TemplateSet(settings.templates.dir)
     composed = _compose(store, settings, call, day, now, late, chosen)
     if composed is None:
         return None
