@@ -9,15 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.decision import Outcome
 from mailbot.digest.moment import Standing
 from mailbot.export import ApplicationAt
 from storage.decisions import reference_of
-from storage.events import EventKind
-from storage.models import SEND_RECOVERED, Application, Event, Message, OutboxMail, OutboxState, SendVerdict
+from storage.digests import answers_in_trouble, application_by_key, closed_by_admin
+from storage.models import Message, OutboxMail, OutboxState
 from templates import one_line
 
 EXCERPT_LINES = 3
@@ -88,9 +87,7 @@ def duplicates(session: Session, applications: Sequence[ApplicationAt]) -> tuple
         application, message = view.application, view.message
         if view.status != Outcome.DUPLICATE.value:
             continue
-        existing = session.scalar(
-            select(Application).where(Application.application_key == application.duplicate_of_key)
-        )
+        existing = application_by_key(session, application.duplicate_of_key)
         cases.append(
             DuplicateCase(
                 reference=reference_of(session, application.application_key),
@@ -149,15 +146,7 @@ def correspondence(message: Message) -> Correspondence:
 def review_queue(session: Session, standing: Standing, now: datetime) -> tuple[ReviewItem, ...]:
     """What waited for a person at ``now``: unreadable then, and not closed by an admin by then."""
     unreadable = [(m, at) for m, (outcome, at) in standing.values() if outcome == Outcome.UNREADABLE.value]
-    closed = set(
-        session.scalars(
-            select(Event.message_pk).where(
-                Event.message_pk.in_([m.id for m, _ in unreadable]),
-                Event.kind == EventKind.QUEUE_REJECTED,
-                Event.at <= now,
-            )
-        )
-    )
+    closed = closed_by_admin(session, [m.id for m, _ in unreadable], now)
     items = [
         ReviewItem(
             reference=m.reference,
@@ -173,18 +162,7 @@ def review_queue(session: Session, standing: Standing, now: datetime) -> tuple[R
 
 
 def ack_problems(session: Session, call_id: str, since: datetime | None, now: datetime) -> tuple[AckProblem, ...]:
-    rows = session.execute(
-        select(OutboxMail, Message.reference)
-        .outerjoin(Message, Message.id == OutboxMail.message_pk)
-        .where(
-            OutboxMail.kind == "ack",
-            OutboxMail.call_id == call_id,
-            OutboxMail.bounced_at.is_not(None)
-            | (OutboxMail.state == OutboxState.FAILED)
-            | (OutboxMail.state == OutboxState.SUPPRESSED)  # forged, spam or over a limit: not answered
-            | OutboxMail.id.in_(_presumed_sends(session)),
-        )
-    )
+    rows = answers_in_trouble(session, call_id)
     problems = []
     for mail, reference in rows:
         # a failure is recorded right after the last attempt, which began at sending_since
@@ -212,12 +190,3 @@ def _problem(mail: OutboxMail) -> str:
     if mail.state == OutboxState.SUPPRESSED:
         return "withheld"
     return "failed" if mail.state == OutboxState.FAILED else "uncertain"
-
-
-def _presumed_sends(session: Session) -> list[int]:
-    """Answers a stop interrupted as the server took them and nothing could tell whether it kept them.
-
-    Rare (one per stop and sending worker at most), so the event log is read rather than indexed.
-    """
-    details = session.scalars(select(Event.detail).where(Event.kind == SEND_RECOVERED))
-    return [int(d["outbox_id"]) for d in details if d.get("verdict") == SendVerdict.PRESUMED.value]

@@ -15,7 +15,8 @@ from mailbot.digest.contents import build_digest
 from mailbot.digest.queueing import queue_digest
 from mailbot.digest.render import render_digest
 from storage import Storage
-from storage.models import DigestRun, OutboxMail, OutboxState
+from storage.digests import digest_mail
+from storage.models import OutboxState
 from templates import TemplateSet
 
 
@@ -77,8 +78,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
             print(f"the {day.isoformat()} digest of {call.id} was already queued; delivering the outbox")
         Sender(settings, store, worker_name()).flush()
         with store.sessions() as session:
-            run = session.get(DigestRun, (call.id, day))
-            mail = session.get(OutboxMail, run.outbox_id) if run and run.outbox_id else None
+            mail = digest_mail(session, call.id, day)
             state = mail.state if mail else "missing"
             reply = mail.last_reply if mail else None
         print(f"digest {call.id} {day.isoformat()}: {state}{f' ({reply})' if reply else ''}")

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailbot.config import CallSettings, DigestSettings, Settings
@@ -33,7 +32,8 @@ from mailbot.digest.moment import SUBMISSION_OUTCOMES, applications_at, by_outco
 from mailbot.export import ApplicationAt, message_fields
 from mailbot.institutions import normalise_institution
 from mailbot.oauth import TokenStatus, token_problems
-from storage.models import DigestRun, Message
+from storage.digests import last_digest_at
+from storage.models import Message
 
 TOP_INSTITUTIONS = 10
 
@@ -143,9 +143,7 @@ def build_digest(
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("a digest needs an aware 'now'")
-    since = session.scalar(
-        select(func.max(DigestRun.created_at)).where(DigestRun.call_id == call.id, DigestRun.day < day)
-    )
+    since = last_digest_at(session, call.id, day)
     standing = decisions_at(session, call.id, now)
     messages = [m for m, _ in standing.values()]
     outcome_of = {m.id: outcome for m, (outcome, _at) in standing.values()}

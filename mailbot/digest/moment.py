@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.decision import Outcome
 from mailbot.export import ApplicationAt, Snapshot, message_fields
+from storage.digests import applications_of, decided_messages, decision_events
 from storage.events import EventKind
-from storage.models import Application, Event, Message
+from storage.models import Application, Message
 
 # Outcomes of a message that carried a readable form: the "new submissions" of a digest.
 SUBMISSION_OUTCOMES = (
@@ -32,7 +32,6 @@ NOT_CURRENT = frozenset({Outcome.LATE.value})
 
 
 Standing = dict[int, tuple[Message, tuple[str, datetime]]]
-_DECISION_EVENTS = (EventKind.DECIDED, EventKind.FAILED)
 
 
 def decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
@@ -43,18 +42,13 @@ def decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
     """
     standing: Standing = {}
     later: list[Message] = []
-    query = select(Message).where(Message.call_id == call_id, Message.outcome.is_not(None))
-    for message in session.scalars(query.order_by(Message.arrival, Message.id)):
+    for message in decided_messages(session, call_id):
         if message.decided_at is not None and message.decided_at <= now:
             standing[message.id] = (message, (str(message.outcome), message.decided_at))
         else:
             later.append(message)
     if later:
-        earlier = session.execute(
-            select(Event.message_pk, Event.kind, Event.detail, Event.at)
-            .where(Event.message_pk.in_([m.id for m in later]), Event.kind.in_(_DECISION_EVENTS), Event.at <= now)
-            .order_by(Event.at, Event.id)
-        )
+        earlier = decision_events(session, [m.id for m in later], now)
         by_id = {m.id: m for m in later}
         for pk, kind, detail, at in earlier:
             outcome = Outcome.UNREADABLE.value if kind == EventKind.FAILED else str((detail or {}).get("outcome") or "")
@@ -81,8 +75,7 @@ def every_application_at(session: Session, call_id: str, standing: Standing) -> 
         if message.application_id is not None and outcome in counted:
             forms.setdefault(message.application_id, []).append(message)
     views = []
-    rows = session.scalars(select(Application).where(Application.call_id == call_id).order_by(Application.id))
-    for application in rows:
+    for application in applications_of(session, call_id):
         current = standing.get(application.current_message_pk)
         if current is not None:
             view = ApplicationAt(

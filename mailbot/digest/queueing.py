@@ -18,9 +18,9 @@ from mailbot.mail_writer import ComposedMail
 from mailbot.outbox import Outbox
 from storage import Storage
 from storage.db import transaction
+from storage.digests import digest_run, record_digest_run
 from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
-from storage.models import DigestRun
 from templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,7 @@ def queue_digest(
     data, mail = composed
     try:
         with transaction(store.sessions) as session:
-            run = DigestRun(call_id=call.id, day=day, created_at=now, late=late)
-            session.add(run)
-            session.flush()  # a second worker's row for the same (call, day) stops here
+            run = record_digest_run(session, call.id, day, now, late)  # a second worker stops here
             run.outbox_id = Outbox(settings, chosen).digest(session, call, mail, queued_at or now)
             add_event(
                 session,
@@ -89,7 +87,7 @@ def _compose(
 ) -> tuple[DigestData, ComposedMail] | None:
     """The digest's data and its mail, read outside the queueing transaction; None if already queued."""
     with store.sessions() as session:
-        if session.get(DigestRun, (call.id, day)) is not None:
+        if digest_run(session, call.id, day) is not None:
             return None
         data = build_digest(session, settings, call, day, now, late=late)
         # the workbook shows the same moment as the words: a past day's digest carries that day's state
