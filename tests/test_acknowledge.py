@@ -35,7 +35,7 @@ from mailbot.acknowledge import (
 )
 from mailbot.config import CallSettings, Settings, load_settings
 from mailbot.config_accounts import SmtpSettings
-from mailbot.mail_writer import OutgoingHeaders, alternative_mail, message_bytes, sign_dkim
+from mailbot.mail_writer import Attachment, OutgoingHeaders, alternative_mail, message_bytes, sign_dkim
 from parsers.model import UNREADABLE_REASONS
 from templates import GENERIC_REASON, TemplateSet, local_time, one_line, reason_sentence
 
@@ -411,6 +411,35 @@ def test_a_line_break_never_reaches_a_header() -> None:
     )
     with pytest.raises(ValueError, match="break lines"):
         alternative_mail(headers, "text", "<p>html</p>")
+
+
+def test_the_one_writer_folds_several_recipients_and_attaches_files() -> None:
+    coordinators = [f"coordinator.number.{i}@university.example.edu.cn" for i in range(4)]
+    headers = OutgoingHeaders(
+        sender_name="基金办公室",
+        sender_address="min.gao@aminer.cn",
+        to=coordinators,
+        cc=None,
+        subject="每日摘要 / Daily digest",
+        date=NOW,
+        message_id="<digest@aminer.cn>",
+        in_reply_to=None,
+        references=[],
+        auto_submitted="auto-generated",
+    )
+    book = Attachment("smp-2024-09-02.xlsx", "application/vnd.ms-excel", bytes(range(256)) * 3)
+    raw = alternative_mail(headers, "正文", "<p>正文</p>", [book])
+    assert all(len(line) <= 78 for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert [a.addr_spec for a in parsed["To"].addresses] == coordinators
+    assert parsed.get_content_type() == "multipart/mixed"
+    plain, rich = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and plain.get_content() == "正文\r\n"
+    assert rich is not None and rich.get_content() == "<p>正文</p>\r\n"
+    [attachment] = list(parsed.iter_attachments())
+    assert attachment.get_filename() == "smp-2024-09-02.xlsx"
+    assert attachment.get_payload(decode=True) == bytes(range(256)) * 3
 
 
 # ---------------------------------------------------------------------------------------------- message ids
