@@ -524,7 +524,7 @@ def test_a_missing_override_folder_is_an_error(tmp_path: Path) -> None:
         TemplateSet(tmp_path / "absent")
 
 
-def test_from_settings_uses_the_configured_folder(tmp_path: Path) -> None:
+def test_the_configured_folder_is_the_override(tmp_path: Path) -> None:
     configured = SETTINGS.model_copy(update={"templates": SETTINGS.templates.model_copy(update={"dir": str(tmp_path)})})
     assert TemplateSet(configured.templates.dir).override_dir == tmp_path
     assert TemplateSet(SETTINGS.templates.dir).override_dir is None
