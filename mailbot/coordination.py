@@ -35,36 +35,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import Connection, Engine, Select, func, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
 
 from storage.db import is_postgres
+from storage.leases import close_for_good, connection_alive, lock_connection, try_session_lock
 
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "mailbot-mailbox"
-# A machine that loses power or network never closes its connection; these make the server give
-# up on it within about a minute (instead of the system default of hours), freeing its mailboxes.
-SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
-
-
-def _advisory(function: str, namespace: str, name: str) -> Select[tuple[bool]]:
-    """An advisory-lock call in the two-key form, which never meets the one-key locks of storage.decisions.lock_call."""
-    return select(getattr(func, function)(func.hashtext(namespace), func.hashtext(name)))
-
-
-def _own_connection(engine: Engine) -> Connection:
-    """A connection for a session-level lock: autocommit, so it never sits idle inside a transaction."""
-    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-
-def _close_for_good(connection: Connection) -> None:
-    """End the connection's database session, and with it every lock it holds.
-
-    It must not go back to the pool: a pooled session would keep the lock for whoever borrows it.
-    """
-    connection.invalidate()
-    connection.close()
 
 
 class MailboxLease:
@@ -87,17 +65,14 @@ class MailboxLease:
             return True
         with self._guard:
             if self._connection is not None:
-                if self._alive(self._connection):
+                if connection_alive(self._connection):
                     return True
                 self._drop()
-            connection = _own_connection(self.engine)
+            connection = lock_connection(self.engine)
             try:
-                acquired = bool(connection.scalar(_advisory("pg_try_advisory_lock", LEASE_NAMESPACE, self.mailbox)))
-                if acquired:
-                    for setting, value in SERVER_KEEPALIVES.items():
-                        connection.execute(text(f"SET {setting} = {value:d}"))
+                acquired = try_session_lock(connection, LEASE_NAMESPACE, self.mailbox)
             except Exception:
-                _close_for_good(connection)
+                close_for_good(connection)
                 raise
             if not acquired:
                 connection.close()  # holds nothing: back to the pool
@@ -115,7 +90,7 @@ class MailboxLease:
         with self._guard:
             if self._connection is None:
                 return False
-            if self._alive(self._connection):
+            if connection_alive(self._connection):
                 return True
             self._drop()
             log.warning("lost the lease of mailbox %s: its connection closed", self.mailbox)
@@ -128,14 +103,7 @@ class MailboxLease:
                 self._drop()
                 log.info("released the lease of mailbox %s", self.mailbox, extra={"mailbox": self.mailbox})
 
-    def _alive(self, connection: Connection) -> bool:
-        try:
-            connection.scalar(select(1))
-        except SQLAlchemyError:
-            return False
-        return True
-
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            _close_for_good(connection)
+            close_for_good(connection)
