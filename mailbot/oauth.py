@@ -31,7 +31,6 @@ from typing import Literal, Protocol
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings, resolve_secret, secret_from_env
@@ -40,7 +39,7 @@ from mailbot.logs import mask_from_now_on
 from storage import Storage
 from storage.db import transaction
 from storage.events import EventKind, add_event
-from storage.models import Event
+from storage.tokens import latest_token_states
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,6 @@ TOKEN_TIMEOUT_S = 30.0
 ASK_AGAIN_REFUSED_S = 3600.0
 # after the endpoint could not be reached or answered with a temporary error
 ASK_AGAIN_UNREACHABLE_S = 30.0
-# how many recorded token states status and the digest read (a few per run of the bot)
-EVENTS_READ = 1000
 
 TokenState = Literal["valid", "revoked", "client-refused"]
 # told of each change of a refresh token's state: its settings, the state, what the endpoint said
@@ -323,15 +320,7 @@ def token_statuses(session: Session, settings: Settings, call_id: str | None = N
     accounts = oauth_accounts(settings, call_id)
     if not accounts:
         return []
-    rows = session.execute(
-        select(Event.at, Event.detail)
-        .where(Event.kind == EventKind.OAUTH_REFRESH)
-        .order_by(Event.id.desc())
-        .limit(EVENTS_READ)
-    ).all()
-    latest: dict[tuple[str, str], tuple[datetime, Mapping[str, object]]] = {}
-    for at, detail in rows:
-        latest.setdefault((str(detail.get("refresh_token_env")), str(detail.get("token_url"))), (at, detail))
+    latest = latest_token_states(session)
     statuses = []
     for name, user, oauth in accounts:
         at, detail = latest.get((oauth.refresh_token_env, oauth.endpoint), (None, {}))
