@@ -299,7 +299,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from mailbot.ops import run_checks
+    from mailbot.checks import run_checks
 
     settings = _settings(args)
     if args.fix:
@@ -326,7 +326,7 @@ def _report_migration(settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mailbot.ops import failing_mailboxes, status_report
+    from mailbot.status import failing_mailboxes, status_report
 
     settings = _settings(args)
     sys.stdout.write(status_report(settings))

@@ -13,12 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-
 from mailbot.clock import utcnow
 from mailbot.config import Settings
 from storage import Storage
-from storage.models import MailboxCursor, Message, MessageState, OutboxMail, OutboxState
+from storage.models import MessageState, OutboxState
+from storage.reports import answers_by_state, messages_by_state, oldest_review_arrival, poll_cursor, poll_failing
 
 STAGES = ("fetch", "parse", "decide", "store", "send")
 
@@ -57,24 +56,19 @@ def status_figures(store: Storage, settings: Settings) -> dict[str, float]:
     """The figures ``status`` prints, as numbers (for Prometheus and tests)."""
     figures: dict[str, float] = {}
     with store.sessions() as session:
-        states = dict(session.execute(select(Message.state, func.count()).group_by(Message.state)).all())
+        states = messages_by_state(session)
         for message_state in MessageState:
             figures[f"messages_{message_state.value}"] = float(states.get(message_state.value, 0))
-        outbox = dict(session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)).all())
+        outbox = answers_by_state(session)
         for outbox_state in OutboxState:
             figures[f"outbox_{outbox_state.value}"] = float(outbox.get(outbox_state.value, 0))
-        oldest = session.scalar(select(func.min(Message.arrival)).where(Message.state == MessageState.REVIEW))
+        oldest = oldest_review_arrival(session)
         figures["review_oldest_age_seconds"] = (utcnow() - oldest).total_seconds() if oldest else 0.0
         for box in settings.mailbox:
-            cursor = session.get(MailboxCursor, (box.name, box.folder))
+            cursor = poll_cursor(session, box.name, box.folder)
             success = cursor.last_success if cursor else None
             figures[f"mailbox_last_success_timestamp:{box.name}"] = success.timestamp() if success else 0.0
-            failing = bool(
-                cursor
-                and cursor.last_error
-                and (success is None or (cursor.last_error_at is not None and cursor.last_error_at > success))
-            )
-            figures[f"mailbox_failing:{box.name}"] = 1.0 if failing else 0.0
+            figures[f"mailbox_failing:{box.name}"] = 1.0 if poll_failing(cursor) else 0.0
     return figures
 
 

@@ -38,7 +38,7 @@ from mailbot.digest.render import render_digest
 from mailbot.embedded import SmtpSink
 from mailbot.export import to_xlsx
 from mailbot.identity import Identity
-from mailbot.ops import status_report
+from mailbot.status import status_report
 from mailbot.queue_admin import confirm_item
 from mailbot.review import windows_safe
 from parsers.sandbox import ParserPool

@@ -41,7 +41,7 @@ from mailbot.demo import write_config
 from mailbot.digest.contents import build_digest
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.imap import MailboxClient
-from mailbot.ops import status_report
+from mailbot.status import status_report
 from parsers import extract_parts
 from storage.models import Delivery, Message, OutboxMail, OutboxState
 from tests.conftest import ImapServer, load_corpus, make_config

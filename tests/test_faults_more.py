@@ -43,7 +43,7 @@ from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
-from mailbot.ops import status_report
+from mailbot.status import status_report
 from mailbot.sender import Sender
 from parsers import extract_parts
 from storage import Storage

@@ -33,7 +33,8 @@ from mailbot.digest.render import render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
-from mailbot.ops import run_checks, status_report
+from mailbot.checks import run_checks
+from mailbot.status import status_report
 from mailbot.sender import connect_smtp
 from storage.models import OutboxMail, OutboxState
 from templates import TemplateSet

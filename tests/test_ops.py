@@ -25,7 +25,8 @@ from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
-from mailbot.ops import purge, run_checks
+from mailbot.checks import run_checks
+from mailbot.ops import purge
 from storage.db import make_engine
 from storage.models import Message
 from tests.conftest import PASSWORD_ENV, ImapServer, load_corpus, make_config
