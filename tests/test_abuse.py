@@ -38,9 +38,9 @@ from mailbot.digest.render import render_digest
 from mailbot.embedded import SmtpSink
 from mailbot.export import to_xlsx
 from mailbot.identity import Identity
-from mailbot.status import status_report
 from mailbot.queue_admin import confirm_item
 from mailbot.review import windows_safe
+from mailbot.status import status_report
 from parsers.sandbox import ParserPool
 from storage.models import Application, Message, MessageState, OutboxMail
 from tests.conftest import PASSWORD_ENV, ImapServer

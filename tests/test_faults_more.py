@@ -43,8 +43,8 @@ from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
-from mailbot.status import status_report
 from mailbot.sender import Sender
+from mailbot.status import status_report
 from parsers import extract_parts
 from storage import Storage
 from storage.intake_records import Recorded

@@ -25,6 +25,7 @@ import tomli_w
 from imapclient.exceptions import LoginError
 
 from mailbot.app import Bot
+from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, parse_settings
 from mailbot.config_accounts import OAuthSettings
@@ -33,9 +34,8 @@ from mailbot.digest.render import render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
-from mailbot.checks import run_checks
-from mailbot.status import status_report
 from mailbot.sender import connect_smtp
+from mailbot.status import status_report
 from storage.models import OutboxMail, OutboxState
 from templates import TemplateSet
 from tests.conftest import MAILBOX_USERS, PASSWORD, ImapServer, _missing, load_corpus, make_config

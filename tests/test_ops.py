@@ -21,11 +21,11 @@ from sqlalchemy import MetaData, select
 import storage.db
 from mailbot import cli
 from mailbot.app import Bot, RunSummary
+from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
-from mailbot.checks import run_checks
 from mailbot.ops import purge
 from storage.db import make_engine
 from storage.models import Message
