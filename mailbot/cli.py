@@ -23,7 +23,7 @@ from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.digest.command import add_digest_command
 from mailbot.logs import configure_logging, configured_secrets
-from mailbot.queue_admin import add_queue_command
+from mailbot.queue_command import add_queue_command
 
 log = logging.getLogger("mailbot")
 
@@ -364,7 +364,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from mailbot.queue_admin import cmd_queue as run_queue
+    from mailbot.queue_command import cmd_queue as run_queue
 
     return run_queue(args, _settings(args))
 
