@@ -5,66 +5,39 @@ revision) and the other files sent with that form, named ``REFERENCE_姓名_单�
 by topic. Superseded versions stay out and are listed in the index; a duplicate is included as
 the further project it is, and flagged; late and unreadable mail sits in folders of its own for
 the coordinators to decide on. ``index.xlsx`` has a row per entry and ``MANIFEST.sha256`` the
-checksum of every file. Built from the database and the raw archive alone, in a fixed order with
-fixed timestamps, so the same data gives the same bytes.
+checksum of every file (both written by :mod:`mailbot.bundle_index`). Built from the database and
+the raw archive alone, in a fixed order with fixed timestamps, so the same data gives the same bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import sys
 import unicodedata
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Literal
 
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailbot.config import CallSettings, Settings
+from mailbot.bundle_index import index_workbook, local_text
+from mailbot.config import CallSettings
 from parsers.archive_zip import read_zip
 from parsers.convert import convert, office_binary
 from parsers.errors import CannotRead
 from parsers.limits import Limits
 from parsers.message import extract_parts
 from storage.archive import RawArchive
+from storage.exports import messages_with_outcomes
 from storage.models import Message
 from templates import TemplateSet
 
 Grouping = Literal["topic", "direction", "none"]
 CURRENT_OUTCOMES = ("accepted", "incomplete", "revision", "duplicate")
-PERSONAL_FIELDS = ("email", "phone", "gender", "birth")
-INDEX_COLUMNS = (
-    "folder",
-    "reference",
-    "form_reference",
-    "status",
-    "applicant",
-    "institution",
-    "title",
-    "topic",
-    "direction",
-    "arrival",
-    "files",
-    "sha256",
-    "flags",
-    "superseded",
-)
-PERSONAL_COLUMNS = ("email", "phone", "gender", "birth")
-# A fixed time for every file in the zip and the workbook: a date the ZIP format can hold.
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-_FIXED_DATETIME = datetime(*FIXED_TIME, tzinfo=UTC)
 _WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
 _NAME_BYTES = 150  # a path component, with room for the folder and a numbering suffix
-_CORE_TIMES = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
 
 
 @dataclass
@@ -170,13 +143,7 @@ def collect(
     """Every file and index row of the bundle, from the database and the archive."""
     limits = limits or Limits()
     words = templates.table("bundle/bundle.toml")
-    messages = list(
-        session.scalars(
-            select(Message)
-            .where(Message.call_id == call.id, Message.outcome.in_((*CURRENT_OUTCOMES, "late", "unreadable")))
-            .order_by(Message.arrival, Message.id)
-        )
-    )
+    messages = messages_with_outcomes(session, call.id, (*CURRENT_OUTCOMES, "late", "unreadable"))
     flag_names = templates.table("digest/digest.toml").get("flags", {})
     chosen, superseded = _current_entries(messages, call, words, grouping, flag_names)
     chosen += _set_aside_entries(messages, words)
@@ -245,7 +212,7 @@ def _current_entries(
                     "reference": old.reference,
                     "replaced_by": current.reference,
                     "application": entry.reference,
-                    "arrival": _local(old.arrival, call),
+                    "arrival": local_text(old.arrival, call),
                     "sha256": _reading_form(old).get("sha256") or "",
                     "note": flag_words["superseded"].format(reference=current.reference),
                 }
@@ -340,218 +307,3 @@ def _group_folder(topic: Any, grouping: Grouping, topics: dict[str, Any], folder
     if known is not None:
         return safe_component(f"{known.code} {known.name}")
     return safe_component(str(topic)) if topic else folders["no_topic"]
-
-
-def _local(value: datetime, call: CallSettings) -> str:
-    return value.astimezone(call.tz).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def index_workbook(
-    entries: Sequence[Entry],
-    superseded: Sequence[dict[str, Any]],
-    call: CallSettings,
-    words: dict[str, Any],
-    grouping: Grouping,
-    redact: bool,
-    notes: Sequence[str],
-    messages: Sequence[Message],
-) -> bytes:
-    """index.xlsx: a row per entry, the superseded versions, and what the bundle is (with pinned timestamps)."""
-    workbook = Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    sheet.title = words["sheets"]["applications"]
-    columns = INDEX_COLUMNS if redact else (*INDEX_COLUMNS, *PERSONAL_COLUMNS)
-    sheet.append(list(columns))
-    for entry in entries:
-        row = index_row(entry, call, redact)
-        sheet.append([_cell(row[column]) for column in columns])
-    _style(sheet)
-    old = workbook.create_sheet(words["sheets"]["superseded"])
-    old_columns = ("reference", "replaced_by", "application", "arrival", "sha256", "note")
-    old.append(list(old_columns))
-    for item in superseded:
-        old.append([_cell(item[column]) for column in old_columns])
-    _style(old)
-    about = workbook.create_sheet(words["sheets"]["about"])
-    texts = words["about"]
-    latest = max((m.arrival for m in messages), default=_FIXED_DATETIME)
-    lines = [
-        texts["title"].format(call=call.name_zh),
-        texts["made"].format(latest=_local(latest, call)),
-        texts["layout"].format(grouping=words["grouping"][grouping]),
-        *([texts["redacted"]] if redact else []),
-        texts["manifest"],
-        *notes,
-    ]
-    for line in lines:
-        about.append([line])
-    about.column_dimensions["A"].width = 120
-    for row in about.iter_rows():
-        for cell in row:
-            cell.alignment = Alignment(wrap_text=True)
-    workbook.properties.creator = "mailbot"
-    workbook.properties.created = _FIXED_DATETIME.replace(tzinfo=None)
-    workbook.properties.modified = _FIXED_DATETIME.replace(tzinfo=None)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return pinned_zip(buffer.getvalue())
-
-
-def index_row(entry: Entry, call: CallSettings, redact: bool) -> dict[str, Any]:
-    """The index's cells for one entry, by column name."""
-    topic = entry.fields.get("topic")
-    known = next((t for t in call.topic if t.code == topic), None)
-    row: dict[str, Any] = {
-        "folder": entry.folder,
-        "reference": entry.reference,
-        "form_reference": entry.form_reference,
-        "status": entry.status,
-        "applicant": entry.fields.get("applicant_name"),
-        "institution": entry.fields.get("institution"),
-        "title": entry.fields.get("project_title"),
-        "topic": topic,
-        "direction": known.direction if known is not None else entry.fields.get("direction"),
-        "arrival": _local(entry.arrival, call),
-        "files": "\n".join(entry.files),
-        "sha256": entry.form_sha256,
-        "flags": "\n".join(entry.flags),
-        "superseded": ", ".join(entry.superseded),
-    }
-    if not redact:
-        row.update({column: entry.fields.get(column) for column in PERSONAL_COLUMNS})
-    return row
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # a value from a submission must never become a spreadsheet formula
-    return value
-
-
-def _style(sheet: Any) -> None:
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    sheet.freeze_panes = "A2"
-
-
-def pinned_zip(data: bytes) -> bytes:
-    """A zip package rewritten with every member at the fixed time, in its own order (openpyxl stamps now)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            content = source.read(info)
-            if info.filename == "docProps/core.xml":  # openpyxl sets "modified" to the moment of saving
-                content = _CORE_TIMES.sub(rb"\g<1>1980-01-01T00:00:00Z\g<2>", content)
-            target.writestr(_fixed_info(info.filename), content)
-    return out.getvalue()
-
-
-def _fixed_info(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.create_system = 3
-    info.external_attr = 0o644 << 16
-    return info
-
-
-def write_bundle(bundle: Bundle, target: Path) -> Path:
-    """The bundle as a .zip (sorted, fixed times) or into a folder."""
-    if target.suffix.lower() == ".zip":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for item in bundle.files:
-                archive.writestr(_fixed_info(item.path), item.data)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(buffer.getvalue())
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    for item in bundle.files:
-        path = target.joinpath(*item.path.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(item.data)
-    return target
-
-
-def _progress_reporter() -> tuple[Callable[[str], None], Callable[[], None]]:
-    if not sys.stderr.isatty():
-        return (lambda text: print(text, file=sys.stderr, flush=True)), (lambda: None)
-    from rich.console import Console
-    from rich.progress import Progress
-
-    bar = Progress(console=Console(stderr=True), transient=True)  # standard output keeps the summary
-    bar.start()
-    task = bar.add_task("bundle", total=None)
-
-    def advance(text: str) -> None:
-        done, _, total = text.strip("[").partition("]")[0].partition("/")
-        bar.update(task, completed=int(done), total=int(total), description=text.partition("] ")[2])
-
-    return advance, bar.stop
-
-
-def build(
-    settings: Settings,
-    call_id: str,
-    output: Path,
-    grouping: Grouping = "topic",
-    redact: bool = False,
-    pdf: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> Bundle:
-    from storage.db import make_engine, session_factory
-
-    call = settings.call_by_id(call_id)
-    engine = make_engine(settings.database_url)
-    try:
-        with session_factory(engine)() as session:
-            bundle = collect(
-                session,
-                RawArchive(settings.archive_dir),
-                call,
-                TemplateSet(settings.templates.dir),
-                grouping,
-                redact,
-                pdf,
-                progress=progress,
-            )
-    finally:
-        engine.dispose()
-    write_bundle(bundle, output)
-    return bundle
-
-
-def add_bundle_command(commands: Any) -> None:
-    bundle = commands.add_parser("bundle", help="every current proposal of a call, for reviewers (zip or folder)")
-    bundle.add_argument("--call", required=True)
-    bundle.add_argument("-o", "--output", type=Path, help="FILE.zip or a folder (default: CALL-bundle.zip)")
-    bundle.add_argument("--redact", action="store_true", help="leave contacts and personal fields out of the index")
-    bundle.add_argument("--by", choices=["topic", "direction", "none"], default="topic", help="folders by")
-    bundle.add_argument("--pdf", action="store_true", help="add a PDF rendering of each Word form (LibreOffice)")
-
-
-def cmd_bundle(args: Any, settings: Settings) -> int:
-    output: Path = args.output or Path(f"{args.call}-bundle.zip")
-    advance, finish = _progress_reporter()
-    try:
-        made = build(settings, args.call, output, args.by, args.redact, args.pdf, advance)
-    except KeyError:
-        print(f"mailbot: no call {args.call!r} in the configuration", file=sys.stderr)
-        return 2
-    finally:
-        finish()
-    for note in made.notes:
-        print(note, file=sys.stderr)
-    current = sum(1 for entry in made.entries if entry.status in CURRENT_OUTCOMES)
-    print(
-        f"{output}: {current} application(s), {len(made.entries) - current} late or unreadable, "
-        f"{len(made.superseded)} superseded version(s) left out, {len(made.files)} files"
-    )
-    return 0
-
-
-def iter_manifest(text: str) -> Iterator[tuple[str, str]]:
-    """(sha256, path) of each MANIFEST.sha256 line."""
-    for line in text.splitlines():
-        digest, _, path = line.partition("  ")
-        yield digest, path

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot import __version__
 from mailbot.admin_context import EXIT_SCHEMA, SchemaNotCurrent
-from mailbot.bundle import add_bundle_command
+from mailbot.bundle_command import add_bundle_command
 from mailbot.call_command import add_call_command
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
@@ -377,7 +377,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from mailbot.admin_context import check_schema
-    from mailbot.bundle import cmd_bundle as bundle_command
+    from mailbot.bundle_command import cmd_bundle as bundle_command
 
     settings = _settings(args)
     check_schema(settings)

@@ -26,10 +26,10 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings
+from storage.exports import applications_with_current_form, decided_messages, reference_of_key
 from storage.models import Application, Message
 from templates import TemplateSet
 
@@ -173,18 +173,11 @@ def message_record(
     }
 
 
-def processed_messages(session: Session, call_id: str | None = None) -> list[Message]:
-    query = select(Message).where(Message.outcome.is_not(None)).order_by(Message.arrival, Message.id)
-    if call_id:
-        query = query.where(Message.call_id == call_id)
-    return list(session.scalars(query))
-
-
 def export_records(
     session: Session, call_id: str | None = None, redact: bool = False, layout: ExportLayout | None = None
 ) -> list[dict[str, Any]]:
     layout = layout or export_layout()
-    return [message_record(m, redact, layout) for m in processed_messages(session, call_id)]
+    return [message_record(m, redact, layout) for m in decided_messages(session, call_id)]
 
 
 def _flat(record: dict[str, Any], redact: bool, layout: ExportLayout | None = None) -> dict[str, Any]:
@@ -273,9 +266,6 @@ def _cell(value: Any) -> Any:
 
 def current_applications(session: Session, call_id: str | None) -> list[ApplicationAt]:
     """Every application (of ``call_id``) as it is now."""
-    query = select(Application, Message).join(Message, Message.id == Application.current_message_pk)
-    if call_id:
-        query = query.where(Application.call_id == call_id)
     return [
         ApplicationAt(
             application,
@@ -285,7 +275,7 @@ def current_applications(session: Session, call_id: str | None) -> list[Applicat
             tuple(str(name) for name in application.missing or ()),
             tuple(str(flag) for flag in application.flags or ()),
         )
-        for application, message in session.execute(query.order_by(Application.id))
+        for application, message in applications_with_current_form(session, call_id)
     ]
 
 
@@ -301,9 +291,8 @@ def application_rows(
     rows = []
     for view in current_applications(session, call_id) if applications is None else applications:
         application, message = view.application, view.message
-        first = session.scalar(select(Message.reference).where(Message.message_key == application.application_key))
         row: dict[str, Any] = {
-            "reference": first,
+            "reference": reference_of_key(session, application.application_key),
             "current_reference": message.reference,
             "call": application.call_id,
             "status": view.status,
@@ -350,7 +339,7 @@ def to_xlsx(
     views = None if snapshot is None else snapshot.applications
     _sheet(workbook, "Applications", application_rows(session, call_id, redact, layout, views), headings, first=True)
     decided = (
-        [(m, str(m.outcome)) for m in processed_messages(session, call_id)] if snapshot is None else snapshot.messages
+        [(m, str(m.outcome)) for m in decided_messages(session, call_id)] if snapshot is None else snapshot.messages
     )
     messages = []
     for message, outcome in decided:

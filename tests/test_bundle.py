@@ -18,7 +18,9 @@ import tomli_w
 from openpyxl import load_workbook
 
 from mailbot.app import Bot
-from mailbot.bundle import INDEX_COLUMNS, PERSONAL_COLUMNS, build, iter_manifest, safe_component
+from mailbot.bundle import safe_component
+from mailbot.bundle_command import build
+from mailbot.bundle_index import INDEX_COLUMNS, PERSONAL_COLUMNS, iter_manifest
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.importer import import_one
