@@ -17,7 +17,8 @@ from mailbot.queue_typing import Plan, check_required, plan_typing
 from mailbot.queue_view import QueueError, held_reason
 from parsers.model import to_jsonable
 from storage.events import EventKind, add_event
-from storage.models import Application, Message, MessageState
+from storage.models import Message, MessageState
+from storage.review_items import close_as_rejected, count_answer_attempt, store_corrected_form
 
 
 def _note_admin_action(
@@ -92,27 +93,13 @@ def carry_out_correction(desk: ReviewDesk, plan: Plan, actor: str) -> str:
     reading = to_jsonable(plan.submission)
     with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, plan.pk, with_for_update=True)
-        application = session.get(Application, message.application_id) if message.application_id else None
-        before = dict(application.fields) if application else {}
-        decision = dict(message.decision or {})
-        decision.update(missing=list(plan.decision.missing), explanation=plan.decision.explanation)
-        message.decision = decision
-        message.reading = reading
-        if application is not None and application.current_message_pk == message.id:
-            application.fields = values
-            application.missing = list(plan.decision.missing)
-            if application.status in ("accepted", "incomplete"):
-                application.status = "incomplete" if plan.decision.missing else "accepted"
-            application.updated_at = utcnow()
-        changed = {
-            name: [before.get(name), values.get(name)] for name in values if before.get(name) != values.get(name)
-        }
+        missing, explanation = plan.decision.missing, plan.decision.explanation
+        changed = store_corrected_form(session, message, values, missing, explanation, reading, utcnow())
         add_event(
             session, EventKind.QUEUE_CORRECTED, actor, plan.pk, fields=plan.typed, changed=changed, answered=plan.answer
         )
         if plan.answer:
-            message.attempts += 1  # a new answer needs its own Message-ID
-            session.flush()
+            count_answer_attempt(session, message)
             desk.processor.outbox.answer_again(session, message, plan.decision, plan.submission)
     if plan.answer:
         desk.send()
@@ -126,10 +113,7 @@ def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str
         message = session.get_one(Message, pk, with_for_update=True)
         if message.state != MessageState.REVIEW:
             raise QueueError(f"{message.reference or pk} is not in the review queue")
-        message.state = MessageState.DONE
-        decision = dict(message.decision or {})
-        decision.update(rule="rejected-by-admin", explanation=f"closed by {actor}: {reason}")
-        message.decision = decision
+        close_as_rejected(message, f"closed by {actor}: {reason}")
         add_event(session, EventKind.QUEUE_REJECTED, actor, pk, reason=reason, notify=notify)
         told = notify and desk.processor.outbox.closed_notice(session, message, reason)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
