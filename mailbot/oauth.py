@@ -15,7 +15,7 @@ of caching and of reporting a dead refresh token.
 A refresh token the provider no longer honours (``invalid_grant``: revoked, expired, the password
 changed) or a client it refuses (``invalid_client``: an expired client secret) cannot heal by
 asking again: the endpoint is asked at most once an hour after that, and the state is recorded
-(event ``oauth-token``) for ``mailbot status`` and the coordinators' digest
+(``EventKind.OAUTH_REFRESH``) for ``mailbot status`` and the coordinators' digest
 (:func:`token_problems`).
 """
 
