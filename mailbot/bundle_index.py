@@ -18,6 +18,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 
 from mailbot.config import CallSettings
+from mailbot.export import not_a_formula
 from storage.models import Message
 
 if TYPE_CHECKING:  # the bundle's layout uses local_text from here
@@ -69,13 +70,13 @@ def index_workbook(
     sheet.append(list(columns))
     for entry in entries:
         row = index_row(entry, call, redact)
-        sheet.append([_cell(row[column]) for column in columns])
+        sheet.append([not_a_formula(row[column]) for column in columns])
     _style(sheet)
     old = workbook.create_sheet(words["sheets"]["superseded"])
     old_columns = ("reference", "replaced_by", "application", "arrival", "sha256", "note")
     old.append(list(old_columns))
     for item in superseded:
-        old.append([_cell(item[column]) for column in old_columns])
+        old.append([not_a_formula(item[column]) for column in old_columns])
     _style(old)
     about = workbook.create_sheet(words["sheets"]["about"])
     texts = words["about"]
@@ -125,12 +126,6 @@ def index_row(entry: Entry, call: CallSettings, redact: bool) -> dict[str, Any]:
     if not redact:
         row.update({column: entry.fields.get(column) for column in PERSONAL_COLUMNS})
     return row
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # a value from a submission must never become a spreadsheet formula
-    return value
 
 
 def _style(sheet: Any) -> None:

@@ -54,6 +54,8 @@ CONTACT_FIELDS = frozenset({"email", "phone"})
 DEFAULT_ZONE = "Asia/Shanghai"
 ExportFormat = Literal["json", "csv", "xlsx"]
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
+# what makes a spreadsheet read a cell as a formula (or a DDE command)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -259,8 +261,13 @@ def _cell(value: Any) -> Any:
     if isinstance(value, str):
         # a control character stored before values were cleaned on reading must not break the workbook
         value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # a value from a submission must never become a spreadsheet formula
+    return not_a_formula(value)
+
+
+def not_a_formula(value: Any) -> Any:
+    """A value from a submission as a spreadsheet shows it: never a formula (a leading quote keeps it text)."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
     return value
 
 
