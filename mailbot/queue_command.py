@@ -12,6 +12,7 @@ import sys
 
 from mailbot.admin_context import AdminContext, ReviewDesk
 from mailbot.config import Settings
+from mailbot.pipeline import Processed
 from mailbot.queue_admin import carry_out_correction, carry_out_resolve, confirm_item, reject_item, retry_items
 from mailbot.queue_typing import check_required, describe_plan, plan_typing
 from mailbot.queue_view import QueueError, find_item, list_items, queued, show_item
@@ -68,6 +69,10 @@ def _actor(args: argparse.Namespace) -> str:
     return str(args.by or getpass.getuser())
 
 
+def _result_line(result: Processed) -> str:
+    return f"{result.message_key}: {result.outcome} ({result.reference})"
+
+
 def _confirmed(question: str) -> bool:
     """On a terminal, ask; in a script (no terminal) the admin has said what to do with the options."""
     if not sys.stdin.isatty():
@@ -90,8 +95,7 @@ def _type_in(desk: ReviewDesk, args: argparse.Namespace, correcting: bool) -> in
     if correcting:
         print(carry_out_correction(desk, plan, _actor(args)))
     else:
-        result = carry_out_resolve(desk, plan, _actor(args))
-        print(f"{result.message_key}: {result.outcome} ({result.reference})")
+        print(_result_line(carry_out_resolve(desk, plan, _actor(args))))
     return 0
 
 
@@ -105,16 +109,11 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
             elif args.action == "retry":
                 pks = [m.id for m in queued(desk)] if args.all else [find_item(desk, args.id)]
                 for result in retry_items(desk, pks, _actor(args), args.call):
-                    print(
-                        result
-                        if isinstance(result, str)
-                        else f"{result.message_key}: {result.outcome} ({result.reference})"
-                    )
+                    print(result if isinstance(result, str) else _result_line(result))
             elif args.action in ("resolve", "correct"):
                 return _type_in(desk, args, correcting=args.action == "correct")
             elif args.action == "confirm":
-                result = confirm_item(desk, find_item(desk, args.id), _actor(args))
-                print(f"{result.message_key}: {result.outcome} ({result.reference})")
+                print(_result_line(confirm_item(desk, find_item(desk, args.id), _actor(args))))
             elif args.action == "reject":
                 print(reject_item(desk, find_item(desk, args.id), args.reason, args.notify, _actor(args)))
         except QueueError as exc:
