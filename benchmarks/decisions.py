@@ -35,11 +35,11 @@ from sqlalchemy import create_engine, inspect
 
 from benchmarks.rush_load import build_load
 from benchmarks.rush_servers import RUSH_CAPS
-from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
 from mailbot.importer import import_one
 from mailbot.pipeline import Processor
+from mailbot.worker import Worker
 from parsers.model import Submission
 
 UNUSED_SERVER = ("127.0.0.1", 9)  # nothing is fetched or sent
@@ -62,11 +62,11 @@ def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -
         )
         settings = parse_settings(raw, "decisions benchmark")
         load = build_load(settings, n, {}, random.Random(seed), timedelta(hours=48))
-        with Bot(settings, inline=True) as bot:
+        with Worker(settings, inline=True) as bot:
             for index, planned in enumerate(load, start=1):
                 import_one(settings, bot.store, planned.raw, None, None, planned.arrival)
                 _progress(index, len(load), "imported")
-            claimed = bot.store.to_decide.claim(bot.worker, n)
+            claimed = bot.store.to_decide.claim(bot.name, n)
             readings: list[tuple[int, Submission]] = []
             for index, pk in enumerate(claimed, start=1):
                 readings.append((pk, bot.processor.start_reading(pk).result()))

@@ -11,15 +11,15 @@ fresh Message-IDs), with revisions, second projects and out-of-office replies mi
 messages are appended to a throw-away Dovecot with arrival times as INTERNALDATE, then measured
 three ways on the same mailbox content:
 
-* the bot with its parser pool (``Bot(settings)``) and in one process (``Bot(settings, inline=True)``),
-  each in a fresh process with a fresh SQLite database, by one ``run_once()``: messages/s, per-stage
+* the bot with its parser pool (``Worker(settings)``) and in one process (``Worker(settings, inline=True)``),
+  each in a fresh process with a fresh SQLite database, by one ``single_pass()``: messages/s, per-stage
   seconds, arrival-to-acknowledgement latency seen by an SMTP sink, peak RSS of the bot process and
   of its parser workers;
 * a floor: one bare loop that fetches with imapclient and reads the form with python-docx or
   pdfplumber, nothing else; the bot's time over the floor's says what the bot's own work costs.
 
 ``--steady RATE --seconds S`` adds a second scenario on a fresh Dovecot: RATE messages a second for
-S seconds while ``run_forever()`` waits in IDLE, reporting arrival-to-acknowledgement latency.
+S seconds while ``run_until_stopped()`` waits in IDLE, reporting arrival-to-acknowledgement latency.
 
 The default N finishes in a few minutes on two cores. The deadline-day load is
 
@@ -53,9 +53,9 @@ from benchmarks.rush_load import DEFAULT_PDF_SHARE, build_load, pdf_forms
 from benchmarks.rush_measure import BotRun, attach_latencies, floor, mean_floor, run_bot_isolated
 from benchmarks.rush_report import percentile, print_table, summarise
 from benchmarks.rush_servers import PASSWORD, PASSWORD_ENV, append_all, rush_config, servers
-from mailbot.app import Bot
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
+from mailbot.worker import Worker
 
 
 def batch(args: argparse.Namespace, settings: Settings, pdfs: dict[str, list[bytes]]) -> dict[str, Any]:
@@ -94,8 +94,8 @@ def steady(args: argparse.Namespace, settings: Settings, pdfs: dict[str, list[by
     users = sorted({box.user for box in settings.mailbox})
     with servers(users) as (dovecot, sink), tempfile.TemporaryDirectory(prefix="rush-steady-") as data_dir:
         config = rush_config(Path(data_dir), dovecot, sink, args.workers, idle=True)
-        bot = Bot(parse_settings(config, "rush configuration"))
-        runner = threading.Thread(target=bot.run_forever, name="rush-bot", daemon=True)
+        bot = Worker(parse_settings(config, "rush configuration"))
+        runner = threading.Thread(target=bot.run_until_stopped, name="rush-bot", daemon=True)
         runner.start()
         appended: dict[str, float] = {}
         clients = {user: imapclient.IMAPClient(dovecot.host, port=dovecot.port, ssl=False) for user in users}

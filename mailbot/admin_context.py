@@ -18,11 +18,11 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from mailbot.app import worker_name
 from mailbot.config import Settings
 from mailbot.pipeline import Processor, limits_of
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
+from mailbot.worker import worker_name
 from parsers.model import Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec

@@ -105,14 +105,13 @@ def require_secrets(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mailbot.app import Bot
-    from mailbot.scheduling import DigestScheduler
+    from mailbot.worker import Worker
 
     settings = _settings(args)
     require_secrets(settings)  # a missing secret is a set-up mistake: say so and stop, do not retry forever
-    with Bot(settings, inline=args.inline) as bot:
+    with Worker(settings, inline=args.inline, digests=True) as worker:
         if args.once:
-            summary = bot.run_once()
+            summary = worker.single_pass()
             outcomes: dict[str, int] = {}
             for item in summary.processed:
                 outcomes[item.outcome] = outcomes.get(item.outcome, 0) + 1
@@ -127,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %s received: finishing the current step and stopping", signal.Signals(signum).name)
-            bot.stop()
+            worker.stop()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
@@ -135,24 +134,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             from mailbot.metrics import MetricsCollector, serve_metrics
 
             serve_metrics(
-                MetricsCollector(bot.store, settings, bot.timings), settings.metrics.host, settings.metrics.port
+                MetricsCollector(worker.store, settings, worker.timings), settings.metrics.host, settings.metrics.port
             )
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
-        digests = DigestScheduler(settings, bot.store, bot.templates, on_queued=bot.wake_sender)
-        bot.run_forever(extra_jobs=[digests.run])
+        worker.run_until_stopped()
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    # import takes mail in as `run` does (records, decides, answers) and so builds the same Bot,
+    # import takes mail in as `run` does (records, decides, answers) and so builds the same Worker,
     # migrating at start: importing an archive into a fresh data directory is how a bot begins
-    from mailbot.app import Bot
     from mailbot.importer import ImportError_, import_one, messages_at
     from mailbot.progress import progress_reporter
+    from mailbot.worker import Worker
 
     settings = _settings(args)
     failures = 0
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         paths: list[Path] = args.paths
         items = [item for path in paths for item in messages_at(path)]
         new = 0
@@ -168,8 +166,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 advance(label, "recorded" if recorded.new else "already recorded")
         print(f"imported {new} new message(s) of {len(items)}", file=sys.stderr)
         if not args.record_only:
-            processed = bot.process()
-            sent = bot.send()
+            processed = bot.deciding.decide()
+            sent = bot.sending.send()
             print(f"processed: {len(processed)}, sent: {sum(1 for s in sent if s.state == 'sent')}")
     return 1 if failures else 0
 

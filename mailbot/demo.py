@@ -20,11 +20,11 @@ from typing import Any
 import imapclient
 import tomli_w
 
-from mailbot.app import Bot
 from mailbot.clock import BEIJING
 from mailbot.config import Settings, example_config_text, parse_settings
 from mailbot.embedded import EmbeddedImapServer, SmtpSink
 from mailbot.samples import demo_samples
+from mailbot.worker import Worker
 from storage.models import Message
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - a throw-away account on a loopback-only server
@@ -98,9 +98,9 @@ def run_demo(data_dir: Path) -> int:
             client.append(box.folder, sample.raw, msg_time=sample.arrival)
             client.logout()
         print(f"Delivered {len(samples)} sample messages to the embedded IMAP server on port {imap.port}.\n")
-        with Bot(settings) as bot:
-            summary = bot.run_once()
-            with bot.store.sessions() as session:
+        with Worker(settings) as worker:
+            summary = worker.single_pass()
+            with worker.store.sessions() as session:
                 messages = {m.message_key: m for m in session.query(Message).all()}
         sent = {message_from_bytes(m.raw).get("In-Reply-To", ""): m for m in smtp.received}
         _print_table(samples, messages, sent)

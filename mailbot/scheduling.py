@@ -9,7 +9,6 @@ one database; :func:`mailbot.digest.queueing.queue_digest` lets exactly one of t
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -162,14 +161,6 @@ class DigestScheduler:
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
-
-    def run(self, stop: threading.Event) -> None:
-        """A ``Bot.run_forever`` extra job: runs the schedule until ``stop`` is set."""
-        self.start()
-        try:
-            stop.wait()
-        finally:
-            self.shutdown()
 
     def _on_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_MISSED and isinstance(event, JobExecutionEvent):

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 import mailbot.identity
 import mailbot.pipeline
-from mailbot.app import Bot
+from mailbot.worker import Worker
 from mailbot.clock import BEIJING
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
@@ -143,12 +143,12 @@ class World:
         return str(email.message_from_bytes(raw)["Message-ID"])
 
     def run(self) -> None:
-        with Bot(self.settings) as bot:
-            summary = bot.run_once()
+        with Worker(self.settings) as bot:
+            summary = bot.single_pass()
         assert summary.errors == []
 
     def message(self, message_id: str) -> Message:
-        with Bot(self.settings) as bot, bot.store.sessions() as session:
+        with Worker(self.settings) as bot, bot.store.sessions() as session:
             found = session.scalar(select(Message).where(Message.message_id == message_id))
             assert found is not None
             session.expunge(found)
@@ -156,7 +156,7 @@ class World:
 
     def application_of(self, message_id: str) -> tuple[Application, Message]:
         """The application ``message_id`` belongs to, and the message that is its current form."""
-        with Bot(self.settings) as bot, bot.store.sessions() as session:
+        with Worker(self.settings) as bot, bot.store.sessions() as session:
             own = session.scalar(select(Message).where(Message.message_id == message_id))
             assert own is not None and own.application_id is not None
             application = session.get_one(Application, own.application_id)
@@ -176,7 +176,7 @@ class World:
         return [m for m in self.mails() if address.lower() in str(m["To"]).lower() or address in str(m["Cc"] or "")]
 
     def review_record(self, message_id: str) -> dict[str, Any]:
-        with Bot(self.settings) as bot:
+        with Worker(self.settings) as bot:
             folder = bot.review.folder_of(self.message(message_id))
         record: dict[str, Any] = json.loads((folder / "reason.json").read_text(encoding="utf-8"))
         return record
@@ -282,7 +282,7 @@ def test_an_admin_confirms_a_held_form(make_world: Callable[..., World]) -> None
     personal = world.deliver(mail("zw.private@163.com", smp_form(title=TITLE + "（修订）"), subject="修改稿"))
     world.run()
     assert world.message(personal).state == MessageState.REVIEW
-    with Bot(world.settings) as bot:
+    with Worker(world.settings) as bot:
         result = confirm_item(bot, world.message(personal).id, "admin")
     assert result.outcome == "revision" and not result.in_review
     _, current = world.application_of(genuine)
@@ -366,7 +366,7 @@ def test_forged_spam_and_unaddressed_mail_is_decided_but_not_answered(make_world
         assert len(world.mails_to(address)) == (1 if answered else 0), case
     assert world.mails_to(third) == []
     # the coordinators see every message that was not answered, with the reason
-    with Bot(world.settings) as bot, bot.store.sessions() as session:
+    with Worker(world.settings) as bot, bot.store.sessions() as session:
         call = world.settings.call_by_id("smp-zhipu-2024")
         data = build_digest(session, world.settings, call, START.date(), datetime.now(BEIJING))
         withheld = [p for p in data.ack_problems if p.problem == "withheld"]
@@ -429,7 +429,7 @@ def test_one_mailbox_under_many_spellings_counts_once(make_world: Callable[..., 
     world.run()
     answered = [m for m in world.mails() if "foo" in str(m["To"]).lower()]
     assert len(answered) == 2
-    with Bot(world.settings) as bot, bot.store.sessions() as session:
+    with Worker(world.settings) as bot, bot.store.sessions() as session:
         held = list(session.scalars(select(OutboxMail).where(OutboxMail.state == "suppressed")))
     assert len(held) == 2 and all("limit 2" in (row.last_reply or "") for row in held)
 
@@ -451,7 +451,7 @@ def test_overall_caps_hold_answers_back_and_alert_once(make_world: Callable[...,
     assert len([m for m in world.mails_to(SMP_BOX) if "上限" in str(m["Subject"])]) == 2, "alerted once"
     report = status_report(world.settings)
     assert "ANSWERS PAUSED" in report and "held back in the last 24 hours" in report
-    with Bot(world.settings) as bot, bot.store.sessions() as session:
+    with Worker(world.settings) as bot, bot.store.sessions() as session:
         held = session.scalars(select(OutboxMail).where(OutboxMail.state == "suppressed")).all()
     assert len(held) == 3, "held back, recorded, not lost"
 
@@ -466,9 +466,9 @@ def test_a_million_character_field_is_decided_at_once_and_nobody_waits(make_worl
         mail("big@pku.edu.cn", smp_form(**{**person(1), "institution": "北京大学" + noise(1_000_000)}))
     )
     world.deliver(mail("normal@fudan.edu.cn", smp_form(**{**person(2), "email_addr": "normal@fudan.edu.cn"})))
-    with Bot(world.settings) as bot:
+    with Worker(world.settings) as bot:
         started = time.monotonic()
-        summary = bot.run_once()
+        summary = bot.single_pass()
         elapsed = time.monotonic() - started
         stored = bot.processor.timings.snapshot()["store"]
     assert summary.errors == []
@@ -566,7 +566,7 @@ def test_a_control_character_breaks_no_export_and_no_digest(make_world: Callable
     submitted = world.deliver(raw, box=CAAI_BOX, arrival=datetime(2024, 5, 20, 10, 0, tzinfo=BEIJING))
     world.run()
     assert world.message(submitted).outcome in ("accepted", "incomplete")
-    with Bot(world.settings) as bot, bot.store.sessions() as session:
+    with Worker(world.settings) as bot, bot.store.sessions() as session:
         workbook = openpyxl.load_workbook(io.BytesIO(to_xlsx(session)))
         cells = [str(c.value) for sheet in workbook.worksheets for row in sheet.iter_rows() for c in row if c.value]
         assert any("Bell ringing large models" in value for value in cells)
@@ -586,7 +586,7 @@ def test_windows_unsafe_attachment_names_are_made_safe_in_the_review_folder(make
     raw = message(parts, {"From": b"a@pku.edu.cn", "Message-ID": f"<{uuid.uuid4().hex}@t>".encode()})
     queued = world.deliver(raw)
     world.run()
-    with Bot(world.settings) as bot:
+    with Worker(world.settings) as bot:
         folder = bot.review.folder_of(world.message(queued))
     written = [path.name for path in (folder / "attachments").iterdir()]
     assert written, "the attachments are in the review folder"

@@ -17,7 +17,7 @@ import pytest
 import tomli_w
 from openpyxl import load_workbook
 
-from mailbot.app import Bot
+from mailbot.worker import Worker
 from mailbot.bundle import safe_component
 from mailbot.bundle_command import build
 from mailbot.bundle_index import INDEX_COLUMNS, PERSONAL_COLUMNS, iter_manifest
@@ -39,12 +39,12 @@ def decided_corpus(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -
     raw = local_config(root / "data", ("127.0.0.1", 9), ("127.0.0.1", 9), "MAILBOT_UNUSED_PASSWORD")
     settings = parse_settings(raw, "bundle test")
     truth = corpus_truth(corpus_dir)
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         for name in sorted(truth, key=lambda n: truth[n]["arrival"]):
             info = truth[name]
             eml = (corpus_dir / f"{name}.eml").read_bytes()
             import_one(settings, bot.store, eml, call_id=info["call"], arrival=datetime.fromisoformat(info["arrival"]))
-        bot.process()
+        bot.deciding.decide()
         with bot.store.sessions() as session:
             stored = {m.message_id: m for m in session.query(Message)}
             for info in truth.values():

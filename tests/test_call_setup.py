@@ -34,13 +34,13 @@ from docx.oxml import parse_xml
 from docx.oxml.ns import nsdecls
 from openpyxl import Workbook
 
-from mailbot.app import Bot
 from mailbot.call_setup import CallSetupError, NewCall, new_call
 from mailbot.call_topics import read_topics
 from mailbot.config import CallSettings, parse_settings
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
 from mailbot.routing import choose
+from mailbot.worker import Worker
 from parsers import read_message
 from parsers.convert import convert, office_binary
 from parsers.documents import read_document
@@ -683,8 +683,8 @@ def test_new_calls_read_filled_copies_through_real_servers(
             assert str(first[name]) in done.stdout, (case.call_id, name)
 
     settings = parse_settings(tomllib.loads(config.read_text(encoding="utf-8")), str(config))
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         with bot.store.sessions() as session:
             records = {record["message_id"]: record for record in export_records(session)}
@@ -754,8 +754,8 @@ def test_calls_sharing_one_address_are_told_apart_by_their_forms(
     for number, (applicant, data, _, _) in enumerate(mails, start=1):
         raw = _message(shared, applicant, data, "docx", number)
         imap_server.append(MAILBOX_USER, raw, datetime.fromisoformat(f"2025-09-01T11:{number:02d}:00+08:00"))
-    with Bot(settings) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
         with bot.store.sessions() as session:
             records = {record["message_id"]: record for record in export_records(session)}
     acks = _acknowledgements(smtp_sink)
@@ -778,7 +778,7 @@ def test_calls_sharing_one_address_are_told_apart_by_their_forms(
             # the admin names the call, and the bot reads the form as that call's
             done = _mailbot("queue", "retry", record["reference"], "--call", "youth-2025", config=config)
             assert done.returncode == 0, done.stderr
-            with Bot(settings) as bot, bot.store.sessions() as session:
+            with Worker(settings) as bot, bot.store.sessions() as session:
                 retried = {r["message_id"]: r for r in export_records(session)}[message_id]
             assert (retried["call"], retried["outcome"]) == ("youth-2025", "accepted")
             assert retried["fields"]["applicant_name"] == applicant.expected["applicant_name"]

@@ -14,10 +14,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from mailbot.app import Bot
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
+from mailbot.worker import Worker
 from tests.conftest import ImapServer, load_corpus, make_config, make_settings
 from tests.support.invariants import invariant_violations, is_notice
 
@@ -36,8 +36,8 @@ def test_corpus_through_real_servers(
 ) -> None:
     truth = load_corpus(imap_server, corpus_dir)
     settings = make_settings(tmp_path, imap_server, smtp_sink, database_url)
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         with bot.store.sessions() as session:
             records = export_records(session)
@@ -89,8 +89,8 @@ def test_corpus_through_real_servers(
 
     # a second run finds nothing new and sends nothing
     before = len(smtp_sink.received)
-    with Bot(settings) as bot:
-        again = bot.run_once()
+    with Worker(settings) as bot:
+        again = bot.single_pass()
     assert again.errors == []
     assert sum(p.new for p in again.polled) == 0
     assert again.processed == [] and again.sent == []
@@ -111,8 +111,8 @@ def test_canonical_docx_is_accepted_with_its_fields(
     assert canonical, "the corpus has canonical .docx submissions"
     load_corpus(imap_server, corpus_dir, canonical)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         with bot.store.sessions() as session:
             records = {r["message_id"]: r for r in export_records(session)}
     for name in canonical:

@@ -16,11 +16,11 @@ import openpyxl
 import pytest
 
 from mailbot import cli
-from mailbot.app import Bot
 from mailbot.clock import BEIJING
 from mailbot.config import load_settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
+from mailbot.worker import Worker
 from tests.conftest import ImapServer, load_corpus, make_config
 
 INCOMPLETE, REVISED = "smp-041", "smp-044"  # an incomplete form, then the complete revision
@@ -34,8 +34,8 @@ def exported(
     truth = load_corpus(imap_server, corpus_dir, [INCOMPLETE, REVISED, ACCEPTED_CAAI])
     config = tmp_path / "mailbot.toml"
     settings = write_config(make_config(tmp_path, imap_server, smtp_sink), config)
-    with Bot(settings) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
     return config, truth
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from mailbot.app import Bot
 from mailbot.embedded import LOOPBACK, free_port
 from mailbot.pipeline import Processed, Processor
+from mailbot.worker import Worker
 from storage import failpoints
 from storage.failpoints import OFF_THE_CLEAN_PATH, REGISTRY, FailpointHit, configure, failpoint, hits
 from tests.conftest import ImapServer, load_corpus, make_settings
@@ -95,8 +95,8 @@ def test_the_points_off_the_clean_path_are_reached_where_they_apply(
         return decide_and_store(processor, pk, *args, **kwargs)
 
     monkeypatch.setattr(Processor, "decide_and_store", fails_once)
-    with Bot(settings, inline=True) as bot:
-        bot.run_once()
+    with Worker(settings, inline=True) as bot:
+        bot.single_pass()
     reached = hits(log)
     assert reached["review.commit"] == 1 and reached["outbox.finish"] >= 1, reached
     assert OFF_THE_CLEAN_PATH - {"outbox.recover"} <= set(reached)

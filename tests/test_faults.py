@@ -34,7 +34,8 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import func, select, update
 
 import storage.archive
-from mailbot.app import Bot, RunSummary
+from mailbot.runners.drivers import RunSummary, take_in
+from mailbot.worker import Worker
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
@@ -64,17 +65,17 @@ def answers_by_original(raws: list[bytes]) -> Counter[str]:
     return Counter(email.message_from_bytes(raw).get("In-Reply-To", "") for raw in raws)
 
 
-def records(bot: Bot) -> Counter[str]:
+def records(bot: Worker) -> Counter[str]:
     with bot.store.sessions() as session:
         return Counter(str(m.message_key) for m in session.scalars(select(Message)))
 
 
-def outbox_rows(bot: Bot) -> list[OutboxMail]:
+def outbox_rows(bot: Worker) -> list[OutboxMail]:
     with bot.store.sessions() as session:
         return list(session.scalars(select(OutboxMail).order_by(OutboxMail.id)))
 
 
-def make_due_now(bot: Bot) -> None:
+def make_due_now(bot: Worker) -> None:
     """Skip the retry delay instead of sleeping through it."""
     with bot.store.sessions() as session, session.begin():
         session.execute(update(OutboxMail).values(next_attempt_at=utcnow()))
@@ -127,16 +128,16 @@ def test_connection_cut_in_the_middle_of_a_large_fetch(
     settings = settings_for(tmp_path, raw)
 
     proxied.cut_after_server_bytes(1024 * 1024)
-    with Bot(settings) as bot:
-        first = bot.run_once()
+    with Worker(settings) as bot:
+        first = bot.single_pass()
         assert records(bot) == Counter([truth["smp-002"]["message_id"]]), "what came before the cut is kept"
     assert proxied.cuts >= 1
     assert len(first.errors) == 1 and "smp" in first.errors[0], first.errors
     assert "NOW FAILING" in status_report(settings)
 
     proxied.cut_after_server_bytes(None)
-    with Bot(settings) as bot:
-        second = bot.run_once()
+    with Worker(settings) as bot:
+        second = bot.single_pass()
         assert second.errors == []
         assert records(bot) == Counter([*ids_of(truth), large_id])
     assert "NOW FAILING" not in status_report(settings)
@@ -151,21 +152,21 @@ def test_imap_server_stalling_then_cutting_every_connection(
     truth = load_corpus(imap_server, corpus_dir, ["smp-002", "smp-008"])
     raw = make_config(tmp_path, imap_server, smtp_sink, mailbox={"port": proxied.port})
     settings = settings_for(tmp_path, raw)
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         box = settings.mailbox_by_name("smp")
         # a server that stops answering and then drops the connection: the poll fails, nothing is half-done
         proxied.stall(30)
         cutter = threading.Timer(1.0, proxied.cut_all)
         cutter.start()
         with pytest.raises(Exception):  # noqa: B017 - any failure will do; what matters is what is left
-            bot.poll_mailbox(box)
+            bot.intake[box.name].poll_now()
         cutter.join()
         proxied.stall(0)
         proxied.refuse(True)
         with pytest.raises(Exception, match="mailbox smp"):
-            bot.poll_mailbox(box)
+            bot.intake[box.name].poll_now()
         proxied.refuse(False)
-        summary = bot.run_once()
+        summary = bot.single_pass()
         assert summary.errors == []
         assert records(bot) == Counter(ids_of(truth))
     assert answers_by_original([m.raw for m in smtp_sink.received]) == Counter(ids_of(truth))
@@ -177,16 +178,16 @@ def test_uidvalidity_change_processes_nothing_twice(
 ) -> None:
     truth = load_corpus(dovecot, corpus_dir, ["smp-002", "smp-008"])
     settings = settings_for(tmp_path, make_config(tmp_path, dovecot, smtp_sink, database_url))
-    with Bot(settings, inline=True) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings, inline=True) as bot:
+        assert bot.single_pass().errors == []
         old_validity = bot.store.intake.cursor("smp", "INBOX")[0]
 
     assert isinstance(dovecot.server, DovecotServer)
     dovecot.server.reset_uidvalidity(SMP_BOX)
     truth |= load_corpus(dovecot, corpus_dir, ["smp-012"])
 
-    with Bot(settings, inline=True) as bot:
-        summary = bot.run_once()
+    with Worker(settings, inline=True) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         (smp,) = [p for p in summary.polled if p.mailbox == "smp"]
         assert smp.uidvalidity_changed and (smp.new, smp.known) == (1, 2)
@@ -212,14 +213,14 @@ def test_one_message_delivered_three_times_is_recorded_and_answered_once(
     filed.update(name="smp-filed", folder="Filed")
     raw["mailbox"].append(filed)
     settings = settings_for(tmp_path, raw)
-    with Bot(settings, inline=True) as bot:
-        summary = bot.run_once()
+    with Worker(settings, inline=True) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         assert records(bot) == Counter([info["message_id"]])
         with bot.store.sessions() as session:
             deliveries = session.scalar(select(func.count()).select_from(Delivery))
         assert deliveries == 3
-        again = bot.run_once()
+        again = bot.single_pass()
         assert again.processed == [] and again.sent == []
     assert answers_by_original([m.raw for m in smtp_sink.received]) == Counter([info["message_id"]])
 
@@ -297,8 +298,8 @@ def test_temporary_refusals_are_retried_until_one_answer_is_accepted(
     )
     with ScriptedSink(handler) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink, database_url)
-        with Bot(settings, inline=True) as bot:
-            summary = bot.run_once()
+        with Worker(settings, inline=True) as bot:
+            summary = bot.single_pass()
             replies = [result.reply for result in summary.sent]
             for _ in range(3):
                 make_due_now(bot)
@@ -319,8 +320,8 @@ def test_a_permanent_refusal_fails_at_once_and_shows_in_status(
     handler = ScriptedHandler(data_replies=["550 5.7.1 Message rejected as spam"])
     with ScriptedSink(handler) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink, database_url)
-        with Bot(settings, inline=True) as bot:
-            (result,) = bot.run_once().sent
+        with Worker(settings, inline=True) as bot:
+            (result,) = bot.single_pass().sent
             make_due_now(bot)
             assert bot.send() == []
             (row,) = outbox_rows(bot)
@@ -340,8 +341,8 @@ def test_a_connection_reset_before_the_reply_is_sent_again_once(
     handler = ScriptedHandler(data_replies=[RESET])
     with ScriptedSink(handler) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink, database_url)
-        with Bot(settings, inline=True) as bot:
-            first = bot.run_once().sent
+        with Worker(settings, inline=True) as bot:
+            first = bot.single_pass().sent
             make_due_now(bot)
             second = bot.send()
             assert {row.state for row in outbox_rows(bot)} == {OutboxState.SENT}
@@ -379,8 +380,8 @@ def test_a_lost_reply_after_the_provider_filed_the_answer_is_not_sent_again(
     handler = FilingThenResetHandler(imap_server)
     with ScriptedSink(handler) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink, database_url)
-        with Bot(settings, inline=True) as bot:
-            (first,) = bot.run_once().sent
+        with Worker(settings, inline=True) as bot:
+            (first,) = bot.single_pass().sent
             assert first.state == OutboxState.PENDING
             make_due_now(bot)
             (second,) = bot.send()
@@ -402,8 +403,8 @@ def test_a_sent_folder_that_cannot_be_searched_holds_the_answer_back(
     handler = ScriptedHandler(data_replies=[RESET])
     with ScriptedSink(handler) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink, database_url)
-        with Bot(settings, inline=True) as bot:
-            bot.run_once()
+        with Worker(settings, inline=True) as bot:
+            bot.single_pass()
             make_due_now(bot)
             with monkeypatch.context() as patch:
 
@@ -419,10 +420,10 @@ def test_a_sent_folder_that_cannot_be_searched_holds_the_answer_back(
     assert answers_by_original(handler.accepted) == Counter(ids_of(truth))
 
 
-def decide_and_die_handing_over(bot: Bot) -> None:
+def decide_and_die_handing_over(bot: Worker) -> None:
     """Fetch and decide the mailbox, then leave its one answer as a worker killed mid-hand-over would."""
-    bot.poll_all(RunSummary())
-    bot.process()
+    take_in(bot.runners, RunSummary())
+    bot.deciding.decide()
     (claimed,) = bot.store.to_send.claim("a worker that then died", 1)
     with bot.store.sessions() as session, session.begin():
         session.get_one(OutboxMail, claimed).state = OutboxState.COMMITTING
@@ -436,7 +437,7 @@ def test_recovery_waits_while_the_sent_folder_cannot_be_searched(
     handler = ScriptedHandler()
     with ScriptedSink(handler) as sink:
         settings = parse_settings(provider_files_sent_mail(tmp_path, imap_server, sink, None), "provider")
-        with Bot(settings, inline=True) as bot:
+        with Worker(settings, inline=True) as bot:
             # a worker died while the end of the answer was on its way: only the Sent folder can tell
             decide_and_die_handing_over(bot)
             with monkeypatch.context() as patch:
@@ -460,7 +461,7 @@ def test_an_interrupted_hand_over_nothing_can_check_is_presumed_delivered_and_to
     load_corpus(imap_server, corpus_dir, ["smp-002"])
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink))
     assert not settings.smtp.saves_to_sent, "the provider files nothing: no Sent folder can tell"
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         # a worker died between recording the hand-over and writing the end of the answer
         decide_and_die_handing_over(bot)
         assert bot.send() == []
@@ -483,8 +484,8 @@ def test_smtp_server_down_then_back(tmp_path: Path, imap_server: ImapServer, cor
     port = free_port()
     with ScriptedSink(ScriptedHandler(), port) as sink:
         settings = smtp_settings(tmp_path, imap_server, sink)
-    with Bot(settings, inline=True) as bot:
-        down = bot.run_once().sent  # nothing listens on the port now
+    with Worker(settings, inline=True) as bot:
+        down = bot.single_pass().sent  # nothing listens on the port now
         assert [r.state for r in down] == [OutboxState.PENDING, OutboxState.PENDING]
         assert "Connection refused" in down[0].reply or "Errno" in down[0].reply
         back = ScriptedHandler()
@@ -556,7 +557,7 @@ def _run_once_and_kill_when(config: Path, reached: threading.Event) -> None:
             process.stderr.close()
 
 
-def _restart_after_kill(bot: Bot) -> None:
+def _restart_after_kill(bot: Worker) -> None:
     """A restarted single worker sees the row as interrupted at once; on PostgreSQL only once it is stale."""
     with bot.store.sessions() as session, session.begin():
         session.execute(
@@ -588,12 +589,12 @@ def test_killed_while_the_answer_is_on_the_wire_answers_exactly_once(
 
     with SmtpSink() as normal:
         settings = write_config(provider_files_sent_mail(tmp_path, imap_server, normal, database_url), config)
-        with Bot(settings, inline=True) as bot:
+        with Worker(settings, inline=True) as bot:
             (row,) = outbox_rows(bot)
             # killed after the end of the message left (DATA) or before it did (RCPT)
             assert row.state == (OutboxState.COMMITTING if hang_in == "DATA" else OutboxState.SENDING)
             _restart_after_kill(bot)
-            summary = bot.run_once()
+            summary = bot.single_pass()
             assert summary.errors == []
             (row,) = outbox_rows(bot)
         delivered = [m.raw for m in normal.received]
@@ -653,16 +654,16 @@ def test_disk_full_while_archiving_records_nothing_and_recovers(
 ) -> None:
     truth = load_corpus(imap_server, corpus_dir, ["smp-002", "smp-008"])
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink))
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         with monkeypatch.context() as patch:
             patch.setattr(storage.archive, "os", _OsWithFullDisk())
-            full = bot.run_once()
+            full = bot.single_pass()
         assert len(full.errors) == 1 and "No space left on device" in full.errors[0], full.errors
         assert records(bot) == Counter()
         assert [p for p in settings.archive_dir.rglob("*") if p.is_file()] == [], "no temporary file is left"
         assert "NOW FAILING" in status_report(settings)
 
-        again = bot.run_once()
+        again = bot.single_pass()
         assert again.errors == []
         assert records(bot) == Counter(ids_of(truth))
     assert answers_by_original([m.raw for m in smtp_sink.received]) == Counter(ids_of(truth))

@@ -38,7 +38,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from mailbot.app import Bot, RunSummary
+from mailbot.runners.drivers import RunSummary, take_in
+from mailbot.worker import Worker
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
@@ -120,7 +121,7 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
             restarted.set()
             proxy.stall(0)
 
-        with Bot(settings, inline=True) as bot:
+        with Worker(settings, inline=True) as bot:
             record_many = bot.store.intake.record_many
             recorded: list[Recorded] = []
 
@@ -135,7 +136,7 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
 
             with monkeypatch.context() as patch:
                 patch.setattr(bot.store.intake, "record_many", record_then_restart)
-                first = bot.run_once()
+                first = bot.single_pass()
 
             assert restarted.is_set() and server.process is not None and server.process.pid != old_pid
             assert len(first.errors) == 1 and first.errors[0].startswith("mailbox smp"), first.errors
@@ -144,7 +145,7 @@ def test_imap_server_restarted_in_the_middle_of_a_batch(
             ), "what was fetched before the restart is decided in the same run"
             assert "NOW FAILING" in smp_status_line(settings)
 
-            second = bot.run_once()
+            second = bot.single_pass()
             assert second.errors == []
             assert len(second.processed) == len(names) - before_restart
     assert "NOW FAILING" not in smp_status_line(settings)
@@ -212,8 +213,8 @@ def test_login_refused_for_a_while_then_fixed(
     assert "NOW FAILING" in smp_line and REFUSAL in smp_line, status.stdout
 
     caplog.set_level(logging.INFO)
-    with Bot(settings, inline=True) as bot:
-        loop = threading.Thread(target=bot.run_forever, name="run-forever", daemon=True)
+    with Worker(settings, inline=True) as bot:
+        loop = threading.Thread(target=bot.run_until_stopped, name="run-forever", daemon=True)
         refused_before = refused_logins(server, SMP_USER)
         started = time.monotonic()
         loop.start()
@@ -297,10 +298,10 @@ def test_postgres_restarted_in_the_middle_of_a_batch(
                     failures.append(exc)
 
             restarter = threading.Thread(target=restart_mid_batch, name="restart-postgres")
-            with Bot(settings, inline=True) as bot:
+            with Worker(settings, inline=True) as bot:
                 restarter.start()
                 with pytest.raises(OperationalError):
-                    bot.run_once()
+                    bot.single_pass()
             restarter.join(timeout=30)
             assert not failures, failures
             assert seen["connections cut"] >= 1 and seen["decided at the cut"] < len(names), seen
@@ -310,9 +311,9 @@ def test_postgres_restarted_in_the_middle_of_a_batch(
             left = len(names) - decided_in_postgres(observer)
             assert left > 0, "the restart stopped the run"
 
-            with Bot(settings, inline=True) as bot:
+            with Worker(settings, inline=True) as bot:
                 settle_answers_handed_over(bot)
-                second = bot.run_once()
+                second = bot.single_pass()
             assert second.errors == []
             assert len(second.processed) == left
             assert_invariants(settings, truth, smtp_sink)
@@ -343,16 +344,16 @@ def test_postgres_connections_reset_while_a_decision_is_stored(
                 if len(decisions) == 4:
                     proxy.cut_all()
 
-        with Bot(settings, inline=True) as bot:
+        with Worker(settings, inline=True) as bot:
             event.listen(bot.store.engine, "before_cursor_execute", reset_at_the_fourth_decision)
             try:
-                bot.run_once()
+                bot.single_pass()
             except OperationalError:
                 pass  # failing the run is fine; what matters is what it leaves
             finally:
                 event.remove(bot.store.engine, "before_cursor_execute", reset_at_the_fourth_decision)
             assert len(decisions) >= 4, "the reset came while a decision was stored"
-            assert bot.run_once().errors == []
+            assert bot.single_pass().errors == []
         assert_invariants(settings, truth, smtp_sink)
 
 
@@ -374,8 +375,8 @@ def test_long_running_bot_rides_out_a_postgres_restart(
             wanted = {info["message_id"] for info in among.values() if info["outcome"] in ANSWERED_OUTCOMES}
             return lambda: wanted <= set(answers_by_original(mail.raw for mail in smtp_sink.received))
 
-        with Bot(settings, inline=True) as bot:
-            loop = threading.Thread(target=bot.run_forever, name="run-forever", daemon=True)
+        with Worker(settings, inline=True) as bot:
+            loop = threading.Thread(target=bot.run_until_stopped, name="run-forever", daemon=True)
             loop.start()
             try:
                 wait_until(answered(truth), 30, "the first messages are answered")
@@ -431,9 +432,9 @@ def test_a_form_value_too_long_for_its_column_does_not_stop_the_call(
     imap_server.append(SMP_USER, crafted, datetime.fromisoformat(truth[names[0]]["arrival"]) + timedelta(hours=1))
     truth |= load_corpus(imap_server, corpus_dir, names[1:])
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp_sink, postgres_url))
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         for _ in range(2):  # the second run shows nothing is left waiting
-            assert bot.run_once().errors == []
+            assert bot.single_pass().errors == []
         with bot.store.sessions() as session:
             crafted_state = session.scalar(select(Message.state).where(Message.message_key == crafted_id))
     assert crafted_state in (MessageState.DONE, MessageState.REVIEW)
@@ -441,7 +442,7 @@ def test_a_form_value_too_long_for_its_column_does_not_stop_the_call(
     assert not [line for line in violations if crafted_id not in line], "\n".join(violations)
 
 
-def settle_answers_handed_over(bot: Bot) -> None:
+def settle_answers_handed_over(bot: Worker) -> None:
     """Let a restarted worker look at an answer cut off while its end was handed over, at once.
 
     Only that state is ambiguous (the server may have the answer), so on PostgreSQL, where other
@@ -483,12 +484,12 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
             lost.extend(session.info["handed over"])
             raise OperationalError("COMMIT", {}, ConnectionResetError("the connection was reset"))
 
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         event.listen(bot.store.sessions, "do_orm_execute", note_hand_over)
         event.listen(bot.store.sessions, "after_commit", confirmation_lost)
         try:
             with pytest.raises(OperationalError):
-                bot.run_once()
+                bot.single_pass()
         finally:
             event.remove(bot.store.sessions, "do_orm_execute", note_hand_over)
             event.remove(bot.store.sessions, "after_commit", confirmation_lost)
@@ -497,7 +498,7 @@ def test_hand_over_recorded_but_its_confirmation_lost_still_answers_once(
         with bot.store.sessions() as session:
             (row,) = session.scalars(select(OutboxMail))
         assert row.state == OutboxState.PENDING, "queued again: its end never went out"
-        assert bot.run_once().errors == []
+        assert bot.single_pass().errors == []
     assert_invariants(settings, truth, smtp_sink)
 
 
@@ -542,9 +543,9 @@ def test_a_slow_batch_taken_over_by_another_worker_is_answered_once(
     port = free_port()
     smtp: Any = SimpleNamespace(host=LOOPBACK, port=port)  # the configuration needs only these
     settings = settings_for(tmp_path, make_config(tmp_path, imap_server, smtp, postgres_url))
-    with Bot(settings, inline=True) as bot:
-        bot.poll_all(RunSummary())
-        assert len(bot.process()) == len(truth)
+    with Worker(settings, inline=True) as bot:
+        take_in(bot.runners, RunSummary())
+        assert len(bot.deciding.decide()) == len(truth)
         handler = AnotherWorkerStepsIn(settings, bot.store)
         controller = Controller(handler, hostname=LOOPBACK, port=port, decode_data=False)
         controller.start()
@@ -606,10 +607,10 @@ def test_sqlite_locked_by_another_process_for_a_while(
             failures.append(exc)
 
     locker = threading.Thread(target=lock_mid_run, name="lock-sqlite")
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         locker.start()
         started = time.monotonic()
-        summary = bot.run_once()
+        summary = bot.single_pass()
         took = time.monotonic() - started
     locker.join(timeout=30)
     assert not failures, failures

@@ -46,7 +46,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session
 
-from mailbot.app import Bot
 from mailbot.clock import BEIJING
 from mailbot.config import load_settings
 from mailbot.demo import local_config, write_config
@@ -58,6 +57,7 @@ from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if
 from mailbot.logs import configure_logging
 from mailbot.review import ReviewQueue
 from mailbot.sender import connect_smtp
+from mailbot.worker import Worker
 from parsers.limits import Limits
 from parsers.model import UNREADABLE_REASONS, Submission, to_jsonable
 from parsers.sandbox import read_message_contained
@@ -587,8 +587,8 @@ def test_hostile_text_is_escaped_everywhere_it_goes(
         imap_server.append("min.gao@aminer.cn", raw, ARRIVAL)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
     stream = log_stream(fmt)
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         now = datetime.now(UTC)
         with bot.store.sessions() as session:
             digest = build_digest(session, settings, settings.call[0], now.astimezone(BEIJING).date(), now)
@@ -1014,8 +1014,8 @@ def formula_form() -> bytes:
 def formula_records(tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink) -> Iterator[Session]:
     raw = message([mime_part(formula_form(), DOCX_TYPE, b'attachment; filename="form.docx"')])
     imap_server.append("min.gao@aminer.cn", raw, ARRIVAL)
-    with Bot(make_settings(tmp_path, imap_server, smtp_sink)) as bot:
-        assert [item.outcome for item in bot.run_once().processed] == ["accepted"]
+    with Worker(make_settings(tmp_path, imap_server, smtp_sink)) as bot:
+        assert [item.outcome for item in bot.single_pass().processed] == ["accepted"]
         with bot.store.sessions() as session:
             fields = export_records(session)[0]["fields"]
             assert {name: fields[name] for name in FORMULAS} == FORMULAS, "the values were read as sent"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.app import Bot
 from mailbot.cli import main
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
 from mailbot.importer import newest_received
+from mailbot.worker import Worker
 from tests.conftest import ImapServer, corpus_truth, make_config
 
 NAMES = ["smp-001", "smp-002", "caai-002", "caai-003", "smp-013"]
@@ -58,7 +58,7 @@ def test_import_records_decides_and_answers(
 
     assert main(["--config", str(config), "import", str(source)]) == 0
     assert "imported 5 new message(s) of 5" in capsys.readouterr().err
-    with Bot(settings) as bot, bot.store.sessions() as session:
+    with Worker(settings) as bot, bot.store.sessions() as session:
         records = {r["message_id"]: r for r in export_records(session)}
     for name in NAMES:
         record = records[truth[name]["message_id"]]

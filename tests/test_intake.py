@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from mailbot import imap, intake
-from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
+from mailbot.worker import Worker
 from parsers.model import Submission
 from storage.archive import Archived, RawArchive
 from storage.models import Message
@@ -57,8 +57,8 @@ def test_large_messages_are_archived_in_pieces_byte_for_byte_and_read_as_usual(
 
     monkeypatch.setattr(RawArchive, "put_pieces", counted)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         with bot.store.sessions() as session:
             stored = {m.message_key: (m.sha256, m.size) for m in session.scalars(select(Message))}
         archived = {key: bot.store.archive.get(sha) for key, (sha, _size) in stored.items()}
@@ -81,10 +81,10 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
     names = ["smp-001", "smp-002", "smp-003", "smp-006", "smp-008", "smp-010"]
     load_corpus(imap_server, corpus_dir, names)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         processor, store = bot.processor, bot.store
         processor.read_ahead_max = 4
-        bot.batch_size = 2
+        bot.deciding.batch_size = 2
         steps: list[tuple[str, int]] = []  # ("read" | "claim", message row), in order
         start_reading, claim = processor.start_reading, store.to_decide.claim
 
@@ -99,7 +99,7 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
 
         monkeypatch.setattr(processor, "start_reading", recorded_reading)
         monkeypatch.setattr(store.to_decide, "claim", recorded_claim)
-        summary = bot.run_once()
+        summary = bot.single_pass()
     assert summary.errors == []
     assert len(summary.processed) == 6
     reads = [pk for step, pk in steps if step == "read"]
@@ -111,7 +111,7 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
     )
 
 
-def _recorded_keys(bot: Bot) -> list[str]:
+def _recorded_keys(bot: Worker) -> list[str]:
     with bot.store.sessions() as session:
         return sorted(str(m.message_key) for m in session.scalars(select(Message)))
 
@@ -132,8 +132,8 @@ def test_a_drop_while_fetching_a_new_message_below_a_known_one_loses_nothing(
     with TcpProxy((imap_server.host, imap_server.port)) as proxy:
         settings = make_settings(tmp_path, imap_server, smtp_sink, mailbox={"port": proxy.port})
         box = settings.mailbox_by_name("smp")
-        with Bot(settings, inline=True) as bot:
-            bot.poll_mailbox(box)
+        with Worker(settings, inline=True) as bot:
+            bot.intake[box.name].poll_now()
             assert _recorded_keys(bot) == [truth[known_name]["message_id"]]
             load_corpus(imap_server, corpus_dir, [new_name])  # the next UID: new
             load_corpus(imap_server, corpus_dir, [known_name])  # the one after: a second copy of a known one
@@ -146,8 +146,8 @@ def test_a_drop_while_fetching_a_new_message_below_a_known_one_loses_nothing(
             with monkeypatch.context() as patch:
                 patch.setattr(imap.MailboxClient, "fetch", dropped)
                 with pytest.raises(Exception):  # noqa: B017 - the poll fails; what matters is what is left
-                    bot.poll_mailbox(box)
-            bot.poll_mailbox(box)
+                    bot.intake[box.name].poll_now()
+            bot.intake[box.name].poll_now()
             assert _recorded_keys(bot) == sorted(truth[n]["message_id"] for n in (known_name, new_name))
 
 
@@ -179,12 +179,12 @@ def test_a_message_expunged_by_a_person_while_the_bot_fetches_is_logged_and_the_
             person.logout()
         return fetch(client, uids)
 
-    with Bot(settings, inline=True) as bot:
+    with Worker(settings, inline=True) as bot:
         with monkeypatch.context() as patch, caplog.at_level(logging.INFO, logger="mailbot.intake"):
             patch.setattr(imap.MailboxClient, "fetch", expunged_first)
-            result = bot.poll_mailbox(box)
+            result = bot.intake[box.name].poll_now()
         assert result.new == 2
         assert _recorded_keys(bot) == sorted(truth[n]["message_id"] for n in (names[0], names[2]))
         assert any("gone" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records), caplog.text
         assert bot.store.intake.cursor("smp", "INBOX")[1] == 3, "nothing stalls at the vanished UID"
-        assert bot.poll_mailbox(box).new == 0
+        assert bot.intake[box.name].poll_now().new == 0

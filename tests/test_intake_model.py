@@ -45,8 +45,8 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 
 from mailbot import imap, intake
-from mailbot.app import Bot
 from mailbot.config import parse_settings
+from mailbot.worker import Worker
 from storage import failpoints
 from storage.models import Delivery, Message
 from tests.conftest import IN_CI, PASSWORD, PASSWORD_ENV, ImapServer, _start_imap, make_config
@@ -173,7 +173,7 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
             filed = dict(smp, name="smp-filed", folder="Filed")
             raw["mailbox"] = [smp, filed]
             self.settings = parse_settings(raw, "model configuration")
-            self.bot = Bot(self.settings, inline=True)
+            self.bot = Worker(self.settings, inline=True)
             self.mails: list[Mail] = []
             self.must: set[str] = set()  # keys that were in a folder when a poll of it succeeded
             self.resets = 0
@@ -215,7 +215,7 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
             assert isinstance(self.imap.server, DovecotServer)
             self.bot.close()  # the server goes away under the bot: it reconnects afterwards
             self.imap.server.reset_uidvalidity(SMP_BOX)
-            self.bot = Bot(self.settings, inline=True)
+            self.bot = Worker(self.settings, inline=True)
             self.resets += 1
             self.poll_as(*then)
 
@@ -232,11 +232,11 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
 
         def restart_bot(self) -> None:
             self.bot.close()
-            self.bot = Bot(self.settings, inline=True)
+            self.bot = Worker(self.settings, inline=True)
 
         def poll(self, folder: str) -> None:
             _validity, before = self.server.contents(folder)
-            self.bot.poll_mailbox(self.settings.mailbox_by_name(BOX_OF[folder]))
+            self.bot.intake[BOX_OF[folder]].poll_now()
             _validity, after = self.server.contents(folder)
             # what a person expunged meanwhile was not there to be taken in
             self.must |= {self.key_of(raw) for uid, raw in before.items() if uid in after}
@@ -257,7 +257,7 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
                     return fetch(client, uids)
 
                 with mock.patch.object(imap.MailboxClient, "fetch", expunged_first):
-                    self.bot.poll_mailbox(self.settings.mailbox_by_name(BOX_OF[folder]))
+                    self.bot.intake[BOX_OF[folder]].poll_now()
                 return
             if how == "crash":
                 failpoints.configure(f"{point}={hit}:raise")
@@ -267,7 +267,7 @@ def test_intake_keeps_every_message_once_through_any_history(tmp_path: Path, mon
             else:
                 self.proxy.cut_after_server_bytes(budget)
             try:
-                self.bot.poll_mailbox(self.settings.mailbox_by_name(BOX_OF[folder]))
+                self.bot.intake[BOX_OF[folder]].poll_now()
             except Exception:  # noqa: S110 - the poll fails; the promises are checked after
                 pass
             finally:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.app import Bot
 from mailbot.embedded import SmtpSink, free_port
 from mailbot.metrics import MetricsCollector, StageTimings, serve_metrics, status_figures
+from mailbot.worker import Worker
 from tests.conftest import ImapServer, load_corpus, make_settings
 
 
@@ -28,8 +28,8 @@ def test_prometheus_endpoint_reports_the_pipeline(
     pytest.importorskip("prometheus_client")
     load_corpus(imap_server, corpus_dir, ["smp-001", "smp-002", "smp-009"])
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         figures = status_figures(bot.store, settings)
         assert figures["messages_done"] == 2 and figures["messages_review"] == 1
         assert figures["outbox_sent"] == 3

@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 from imapclient.exceptions import LoginError
 
-from mailbot.app import Bot
+from mailbot.worker import Worker
 from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, parse_settings
@@ -144,7 +144,7 @@ class Accounts:
 
 
 def answers(settings: Settings) -> list[tuple[str, str]]:
-    with Bot(settings, inline=True) as bot, bot.store.sessions() as session:
+    with Worker(settings, inline=True) as bot, bot.store.sessions() as session:
         return sorted((row.message_id, row.state) for row in session.query(OutboxMail).filter_by(kind="ack"))
 
 
@@ -429,8 +429,8 @@ def test_a_long_run_outlives_its_access_tokens(
     server = oauth_dovecot.server
     assert isinstance(server, DovecotServer)
     load_corpus(oauth_dovecot, corpus_dir, ["smp-001", "caai-002"])
-    bot = Bot(accounts.settings, inline=True)
-    running = threading.Thread(target=bot.run_forever, name="bot")
+    bot = Worker(accounts.settings, inline=True)
+    running = threading.Thread(target=bot.run_until_stopped, name="bot")
     running.start()
     try:
         wait_until(lambda: len(oauth_smtp.received) == 2, "the first wave's answers")
@@ -465,16 +465,16 @@ def test_a_revoked_refresh_token_shows_in_status_and_the_digest_and_the_endpoint
     accounts = Accounts(tmp_path, oauth_dovecot, oauth_smtp, provider, monkeypatch, mailbox={"poll_interval_s": 0.5})
     settings = accounts.settings
     load_corpus(oauth_dovecot, corpus_dir, ["smp-001"])
-    with Bot(settings, inline=True) as bot:
-        summary = bot.run_once()
+    with Worker(settings, inline=True) as bot:
+        summary = bot.single_pass()
     assert [result.state for result in summary.sent] == [OutboxState.SENT]
     assert "refresh token accepted" in status_report(settings)
 
     provider.revoke(accounts.grants["smp"])
     load_corpus(oauth_dovecot, corpus_dir, ["smp-002", "caai-002"])
     revoked_at = accounts.refreshes("smp")
-    bot = Bot(settings, inline=True)
-    running = threading.Thread(target=bot.run_forever, name="bot")
+    bot = Worker(settings, inline=True)
+    running = threading.Thread(target=bot.run_until_stopped, name="bot")
     running.start()
     try:
         # caai's mail comes in and is decided; its answer waits, as SMTP uses the revoked smp grant
@@ -496,7 +496,7 @@ def test_a_revoked_refresh_token_shows_in_status_and_the_digest_and_the_endpoint
 
     templates = TemplateSet(settings.templates.dir)
     now = utcnow()
-    with Bot(settings, inline=True) as bot, bot.store.sessions() as session:
+    with Worker(settings, inline=True) as bot, bot.store.sessions() as session:
         smp_digest = build_digest(session, settings, settings.call_by_id("smp-zhipu-2024"), now.date(), now)
         caai_digest = build_digest(session, settings, settings.call_by_id("caai-ant-2024"), now.date(), now)
     assert [(p.account, p.state) for p in smp_digest.token_problems] == [
@@ -510,8 +510,8 @@ def test_a_revoked_refresh_token_shows_in_status_and_the_digest_and_the_endpoint
 
     # re-authorised: a new refresh token in the environment and a restart, and all is well again
     accounts.authorise("smp", SMP_USER)
-    with Bot(settings, inline=True) as bot:
-        summary = bot.run_once()
+    with Worker(settings, inline=True) as bot:
+        summary = bot.single_pass()
         assert [result.state for result in summary.sent] == [OutboxState.SENT], "smp's new message"
         with bot.store.sessions() as session, session.begin():
             for row in session.query(OutboxMail).filter_by(state=OutboxState.PENDING):
@@ -521,7 +521,7 @@ def test_a_revoked_refresh_token_shows_in_status_and_the_digest_and_the_endpoint
     assert "revoked" not in status_report(settings)
 
 
-def _outbox_states(bot: Bot) -> list[str]:
+def _outbox_states(bot: Worker) -> list[str]:
     with bot.store.sessions() as session:
         return [row.state for row in session.query(OutboxMail)]
 

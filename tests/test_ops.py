@@ -20,7 +20,8 @@ from sqlalchemy import MetaData, select
 
 import storage.db
 from mailbot import cli
-from mailbot.app import Bot, RunSummary
+from mailbot.runners.drivers import RunSummary, take_in
+from mailbot.worker import Worker
 from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
@@ -42,7 +43,7 @@ ConfigWriter = Callable[..., tuple[Path, Settings]]
 
 
 def config_writer(tmp_path: Path, imap: ImapServer, smtp: SmtpSink, database_url: str | None) -> ConfigWriter:
-    """Writes the configuration file (changed by ``edit``) that the CLI and the Bot both read."""
+    """Writes the configuration file (changed by ``edit``) that the CLI and the Worker both read."""
 
     def write(edit: Callable[[dict[str, Any]], dict[str, Any]] = lambda raw: raw) -> tuple[Path, Settings]:
         raw = edit(make_config(tmp_path, imap, smtp, database_url))
@@ -82,7 +83,7 @@ def test_check_is_all_ok_against_working_servers(configure: ConfigWriter, capsys
     for part in ("configuration", "data directory", "archive", "review queue", "database", "SMTP"):
         assert part in whats
     assert sum(line.what.startswith("mailbox ") for line in lines) == len(settings.mailbox)
-    with Bot(settings):
+    with Worker(settings):
         pass  # creates the schema: the database line then says it is current
     code, out, _ = cli_run(capsys, config, "check")
     assert code == 0
@@ -138,12 +139,12 @@ def test_status_shows_polls_backlog_outbox_and_queue(
     assert code == 0 and "The database is empty" in out
 
     load_corpus(imap_server, corpus_dir, ["smp-001", "smp-002", "smp-047", "caai-001"])
-    with Bot(settings) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
     load_corpus(imap_server, corpus_dir, ["smp-008"])
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         polled = RunSummary()
-        bot.poll_all(polled)
+        take_in(bot.runners, polled)
     assert polled.errors == [] and sum(p.new for p in polled.polled) == 1
     code, out, _ = cli_run(capsys, config, "status")
     assert code == 0, out
@@ -155,8 +156,8 @@ def test_status_shows_polls_backlog_outbox_and_queue(
     assert "Review queue: 1 item(s), oldest arrived 2024-09-08 21:00:47" in out
 
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
-    with Bot(settings) as bot, pytest.raises(Exception, match="refused the login"):
-        bot.poll_mailbox(settings.mailbox_by_name("smp"))
+    with Worker(settings) as bot, pytest.raises(Exception, match="refused the login"):
+        bot.intake["smp"].poll_now()
     _, out, _ = cli_run(capsys, config, "status")
     smp = next(line for line in out.splitlines() if line.strip().startswith("smp "))
     assert "NOW FAILING since" in smp and "refused the login" in smp
@@ -231,8 +232,8 @@ def processed_call(
 ) -> tuple[Path, Settings, dict[str, dict[str, Any]]]:
     truth = load_corpus(imap_server, corpus_dir, PURGED + KEPT)
     config, settings = configure()
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
     assert summary.errors == []
     assert len(summary.processed) == len(truth)
     return config, settings, truth
@@ -292,7 +293,7 @@ def test_purge_leaves_no_personal_data_of_the_call(
     kept = truth[KEPT[0]]
     assert kept["fields"]["applicant_name"] in text
     assert raws[KEPT[0]] in b"".join(data_files(settings.data_dir).values())
-    with Bot(settings) as bot, bot.store.sessions() as session:
+    with Worker(settings) as bot, bot.store.sessions() as session:
         outcomes = sorted(
             str(m.outcome) for m in session.scalars(select(Message).where(Message.call_id == PURGED_CALL))
         )

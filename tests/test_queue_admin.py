@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbot import cli
-from mailbot.app import Bot
+from mailbot.worker import Worker
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
@@ -95,7 +95,7 @@ def with_english_labels(raw: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def message_by_id(bot: Bot, message_id: str) -> Message:
+def message_by_id(bot: Worker, message_id: str) -> Message:
     with bot.store.sessions() as session:
         message = session.scalars(select(Message).where(Message.message_id == message_id)).one()
         session.expunge(message)
@@ -107,12 +107,12 @@ def acks_to(sink: SmtpSink, original_id: str) -> list[email.message.EmailMessage
     return [m for m in parsed if m.get("In-Reply-To", "") == original_id]
 
 
-def events_of(bot: Bot, pk: int) -> list[Event]:
+def events_of(bot: Worker, pk: int) -> list[Event]:
     with bot.store.sessions() as session:
         return list(session.scalars(select(Event).where(Event.message_pk == pk).order_by(Event.id)))
 
 
-def count(bot: Bot, model: type[Any]) -> int:
+def count(bot: Worker, model: type[Any]) -> int:
     with bot.store.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -125,7 +125,7 @@ def mode(path: Path) -> int:
 def configure(
     tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, database_url: str
 ) -> Callable[..., tuple[Path, Settings]]:
-    """Write a configuration file (optionally changed by ``edit``) that the CLI and Bot both use."""
+    """Write a configuration file (optionally changed by ``edit``) that the CLI and Worker both use."""
 
     def write(edit: Callable[[dict[str, Any]], dict[str, Any]] = lambda raw: raw) -> tuple[Path, Settings]:
         raw = edit(make_config(tmp_path, imap_server, smtp_sink, database_url))
@@ -141,8 +141,8 @@ def queue_one(
     """One corpus message through a run: its truth, the configuration file, the settings, its record."""
     truth = load_corpus(imap_server, corpus_dir, [name])[name]
     config, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         message = message_by_id(bot, truth["message_id"])
     return truth, config, settings, message
 
@@ -163,8 +163,8 @@ def test_corrupt_form_lands_in_the_queue_folder(
 ) -> None:
     truth = load_corpus(imap_server, corpus_dir, [CORRUPT_SMP])[CORRUPT_SMP]
     config, settings = configure()
-    with Bot(settings) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
         message = message_by_id(bot, truth["message_id"])
         folder = bot.review.folder_of(message)
     assert (message.state, message.outcome, message.reason) == (MessageState.REVIEW, "unreadable", "corrupt")
@@ -215,8 +215,8 @@ def test_retry_after_a_configuration_fix_accepts_and_acknowledges(
     imap_server.append("min.gao@aminer.cn", english_form_mail(), ARRIVAL)
     message_id = "<english-form-1@ecnu.edu.cn>"
     config, settings = configure()
-    with Bot(settings) as bot:
-        assert bot.run_once().errors == []
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
         before = message_by_id(bot, message_id)
     assert (before.state, before.outcome, before.reason) == (MessageState.REVIEW, "unreadable", "no-fields")
 
@@ -224,7 +224,7 @@ def test_retry_after_a_configuration_fix_accepts_and_acknowledges(
     code, out, _ = cli_run(capsys, config, "queue", "--by", "alice", "retry", before.reference or "")
     assert code == 0, out
     assert f"{message_id}: accepted ({before.reference})" in out
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         after = message_by_id(bot, message_id)
         with bot.store.sessions() as session:
             application = session.scalars(select(Application)).one()
@@ -251,8 +251,8 @@ def test_a_retry_that_ends_as_before_does_not_answer_again(
 ) -> None:
     imap_server.append("min.gao@aminer.cn", english_form_mail(), ARRIVAL)
     config, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         reference = message_by_id(bot, "<english-form-1@ecnu.edu.cn>").reference or ""
     code, out, _ = cli_run(capsys, config, "queue", "retry", "--all")
     assert code == 0 and "unreadable" in out
@@ -282,7 +282,7 @@ def test_resolve_with_typed_fields_makes_an_application(
     code, out, _ = cli_run(capsys, config, "queue", "--by", "carol", "resolve", queued.reference or "", *args)
     assert code == 0 and "accepted" in out
 
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         message = message_by_id(bot, truth["message_id"])
         with bot.store.sessions() as session:
             application = session.scalars(select(Application)).one()
@@ -299,7 +299,7 @@ def test_resolve_with_typed_fields_makes_an_application(
     assert len(acks) == 2 and "Received" in str(acks[-1]["Subject"])
 
     # a second resolve finds nothing in the queue
-    with Bot(settings) as bot, pytest.raises(Exception, match="not in the review queue"):
+    with Worker(settings) as bot, pytest.raises(Exception, match="not in the review queue"):
         resolve_item(bot, message.id, ["project_title=x"], "carol")
 
 
@@ -314,7 +314,7 @@ def test_reject_closes_the_item_with_who_and_why(
     sent_before = len(smtp_sink.received)
     code, out, _ = cli_run(capsys, config, "queue", "--by", "bob", "reject", queued.reference or "", "--reason", "spam")
     assert code == 0 and f"closed {queued.id}" in out
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         message = message_by_id(bot, truth["message_id"])
         events = events_of(bot, message.id)
         folder = bot.review.folder_of(message)
@@ -340,8 +340,8 @@ def test_a_crash_mid_retry_leaves_the_item_in_the_queue(
     imap_server.append("min.gao@aminer.cn", english_form_mail(), ARRIVAL)
     message_id = "<english-form-1@ecnu.edu.cn>"
     _, settings = configure()
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
     _, fixed = configure(with_english_labels)
     original = Outbox.answer
 
@@ -349,7 +349,7 @@ def test_a_crash_mid_retry_leaves_the_item_in_the_queue(
         original(self, *args)  # the outbox row and the application exist in the transaction…
         raise RuntimeError("power cut")  # …when it dies
 
-    with Bot(fixed) as bot:
+    with Worker(fixed) as bot:
         queued = message_by_id(bot, message_id)
         folder = bot.review.folder_of(queued)
         reason_before = (folder / "reason.json").read_bytes()
@@ -380,8 +380,8 @@ def test_resolve_refuses_a_message_that_is_not_queued(
     accepted = "smp-001"
     truth = load_corpus(imap_server, corpus_dir, [accepted])[accepted]
     settings = parse_settings(make_config(tmp_path, imap_server, smtp_sink), "test")
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         done = message_by_id(bot, truth["message_id"])
         assert done.state == MessageState.DONE
         (result,) = retry_items(bot, [done.id], "erin")
@@ -409,7 +409,7 @@ def test_reject_with_notify_tells_the_sender_once(
     assert [str(a) for a in notice["To"].addresses] == [truth["mail"]["from"]]
     body = notice.get_body(preferencelist=("plain",))
     assert body is not None and reason in body.get_content()
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert message_by_id(bot, truth["message_id"]).state == MessageState.DONE
 
 
@@ -426,8 +426,8 @@ def test_a_failed_reject_leaves_the_item_open(
     def broken_notice(*_args: object) -> bool:
         raise RuntimeError("template missing")
 
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         queued = message_by_id(bot, truth["message_id"])
         monkeypatch.setattr(bot.processor.outbox, "closed_notice", broken_notice)
         with pytest.raises(RuntimeError, match="template missing"):

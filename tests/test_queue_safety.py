@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailbot.app import Bot
 from mailbot.config import Settings
 from mailbot.embedded import SmtpSink
+from mailbot.worker import Worker
 from storage.models import Application, MessageState
 from tests.conftest import PASSWORD_ENV, ImapServer
 from tests.test_queue_admin import (
@@ -110,7 +110,7 @@ def test_resolve_shows_first_refuses_missing_fields_and_never_names_the_admin(
     code, out, _ = cli_run(capsys, config, "queue", "resolve", reference, *field_args(TYPED), "--dry-run")
     assert code == 0
     assert "Decision:  accepted" in out and "acknowledgement (accepted) to" in out and "dry run" in out
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert message_by_id(bot, truth["message_id"]).state == MessageState.REVIEW
     assert len(acks_to(smtp_sink, truth["message_id"])) == answers_before
 
@@ -121,7 +121,7 @@ def test_resolve_shows_first_refuses_missing_fields_and_never_names_the_admin(
     text = body_text(answer)
     assert "root" not in text
     assert "entered by the fund office" in text
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert any(e.kind == "queue-resolved" and e.actor == "root" for e in events_of(bot, queued.id))
 
 
@@ -137,7 +137,7 @@ def test_resolve_with_missing_fields_only_when_the_admin_says_so(
     partial = field_args({k: TYPED[k] for k in ("project_title", "applicant_name", "email")})
     code, out, _ = cli_run(capsys, config, "queue", "resolve", queued.reference or "", *partial, "--allow-missing")
     assert code == 0 and "incomplete" in out
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert message_by_id(bot, truth["message_id"]).outcome == "incomplete"
 
 
@@ -167,7 +167,7 @@ def test_a_resolved_item_is_corrected_as_a_logged_revision_without_a_second_answ
     assert code == 0, err
     assert "no answer was sent" in out
     assert len(acks_to(smtp_sink, truth["message_id"])) == answers
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         with bot.store.sessions() as session:
             application = session.scalars(select(Application)).one()
         corrected = [e for e in events_of(bot, queued.id) if e.kind == "queue-corrected"]
@@ -196,7 +196,7 @@ def test_options_are_accepted_after_the_action(
         capsys, config, "queue", "reject", queued.reference or "", "--reason", "spam", "--by", "alice"
     )
     assert code == 0, err
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert any(e.kind == "queue-rejected" and e.actor == "alice" for e in events_of(bot, queued.id))
 
 
@@ -269,6 +269,6 @@ def test_resolve_asks_on_a_terminal_and_a_no_changes_nothing(
         os.close(terminal)
     assert process.returncode == 1, err
     assert "Decision:  accepted" in out and "Go ahead? [y/N]" in out and "nothing was changed" in out
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         assert message_by_id(bot, truth["message_id"]).state == MessageState.REVIEW
     assert len(acks_to(smtp_sink, truth["message_id"])) == answers

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.decision import ANSWERED, Outcome
 from mailbot.demo import local_config
 from mailbot.importer import import_one
+from mailbot.worker import Worker
 
 # any moment inside the first call's window: arrival decides nothing about machine mail
 ARRIVAL = datetime.fromisoformat("2024-08-20T10:00:00+08:00")
@@ -75,11 +75,11 @@ def outcomes(shared_dir: Path, data_dir: Path) -> list[dict[str, Any]]:
         local_config(data_dir, ("127.0.0.1", 9), ("127.0.0.1", 9), "MAILBOT_REALWORLD_UNUSED"), "realworld"
     )
     pks: dict[str, int] = {}
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         for row in expected:
             raw = (realworld / "eml" / row["file"]).read_bytes()
             pks[row["file"]] = import_one(settings, bot.store, raw, arrival=ARRIVAL).message_pk
-        bot.process()
+        bot.deciding.decide()
         with bot.store.sessions() as session:
             decided = {pk: outcome for pk, outcome in session.execute(text("SELECT id, outcome FROM messages"))}
     return [{**row, "outcome": decided[pks[row["file"]]]} for row in expected]

@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailbot.acknowledge import compose_acknowledgement
-from mailbot.app import Bot
 from mailbot.config import load_settings
 from mailbot.decide import decide
 from mailbot.decision import CallRules, Outcome
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
+from mailbot.worker import Worker
 from parsers.message import read_message
 from parsers.mime import html_to_text
 from tests.conftest import ImapServer, make_settings
@@ -285,8 +285,8 @@ def test_replies_to_our_answer_through_real_servers(
     first["Date"] = format_datetime(ARRIVAL)
     first.set_content("老师好，申报表忘了附，稍后补发。")
     imap_server.append("min.gao@aminer.cn", first.as_bytes(), ARRIVAL)
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
     assert len(smtp_sink.received) == 1, "the first message gets its one answer"
     answer = email.message_from_bytes(smtp_sink.received[0].raw, policy=email.policy.default)
     assert isinstance(answer, EmailMessage)
@@ -308,8 +308,8 @@ def test_replies_to_our_answer_through_real_servers(
 
     reply("收到，我之前发的申报表是最终版本，谢谢老师！", "<thanks.1@pku.edu.cn>", 10)
     reply("附上修改后的申报表，请查收。", "<sending.1@pku.edu.cn>", 20)
-    with Bot(settings) as bot:
-        bot.run_once()
+    with Worker(settings) as bot:
+        bot.single_pass()
         with bot.store.sessions() as session:
             outcomes = {r["message_id"]: r["outcome"] for r in export_records(session)}
     assert outcomes["<thanks.1@pku.edu.cn>"] == "correspondence"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
+from mailbot.worker import Worker
 from parsers.model import Submission
 from parsers.spec import FormSpec
 from storage.models import Message
@@ -22,8 +22,8 @@ def test_unreadable_originals_move_to_the_review_folder(
 ) -> None:
     truth = load_corpus(imap_server, corpus_dir, ["smp-001", "smp-009", "smp-047"])  # accepted, scanned, corrupt
     settings = make_settings(tmp_path, imap_server, smtp_sink, queue={"imap_folder": REVIEW_FOLDER})
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
     assert summary.errors == []
     unreadable = sorted(truth[n]["message_id"] for n in ("smp-009", "smp-047"))
     assert sorted(imap_server.message_ids("min.gao@aminer.cn", REVIEW_FOLDER)) == unreadable
@@ -78,7 +78,7 @@ def test_a_message_over_the_size_limit_is_refused_unread_answered_and_queued_who
     mail.add_attachment(os.urandom(1024 * 1024), maintype="application", subtype="pdf", filename="申报表.pdf")
     imap_server.append("min.gao@aminer.cn", mail.as_bytes(), datetime(2024, 9, 1, tzinfo=UTC))
     settings = make_settings(tmp_path, imap_server, smtp_sink, processing={"max_message_mb": 1})
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
         handed_to_reader: list[Path] = []
         reader = bot.processor.reader
 
@@ -87,7 +87,7 @@ def test_a_message_over_the_size_limit_is_refused_unread_answered_and_queued_who
             return reader(original, spec)
 
         bot.processor.reader = reading
-        summary = bot.run_once()
+        summary = bot.single_pass()
         with bot.store.sessions() as session:
             sha = session.scalars(select(Message.sha256)).one()
         original = bot.store.archive.get(sha)

@@ -8,10 +8,10 @@ import pytest
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import select
 
-from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.embedded import SmtpSink
 from mailbot.imap import MailboxClient
+from mailbot.worker import Worker
 from storage.models import OutboxMail, OutboxState
 from tests.conftest import ImapServer, load_corpus, make_config
 from tests.support.smtp_auth import AuthSink
@@ -33,8 +33,8 @@ def test_a_refused_smtp_login_keeps_answers_waiting_until_it_is_fixed(
         raw["smtp"].update(user=SMTP_USER, password_env="MAILBOT_TEST_SMTP_PASSWORD")
         settings = parse_settings(raw, "test")
         monkeypatch.setenv("MAILBOT_TEST_SMTP_PASSWORD", "a-rotated-one")
-        with Bot(settings) as bot:
-            summary = bot.run_once()
+        with Worker(settings) as bot:
+            summary = bot.single_pass()
             assert len(summary.processed) == 3
             assert [r.state for r in summary.sent] == [OutboxState.PENDING], "one try, then the round stops"
             with bot.store.sessions() as session:
@@ -43,13 +43,13 @@ def test_a_refused_smtp_login_keeps_answers_waiting_until_it_is_fixed(
                 assert all(row.attempts <= 1 for row in rows)
             assert sink.received == []
 
-            assert bot.send() == [], "no new login attempt straight after a refusal"
+            assert bot.sending.send() == [], "no new login attempt straight after a refusal"
             monkeypatch.setenv("MAILBOT_TEST_SMTP_PASSWORD", "the-right-one")
             with bot.store.sessions() as session, session.begin():
                 for row in session.query(OutboxMail):
                     row.next_attempt_at = row.created_at
             bot.sender._quiet_until = None  # as if the minute had passed
-            sent = bot.send()
+            sent = bot.sending.send()
         assert [r.state for r in sent] == [OutboxState.SENT] * 3
         assert len(sink.received) == len(truth)
         # smtplib tries each mechanism the server offers (PLAIN, LOGIN) on the one refused connection
@@ -65,8 +65,8 @@ def test_a_batch_of_answers_is_filed_in_sent_together_and_a_filing_failure_leave
     names = ["smp-001", "smp-002", "smp-006", "smp-008"]
     load_corpus(imap_server, corpus_dir, names[:3])
     settings = parse_settings(make_config(tmp_path, imap_server, smtp_sink), "test")
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         assert [r.state for r in summary.sent] == [OutboxState.SENT] * 3
         with bot.store.sessions() as session:
             rows = session.scalars(select(OutboxMail)).all()
@@ -79,7 +79,7 @@ def test_a_batch_of_answers_is_filed_in_sent_together_and_a_filing_failure_leave
 
         monkeypatch.setattr(MailboxClient, "append_all", sent_folder_full)
         load_corpus(imap_server, corpus_dir, names[3:])
-        later = bot.run_once()
+        later = bot.single_pass()
         assert [r.state for r in later.sent] == [OutboxState.SENT], "filing is a courtesy: the send stands"
         with bot.store.sessions() as session:
             row = session.get_one(OutboxMail, later.sent[0].outbox_id)

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from benchmarks.shapes import SECRETARY, SHAPES, Sent
-from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
+from mailbot.worker import Worker
 from storage.models import Message
 from tests.conftest import ImapServer, make_settings
 from tests.parsers.builders import EXPECTED, SMP_ROWS, table_form
@@ -82,8 +82,8 @@ def test_every_shape_is_accepted_with_its_fields_end_to_end(
         expected_by_id[message_id] = (shape.name, expected)
 
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         with bot.store.sessions() as session:
             records = {record["message_id"]: record for record in export_records(session)}

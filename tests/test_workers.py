@@ -18,11 +18,12 @@ from typing import IO, Any
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from mailbot.app import Bot, RunSummary
 from mailbot.coordination import MailboxLease
 from mailbot.decision import ANSWERED
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
+from mailbot.runners.drivers import RunSummary, take_in
+from mailbot.worker import Worker
 from parsers import read_message
 from storage import Storage
 from storage.archive import RawArchive
@@ -266,7 +267,7 @@ class Workers:
 
 
 def worker_id(process: subprocess.Popen[bytes]) -> str:
-    """The name a worker records its claims under (``mailbot.app.worker_name``)."""
+    """The name a worker records its claims under (``mailbot.worker.worker_name``)."""
     return f"{socket.gethostname()}:{process.pid}"
 
 
@@ -404,8 +405,8 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
 ) -> None:
     truth = load_corpus(imap_server, corpus_dir, ["smp-006", "smp-011"])  # a form, then its revision
     settings = make_settings(tmp_path, imap_server, smtp_sink, postgres_url)
-    with Bot(settings, inline=True) as first, Bot(settings, inline=True) as second:
-        first.poll_all(RunSummary())
+    with Worker(settings, inline=True) as first, Worker(settings, inline=True) as second:
+        take_in(first.runners, RunSummary())
         (earlier,) = first.store.to_decide.claim("first", 1)
 
         assert second.processor.run_pending() == [], "the revision must not be decided before its original"

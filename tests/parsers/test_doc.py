@@ -29,9 +29,9 @@ import olefile
 import pytest
 from sqlalchemy import select
 
-from mailbot.app import Bot
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
+from mailbot.worker import Worker
 from parsers.documents import read_document
 from parsers.errors import CannotRead
 from parsers.layout import Grid, Line
@@ -726,8 +726,8 @@ def test_doc_forms_without_libreoffice_are_accepted_end_to_end(
         chosen[form.name] = info
     assert {info["call"] for info in chosen.values()} == {"smp-zhipu-2024", "caai-ant-2024"}
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    with Bot(settings) as bot:
-        summary = bot.run_once()
+    with Worker(settings) as bot:
+        summary = bot.single_pass()
         assert summary.errors == []
         with bot.store.sessions() as session:
             records = {record["message_id"]: record for record in export_records(session)}

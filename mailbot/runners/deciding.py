@@ -1,0 +1,122 @@
+"""Deciding as a runner: every received message, in arrival order, woken by each archived one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+
+from mailbot.config import Settings
+from mailbot.imap import MailboxClient
+from mailbot.oauth import Credentials
+from mailbot.pipeline import Processed, Processor
+from mailbot.runners.base import Backoff, Runner, Stage
+from mailbot.runners.claims import give_back
+from mailbot.runners.drivers import RunSummary
+from storage import Storage
+from storage.models import Message
+
+log = logging.getLogger(__name__)
+
+# with nothing archived meanwhile, received messages are still looked for this often (another worker's, say)
+DECIDING_INTERVAL_S = 5.0
+DECIDING_BACKOFF = (5.0, 5.0)
+
+
+class DecidingRunner(Runner):
+    """Decides received messages through ``Processor.run_pending``, ``batch_size`` read ahead at a time.
+
+    ``parsers_at_once`` is how many messages the parser pool reads side by side (1 when reading
+    inline); with ``batch_size`` it says how long a living worker may hold a claim.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Storage,
+        processor: Processor,
+        credentials: Credentials,
+        worker: str,
+        parsers_at_once: int,
+        stopping: threading.Event,
+    ) -> None:
+        super().__init__("deciding", Stage.DECIDING, Backoff(*DECIDING_BACKOFF), stopping, DECIDING_INTERVAL_S)
+        self.settings = settings
+        self.store = store
+        self.processor = processor
+        self.credentials = credentials
+        self.worker = worker
+        self.parsers_at_once = parsers_at_once
+        # enough reads in flight to keep every parser busy while the oldest message is stored
+        self.batch_size = max(2, parsers_at_once * 4)
+        self.last: list[Processed] = []
+
+    def claim_expiry(self) -> timedelta:
+        """How old a claim must be before its worker is taken for dead.
+
+        A living worker holds a claim while the messages ahead of it in its read window are parsed
+        (each within the parse timeout, ``parsers_at_once`` at a time) and then while it is decided;
+        the extra minute covers deciding and the clocks of different machines.
+        """
+        rounds = self.batch_size // self.parsers_at_once + 1
+        return timedelta(seconds=self.settings.processing.parse_timeout_s * rounds + 60)
+
+    def release_claims(self) -> None:
+        """Take back work a stopped worker had claimed (all of it when nobody else can hold any)."""
+        stale = self.claim_expiry() if self.store.concurrent else None
+        released = self.store.to_decide.release_stale_claims(stale)
+        if released:
+            log.info("took back %d message(s) an interrupted run had started", released)
+
+    def prepare(self) -> None:
+        self.release_claims()
+
+    def round(self) -> bool:
+        self.last = []
+        if self.store.concurrent:
+            # a worker that died elsewhere leaves its claims behind; someone must take them up
+            self.release_claims()
+        self.last = self.decide()
+        return bool(self.last)
+
+    def decide(self) -> list[Processed]:
+        """Decide every received message; on a failure give back the messages this round had claimed."""
+        try:
+            done = self.processor.run_pending(self.batch_size)
+        except Exception:
+            give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)", self.stopping)
+            raise
+        self.file_for_review([item for item in done if item.in_review])
+        return done
+
+    def file_for_review(self, items: Sequence[Processed]) -> None:
+        """Move the originals of new review items to ``[queue] imap_folder``, for admins in a mail client.
+
+        A courtesy beside the queue folder: a failure is logged and changes nothing else.
+        """
+        target = self.settings.queue.imap_folder
+        if not target or not items:
+            return
+        by_mailbox: dict[str, list[str]] = {}
+        with self.store.sessions() as session:
+            for item in items:
+                message = session.get(Message, item.message_pk)
+                if message is not None and message.message_id:
+                    by_mailbox.setdefault(message.mailbox, []).append(message.message_id)
+        known = {box.name for box in self.settings.mailbox}
+        for name, message_ids in by_mailbox.items():
+            if name not in known:
+                continue  # imported mail has no server copy
+            box = self.settings.mailbox_by_name(name)
+            folders = [f for f in (box.folder, box.processed_folder) if f]
+            try:
+                with MailboxClient(box, self.credentials.of(box)) as client:
+                    for message_id in message_ids:
+                        if not client.move_message_id(folders, message_id, target):
+                            log.info("%s is no longer in %s", message_id, ", ".join(folders), extra={"mailbox": name})
+            except Exception as exc:
+                log.warning("could not move review items to %s in %s: %s", target, name, exc, extra={"mailbox": name})
+
+    def report(self, summary: RunSummary) -> None:
+        summary.processed.extend(self.last)
