@@ -119,24 +119,8 @@ def poll_folder(
     """
     folder = box.folder
     state = client.select(folder)
-    known_validity, last_uid = store.intake.cursor(box.name, folder)
     result = PollResult(box.name, folder)
-    if known_validity is not None and known_validity != state.uidvalidity:
-        log.warning(
-            "UIDVALIDITY of %s/%s changed from %s to %s: reading the folder again; known messages are matched",
-            box.name,
-            folder,
-            known_validity,
-            state.uidvalidity,
-            extra={"mailbox": box.name},
-        )
-        store.intake.reset_cursor(box.name, folder, state.uidvalidity)
-        result.uidvalidity_changed = True
-        last_uid = 0
-    elif known_validity is None:
-        store.intake.reset_cursor(box.name, folder, state.uidvalidity)
-
-    uids = client.uids_after(last_uid)
+    uids = client.uids_after(_cursor(store, box, state.uidvalidity, result))
     if not uids:
         return result
     log.info("%d new message(s) in %s/%s", len(uids), box.name, folder, extra={"mailbox": box.name})
@@ -145,42 +129,79 @@ def poll_folder(
     by_uid = {s.uid: s for s in summaries}
     for uid in sorted(set(uids) - set(by_uid)):
         _vanished(box, folder, uid)
+    batch_reader = BatchReader(settings, box, client, store, state.uidvalidity, on_recorded)
     for batch in batches(summaries, box.batch_size):
-
-        def where(uid: int) -> DeliveryRef:
-            return DeliveryRef(box.name, folder, state.uidvalidity, uid)
-
-        known = store.intake.known_message_ids([m for uid in batch if (m := by_uid[uid].message_id)])
-        # the same message again: a second delivery, a copy in another folder, or a re-scan
-        again = [(known[m], where(uid)) for uid in batch if (m := by_uid[uid].message_id) in known]
-        need_body = [uid for uid in batch if by_uid[uid].message_id not in known]
-        incoming = []
-        for uid, raw, arrival, archived in bodies(
-            client, store, box, need_body, {u: by_uid[u].size for u in need_body}
-        ):
-            facts = header_facts(raw)
-            incoming.append(
-                Incoming(raw, arrival, call_for(settings, box, facts.recipients), where(uid), facts, archived)
-            )
-        recorded_batch = store.intake.record_many(incoming, box.name, "imap", known=again, cursor_to=where(max(batch)))
-        result.known += len(again)
-        to_move.extend(ref.uid for _, ref in again)
-        for item, recorded in zip(incoming, recorded_batch, strict=True):
-            message_id = item.facts.message_id if item.facts else None
-            if recorded.new:
-                result.new += 1
-                result.recorded_pks.append(recorded.message_pk)
-                log.info(
-                    "recorded %s from %s",
-                    message_id or "(no Message-ID)",
-                    box.name,
-                    extra={"message_id": message_id, "mailbox": box.name},
-                )
-                if on_recorded is not None:
-                    on_recorded(recorded.message_pk)
-            else:
-                result.known += 1
-        to_move.extend(item.delivery.uid for item in incoming if item.delivery)
+        to_move.extend(batch_reader.take_in([by_uid[uid] for uid in batch], result))
     if box.processed_folder and to_move:
         client.move(to_move, box.processed_folder)
     return result
+
+
+def _cursor(store: Storage, box: MailboxSettings, uidvalidity: int, result: PollResult) -> int:
+    """The last UID taken in from the folder; 0 when the folder is new to us or its UIDVALIDITY changed."""
+    known_validity, last_uid = store.intake.cursor(box.name, box.folder)
+    if known_validity is not None and known_validity != uidvalidity:
+        log.warning(
+            "UIDVALIDITY of %s/%s changed from %s to %s: reading the folder again; known messages are matched",
+            box.name,
+            box.folder,
+            known_validity,
+            uidvalidity,
+            extra={"mailbox": box.name},
+        )
+        store.intake.reset_cursor(box.name, box.folder, uidvalidity)
+        result.uidvalidity_changed = True
+        return 0
+    if known_validity is None:
+        store.intake.reset_cursor(box.name, box.folder, uidvalidity)
+    return last_uid
+
+
+@dataclass
+class BatchReader:
+    """Records one batch of a folder's messages in one transaction, with the cursor moved past it."""
+
+    settings: Settings
+    box: MailboxSettings
+    client: MailboxClient
+    store: Storage
+    uidvalidity: int
+    on_recorded: Callable[[int], None] | None
+
+    def where(self, uid: int) -> DeliveryRef:
+        return DeliveryRef(self.box.name, self.box.folder, self.uidvalidity, uid)
+
+    def take_in(self, batch: Sequence[MailSummary], result: PollResult) -> list[int]:
+        """Record ``batch`` (counted in ``result``); returns the UIDs to move to the processed folder."""
+        box, store = self.box, self.store
+        known = store.intake.known_message_ids([m for mail in batch if (m := mail.message_id)])
+        # the same message again: a second delivery, a copy in another folder, or a re-scan
+        again = [(known[m], self.where(mail.uid)) for mail in batch if (m := mail.message_id) in known]
+        need_body = {mail.uid: mail.size for mail in batch if mail.message_id not in known}
+        incoming = []
+        for uid, raw, arrival, archived in bodies(self.client, store, box, list(need_body), need_body):
+            facts = header_facts(raw)
+            call_id = call_for(self.settings, box, facts.recipients)
+            incoming.append(Incoming(raw, arrival, call_id, self.where(uid), facts, archived))
+        cursor_to = self.where(max(mail.uid for mail in batch))
+        recorded_batch = store.intake.record_many(incoming, box.name, "imap", known=again, cursor_to=cursor_to)
+        result.known += len(again)
+        for item, recorded in zip(incoming, recorded_batch, strict=True):
+            if recorded.new:
+                self._recorded_new(item, recorded.message_pk, result)
+            else:
+                result.known += 1
+        return [ref.uid for _, ref in again] + [item.delivery.uid for item in incoming if item.delivery]
+
+    def _recorded_new(self, item: Incoming, message_pk: int, result: PollResult) -> None:
+        message_id = item.facts.message_id if item.facts else None
+        result.new += 1
+        result.recorded_pks.append(message_pk)
+        log.info(
+            "recorded %s from %s",
+            message_id or "(no Message-ID)",
+            self.box.name,
+            extra={"message_id": message_id, "mailbox": self.box.name},
+        )
+        if self.on_recorded is not None:
+            self.on_recorded(message_pk)
