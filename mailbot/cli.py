@@ -167,7 +167,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"imported {new} new message(s) of {len(items)}", file=sys.stderr)
         if not args.record_only:
             processed = bot.deciding.decide()
-            sent = bot.sending.send()
+            sent = bot.send()
             print(f"processed: {len(processed)}, sent: {sum(1 for s in sent if s.state == 'sent')}")
     return 1 if failures else 0
 

@@ -28,7 +28,7 @@ from mailbot.runners.digests import DigestRunner
 from mailbot.runners.intake import IntakeRunner
 from mailbot.runners.sending import SendingRunner
 from mailbot.scheduling import DigestScheduler
-from mailbot.sender import Sender
+from mailbot.sender import Sender, SendResult
 from parsers import read_message
 from parsers.limits import Limits
 from parsers.model import Submission
@@ -137,6 +137,10 @@ class Worker:
         drivers.run_until_stopped(
             self.runners, self.stopping, f"running: {len(self.settings.mailbox)} mailbox(es), worker {self.name}"
         )
+
+    def send(self) -> list[SendResult]:
+        """Send what is due now (a :class:`mailbot.admin_context.ReviewDesk` sends right after a queue action)."""
+        return self.sending.send()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -43,13 +43,13 @@ def test_a_refused_smtp_login_keeps_answers_waiting_until_it_is_fixed(
                 assert all(row.attempts <= 1 for row in rows)
             assert sink.received == []
 
-            assert bot.sending.send() == [], "no new login attempt straight after a refusal"
+            assert bot.send() == [], "no new login attempt straight after a refusal"
             monkeypatch.setenv("MAILBOT_TEST_SMTP_PASSWORD", "the-right-one")
             with bot.store.sessions() as session, session.begin():
                 for row in session.query(OutboxMail):
                     row.next_attempt_at = row.created_at
             bot.sender._quiet_until = None  # as if the minute had passed
-            sent = bot.sending.send()
+            sent = bot.send()
         assert [r.state for r in sent] == [OutboxState.SENT] * 3
         assert len(sink.received) == len(truth)
         # smtplib tries each mechanism the server offers (PLAIN, LOGIN) on the one refused connection

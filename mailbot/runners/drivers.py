@@ -55,7 +55,8 @@ def single_pass(runners: Sequence[Runner]) -> RunSummary:
     """
     summary = RunSummary()
     for runner in runners:
-        runner.prepare()
+        if runner.stage is not Stage.SCHEDULED:
+            runner.prepare()
     take_in(runners, summary)
     decide_while_sending(of_stage(runners, Stage.DECIDING), of_stage(runners, Stage.SENDING), summary)
     for runner in of_stage(runners, Stage.FOLLOW_UP):
