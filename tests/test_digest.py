@@ -29,6 +29,8 @@ from mailbot.digest.contents import build_digest
 from mailbot.digest.queueing import queue_digest
 from mailbot.digest.render import compose_digest, digest_message_id, duration_words, render_digest
 from mailbot.embedded import SmtpSink
+from mailbot.runners.digests import DigestRunner
+from mailbot.runners.supervision import supervise
 from mailbot.scheduling import MISFIRE_GRACE, DigestScheduler
 from storage import Storage
 from storage.archive import RawArchive
@@ -642,7 +644,8 @@ def test_cron_job_fires_at_the_digest_time(tmp_path: Path) -> None:
     queued = threading.Event()
     scheduler = DigestScheduler(settings, store, TemplateSet(), queued.set)
     stop = threading.Event()
-    runner = threading.Thread(target=scheduler.run, args=(stop,))
+    digests = DigestRunner(scheduler, stop)
+    runner = threading.Thread(target=supervise, args=(digests,))
     runner.start()
     try:
         job = scheduler._scheduler.get_job(f"digest:{CALL}")
@@ -650,6 +653,7 @@ def test_cron_job_fires_at_the_digest_time(tmp_path: Path) -> None:
         assert queued.wait(timeout=15), "the digest job did not run"
     finally:
         stop.set()
+        digests.wake.set()
         runner.join(timeout=15)
     assert not runner.is_alive()
     with store.sessions() as session:
