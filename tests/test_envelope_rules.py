@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailbot.app import Bot
 from mailbot.config import example_config_text, parse_settings
 from mailbot.decide import decide, envelope_verdict
 from mailbot.decision import CallRules, Outcome
@@ -30,6 +29,7 @@ from mailbot.decision_rows import decision_record, person_columns
 from mailbot.demo import local_config
 from mailbot.importer import import_one
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
+from mailbot.worker import Worker
 from parsers.headers import read_headers
 from parsers.limits import Limits
 from parsers.message import read_message
@@ -99,7 +99,7 @@ def _auto_reply_with_a_form(to: str) -> bytes:
 
 def test_a_machines_mail_is_decided_without_its_attachments_being_read(tmp_path: Path) -> None:
     settings = parse_settings(local_config(tmp_path / "data", UNUSED, UNUSED, "MAILBOT_ENVELOPE_UNUSED"), "envelope")
-    with Bot(settings) as bot:
+    with Worker(settings) as bot:
 
         def never_read(original: Path, spec: FormSpec) -> Future[Submission]:
             raise AssertionError(f"{original} was handed to the parser pool")
@@ -108,7 +108,7 @@ def test_a_machines_mail_is_decided_without_its_attachments_being_read(tmp_path:
         pk = import_one(
             settings, bot.store, _auto_reply_with_a_form(settings.call[0].addresses[0]), arrival=ARRIVAL
         ).message_pk
-        [done] = bot.process()
+        [done] = bot.deciding.decide()
         with bot.store.sessions() as session:
             message = session.get_one(Message, pk)
             decided = session.scalars(select(Event).where(Event.message_pk == pk, Event.kind == "decided")).one()
