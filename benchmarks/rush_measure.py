@@ -24,9 +24,9 @@ import pdfplumber
 
 from benchmarks.rush_load import PDF, Planned
 from benchmarks.rush_servers import PASSWORD, TimedSink
-from mailbot.app import Bot
 from mailbot.config import parse_settings
 from mailbot.samples import DOCX
+from mailbot.worker import Worker
 from tests.support.dovecot import DovecotServer
 
 FETCH_CHUNK = 50
@@ -159,12 +159,12 @@ def _descendants_cpu_s() -> float:
 
 
 def run_bot(raw_config: dict[str, Any], inline: bool) -> dict[str, Any]:
-    """One ``run_once`` in this (fresh) process; returned as plain data for the parent."""
+    """One ``single_pass`` in this (fresh) process; returned as plain data for the parent."""
     settings = parse_settings(raw_config, "rush configuration")
-    with Bot(settings, inline=inline) as bot:
+    with Worker(settings, inline=inline) as bot:
         started_wall, started = time.time(), time.perf_counter()
         cpu_before = _cpu_s(resource.RUSAGE_SELF)
-        summary = bot.run_once()
+        summary = bot.single_pass()
         seconds = time.perf_counter() - started
         cpu = {
             "bot": _cpu_s(resource.RUSAGE_SELF) - cpu_before,
