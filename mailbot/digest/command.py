@@ -40,8 +40,8 @@ def add_digest_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
-    from mailbot.worker import worker_name
     from mailbot.sender import Sender
+    from mailbot.worker import worker_name
     from storage.archive import RawArchive
     from storage.db import make_engine
 
