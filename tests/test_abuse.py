@@ -29,7 +29,6 @@ from sqlalchemy import select
 
 import mailbot.identity
 import mailbot.pipeline
-from mailbot.worker import Worker
 from mailbot.clock import BEIJING
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
@@ -41,6 +40,7 @@ from mailbot.identity import Identity
 from mailbot.queue_admin import confirm_item
 from mailbot.review import windows_safe
 from mailbot.status import status_report
+from mailbot.worker import Worker
 from parsers.sandbox import ParserPool
 from storage.models import Application, Message, MessageState, OutboxMail
 from tests.conftest import PASSWORD_ENV, ImapServer

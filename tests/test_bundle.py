@@ -17,13 +17,13 @@ import pytest
 import tomli_w
 from openpyxl import load_workbook
 
-from mailbot.worker import Worker
 from mailbot.bundle import safe_component
 from mailbot.bundle_command import build
 from mailbot.bundle_index import INDEX_COLUMNS, PERSONAL_COLUMNS, iter_manifest
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.importer import import_one
+from mailbot.worker import Worker
 from parsers.message import extract_parts
 from storage.models import Message
 from tests.conftest import corpus_truth

@@ -34,15 +34,15 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import func, select, update
 
 import storage.archive
-from mailbot.runners.drivers import RunSummary, take_in
-from mailbot.worker import Worker
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.digest.contents import build_digest
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.imap import MailboxClient
+from mailbot.runners.drivers import RunSummary, take_in
 from mailbot.status import status_report
+from mailbot.worker import Worker
 from parsers import extract_parts
 from storage.models import Delivery, Message, OutboxMail, OutboxState
 from tests.conftest import ImapServer, load_corpus, make_config

@@ -24,7 +24,6 @@ import pytest
 import tomli_w
 from imapclient.exceptions import LoginError
 
-from mailbot.worker import Worker
 from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, parse_settings
@@ -36,6 +35,7 @@ from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
 from mailbot.sender import connect_smtp
 from mailbot.status import status_report
+from mailbot.worker import Worker
 from storage.models import OutboxMail, OutboxState
 from templates import TemplateSet
 from tests.conftest import MAILBOX_USERS, PASSWORD, ImapServer, _missing, load_corpus, make_config

@@ -20,14 +20,14 @@ from sqlalchemy import MetaData, select
 
 import storage.db
 from mailbot import cli
-from mailbot.runners.drivers import RunSummary, take_in
-from mailbot.worker import Worker
 from mailbot.checks import run_checks
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from mailbot.ops import purge
+from mailbot.runners.drivers import RunSummary, take_in
+from mailbot.worker import Worker
 from storage.db import make_engine
 from storage.models import Message
 from tests.conftest import PASSWORD_ENV, ImapServer, load_corpus, make_config
