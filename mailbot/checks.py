@@ -15,7 +15,7 @@ from mailbot.config import ConfigError, Settings
 from mailbot.config_accounts import MailboxSettings, SmtpSettings
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.oauth import Credentials, TokenRefused
-from mailbot.sender import connect_smtp
+from mailbot.smtp import connect_smtp
 from storage.db import make_engine, schema_status
 
 

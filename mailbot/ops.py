@@ -2,33 +2,34 @@
 
 ``purge`` exists for the data-protection duties of a fund office (China's PIPL, the EU's GDPR):
 after a call is closed and its retention period has passed, raw messages, attachments and every
-personal field go; anonymous counts, outcomes and reference numbers stay. (``check`` is in
-``mailbot.checks``, ``status`` in ``mailbot.status``.)
+personal field go; anonymous counts, outcomes and reference numbers stay. The rows are scrubbed in
+one transaction, which adds the deletion of each message's archive file and review folder as
+effects (``mailbot.effects``): they run once it has committed, and again after a stop, so a file is
+never deleted for a purge that did not happen. (``check`` is in ``mailbot.checks``, ``status`` in
+``mailbot.status``.)
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
+from mailbot.effect_runner import EffectRunner
+from mailbot.effects import add_purge_effects
 from mailbot.export import pseudonym
 from mailbot.review import ReviewQueue
+from storage import Storage
 from storage.archive import RawArchive
 from storage.db import make_engine, session_factory
-from storage.models import (
-    Applicant,
-    Application,
-    AttachmentRecord,
-    Event,
-    Message,
-    OutboxMail,
-)
+from storage.effects import DueEffect, forget_effects_of
+from storage.events import EventKind
+from storage.models import Applicant, Application, AttachmentRecord, Event, Message, OutboxMail
 
 # fields of a form that describe the science, not the person: kept by purge
 ANONYMOUS_FIELDS = frozenset({"topic", "direction", "budget", "prior_grant"})
@@ -54,14 +55,20 @@ def _chunks(items: list[int], size: int = 500) -> Iterator[list[int]]:
 
 
 def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, actor: str) -> PurgeReport:
-    """Remove personal data of ``call_id`` for messages that arrived before ``before``."""
+    """Remove personal data of ``call_id`` for messages that arrived before ``before``.
+
+    The rows are scrubbed in one transaction, which also adds the deletion of each message's
+    archive file and review folder as effects; they run once it commits (and again after a stop).
+    """
     call = settings.call_by_id(call_id)
     if call.effective_deadline > utcnow():
         raise ConfigError(f"call {call_id} is still open (deadline {call.deadline.isoformat()}): nothing is purged")
     engine = make_engine(settings.database_url)
     try:
-        report = _purge_rows(settings, engine, call_id, before, dry_run, actor)
+        worker = f"purge:{actor}"
+        report, deletions = _purge_rows(settings, engine, call_id, before, dry_run, worker)
         if not dry_run:
+            EffectRunner(settings, Storage(engine, RawArchive(settings.archive_dir)), worker).run_claimed(deletions)
             _scrub_freed_space(engine)
         return report
     finally:
@@ -82,9 +89,10 @@ def _scrub_freed_space(engine: Engine) -> None:
 
 
 def _purge_rows(
-    settings: Settings, engine: Engine, call_id: str, before: datetime, dry_run: bool, actor: str
-) -> PurgeReport:
-    now = utcnow()
+    settings: Settings, engine: Engine, call_id: str, before: datetime, dry_run: bool, worker: str
+) -> tuple[PurgeReport, list[DueEffect]]:
+    """Scrub the rows; returns the report and the deletions (claimed by ``worker``) the commit implies."""
+    deletions: list[DueEffect] = []
     archive = RawArchive(settings.archive_dir)
     queue = ReviewQueue(settings.queue_dir)
     report = PurgeReport()
@@ -97,16 +105,14 @@ def _purge_rows(
         report.messages = len(messages)
         pks = [m.id for m in messages]
         shas_elsewhere = set(session.scalars(select(Message.sha256).where(Message.id.not_in(pks or [-1]))))
+        for chunk in _chunks(pks):
+            forget_effects_of(session, chunk, utcnow())
         for message in messages:
-            if archive.contains(message.sha256) and message.sha256 not in shas_elsewhere:
-                report.raw_files += 1
-                if not dry_run:
-                    archive.remove(message.sha256)
-            folder = queue.folder_of(message)
-            if folder.exists():
-                report.queue_folders += 1
-                if not dry_run:
-                    shutil.rmtree(folder)
+            sole_copy = message.sha256 not in shas_elsewhere
+            report.raw_files += archive.contains(message.sha256) and sole_copy
+            report.queue_folders += queue.folder_of(message).exists()
+            if not dry_run:
+                deletions += add_purge_effects(session, message, worker, delete_archive_file=sole_copy)
         applications = list(
             session.scalars(
                 select(Application).where(Application.call_id == call_id, Application.current_message_pk.in_(pks))
@@ -115,57 +121,74 @@ def _purge_rows(
         report.applications = len(applications)
         if dry_run:
             session.rollback()
-            return report
-        for message in messages:
-            decision = message.decision or {}
-            message.decision = {k: decision.get(k) for k in ("outcome", "rule", "missing", "flags") if k in decision}
-            message.reading = None
-            message.subject = ""
-            message.from_addr = ""
-            message.error = None
-            message.project_title = None
-            message.person_email = message.person_phone = None
-            message.person_name_key = message.person_institution_key = None
-            message.message_id = None
-            message.message_key = pseudonym(message.message_key) or message.message_key
-            message.supersedes_key = pseudonym(message.supersedes_key)
-            message.duplicate_of_key = pseudonym(message.duplicate_of_key)
-            message.purged_at = now
-        for application in applications:
-            application.fields = {k: v for k, v in (application.fields or {}).items() if k in ANONYMOUS_FIELDS}
-            application.project_title = None
-            application.application_key = pseudonym(application.application_key) or application.application_key
-            application.duplicate_of_key = pseudonym(application.duplicate_of_key)
-            applicant = session.get(Applicant, application.applicant_id)
-            if applicant is not None:
-                applicant.name = applicant.name_key = applicant.institution_key = None
-                applicant.email = applicant.phone = None
-        for chunk in _chunks(pks):
-            session.execute(
-                update(AttachmentRecord).where(AttachmentRecord.message_pk.in_(chunk)).values(filename="(purged)")
-            )
-            session.execute(
-                update(OutboxMail)
-                .where(OutboxMail.message_pk.in_(chunk))
-                .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
-            )
-            session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
-        # digests list new submissions by name and carry the workbook: they go with the call's data
-        session.execute(
-            update(OutboxMail)
-            .where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id)
-            .values(raw=b"", recipients=[], to_addr=None, to_key=None, to_domain=None, last_reply=None)
-        )
+            return report, []
+        _scrub_messages(messages, utcnow())
+        _scrub_applications(session, applications)
+        _scrub_outbox_and_events(session, call_id, pks)
         session.add(
             Event(
-                at=now,
-                kind="purged",
-                actor=actor,
+                at=utcnow(),
+                kind=EventKind.PURGED,
+                actor=worker.removeprefix("purge:"),
                 message_pk=None,
                 detail={"call": call_id, "before": before.isoformat(), "messages": report.messages},
             )
         )
-    return report
+    return report, deletions
+
+
+def _scrub_messages(messages: list[Message], now: datetime) -> None:
+    """Keep of each message what is anonymous: its outcome, rule and reference; pseudonyms for its keys."""
+    for message in messages:
+        decision = message.decision or {}
+        message.decision = {k: decision.get(k) for k in ("outcome", "rule", "missing", "flags") if k in decision}
+        message.reading = None
+        message.subject = ""
+        message.from_addr = ""
+        message.error = None
+        message.project_title = None
+        message.person_email = message.person_phone = None
+        message.person_name_key = message.person_institution_key = None
+        message.message_id = None
+        message.message_key = pseudonym(message.message_key) or message.message_key
+        message.supersedes_key = pseudonym(message.supersedes_key)
+        message.duplicate_of_key = pseudonym(message.duplicate_of_key)
+        message.purged_at = now
+
+
+def _scrub_applications(session: Session, applications: list[Application]) -> None:
+    """Keep of each application the fields that describe the science, and nothing of its applicant."""
+    for application in applications:
+        application.fields = {k: v for k, v in (application.fields or {}).items() if k in ANONYMOUS_FIELDS}
+        application.project_title = None
+        application.application_key = pseudonym(application.application_key) or application.application_key
+        application.duplicate_of_key = pseudonym(application.duplicate_of_key)
+        applicant = session.get(Applicant, application.applicant_id)
+        if applicant is not None:
+            applicant.name = applicant.name_key = applicant.institution_key = None
+            applicant.email = applicant.phone = None
+
+
+def _scrub_outbox_and_events(session: Session, call_id: str, pks: list[int]) -> None:
+    """Attachment names, answers, event details and the call's digests go."""
+    blank: dict[str, object] = {
+        "raw": b"",
+        "recipients": [],
+        "to_addr": None,
+        "to_key": None,
+        "to_domain": None,
+        "last_reply": None,
+    }
+    for chunk in _chunks(pks):
+        session.execute(
+            update(AttachmentRecord).where(AttachmentRecord.message_pk.in_(chunk)).values(filename="(purged)")
+        )
+        session.execute(update(OutboxMail).where(OutboxMail.message_pk.in_(chunk)).values(**blank))
+        session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
+    # digests list new submissions by name and carry the workbook: they go with the call's data
+    session.execute(
+        update(OutboxMail).where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id).values(**blank)
+    )
 
 
 def default_purge_before(settings: Settings, call_id: str) -> datetime:

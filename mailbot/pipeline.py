@@ -33,6 +33,8 @@ from mailbot.decision import (
     Outcome,
 )
 from mailbot.decision_rows import as_stored, decision_record, person_columns, store_application
+from mailbot.effect_runner import EffectRunner
+from mailbot.effects import add_review_effects
 from mailbot.guard import IDENTITY_CONFLICT, conflict_diagnostics, identity_conflict
 from mailbot.identity import Identity, identity_of
 from mailbot.metrics import StageTimings
@@ -59,6 +61,7 @@ from storage.decisions import (
     store_attachments,
     write_decision,
 )
+from storage.effects import DueEffect
 from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
 from storage.models import (
@@ -129,7 +132,8 @@ class Processor:
         self.store = store
         self.reader = reader
         self.templates = templates
-        self.review = review
+        # the review folder is written by a step after the deciding commit, never inside it
+        self.effects = EffectRunner(settings, store, worker, review)
         self.outbox = Outbox(settings, templates)
         self.worker = worker
         self.on_decided = on_decided
@@ -320,6 +324,7 @@ class Processor:
         the first write makes the other threads wait for the commit, and the ORM's bookkeeping
         for a handful of rows cost more than the rest of the decision.
         """
+        review_folder: DueEffect | None = None
         with self.store.sessions() as session, session.begin():
             # nothing leaves the machine on this commit: the answer goes out only after the sender's
             # hand-over mark, a durable commit that takes this one to the disk with it
@@ -411,9 +416,11 @@ class Processor:
                 diagnostics = {} if conflict is None else conflict_diagnostics(session, conflict)
                 if submission.unreadable is not None:  # e.g. the calls an ambiguous form could belong to
                     diagnostics["detail"] = submission.unreadable.detail
-                self.review.add(
+                review_folder = add_review_effects(
+                    session,
+                    self.settings,
                     stored,
-                    self.store.archive.path_for(stored.sha256),
+                    self.worker,
                     IDENTITY_CONFLICT if held else reason or decision.rule,
                     decision.explanation,
                     **diagnostics,
@@ -434,6 +441,8 @@ class Processor:
                 extra=_log_extra(message, reference),
             )
             failpoint("decide.commit")
+        if review_folder is not None:
+            self.effects.run_claimed([review_folder])
         if self.on_decided is not None:
             self.on_decided(result)
         return result
@@ -478,16 +487,19 @@ class Processor:
             message.claimed_by = None
             message.decided_at = utcnow()
             add_event(session, EventKind.FAILED, ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
-            original = self.store.archive.path_for(message.sha256)
-            self.review.add(
+            review_folder = add_review_effects(
+                session,
+                self.settings,
                 message,
-                original if original.exists() else b"",
+                self.worker,
                 reason,
                 f"deciding took too long ({exc}); a person must look"
                 if overran
                 else f"processing stopped with an error ({exc.__class__.__name__}); a person must look",
             )
             failpoint("review.commit")
-            return Processed(
+            result = Processed(
                 pk, message.message_key, Outcome.UNREADABLE.value, message.reference, False, in_review=True
             )
+        self.effects.run_claimed([review_folder])
+        return result

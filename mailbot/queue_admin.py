@@ -12,10 +12,12 @@ import sys
 
 from mailbot.admin_context import ReviewDesk
 from mailbot.clock import utcnow
+from mailbot.effects import add_closed_effect
 from mailbot.pipeline import Processed
 from mailbot.queue_typing import Plan, check_required, plan_typing
 from mailbot.queue_view import QueueError, held_reason
 from parsers.model import to_jsonable
+from storage.effects import DueEffect
 from storage.events import EventKind, add_event
 from storage.models import Message, MessageState
 from storage.review_items import close_as_rejected, count_answer_attempt, store_corrected_form
@@ -25,11 +27,14 @@ def _note_admin_action(
     desk: ReviewDesk, pk: int, kind: EventKind, result: Processed, actor: str, **detail: object
 ) -> None:
     """Record who retried, confirmed or resolved an item, and mark its folder closed if it left the queue."""
+    closing: DueEffect | None = None
     with desk.store.sessions() as session, session.begin():
         message = session.get_one(Message, pk)
         add_event(session, kind, actor, pk, outcome=result.outcome, **detail)
         if message.state != MessageState.REVIEW:
-            desk.review.mark_closed(message, result.outcome, actor)
+            closing = add_closed_effect(session, pk, result.outcome, actor, desk.processor.worker)
+    if closing is not None:
+        desk.processor.effects.run_claimed([closing])
 
 
 def _retry_one(desk: ReviewDesk, pk: int, actor: str, call_id: str | None = None) -> Processed | str:
@@ -116,8 +121,9 @@ def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str
         close_as_rejected(message, f"closed by {actor}: {reason}")
         add_event(session, EventKind.QUEUE_REJECTED, actor, pk, reason=reason, notify=notify)
         told = notify and desk.processor.outbox.closed_notice(session, message, reason)
+        closing = add_closed_effect(session, pk, f"rejected: {reason}", actor, desk.processor.worker)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
-    desk.review.mark_closed(message, f"rejected: {reason}", actor)
+    desk.processor.effects.run_claimed([closing])
     if told:
         desk.send()
         return f"closed {pk} and told the applicant"

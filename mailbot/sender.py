@@ -1,22 +1,17 @@
-"""The sender: delivers the outbox over SMTP, at most once per acknowledgement.
+"""The sending round: delivers the outbox over SMTP, at most once per acknowledgement.
 
 A row is claimed as ``sending``, marked ``committing`` (committed) just before the final line of
 its data goes out, and recorded ``sent`` with the server's reply, together with the rest of its
-batch once their copies are filed in Sent. After a stop, a ``sending`` row never reached the
-server and is sent again; a ``committing`` row may have: the mailbox's Sent folder decides where
-the provider files what it accepts, and elsewhere it counts as delivered, since a second copy is
-the worse mistake.
+batch; filing the batch's copies in Sent is an effect of that record (``mailbot.effects``), run
+straight after its commit. After a stop, a ``sending`` row never reached the server and is sent
+again; a ``committing`` row may have (``mailbot.send_recovery``). The SMTP conversation itself is
+``mailbot.smtp``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import smtplib
-import socket
-import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,22 +19,24 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
-from mailbot.config import ConfigError, Settings
-from mailbot.imap import MailboxClient, tls_context, warn_if_plaintext
+from mailbot.config import Settings
+from mailbot.effect_runner import FIRST_RETRY, EffectRunner, retry_delay
+from mailbot.effects import add_sent_copy_effects
 from mailbot.metrics import StageTimings
-from mailbot.oauth import Credential, Credentials, TokenRefused, record_token_states
+from mailbot.oauth import Credentials, record_token_states
+from mailbot.send_recovery import InterruptedSends
+from mailbot.sent_folder import SentFolders
+from mailbot.smtp import LoginRefused, PermanentFailure, SmtpTransport, TemporaryFailure
 from storage import Storage
 from storage.db import transaction
+from storage.effects import DueEffect
 from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
-from storage.models import OUTBOX, OutboxMail, OutboxState, SendVerdict
+from storage.models import OUTBOX, OutboxState
 
 log = logging.getLogger(__name__)
 
 ACTOR = "sender"
-DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
-FIRST_RETRY = timedelta(minutes=1)
-MAX_RETRY = timedelta(hours=1)
 # how long connections may sit unused between flushes and still be trusted with the next answer
 REUSE_CONNECTIONS_S = 10.0
 
@@ -97,216 +94,11 @@ class Accepted:
     outbox_id: int
     reply: str
     mailbox: str | None
-    raw: bytes
-
-
-class TemporaryFailure(Exception):
-    pass
-
-
-class PermanentFailure(Exception):
-    pass
+    message_id: str
 
 
 class TakenOver(Exception):
     """Another worker took the answer for abandoned and sends it: this one must not."""
-
-
-class LoginRefused(TemporaryFailure):
-    """No answer can go out until the SMTP credentials are fixed: stop the round, keep the rows."""
-
-
-def retry_delay(attempts: int) -> timedelta:
-    delay: timedelta = FIRST_RETRY * (2 ** min(max(attempts - 1, 0), 10))
-    return min(delay, MAX_RETRY)
-
-
-def connect_smtp(
-    settings: Settings, timeout_s: float | None = None, credentials: Credentials | None = None
-) -> smtplib.SMTP:
-    """A connected, logged-in SMTP session as ``[smtp]`` describes it (certificates verified)."""
-    cfg = settings.smtp
-    timeout = timeout_s or cfg.timeout_s
-    warn_if_plaintext("smtp", "server", cfg.host, cfg.tls)
-    smtp: smtplib.SMTP
-    if cfg.tls == "ssl":
-        smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=tls_context(cfg.verify_certificate))
-    else:
-        smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
-        if cfg.tls == "starttls":
-            smtp.starttls(context=tls_context(cfg.verify_certificate))
-    if smtp.sock is not None:
-        # the final line goes out as its own small write: without this, Nagle's algorithm holds
-        # it until the server acknowledges the body (tens of milliseconds per message)
-        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if cfg.user and (cfg.password_env or cfg.oauth):
-        try:
-            credential = (credentials or Credentials(settings)).of(cfg)
-            if cfg.auth == "xoauth2":
-                _xoauth2_login(smtp, cfg.user, credential)
-            else:
-                smtp.login(cfg.user, credential.secret())
-        except (smtplib.SMTPAuthenticationError, ConfigError, TokenRefused):
-            smtp.close()
-            raise
-    return smtp
-
-
-def _xoauth2_login(smtp: smtplib.SMTP, user: str, credential: Credential) -> None:
-    """AUTH XOAUTH2; a refused access token is renewed once and offered again on the same connection."""
-
-    def offer(token: str) -> None:
-        answer = f"user={user}\x01auth=Bearer {token}\x01\x01"
-        # a refusal comes as a challenge carrying the server's reason: the client answers it empty
-        smtp.auth("XOAUTH2", lambda challenge=None: answer if challenge is None else "")
-
-    # unlike login(), auth() does not say EHLO first, and takes the "503 send HELO first" that
-    # follows for "already authenticated": every send would then be refused for want of a login
-    smtp.ehlo_or_helo_if_needed()
-    token = credential.secret()
-    try:
-        offer(token)
-    except smtplib.SMTPAuthenticationError:
-        renewed = credential.renew(token)
-        if renewed is None:
-            raise
-        log.info("the SMTP server refused the access token: trying once with a renewed one")
-        offer(renewed)
-
-
-class SmtpTransport:
-    """One SMTP connection per flush, opened lazily and reused for every message in it."""
-
-    def __init__(self, settings: Settings, credentials: Credentials | None = None) -> None:
-        self.settings = settings
-        self.credentials = credentials or Credentials(settings)
-        self._smtp: smtplib.SMTP | None = None
-        self.login_refused = False
-
-    def send(self, sender: str, recipients: list[str], raw: bytes, before_end: Callable[[], None]) -> str:
-        """Send one message; ``before_end`` runs just before the end of the data is handed over.
-
-        Until the final "." the server keeps nothing (a broken connection aborts the transaction);
-        from it on, the server may have accepted the message even if its reply never arrives.
-        """
-        try:
-            if self._smtp is None:
-                self._smtp = connect_smtp(self.settings, credentials=self.credentials)
-            refused = self._transaction(self._smtp, sender, recipients, raw, before_end)
-        except (smtplib.SMTPAuthenticationError, ConfigError) as exc:
-            # a wrong or rotated password is the operator's to fix, not the answer's fault
-            self.close()
-            raise LoginRefused(f"the SMTP server refused the login: {exc}") from None
-        except TokenRefused as exc:
-            self.close()
-            raise LoginRefused(f"SMTP: {exc}") from None
-        except smtplib.SMTPRecipientsRefused as exc:
-            self.close()
-            codes = [code for code, _ in exc.recipients.values()]
-            detail = "; ".join(
-                f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in exc.recipients.items()
-            )
-            if all(code >= 500 for code in codes):
-                raise PermanentFailure(detail) from None
-            raise TemporaryFailure(detail) from None
-        except smtplib.SMTPResponseException as exc:
-            self.close()
-            error = exc.smtp_error
-            text = f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
-            if exc.smtp_code >= 500:
-                raise PermanentFailure(text) from None
-            raise TemporaryFailure(text) from None
-        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            self.close()
-            raise TemporaryFailure(f"{exc.__class__.__name__}: {exc}") from None
-        except BaseException:
-            # ``before_end`` failed (the database went away): in the middle of the data a QUIT would
-            # be read as more of the message and wait out the timeout; the server drops the rest
-            self._abandon()
-            raise
-        if refused:
-            return "accepted except " + ", ".join(refused)
-        return "250 accepted"
-
-    @staticmethod
-    def _transaction(
-        smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: bytes, before_end: Callable[[], None]
-    ) -> dict[str, tuple[int, bytes]]:
-        """smtplib's sendmail, with the DATA phase split before its final line."""
-        smtp.ehlo_or_helo_if_needed()
-        failpoint("smtp.mail")
-        code, reply = smtp.mail(sender)
-        if code != 250:
-            smtp.rset()
-            raise smtplib.SMTPSenderRefused(code, reply, sender)
-        refused: dict[str, tuple[int, bytes]] = {}
-        for recipient in recipients:
-            failpoint("smtp.rcpt")
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                refused[recipient] = (code, reply)
-        if len(refused) == len(recipients):
-            smtp.rset()
-            raise smtplib.SMTPRecipientsRefused(refused)
-        failpoint("smtp.data")
-        smtp.putcmd("data")
-        code, reply = smtp.getreply()
-        if code != 354:
-            smtp.rset()
-            raise smtplib.SMTPDataError(code, reply)
-        body = DOT_AT_LINE_START.sub(b"..", raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
-        smtp.send(body)
-        before_end()
-        failpoint("smtp.final")
-        smtp.send(b".\r\n")
-        code, reply = smtp.getreply()
-        if code != 250:
-            raise smtplib.SMTPDataError(code, reply)
-        return refused
-
-    def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-
-    def _abandon(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
-
-
-class SentFolders:
-    """One IMAP connection per mailbox for a whole flush: a fresh login for every copy is slow."""
-
-    def __init__(self, sender: Sender) -> None:
-        self._sender = sender
-        self._open: dict[str, MailboxClient] = {}
-
-    def client(self, mailbox: str | None) -> MailboxClient | None:
-        if mailbox is None:
-            return None
-        if mailbox not in self._open:
-            client = self._sender.mailbox_client(mailbox)
-            if client is None:
-                return None
-            client.connect()
-            self._open[mailbox] = client
-        return self._open[mailbox]
-
-    def drop(self, mailbox: str | None) -> None:
-        client = self._open.pop(mailbox or "", None)
-        if client is not None:
-            client.close()
-
-    def close(self) -> None:
-        for name in list(self._open):
-            self.drop(name)
 
 
 class Sender:
@@ -331,7 +123,9 @@ class Sender:
         # answers the server accepted while the database could not record it: the reply, by row
         self._accepted_unrecorded: dict[int, str] = {}
         self._transport: SmtpTransport | None = None
-        self._folders: SentFolders | None = None
+        # runs the Sent copies of each batch after its record, over IMAP sessions kept like the SMTP one
+        self.effects = EffectRunner(settings, store, worker, credentials=self.credentials)
+        self.interrupted = InterruptedSends(settings, store, self.credentials)
         self._last_flush = float("-inf")
 
     def flush(self, limit: int | None = None, keep_connections: bool = False) -> list[SendResult]:
@@ -345,10 +139,10 @@ class Sender:
             return []  # the server refused our login a moment ago: asking again now only adds refusals
         if time.monotonic() - self._last_flush > REUSE_CONNECTIONS_S:
             self.close()  # a server may have dropped a connection left idle that long
-        self.recover_interrupted()
+        self.interrupted.settle()
         results: list[SendResult] = []
         transport = self._transport = self._transport or SmtpTransport(self.settings, self.credentials)
-        folders = self._folders = self._folders or SentFolders(self)
+        folders = self.effects.sent_folders
         keep = False
         try:
             while limit is None or len(results) < limit:
@@ -370,11 +164,9 @@ class Sender:
     def close(self) -> None:
         """Log out of the SMTP and IMAP sessions kept open between flushes."""
         transport, self._transport = self._transport, None
-        folders, self._folders = self._folders, None
         if transport is not None:
             transport.close()
-        if folders is not None:
-            folders.close()
+        self.effects.close()
 
     def _deliver_claimed(self, transport: SmtpTransport, folders: SentFolders, ids: list[int]) -> list[SendResult]:
         """Send claimed answers one by one, then file the accepted ones in Sent and record them together.
@@ -400,10 +192,10 @@ class Sender:
                 break
             if accepted and time.monotonic() - oldest > self.settings.smtp.timeout_s:
                 # a slow server: record before another worker could take a waiting row for abandoned
-                outcomes.update(self._record_accepted(folders, accepted))
+                outcomes.update(self._record_accepted(accepted))
                 accepted = []
         if accepted:
-            outcomes.update(self._record_accepted(folders, accepted))
+            outcomes.update(self._record_accepted(accepted))
         return [outcomes[outbox_id] for outbox_id in ids if outbox_id in outcomes]
 
     def _claimed_answers(self, ids: list[int]) -> dict[int, ClaimedAnswer]:
@@ -412,20 +204,21 @@ class Sender:
             rows = session.execute(_SELECT_CLAIMED, {"row_ids": ids})
             return {row.id: ClaimedAnswer(*row[1:]) for row in rows}
 
-    def _record_accepted(self, folders: SentFolders, accepted: list[Accepted]) -> dict[int, SendResult]:
-        # filed before recorded: should the worker stop in between, the copy in Sent is what tells
-        # the restarted one that these answers went out
-        filed = self._file_in_sent(folders, accepted)
+    def _record_accepted(self, accepted: list[Accepted]) -> dict[int, SendResult]:
+        """Record a batch sent, and file its copies in Sent straight after (an effect of the record)."""
+        filing: list[DueEffect] = []
         with transaction(self.store.sessions) as session:
             results = {
-                answer.outbox_id: self._mark(
-                    session, answer.outbox_id, OutboxState.SENT, answer.reply, filed_in_sent=answer.outbox_id in filed
-                )
+                answer.outbox_id: self._mark(session, answer.outbox_id, OutboxState.SENT, answer.reply)
                 for answer in accepted
             }
+            sent = [(answer.outbox_id, answer.mailbox, answer.message_id) for answer in accepted]
+            filing = add_sent_copy_effects(session, self.settings, sent, self.worker)
             failpoint("outbox.sent")
         for answer in accepted:
             del self._accepted_unrecorded[answer.outbox_id]
+        if filing:
+            self.effects.run_claimed(filing)
         return results
 
     def _deliver(
@@ -473,7 +266,7 @@ class Sender:
             )
             return self._finish(outbox_id, OutboxState.PENDING, str(exc), next_attempt=next_at)
         log.info("sent %s to %s", message_id, ", ".join(answer.recipients), extra=extra)
-        return Accepted(outbox_id, reply, answer.mailbox, answer.raw)
+        return Accepted(outbox_id, reply, answer.mailbox, message_id)
 
     def _handing_over(self, outbox_id: int) -> None:
         """Record that the end of the message goes out now: from here on the server may accept it."""
@@ -519,11 +312,8 @@ class Sender:
         state: OutboxState,
         reply: str,
         next_attempt: datetime | None = None,
-        filed_in_sent: bool = False,
     ) -> SendResult:
         changes: dict[str, object] = {"state": state, "last_reply": reply[:2000], "claimed_by": None}
-        if filed_in_sent:
-            changes["filed_in_sent"] = True
         if state == OutboxState.SENT:
             changes["sent_at"] = utcnow()
         if next_attempt is not None:
@@ -542,39 +332,6 @@ class Sender:
 
     # --- the Sent folder ----------------------------------------------------------------------
 
-    def mailbox_client(self, mailbox_name: str | None) -> MailboxClient | None:
-        if mailbox_name is None:
-            return None
-        try:
-            box = self.settings.mailbox_by_name(mailbox_name)
-        except KeyError:
-            return None
-        return MailboxClient(box, self.credentials.of(box))
-
-    def _file_in_sent(self, folders: SentFolders, accepted: list[Accepted]) -> set[int]:
-        """File copies in each mailbox's Sent folder, as a mail client would, so the office sees them.
-
-        Returns the rows filed. Filing is a courtesy: a failure is logged and the sends stand.
-        """
-        if self.settings.smtp.saves_to_sent:
-            return set()
-        by_mailbox: dict[str | None, list[Accepted]] = {}
-        for answer in accepted:
-            by_mailbox.setdefault(answer.mailbox, []).append(answer)
-        filed: set[int] = set()
-        for mailbox, answers in by_mailbox.items():
-            try:
-                client = folders.client(mailbox)
-                if client is None:
-                    continue
-                client.append_all(client.box.sent_folder, [answer.raw for answer in answers], utcnow())
-            except Exception as exc:
-                folders.drop(mailbox)
-                log.warning("could not file %d answer(s) in Sent of %s: %s", len(answers), mailbox, exc)
-                continue
-            filed.update(answer.outbox_id for answer in answers)
-        return filed
-
     def _earlier_attempt_filed(self, folders: SentFolders, mailbox: str | None, message_id: str) -> bool:
         """Whether a provider that files submitted mail has a copy from an earlier attempt.
 
@@ -589,67 +346,3 @@ class Sender:
         except Exception as exc:
             folders.drop(mailbox)
             raise TemporaryFailure(f"cannot look in Sent before sending again: {exc}") from None
-
-    def _verdict(self, outbox_id: int, state: str) -> SendVerdict | None:
-        if state == OutboxState.SENDING:
-            return SendVerdict.AGAIN
-        with self.store.sessions() as session:
-            found = self.in_sent_folder(session.get_one(OutboxMail, outbox_id))
-        if found:
-            return SendVerdict.FOUND
-        if self.settings.smtp.saves_to_sent:
-            return None if found is None else SendVerdict.AGAIN
-        return SendVerdict.PRESUMED
-
-    def in_sent_folder(self, mail: OutboxMail) -> bool | None:
-        """True/False if the Sent folder answers; None if it cannot be asked."""
-        try:
-            client = self.mailbox_client(mail.mailbox)
-            if client is None:
-                return None
-            with client:
-                return client.contains_message_id(client.box.sent_folder, mail.message_id)
-        except Exception as exc:  # a lost connection or a missing secret as much as a refused login
-            log.warning("cannot look in Sent for %s: %s", mail.message_id, exc)
-            return None
-
-    def recover_interrupted(self) -> None:
-        """Settle rows a stopped worker left mid-conversation.
-
-        ``sending``: the end of the message never left, so the server kept nothing: send again.
-        ``committing``: it may have been accepted. Where the provider files what it accepts, the
-        Sent folder decides (and the row waits while it cannot be searched); elsewhere nothing
-        can tell, and a second copy is the worse mistake, so the answer counts as delivered and
-        the event log says it was presumed.
-        """
-        stale = None if not self.store.concurrent else timedelta(seconds=self.settings.smtp.timeout_s * 3)
-        for outbox_id, state in self.store.to_send.interrupted_sends(stale):
-            verdict = self._verdict(outbox_id, state)
-            if verdict is None:
-                continue  # ask the Sent folder again next time rather than risk a second copy
-            with transaction(self.store.sessions) as session:
-                mail = session.get_one(OutboxMail, outbox_id, with_for_update=True)
-                if mail.state != state:
-                    continue
-                if verdict == SendVerdict.AGAIN:
-                    mail.state = OutboxState.PENDING
-                    mail.next_attempt_at = utcnow()
-                else:
-                    mail.state = OutboxState.SENT
-                    mail.sent_at = mail.sent_at or utcnow()
-                    mail.filed_in_sent = verdict == SendVerdict.FOUND
-                    mail.last_reply = (
-                        "found in the Sent folder after an interruption"
-                        if verdict == SendVerdict.FOUND
-                        else "presumed delivered: interrupted while the server took the end of the message"
-                    )
-                add_event(
-                    session,
-                    EventKind.OUTBOX_RECOVERED,
-                    ACTOR,
-                    mail.message_pk,
-                    outbox_id=outbox_id,
-                    verdict=verdict.value,
-                )
-                failpoint("outbox.recover")
-            log.info("interrupted send %s (%s): %s", outbox_id, state, verdict)

@@ -48,7 +48,7 @@ INTAKE_POINTS = (
 )
 DECIDE_POINTS = (
     "decide.claim",  # commit: messages claimed for deciding
-    "review.write",  # a review folder, before it is renamed into place
+    "review.write",  # a review folder, before it is renamed into place (an effect of the decision)
     "decide.commit",  # commit: decision, reference number and acknowledgement
     "review.commit",  # commit: a message whose processing failed goes to review
     "imap.search.message_id",  # UID SEARCH by Message-ID (review folder, Sent folder)
@@ -60,13 +60,18 @@ SEND_POINTS = (
     "smtp.data",  # DATA and the message's lines
     "outbox.committing",  # commit: the hand-over mark, just before the final line
     "smtp.final",  # the final "." line: from here the server may keep the message
-    "imap.append",  # APPEND of our copies to the Sent folder
+    "imap.append",  # APPEND of our copies to the Sent folder (an effect of recording them sent)
     "outbox.sent",  # commit: the server's replies of a batch
     "outbox.finish",  # commit: an answer retried later, failed for good, or found in Sent
     "outbox.recover",  # commit: the verdict on an answer a stopped worker left mid-conversation
     "digest.insert",  # commit: a call's digest of a day and its outbox row
 )
-REGISTRY = frozenset(INTAKE_POINTS + DECIDE_POINTS + SEND_POINTS)
+EFFECT_POINTS = (
+    "effect.claim",  # commit: due effects claimed by a worker
+    "effect.step",  # an effect's step (a folder written or deleted, mail moved or filed), before it runs
+    "effect.done",  # commit: a step that ran marked done
+)
+REGISTRY = frozenset(INTAKE_POINTS + DECIDE_POINTS + SEND_POINTS + EFFECT_POINTS)
 # reached only off the clean path: when a stage fails, an answer is refused, or after a crash
 OFF_THE_CLEAN_PATH = frozenset({"review.commit", "outbox.finish", "outbox.recover"})
 

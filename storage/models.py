@@ -266,6 +266,33 @@ class Event(Base):
     detail: Mapped[dict[str, Any]]
 
 
+class Effect(Base):
+    """A step outside the database that a committed change implies: a file to write or delete, mail to move.
+
+    Inserted by the transaction that decided it, run after that commit (by ``mailbot.effects``),
+    and marked done; a failed step waits ``due_at`` for its next try. A row with ``claimed_by`` set
+    is being run by that worker, unless ``claimed_at`` is so old that the worker is taken for dead.
+    """
+
+    __tablename__ = "effects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    message_pk: Mapped[int | None] = mapped_column(Integer)
+    outbox_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None]
+
+    # the due ones are found from the index alone, however many are done
+    __table_args__ = (Index("ix_effects_undone_due", "done_at", "due_at", "id"),)
+
+
 class CallCounter(Base):
     """The last reference number handed out per call: never reused."""
 
@@ -295,3 +322,4 @@ ATTACHMENTS = cast(Table, AttachmentRecord.__table__)
 OUTBOX = cast(Table, OutboxMail.__table__)
 EVENTS = cast(Table, Event.__table__)
 COUNTERS = cast(Table, CallCounter.__table__)
+EFFECTS = cast(Table, Effect.__table__)

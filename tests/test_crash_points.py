@@ -194,6 +194,7 @@ def expire_claims(database_url: str) -> None:
         with engine.begin() as connection:
             connection.execute(text("UPDATE messages SET claimed_at = claimed_at - interval '1 day'"))
             connection.execute(text("UPDATE outbox SET sending_since = sending_since - interval '1 day'"))
+            connection.execute(text("UPDATE effects SET claimed_at = claimed_at - interval '1 day'"))
     finally:
         engine.dispose()
 

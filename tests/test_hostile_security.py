@@ -56,7 +56,7 @@ from mailbot.export import export_records, to_csv, to_xlsx
 from mailbot.imap import MailboxClient, MailboxUnavailable, tls_context, warn_if_plaintext
 from mailbot.logs import configure_logging
 from mailbot.review import ReviewQueue
-from mailbot.sender import connect_smtp
+from mailbot.smtp import connect_smtp
 from mailbot.worker import Worker
 from parsers.limits import Limits
 from parsers.model import UNREADABLE_REASONS, Submission, to_jsonable

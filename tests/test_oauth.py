@@ -33,7 +33,7 @@ from mailbot.digest.render import render_digest
 from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
-from mailbot.sender import connect_smtp
+from mailbot.smtp import connect_smtp
 from mailbot.status import status_report
 from mailbot.worker import Worker
 from storage.models import OutboxMail, OutboxState

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from datetime import timedelta
 
 from mailbot.config import Settings
-from mailbot.imap import MailboxClient
 from mailbot.oauth import Credentials
 from mailbot.pipeline import Processed, Processor
 from mailbot.runners.base import Backoff, Runner, Stage
 from mailbot.runners.claims import give_back
 from mailbot.runners.drivers import RunSummary
 from storage import Storage
-from storage.models import Message
 
 log = logging.getLogger(__name__)
 
@@ -87,36 +84,9 @@ class DecidingRunner(Runner):
         except Exception:
             give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)", self.stopping)
             raise
-        self.file_for_review([item for item in done if item.in_review])
+        # what the round's commits left to do (IMAP moves) and what earlier ones failed to
+        self.processor.effects.run_due()
         return done
-
-    def file_for_review(self, items: Sequence[Processed]) -> None:
-        """Move the originals of new review items to ``[queue] imap_folder``, for admins in a mail client.
-
-        A courtesy beside the queue folder: a failure is logged and changes nothing else.
-        """
-        target = self.settings.queue.imap_folder
-        if not target or not items:
-            return
-        by_mailbox: dict[str, list[str]] = {}
-        with self.store.sessions() as session:
-            for item in items:
-                message = session.get(Message, item.message_pk)
-                if message is not None and message.message_id:
-                    by_mailbox.setdefault(message.mailbox, []).append(message.message_id)
-        known = {box.name for box in self.settings.mailbox}
-        for name, message_ids in by_mailbox.items():
-            if name not in known:
-                continue  # imported mail has no server copy
-            box = self.settings.mailbox_by_name(name)
-            folders = [f for f in (box.folder, box.processed_folder) if f]
-            try:
-                with MailboxClient(box, self.credentials.of(box)) as client:
-                    for message_id in message_ids:
-                        if not client.move_message_id(folders, message_id, target):
-                            log.info("%s is no longer in %s", message_id, ", ".join(folders), extra={"mailbox": name})
-            except Exception as exc:
-                log.warning("could not move review items to %s in %s: %s", target, name, exc, extra={"mailbox": name})
 
     def report(self, summary: RunSummary) -> None:
         summary.processed.extend(self.last)

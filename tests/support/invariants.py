@@ -2,7 +2,9 @@
 queue and the mail the SMTP server accepted: every message exactly one record with its true outcome
 and its exact bytes in the archive, every answerable message exactly one answer, nothing left
 half-sent, every review item a folder with ``message.eml`` and ``reason.json``, reference numbers
-unique and without gaps per call, no mail (a digest above all) accepted twice.
+unique and without gaps per call, no mail (a digest above all) accepted twice, every effect of a
+commit (review folder, IMAP move, Sent copy, purge deletion) done, and nothing of a purged message
+left in the archive or the review queue.
 
 One exception is the sender's design, not a fault: a stop between committing an answer's hand-over
 and writing the last line of its data leaves an answer the server never got, recorded as presumed
@@ -29,6 +31,7 @@ from mailbot.config import Settings
 from mailbot.review import ReviewQueue
 from storage.archive import RawArchive
 from storage.db import make_engine, session_factory
+from storage.effects import undone_effects
 from storage.events import EventKind
 from storage.models import Event, Message, MessageState, OutboxMail, OutboxState, SendVerdict
 
@@ -67,6 +70,7 @@ def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterab
             messages = list(session.scalars(select(Message)))
             outbox = list(session.scalars(select(OutboxMail).order_by(OutboxMail.id)))
             events = list(session.scalars(select(Event).where(Event.kind.like("outbox-%")).order_by(Event.id)))
+            undone = undone_effects(session)
     finally:
         engine.dispose()
     archive = RawArchive(settings.archive_dir)
@@ -95,6 +99,8 @@ def invariant_violations(settings: Settings, truth: Truth, accepted_mail: Iterab
         elif hashlib.sha256(archive.get(message.sha256)).hexdigest() != message.sha256:
             problems.append(f"{name}: its archive file does not hold the bytes it is named by")
     problems.extend(_review_folder_problems(settings, messages, name_of))
+    problems.extend(f"effect {id_} ({kind}) not done after {n} attempt(s): {error}" for id_, kind, n, error in undone)
+    problems.extend(_purged_file_problems(settings, messages, archive))
     problems.extend(_reference_problems(messages))
     problems.extend(_mail_accepted_twice(accepted_mail))
 
@@ -136,6 +142,21 @@ def _review_folder_problems(settings: Settings, messages: list[Message], name_of
         if missing:
             name = name_of.get(message.message_key, message.message_key)
             problems.append(f"{name}: in review, but {folder.name}/ lacks {', '.join(missing)}")
+    return problems
+
+
+def _purged_file_problems(settings: Settings, messages: list[Message], archive: RawArchive) -> list[str]:
+    """A purged message has no review folder, and no archive file unless a message kept has its bytes."""
+    queue = ReviewQueue(settings.queue_dir)
+    kept = {m.sha256 for m in messages if m.purged_at is None}
+    problems = []
+    for message in messages:
+        if message.purged_at is None:
+            continue
+        if message.sha256 not in kept and archive.contains(message.sha256):
+            problems.append(f"purged message {message.id}: its archive file remains")
+        if queue.folder_of(message).exists():
+            problems.append(f"purged message {message.id}: its review folder remains")
     return problems
 
 
