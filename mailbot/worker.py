@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from mailbot.config import Settings
+from mailbot.effect_runner import EffectRunner
 from mailbot.metrics import StageTimings
 from mailbot.oauth import Credentials, record_token_states
 from mailbot.pipeline import READ_AHEAD_MAX, Processor, Reader, limits_of
@@ -25,6 +26,7 @@ from mailbot.runners import drivers
 from mailbot.runners.base import Runner
 from mailbot.runners.deciding import DecidingRunner
 from mailbot.runners.digests import DigestRunner
+from mailbot.runners.effects import EffectsRunner
 from mailbot.runners.intake import IntakeRunner
 from mailbot.runners.sending import SendingRunner
 from mailbot.scheduling import DigestScheduler
@@ -101,8 +103,11 @@ class Worker:
     def _runners(self, digests: bool) -> list[Runner]:
         """Every runner of this worker, in stage order; a new stage is one more line here."""
         parsers_at_once = self.pool.workers if self.pool is not None else 1
+        self.effects = EffectsRunner(
+            EffectRunner(self.settings, self.store, self.name, self.review, self.credentials), self.stopping
+        )
         self.deciding = DecidingRunner(
-            self.settings, self.store, self.processor, self.credentials, self.name, parsers_at_once, self.stopping
+            self.settings, self.store, self.processor, self.name, parsers_at_once, self.stopping, self.effects.wake
         )
         self.sending = SendingRunner(self.sender, self.stopping)
         self.intake = {
@@ -115,6 +120,7 @@ class Worker:
             *self.intake.values(),
             self.deciding,
             self.sending,
+            self.effects,
             *([self._digest_runner()] if digests else []),
         ]
 

@@ -7,7 +7,6 @@ import threading
 from datetime import timedelta
 
 from mailbot.config import Settings
-from mailbot.oauth import Credentials
 from mailbot.pipeline import Processed, Processor
 from mailbot.runners.base import Backoff, Runner, Stage
 from mailbot.runners.claims import give_back
@@ -33,18 +32,19 @@ class DecidingRunner(Runner):
         settings: Settings,
         store: Storage,
         processor: Processor,
-        credentials: Credentials,
         worker: str,
         parsers_at_once: int,
         stopping: threading.Event,
+        follow_up: threading.Event,
     ) -> None:
         super().__init__("deciding", Stage.DECIDING, Backoff(*DECIDING_BACKOFF), stopping, DECIDING_INTERVAL_S)
         self.settings = settings
         self.store = store
         self.processor = processor
-        self.credentials = credentials
         self.worker = worker
         self.parsers_at_once = parsers_at_once
+        # set after a round that decided something: the effects runner's wake-up
+        self.follow_up = follow_up
         # enough reads in flight to keep every parser busy while the oldest message is stored
         self.batch_size = max(2, parsers_at_once * 4)
         self.last: list[Processed] = []
@@ -84,8 +84,8 @@ class DecidingRunner(Runner):
         except Exception:
             give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)", self.stopping)
             raise
-        # what the round's commits left to do (IMAP moves) and what earlier ones failed to
-        self.processor.effects.run_due()
+        if done:
+            self.follow_up.set()  # the effects runner: what the round's commits left to do (IMAP moves)
         return done
 
     def report(self, summary: RunSummary) -> None:
