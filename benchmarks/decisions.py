@@ -3,7 +3,7 @@
     python -m benchmarks.decisions [--n N] [--seed S] [--database URL] [--json FILE] [--profile FILE]
 
 N messages of the rush load (``.docx`` forms only: nothing here needs LibreOffice) are imported
-into a fresh database and read in this process first; then only ``Processor.decide_and_store``
+into a fresh database and read in this process first; then only ``MessageDecider.decide_and_store``
 runs for each, in arrival order, as a batch run would. That is the part of a rush that must run
 one message at a time (decisions depend on the ones before them), so its time per message bounds
 how fast the whole bot can go however many parser workers it has. The figure is steadier than the
@@ -36,9 +36,9 @@ from sqlalchemy import create_engine, inspect
 from benchmarks.rush_load import build_load
 from benchmarks.rush_servers import RUSH_CAPS
 from mailbot.config import parse_settings
+from mailbot.deciding import MessageDecider
 from mailbot.demo import local_config
 from mailbot.importer import import_one
-from mailbot.pipeline import Processor
 from mailbot.worker import Worker
 from parsers.model import Submission
 
@@ -50,8 +50,8 @@ def _progress(done: int, total: int, what: str) -> None:
         print(f"\r  {what} {done}/{total}    ", end="", file=sys.stderr, flush=True)
 
 
-def decide_all(processor: Processor, readings: Sequence[tuple[int, Submission]]) -> Counter[str]:
-    return Counter(processor.decide_and_store(pk, submission).outcome for pk, submission in readings)
+def decide_all(decider: MessageDecider, readings: Sequence[tuple[int, Submission]]) -> Counter[str]:
+    return Counter(decider.decide_and_store(pk, submission).outcome for pk, submission in readings)
 
 
 def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -> dict[str, Any]:
@@ -69,15 +69,15 @@ def measure(n: int, seed: int, database_url: str | None, profile: Path | None) -
             claimed = bot.store.to_decide.claim(bot.name, n)
             readings: list[tuple[int, Submission]] = []
             for index, pk in enumerate(claimed, start=1):
-                readings.append((pk, bot.processor.start_reading(pk).result()))
+                readings.append((pk, bot.pipeline.readings.start_reading(pk).result()))
                 _progress(index, len(claimed), "read")
             print(file=sys.stderr)
             profiler = cProfile.Profile()
             wall, cpu = time.perf_counter(), time.process_time()
             if profile is None:
-                outcomes = decide_all(bot.processor, readings)
+                outcomes = decide_all(bot.pipeline.decider, readings)
             else:
-                outcomes = profiler.runcall(decide_all, bot.processor, readings)
+                outcomes = profiler.runcall(decide_all, bot.pipeline.decider, readings)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if profile is not None:
                 profiler.dump_stats(profile)

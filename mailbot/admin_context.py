@@ -19,7 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from mailbot.config import Settings
-from mailbot.pipeline import Processor, limits_of
+from mailbot.pipeline import Pipeline
+from mailbot.reading import limits_of
 from mailbot.review import ReviewQueue
 from mailbot.sender import Sender, SendResult
 from mailbot.worker import worker_name
@@ -98,7 +99,7 @@ class ReviewDesk(Protocol):
     review: ReviewQueue
 
     @property
-    def processor(self) -> Processor: ...
+    def pipeline(self) -> Pipeline: ...
 
     def send(self) -> list[SendResult]: ...
 
@@ -120,15 +121,15 @@ class AdminContext:
         self.review = ReviewQueue(settings.queue_dir, limits_of(settings))
         self.worker = worker_name()
         self._reader: ParserPool | None = None
-        self._processor: Processor | None = None
+        self._pipeline: Pipeline | None = None
         self._sender: Sender | None = None
 
     @property
-    def processor(self) -> Processor:
+    def pipeline(self) -> Pipeline:
         """Deciding again, as the pipeline does; built on first use (``list`` and ``show`` never use it)."""
-        if self._processor is None:
-            self._processor = Processor(self.settings, self.store, self._read, self.templates, self.review, self.worker)
-        return self._processor
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.settings, self.store, self._read, self.templates, self.review, self.worker)
+        return self._pipeline
 
     def _read(self, original: Path, spec: FormSpec) -> Future[Submission]:
         """Read a form in one contained parser process, started for the first form an admin retries."""

@@ -12,8 +12,8 @@ import sys
 
 from mailbot.admin_context import ReviewDesk
 from mailbot.clock import utcnow
+from mailbot.deciding import Processed
 from mailbot.effects import add_closed_effect
-from mailbot.pipeline import Processed
 from mailbot.queue_typing import Plan, check_required, plan_typing
 from mailbot.queue_view import QueueError, held_reason
 from parsers.model import to_jsonable
@@ -32,9 +32,9 @@ def _note_admin_action(
         message = session.get_one(Message, pk)
         add_event(session, kind, actor, pk, outcome=result.outcome, **detail)
         if message.state != MessageState.REVIEW:
-            closing = add_closed_effect(session, pk, result.outcome, actor, desk.processor.worker)
+            closing = add_closed_effect(session, pk, result.outcome, actor, desk.pipeline.worker)
     if closing is not None:
-        desk.processor.effects.run_claimed([closing])
+        desk.pipeline.decider.effects.run_claimed([closing])
 
 
 def _retry_one(desk: ReviewDesk, pk: int, actor: str, call_id: str | None = None) -> Processed | str:
@@ -43,7 +43,7 @@ def _retry_one(desk: ReviewDesk, pk: int, actor: str, call_id: str | None = None
         if message.state != MessageState.REVIEW:
             return f"{message.reference or pk}: not in the review queue (it is {message.state})"
     try:
-        result = desk.processor.reprocess(pk, actor=actor, call_id=call_id)
+        result = desk.pipeline.reprocess(pk, actor=actor, call_id=call_id)
     except Exception as exc:  # the item stays in the queue; say why and go on with the next
         return f"{pk}: still in the queue: {exc.__class__.__name__}: {exc}"
     _note_admin_action(desk, pk, EventKind.QUEUE_RETRIED, result, actor, reference=result.reference)
@@ -56,7 +56,7 @@ def confirm_item(desk: ReviewDesk, pk: int, actor: str) -> Processed:
         message = session.get_one(Message, pk)
         if message.state != MessageState.REVIEW or held_reason(message) is None:
             raise QueueError(f"{message.reference or pk} is not held as an identity conflict")
-    result = desk.processor.reprocess(pk, actor=actor, confirmed=True)
+    result = desk.pipeline.reprocess(pk, actor=actor, confirmed=True)
     _note_admin_action(desk, pk, EventKind.QUEUE_CONFIRMED, result, actor, reference=result.reference)
     return result
 
@@ -84,7 +84,7 @@ def resolve_item(
 
 
 def carry_out_resolve(desk: ReviewDesk, plan: Plan, actor: str) -> Processed:
-    result = desk.processor.reprocess(plan.pk, plan.submission, actor=actor)
+    result = desk.pipeline.reprocess(plan.pk, plan.submission, actor=actor)
     _note_admin_action(desk, plan.pk, EventKind.QUEUE_RESOLVED, result, actor, fields=plan.typed)
     desk.send()
     return result
@@ -105,7 +105,7 @@ def carry_out_correction(desk: ReviewDesk, plan: Plan, actor: str) -> str:
         )
         if plan.answer:
             count_answer_attempt(session, message)
-            desk.processor.outbox.answer_again(session, message, plan.decision, plan.submission)
+            desk.pipeline.decider.outbox.answer_again(session, message, plan.decision, plan.submission)
     if plan.answer:
         desk.send()
     return f"corrected {plan.reference or plan.pk}: {len(changed)} field(s) changed" + (
@@ -120,10 +120,10 @@ def reject_item(desk: ReviewDesk, pk: int, reason: str, notify: bool, actor: str
             raise QueueError(f"{message.reference or pk} is not in the review queue")
         close_as_rejected(message, f"closed by {actor}: {reason}")
         add_event(session, EventKind.QUEUE_REJECTED, actor, pk, reason=reason, notify=notify)
-        told = notify and desk.processor.outbox.closed_notice(session, message, reason)
-        closing = add_closed_effect(session, pk, f"rejected: {reason}", actor, desk.processor.worker)
+        told = notify and desk.pipeline.decider.outbox.closed_notice(session, message, reason)
+        closing = add_closed_effect(session, pk, f"rejected: {reason}", actor, desk.pipeline.worker)
     # only once the rejection is committed: a failure before leaves the item open, folder and all
-    desk.processor.effects.run_claimed([closing])
+    desk.pipeline.decider.effects.run_claimed([closing])
     if told:
         desk.send()
         return f"closed {pk} and told the applicant"

@@ -12,7 +12,7 @@ import sys
 
 from mailbot.admin_context import AdminContext, ReviewDesk
 from mailbot.config import Settings
-from mailbot.pipeline import Processed
+from mailbot.deciding import Processed
 from mailbot.queue_admin import carry_out_correction, carry_out_resolve, confirm_item, reject_item, retry_items
 from mailbot.queue_typing import check_required, describe_plan, plan_typing
 from mailbot.queue_view import QueueError, find_item, list_items, queued, show_item

@@ -75,7 +75,7 @@ def _predict(desk: ReviewDesk, pk: int, submission: Submission) -> Decision:
     with desk.store.sessions() as session:
         message = session.get_one(Message, pk)
         call = desk.settings.call_by_id(message.call_id or desk.settings.call[0].id)
-        rules = desk.processor.rules[call.id]
+        rules = desk.pipeline.decider.rules[call.id]
         form = submission.form
         probe = (
             as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
@@ -84,7 +84,7 @@ def _predict(desk: ReviewDesk, pk: int, submission: Submission) -> Decision:
         )
         priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
         # the same test of "a reply to one of our answers" as the pipeline's, so the preview matches
-        ours = desk.processor.ours_among(session, submission.envelope)
+        ours = desk.pipeline.decider.ours_among(session, submission.envelope)
         return decide(submission, message.message_key, message.arrival, rules, priors, ours)
 
 

@@ -20,7 +20,8 @@ from mailbot.config import Settings
 from mailbot.effect_runner import EffectRunner
 from mailbot.metrics import StageTimings
 from mailbot.oauth import Credentials, record_token_states
-from mailbot.pipeline import READ_AHEAD_MAX, Processor, Reader, limits_of
+from mailbot.pipeline import Pipeline
+from mailbot.reading import READ_AHEAD_MAX, Reader, limits_of
 from mailbot.review import ReviewQueue
 from mailbot.runners import drivers
 from mailbot.runners.base import Runner
@@ -83,7 +84,7 @@ class Worker:
             reader = self.pool.submit
         self.stopping = threading.Event()
         self.timings = StageTimings()
-        self.processor = Processor(
+        self.pipeline = Pipeline(
             settings,
             self.store,
             reader,
@@ -107,7 +108,7 @@ class Worker:
             EffectRunner(self.settings, self.store, self.name, self.review, self.credentials), self.stopping
         )
         self.deciding = DecidingRunner(
-            self.settings, self.store, self.processor, self.name, parsers_at_once, self.stopping, self.effects.wake
+            self.settings, self.store, self.pipeline, self.name, parsers_at_once, self.stopping, self.effects.wake
         )
         self.sending = SendingRunner(self.sender, self.stopping)
         self.intake = {
@@ -131,7 +132,7 @@ class Worker:
 
     def _archived(self, pk: int) -> None:
         """Intake has archived and recorded a message: start reading it, and wake deciding."""
-        self.processor.read_ahead(pk)
+        self.pipeline.readings.read_ahead(pk)
         self.deciding.wake.set()
 
     def single_pass(self) -> drivers.RunSummary:

@@ -470,7 +470,7 @@ def test_a_million_character_field_is_decided_at_once_and_nobody_waits(make_worl
         started = time.monotonic()
         summary = bot.single_pass()
         elapsed = time.monotonic() - started
-        stored = bot.processor.timings.snapshot()["store"]
+        stored = bot.pipeline.timings.snapshot()["store"]
     assert summary.errors == []
     assert stored.seconds < 2.0, f"deciding and storing two messages took {stored.seconds:.1f} s"
     assert elapsed < 60, f"the normal message behind it waited {elapsed:.0f} s"

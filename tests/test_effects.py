@@ -42,10 +42,10 @@ def test_a_review_folder_that_cannot_be_written_leaves_the_decision_standing_and
         assert undone[1] == EffectKind.WRITE_REVIEW_FOLDER and "No space left" in str(undone[3])
         assert not settings.queue_dir.exists() or not any(settings.queue_dir.iterdir())
 
-        assert bot.processor.effects.run_due() == 0, "not due again straight away"
+        assert bot.pipeline.decider.effects.run_due() == 0, "not due again straight away"
         with bot.store.sessions() as session, session.begin():
             session.execute(update(EFFECTS).values(due_at=utcnow()))  # as if the delay had passed
-        assert bot.processor.effects.run_due() == 1
+        assert bot.pipeline.decider.effects.run_due() == 1
         with bot.store.sessions() as session:
             assert undone_effects(session) == []
     (folder,) = settings.queue_dir.iterdir()
@@ -71,7 +71,7 @@ def test_steps_run_again_after_they_were_done_change_nothing_more(
         # a stop after each step and before its done mark: every step runs a second time
         with bot.store.sessions() as session, session.begin():
             session.execute(update(EFFECTS).values(done_at=None, attempts=1, claimed_by=None, due_at=utcnow()))
-        assert bot.processor.effects.run_due() == len(kinds)
+        assert bot.pipeline.decider.effects.run_due() == len(kinds)
         with bot.store.sessions() as session:
             assert undone_effects(session) == []
     assert sorted(imap_server.message_ids(SMP_BOX, "Sent")) == filed, "no second copy in Sent"

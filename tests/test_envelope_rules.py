@@ -104,7 +104,7 @@ def test_a_machines_mail_is_decided_without_its_attachments_being_read(tmp_path:
         def never_read(original: Path, spec: FormSpec) -> Future[Submission]:
             raise AssertionError(f"{original} was handed to the parser pool")
 
-        bot.processor.reader = never_read
+        bot.pipeline.readings.reader = never_read
         pk = import_one(
             settings, bot.store, _auto_reply_with_a_form(settings.call[0].addresses[0]), arrival=ARRIVAL
         ).message_pk

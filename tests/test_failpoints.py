@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from mailbot.deciding import MessageDecider, Processed
 from mailbot.embedded import LOOPBACK, free_port
-from mailbot.pipeline import Processed, Processor
 from mailbot.worker import Worker
 from storage import failpoints
 from storage.failpoints import OFF_THE_CLEAN_PATH, REGISTRY, FailpointHit, configure, failpoint, hits
@@ -85,16 +85,16 @@ def test_the_points_off_the_clean_path_are_reached_where_they_apply(
     load_corpus(imap_server, corpus_dir, ["smp-002", "smp-008"])
     nobody_listens = SimpleNamespace(host=LOOPBACK, port=free_port())
     settings = make_settings(tmp_path, imap_server, nobody_listens)  # type: ignore[arg-type]
-    decide_and_store = Processor.decide_and_store
+    decide_and_store = MessageDecider.decide_and_store
     first: list[int] = []
 
-    def fails_once(processor: Processor, pk: int, *args: Any, **kwargs: Any) -> Processed:
+    def fails_once(decider: MessageDecider, pk: int, *args: Any, **kwargs: Any) -> Processed:
         if not first:
             first.append(pk)
             raise RuntimeError("a stage failed")
-        return decide_and_store(processor, pk, *args, **kwargs)
+        return decide_and_store(decider, pk, *args, **kwargs)
 
-    monkeypatch.setattr(Processor, "decide_and_store", fails_once)
+    monkeypatch.setattr(MessageDecider, "decide_and_store", fails_once)
     with Worker(settings, inline=True) as bot:
         bot.single_pass()
     reached = hits(log)

@@ -82,11 +82,11 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
     load_corpus(imap_server, corpus_dir, names)
     settings = make_settings(tmp_path, imap_server, smtp_sink)
     with Worker(settings) as bot:
-        processor, store = bot.processor, bot.store
-        processor.read_ahead_max = 4
+        readings, store = bot.pipeline.readings, bot.store
+        readings.read_ahead_max = 4
         bot.deciding.batch_size = 2
         steps: list[tuple[str, int]] = []  # ("read" | "claim", message row), in order
-        start_reading, claim = processor.start_reading, store.to_decide.claim
+        start_reading, claim = readings.start_reading, store.to_decide.claim
 
         def recorded_reading(pk: int) -> Future[Submission]:
             steps.append(("read", pk))
@@ -97,7 +97,7 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
             steps.extend(("claim", pk) for pk in claimed)
             return claimed
 
-        monkeypatch.setattr(processor, "start_reading", recorded_reading)
+        monkeypatch.setattr(readings, "start_reading", recorded_reading)
         monkeypatch.setattr(store.to_decide, "claim", recorded_claim)
         summary = bot.single_pass()
     assert summary.errors == []

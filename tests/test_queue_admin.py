@@ -429,7 +429,7 @@ def test_a_failed_reject_leaves_the_item_open(
     with Worker(settings) as bot:
         bot.single_pass()
         queued = message_by_id(bot, truth["message_id"])
-        monkeypatch.setattr(bot.processor.outbox, "closed_notice", broken_notice)
+        monkeypatch.setattr(bot.pipeline.decider.outbox, "closed_notice", broken_notice)
         with pytest.raises(RuntimeError, match="template missing"):
             reject_item(bot, queued.id, "spam", True, "bob")
         after = message_by_id(bot, truth["message_id"])

@@ -1,7 +1,7 @@
 """Real mail from other projects' test suites (../shared/realworld/) through the bot's own path.
 
 Every message is imported as if it had arrived (the raw archive, SQLite) and decided by the
-processor with its reader pool, exactly as ``mailbot import`` does; the outcome is compared with
+pipeline with its reader pool, exactly as ``mailbot import`` does; the outcome is compared with
 ``expected.json`` in both directions: a machine (bounce, auto-reply, list) that is not ``ignored``
 is treated as a person, and a person whose mail is ``ignored`` is treated as a machine. The rules
 are general (headers of RFC 3834, 3464, 5965, 2369/2919, sender conventions, report texts); the
@@ -70,7 +70,7 @@ def outcomes(shared_dir: Path, data_dir: Path) -> list[dict[str, Any]]:
     if not (realworld / "expected.json").is_file():
         pytest.skip(f"the real-world set is not at {realworld}")
     expected: list[dict[str, Any]] = json.loads((realworld / "expected.json").read_text(encoding="utf-8"))
-    # the servers are never contacted: import records, the processor decides, nothing is sent
+    # the servers are never contacted: import records, the pipeline decides, nothing is sent
     settings = parse_settings(
         local_config(data_dir, ("127.0.0.1", 9), ("127.0.0.1", 9), "MAILBOT_REALWORLD_UNUSED"), "realworld"
     )

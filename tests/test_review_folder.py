@@ -80,13 +80,13 @@ def test_a_message_over_the_size_limit_is_refused_unread_answered_and_queued_who
     settings = make_settings(tmp_path, imap_server, smtp_sink, processing={"max_message_mb": 1})
     with Worker(settings) as bot:
         handed_to_reader: list[Path] = []
-        reader = bot.processor.reader
+        reader = bot.pipeline.readings.reader
 
         def reading(original: Path, spec: FormSpec) -> Future[Submission]:
             handed_to_reader.append(original)
             return reader(original, spec)
 
-        bot.processor.reader = reading
+        bot.pipeline.readings.reader = reading
         summary = bot.single_pass()
         with bot.store.sessions() as session:
             sha = session.scalars(select(Message.sha256)).one()

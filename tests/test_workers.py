@@ -409,7 +409,7 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
         take_in(first.runners, RunSummary())
         (earlier,) = first.store.to_decide.claim("first", 1)
 
-        assert second.processor.run_pending() == [], "the revision must not be decided before its original"
+        assert second.pipeline.run_pending() == [], "the revision must not be decided before its original"
         with second.store.sessions() as session:
             waiting = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))
             assert waiting is not None and waiting.state == MessageState.RECEIVED and waiting.outcome is None
@@ -417,8 +417,8 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
         with first.store.sessions() as session:
             sha = session.get_one(Message, earlier).sha256
         spec = settings.call_by_id("smp-zhipu-2024").form_spec
-        first.processor.decide_and_store(earlier, read_message(first.store.archive.get(sha), spec))
-        (revision,) = second.processor.run_pending()
+        first.pipeline.decider.decide_and_store(earlier, read_message(first.store.archive.get(sha), spec))
+        (revision,) = second.pipeline.run_pending()
     assert revision.outcome == "revision"
     with second.store.sessions() as session:
         decided = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))

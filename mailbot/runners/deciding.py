@@ -7,7 +7,8 @@ import threading
 from datetime import timedelta
 
 from mailbot.config import Settings
-from mailbot.pipeline import Processed, Processor
+from mailbot.deciding import Processed
+from mailbot.pipeline import Pipeline
 from mailbot.runners.base import Backoff, Runner, Stage
 from mailbot.runners.claims import give_back
 from mailbot.runners.drivers import RunSummary
@@ -21,7 +22,7 @@ DECIDING_BACKOFF = (5.0, 5.0)
 
 
 class DecidingRunner(Runner):
-    """Decides received messages through ``Processor.run_pending``, ``batch_size`` read ahead at a time.
+    """Decides received messages through ``Pipeline.run_pending``, ``batch_size`` read ahead at a time.
 
     ``parsers_at_once`` is how many messages the parser pool reads side by side (1 when reading
     inline); with ``batch_size`` it says how long a living worker may hold a claim.
@@ -31,7 +32,7 @@ class DecidingRunner(Runner):
         self,
         settings: Settings,
         store: Storage,
-        processor: Processor,
+        pipeline: Pipeline,
         worker: str,
         parsers_at_once: int,
         stopping: threading.Event,
@@ -40,7 +41,7 @@ class DecidingRunner(Runner):
         super().__init__("deciding", Stage.DECIDING, Backoff(*DECIDING_BACKOFF), stopping, DECIDING_INTERVAL_S)
         self.settings = settings
         self.store = store
-        self.processor = processor
+        self.pipeline = pipeline
         self.worker = worker
         self.parsers_at_once = parsers_at_once
         # set after a round that decided something: the effects runner's wake-up
@@ -80,7 +81,7 @@ class DecidingRunner(Runner):
     def decide(self) -> list[Processed]:
         """Decide every received message; on a failure give back the messages this round had claimed."""
         try:
-            done = self.processor.run_pending(self.batch_size)
+            done = self.pipeline.run_pending(self.batch_size)
         except Exception:
             give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)", self.stopping)
             raise

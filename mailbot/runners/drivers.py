@@ -7,8 +7,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mailbot.deciding import Processed
 from mailbot.intake import PollResult
-from mailbot.pipeline import Processed
 from mailbot.runners.base import Runner, Stage
 from mailbot.runners.supervision import log_failure, supervise
 from mailbot.sender import SendResult
