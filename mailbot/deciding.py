@@ -26,7 +26,7 @@ from mailbot.clock import utcnow
 from mailbot.config import CallSettings, Settings
 from mailbot.decide import decide
 from mailbot.decision import ANSWERED, APPLICATION_OUTCOMES, CallRules, Decision, Outcome
-from mailbot.decision_rows import as_stored, decision_record, person_columns, store_application
+from mailbot.decision_rows import decision_record, person_columns, store_application
 from mailbot.effect_runner import EffectRunner
 from mailbot.effects import add_review_effects
 from mailbot.guard import IDENTITY_CONFLICT, Conflict, conflict_diagnostics, identity_conflict
@@ -218,8 +218,7 @@ class MessageDecider:
         form = submission.form
         rules = self.rules[call.id]
         identity = self._identify(submission, rules) if form else None
-        probe = as_stored(identity) if identity else None
-        priors = load_priors(session, call.id, message.arrival, message.id, probe, form.sha256 if form else None)
+        priors = load_priors(session, call.id, message.arrival, message.id, identity, form.sha256 if form else None)
         ours = self.ours_among(session, submission.envelope)
         decide_started = time.perf_counter()
         decision = decide(submission, message.message_key, message.arrival, rules, priors, ours, identity)

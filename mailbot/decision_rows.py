@@ -22,20 +22,10 @@ from storage.applications import (
 )
 
 
-def as_stored(identity: Identity) -> Identity:
-    """The identity cut to the columns that hold it, so an absurdly long name is stored and matched alike."""
-    return Identity(
-        identity.email[:500] if identity.email else None,
-        identity.phone[:100] if identity.phone else None,
-        identity.name_key[:500] if identity.name_key else None,
-        identity.institution_key[:500] if identity.institution_key else None,
-    )
-
-
 def person_columns(decision: Decision, submission: Submission) -> dict[str, Any]:
     """Who the form names and what it is, in the message's columns that the rules search by."""
     form = submission.form
-    identity = as_stored(decision.identity) if decision.identity else None
+    identity = decision.identity
     title = form.value("project_title") if form else None
     return {
         "form_sha256": form.sha256 if form else None,
@@ -94,7 +84,7 @@ def store_application(
         status = _application_status(decision.outcome, known.status, decision.missing)
         update_application(session, known.id, {"status": status, **current})
         return known.id
-    identity = as_stored(decision.identity)
+    identity = decision.identity
     applicant = find_applicant(session, call_id, identity)
     person = {
         "name": str(values.get("applicant_name") or (applicant.name if applicant else "") or "")[:500] or None,

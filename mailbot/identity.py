@@ -223,6 +223,8 @@ def institution_from_email(address: str) -> str | None:
 # no name, institution or address is longer (the readers cap values at 500 characters): whatever
 # reaches identity_of, it reads no more than this of a value
 IDENTITY_CHARS = 1000
+# the widths of the columns an identity is stored in (messages.person_*, applicants)
+STORED_CHARS, STORED_PHONE_CHARS = 500, 100
 
 
 def _text_value(values: Mapping[str, object], name: str, limit: int | None = None) -> str | None:
@@ -242,11 +244,14 @@ def identity_of(values: Mapping[str, object], sender: str | None, aliases: Mappi
     institution_key = normalise_institution(institution, aliases) if institution else None
     if not institution_key:
         institution_key = institution_from_email(email or "") or institution_from_email(sender or "")
+    phone = normalise_phone(values.get("phone"))
+    name_key = normalise_name(name) if name else None
+    # cut once, here, to the columns that hold it: an absurdly long name is stored and matched alike
     return Identity(
-        email=email,
-        phone=normalise_phone(values.get("phone")),
-        name_key=(normalise_name(name) or None) if name else None,
-        institution_key=institution_key or None,
+        email=email[:STORED_CHARS] if email else None,
+        phone=phone[:STORED_PHONE_CHARS] if phone else None,
+        name_key=name_key[:STORED_CHARS] if name_key else None,
+        institution_key=institution_key[:STORED_CHARS] if institution_key else None,
     )
 
 

@@ -13,7 +13,6 @@ from mailbot.admin_context import ReviewDesk
 from mailbot.config import Settings
 from mailbot.decide import decide
 from mailbot.decision import ANSWERED, Decision
-from mailbot.decision_rows import as_stored
 from mailbot.identity import identity_of
 from mailbot.priors import load_priors
 from mailbot.queue_view import QueueError, field_labels
@@ -78,9 +77,7 @@ def _predict(desk: ReviewDesk, pk: int, submission: Submission) -> Decision:
         rules = desk.pipeline.decider.rules[call.id]
         form = submission.form
         probe = (
-            as_stored(identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases))
-            if form
-            else None
+            identity_of(dict(form.values()), submission.envelope.from_addr, rules.institution_aliases) if form else None
         )
         priors = load_priors(session, call.id, message.arrival, pk, probe, form.sha256 if form else None)
         # the same test of "a reply to one of our answers" as the pipeline's, so the preview matches
