@@ -299,14 +299,14 @@ class MessageDecider:
         review (the computation is abandoned) rather than holding up every message behind it."""
         assert submission.form is not None
         values = dict(submission.form.values())
-        pending = self._identifying.submit(
+        identifying = self._identifying.submit(
             identity_of, values, submission.envelope.from_addr, rules.institution_aliases
         )
         budget = self.settings.security.decide_budget_s
         try:
-            return pending.result(timeout=budget)
+            return identifying.result(timeout=budget)
         except FutureTimeout:
-            pending.cancel()
+            identifying.cancel()
             raise DecideOverrun(f"identifying the applicant took over {budget:g} s") from None
 
     def ours_among(self, session: Session, envelope: Envelope) -> frozenset[str]:

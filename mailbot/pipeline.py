@@ -2,7 +2,7 @@
 
 Reading (the slow, risky part) runs in the parser pool, several messages at once
 (``mailbot.reading``); deciding runs in arrival order, one call at a time, because a decision
-depends on the decisions before it (``mailbot.deciding``). ``Pipeline.run_pending`` keeps a window
+depends on the decisions before it (``mailbot.deciding``). ``Pipeline.decide_received`` keeps a window
 of claimed messages being read while the oldest is decided, so the two overlap.
 """
 
@@ -49,7 +49,7 @@ class Pipeline:
         self.readings = ReadingsInFlight(settings, store, reader, self.decider.rules, self.timings, read_ahead_max)
         self._deferred = False
 
-    def run_pending(self, batch_size: int = 8, limit: int | None = None) -> list[Processed]:
+    def decide_received(self, batch_size: int = 8, limit: int | None = None) -> list[Processed]:
         """Decide received messages until none are left (or ``limit`` were done).
 
         Up to ``batch_size`` messages are being read in the pool while the oldest is decided, so

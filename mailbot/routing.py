@@ -123,10 +123,10 @@ def read_for_calls(
     reader: Callable[[Path, FormSpec], Future[Submission]], original: Path, candidates: Sequence[CallSettings]
 ) -> Future[Submission]:
     """Read ``original`` once per candidate call (in the pool, side by side) and route the result."""
-    pending = {call.id: reader(original, call.form_spec) for call in candidates}
+    readings_by_call = {call.id: reader(original, call.form_spec) for call in candidates}
     combined: Future[Submission] = Future()
     lock = threading.Lock()
-    left = [len(pending)]
+    left = [len(readings_by_call)]
 
     def one_done(_: Future[Submission]) -> None:
         with lock:
@@ -134,17 +134,17 @@ def read_for_calls(
             if left[0] or combined.cancelled():
                 return
         try:
-            readings = {call_id: future.result() for call_id, future in pending.items()}
+            readings = {call_id: future.result() for call_id, future in readings_by_call.items()}
             combined.set_result(routed(candidates, readings))
         except BaseException as exc:  # a reader's failure is the combined reading's failure
             combined.set_exception(exc)
 
     def dropped(_: Future[Submission]) -> None:
         if combined.cancelled():  # the pipeline dropped a reading ahead: so are its parts
-            for future in pending.values():
+            for future in readings_by_call.values():
                 future.cancel()
 
     combined.add_done_callback(dropped)
-    for future in pending.values():
+    for future in readings_by_call.values():
         future.add_done_callback(one_done)
     return combined

@@ -409,7 +409,7 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
         take_in(first.runners, RunSummary())
         (earlier,) = first.store.to_decide.claim("first", 1)
 
-        assert second.pipeline.run_pending() == [], "the revision must not be decided before its original"
+        assert second.pipeline.decide_received() == [], "the revision must not be decided before its original"
         with second.store.sessions() as session:
             waiting = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))
             assert waiting is not None and waiting.state == MessageState.RECEIVED and waiting.outcome is None
@@ -418,7 +418,7 @@ def test_a_later_message_waits_for_an_earlier_one_another_worker_is_reading(
             sha = session.get_one(Message, earlier).sha256
         spec = settings.call_by_id("smp-zhipu-2024").form_spec
         first.pipeline.decider.decide_and_store(earlier, read_message(first.store.archive.get(sha), spec))
-        (revision,) = second.pipeline.run_pending()
+        (revision,) = second.pipeline.decide_received()
     assert revision.outcome == "revision"
     with second.store.sessions() as session:
         decided = session.scalar(select(Message).where(Message.message_key == truth["smp-011"]["message_id"]))

@@ -22,7 +22,7 @@ DECIDING_BACKOFF = (5.0, 5.0)
 
 
 class DecidingRunner(Runner):
-    """Decides received messages through ``Pipeline.run_pending``, ``batch_size`` read ahead at a time.
+    """Decides received messages through ``Pipeline.decide_received``, ``batch_size`` read ahead at a time.
 
     ``parsers_at_once`` is how many messages the parser pool reads side by side (1 when reading
     inline); with ``batch_size`` it says how long a living worker may hold a claim.
@@ -81,7 +81,7 @@ class DecidingRunner(Runner):
     def decide(self) -> list[Processed]:
         """Decide every received message; on a failure give back the messages this round had claimed."""
         try:
-            done = self.pipeline.run_pending(self.batch_size)
+            done = self.pipeline.decide_received(self.batch_size)
         except Exception:
             give_back(lambda: self.store.to_decide.release_claims_of(self.worker), "message(s)", self.stopping)
             raise
