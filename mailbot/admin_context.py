@@ -1,6 +1,6 @@
 """The composition root of admin commands: the database, the archive and the review queue — nothing else.
 
-``mailbot run`` builds a :class:`mailbot.app.Bot`: it migrates the schema, starts a parser process
+``mailbot run`` builds a :class:`mailbot.worker.Worker`: it migrates the schema, starts a parser process
 per core, takes mailbox leases. An admin command (``queue``, ``export``, ``purge``, ``bundle``,
 ``digest``) needs none of that: it opens an :class:`AdminContext`, which refuses a database whose
 schema is not the one this mailbot was built for instead of changing it behind the admin's back
@@ -91,7 +91,7 @@ def migrate(settings: Settings) -> tuple[str | None, str | None]:
 
 
 class ReviewDesk(Protocol):
-    """What the ``queue`` actions work with; a running Bot and an AdminContext both offer it."""
+    """What the ``queue`` actions work with; a running Worker and an AdminContext both offer it."""
 
     settings: Settings
     store: Storage

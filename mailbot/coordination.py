@@ -14,15 +14,16 @@ configuration. Each guarantee rests on the database, never on the workers knowin
   decision re-reads the row under ``FOR UPDATE`` and stores nothing unless it is still in the state
   the worker claimed it in, so even a claim released too early yields one decision, not two.
 - **A worker that died holding claims** — its rows stay ``processing`` until they are older than
-  the claim expiry (derived from the parse timeout, see ``Bot.claim_expiry``); every worker's
-  processing loop gives such rows back regularly, and another worker decides them.
+  the claim expiry (derived from the parse timeout, see ``DecidingRunner.claim_expiry``); every
+  worker's deciding runner gives such rows back regularly, and another worker decides them.
 - **Decisions and reference numbers** — ``storage.decisions.lock_call`` takes a transaction-level advisory lock
   per call, so the decisions of one call are made one at a time across all workers (each sees the
   ones committed before it), and the per-call counter row is read ``FOR UPDATE``: reference
   numbers are unique and without gaps from rolled-back decisions.
 - **Sending** — ``AnswersToSend.claim`` claims outbox rows with ``FOR UPDATE SKIP LOCKED`` and marks
-  them ``sending`` before the SMTP conversation; a row left ``sending`` by a dead worker is settled
-  by the Sent folder after the SMTP timeout has passed several times (see ``mailbot.sender``).
+  them ``sending`` before the SMTP conversation; a row a dead worker left ``sending`` or
+  ``committing`` is settled once the SMTP timeout has passed three times: sent again, or found in
+  the provider's Sent folder, or presumed delivered (see ``mailbot.send_recovery``).
 - **Digests** — the ``DigestRun`` primary key (call, day): only the first worker's insert commits.
 - **The schema** — :func:`storage.db.upgrade` lets workers starting together migrate one at a time;
   the others then find the schema current.

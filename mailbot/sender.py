@@ -113,7 +113,7 @@ class Sender:
         self.settings = settings
         self.store = store
         self.worker = worker
-        # shared with the intake threads where a Bot runs: one access token per refresh token
+        # shared with the intake runners where a Worker runs: one access token per refresh token
         self.credentials = credentials or Credentials(settings, record_token_states(store))
         self.timings = timings or StageTimings()
         self._quiet_until: datetime | None = None
