@@ -169,12 +169,13 @@ class Sender:
         self.effects.close()
 
     def _deliver_claimed(self, transport: SmtpTransport, folders: SentFolders, ids: list[int]) -> list[SendResult]:
-        """Send claimed answers one by one, then file the accepted ones in Sent and record them together.
+        """Send claimed answers one by one, then record the accepted ones together and file them in Sent.
 
         Each answer's hand-over is committed before its end goes out (``_handing_over``); recording
-        the server's reply can wait for the batch, because a row left in ``committing`` by a stop
-        counts as delivered, never as one to send again. One transaction and one Sent command
-        for the batch, rather than two of each per answer.
+        the server's reply can wait for the batch, because a row a stop leaves in ``committing``
+        after the server accepted it is settled as delivered (found in the provider's Sent folder,
+        or presumed), never sent again. One transaction and one Sent command for the batch, rather
+        than two of each per answer; the Sent command runs after the transaction has committed.
         """
         outcomes: dict[int, SendResult] = {}
         accepted: list[Accepted] = []
