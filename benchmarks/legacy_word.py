@@ -4,7 +4,7 @@
 
 The filled .docx forms of the corpus (the attachment each truth names) are converted to Word 97
 format by one LibreOffice run (not timed). Each .doc is then read to fields the two ways
-``Limits.legacy_word`` offers, as the pipeline reads an attachment: ``native`` (parsers.doc_reader)
+``Limits.legacy_word`` offers, as the pipeline reads an attachment: ``native`` (parsers.word97)
 and ``libreoffice`` (a headless conversion to .docx, then the .docx reader). Printed: seconds per
 document for each (median, mean, slowest), how many documents give exactly the truth's fields
 and how many give the same fields both ways. Needs LibreOffice (``soffice``).
