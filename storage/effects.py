@@ -152,8 +152,9 @@ def undone_effects(session: Session) -> list[tuple[int, str, int, str | None]]:
 # --- what the steps read and write --------------------------------------------------------------
 
 
-def raw_answers(session: Session, outbox_ids: Sequence[int | None]) -> dict[int, bytes]:
-    """The mail of each of these answers as it was sent, by outbox id (empty once purged)."""
+def raw_answers(session: Session, outbox_ids: Sequence[int | None]) -> dict[int | None, bytes]:
+    """The mail of each of these answers as it was sent, by outbox id (empty once purged; an id
+    with no row, or None, is not in the result)."""
     return dict(session.execute(select(OUTBOX.c.id, OUTBOX.c.raw).where(OUTBOX.c.id.in_(outbox_ids))).all())
 
 
