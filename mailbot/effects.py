@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
 from mailbot.config import Settings
 from mailbot.imap import MailboxClient
 from mailbot.review import item_name
-from storage.effects import DueEffect, add_effect
-from storage.models import MESSAGES, OUTBOX, Message
+from storage.effects import DueEffect, add_effect, archive_file_in_use, note_filed_in_sent, raw_answers
+from storage.models import Message
 
 if TYPE_CHECKING:
     from mailbot.effect_runner import EffectRunner
@@ -226,7 +225,7 @@ def file_answers_in_sent(runner: EffectRunner, effects: Sequence[DueEffect]) -> 
             sent = client.box.sent_folder
             with runner.store.sessions() as session:
                 ids = [e.outbox_id for e in group]
-                raws = dict(session.execute(select(OUTBOX.c.id, OUTBOX.c.raw).where(OUTBOX.c.id.in_(ids))).all())
+                raws = raw_answers(session, ids)
             to_file = [
                 e
                 for e in group
@@ -245,7 +244,7 @@ def file_answers_in_sent(runner: EffectRunner, effects: Sequence[DueEffect]) -> 
 
 
 def _note_filed_in_sent(session: Session, effect: DueEffect) -> None:
-    session.execute(update(OUTBOX).where(OUTBOX.c.id == effect.outbox_id).values(filed_in_sent=True))
+    note_filed_in_sent(session, effect.outbox_id)
 
 
 def delete_purged_archive_files(runner: EffectRunner, effects: Sequence[DueEffect]) -> Outcomes:
@@ -254,10 +253,8 @@ def delete_purged_archive_files(runner: EffectRunner, effects: Sequence[DueEffec
     for effect in effects:
         sha256 = effect.detail["sha256"]
         with runner.store.sessions() as session:
-            kept = session.execute(
-                select(MESSAGES.c.id).where(MESSAGES.c.sha256 == sha256, MESSAGES.c.purged_at.is_(None)).limit(1)
-            ).first()
-        outcomes[effect.id] = kept is None and runner.store.archive.remove(sha256)
+            in_use = archive_file_in_use(session, sha256)
+        outcomes[effect.id] = not in_use and runner.store.archive.remove(sha256)
     return outcomes
 
 

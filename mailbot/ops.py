@@ -3,19 +3,18 @@
 ``purge`` exists for the data-protection duties of a fund office (China's PIPL, the EU's GDPR):
 after a call is closed and its retention period has passed, raw messages, attachments and every
 personal field go; anonymous counts, outcomes and reference numbers stay. The rows are scrubbed in
-one transaction, which adds the deletion of each message's archive file and review folder as
-effects (``mailbot.effects``): they run once it has committed, and again after a stop, so a file is
-never deleted for a purge that did not happen. (``check`` is in ``mailbot.checks``, ``status`` in
-``mailbot.status``.)
+one transaction (its statements are ``storage/purge.py``'s), which adds the deletion of each
+message's archive file and review folder as effects (``mailbot.effects``): they run once it has
+committed, and again after a stop, so a file is never deleted for a purge that did not happen.
+(``check`` is in ``mailbot.checks``, ``status`` in ``mailbot.status``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
@@ -27,9 +26,16 @@ from mailbot.review import ReviewQueue
 from storage import Storage
 from storage.archive import RawArchive
 from storage.db import make_engine, session_factory
-from storage.effects import DueEffect, forget_effects_of
+from storage.effects import DueEffect
 from storage.events import EventKind
-from storage.models import Applicant, Application, AttachmentRecord, Event, Message, OutboxMail
+from storage.models import Applicant, Application, Event, Message
+from storage.purge import (
+    applications_to_purge,
+    forget_effects_of_purged,
+    hashes_kept_by_others,
+    messages_to_purge,
+    scrub_answers_attachments_and_events,
+)
 
 # fields of a form that describe the science, not the person: kept by purge
 ANONYMOUS_FIELDS = frozenset({"topic", "direction", "budget", "prior_grant"})
@@ -47,11 +53,6 @@ class PurgeReport:
             f"{self.messages} message(s), {self.raw_files} raw file(s), {self.queue_folders} queue folder(s), "
             f"{self.applications} application(s)"
         )
-
-
-def _chunks(items: list[int], size: int = 500) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def purge(settings: Settings, call_id: str, before: datetime, dry_run: bool, actor: str) -> PurgeReport:
@@ -97,34 +98,25 @@ def _purge_rows(
     queue = ReviewQueue(settings.queue_dir)
     report = PurgeReport()
     with session_factory(engine)() as session, session.begin():
-        messages = list(
-            session.scalars(
-                select(Message).where(Message.call_id == call_id, Message.arrival < before, Message.purged_at.is_(None))
-            )
-        )
+        messages = messages_to_purge(session, call_id, before)
         report.messages = len(messages)
         pks = [m.id for m in messages]
-        shas_elsewhere = set(session.scalars(select(Message.sha256).where(Message.id.not_in(pks or [-1]))))
-        for chunk in _chunks(pks):
-            forget_effects_of(session, chunk, utcnow())
+        shas_elsewhere = hashes_kept_by_others(session, pks)
+        forget_effects_of_purged(session, pks, utcnow())
         for message in messages:
             sole_copy = message.sha256 not in shas_elsewhere
             report.raw_files += archive.contains(message.sha256) and sole_copy
             report.queue_folders += queue.folder_of(message).exists()
             if not dry_run:
                 deletions += add_purge_effects(session, message, worker, delete_archive_file=sole_copy)
-        applications = list(
-            session.scalars(
-                select(Application).where(Application.call_id == call_id, Application.current_message_pk.in_(pks))
-            )
-        )
+        applications = applications_to_purge(session, call_id, pks)
         report.applications = len(applications)
         if dry_run:
             session.rollback()
             return report, []
         _scrub_messages(messages, utcnow())
         _scrub_applications(session, applications)
-        _scrub_outbox_and_events(session, call_id, pks)
+        scrub_answers_attachments_and_events(session, call_id, pks)
         session.add(
             Event(
                 at=utcnow(),
@@ -167,28 +159,6 @@ def _scrub_applications(session: Session, applications: list[Application]) -> No
         if applicant is not None:
             applicant.name = applicant.name_key = applicant.institution_key = None
             applicant.email = applicant.phone = None
-
-
-def _scrub_outbox_and_events(session: Session, call_id: str, pks: list[int]) -> None:
-    """Attachment names, answers, event details and the call's digests go."""
-    blank: dict[str, object] = {
-        "raw": b"",
-        "recipients": [],
-        "to_addr": None,
-        "to_key": None,
-        "to_domain": None,
-        "last_reply": None,
-    }
-    for chunk in _chunks(pks):
-        session.execute(
-            update(AttachmentRecord).where(AttachmentRecord.message_pk.in_(chunk)).values(filename="(purged)")
-        )
-        session.execute(update(OutboxMail).where(OutboxMail.message_pk.in_(chunk)).values(**blank))
-        session.execute(update(Event).where(Event.message_pk.in_(chunk)).values(detail={}))
-    # digests list new submissions by name and carry the workbook: they go with the call's data
-    session.execute(
-        update(OutboxMail).where(OutboxMail.kind == "digest", OutboxMail.call_id == call_id).values(**blank)
-    )
 
 
 def default_purge_before(settings: Settings, call_id: str) -> datetime:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol
 
-from sqlalchemy import CursorResult, insert
 from sqlalchemy.orm import Session
 
 from mailbot.acknowledge import (
@@ -35,10 +34,10 @@ from mailbot.guard import Conflict
 from mailbot.mail_writer import ComposedMail, message_bytes
 from mailbot.security import Answerability, answerability, domain_of, recipient_key
 from parsers.model import Envelope, Submission
-from storage.answering import answers_counted, limit_alerted_since
+from storage.answering import add_to_outbox, answers_counted, limit_alerted_since
 from storage.decisions import reference_of
 from storage.events import EventKind, add_event
-from storage.models import OUTBOX, Message, OutboxState
+from storage.models import Message, OutboxState
 from templates import TemplateSet, one_line
 
 log = logging.getLogger(__name__)
@@ -335,27 +334,20 @@ class Outbox:
         """Write one outbox row, signed as it will be sent; its id. ``recipient``: the person it answers
         or tells, counted against the limits (None for a digest, which goes to every coordinator)."""
         now = at or utcnow()
-        added = session.execute(
-            insert(OUTBOX),
-            {
-                "kind": kind,
-                "message_pk": message_pk,
-                "call_id": call.id,
-                "mailbox": self.settings.mailbox_for_call(call.id),
-                "sender": call.sender.address,
-                "recipients": list(mail.recipients),
-                "to_addr": recipient,
-                "to_key": recipient_key(recipient) if recipient else None,
-                "to_domain": domain_of(recipient) if recipient else None,
-                "message_id": mail.message_id,
-                "raw": message_bytes(mail, self.settings.smtp),
-                "state": OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "last_reply": suppressed,
-            },
+        return add_to_outbox(
+            session,
+            kind=kind,
+            message_pk=message_pk,
+            call_id=call.id,
+            mailbox=self.settings.mailbox_for_call(call.id),
+            sender=call.sender.address,
+            recipients=list(mail.recipients),
+            to_addr=recipient,
+            to_key=recipient_key(recipient) if recipient else None,
+            to_domain=domain_of(recipient) if recipient else None,
+            message_id=mail.message_id,
+            raw=message_bytes(mail, self.settings.smtp),
+            state=OutboxState.SUPPRESSED if suppressed else OutboxState.PENDING,
+            now=now,
+            last_reply=suppressed,
         )
-        key = cast("CursorResult[Any]", added).inserted_primary_key
-        assert key is not None, "an insert of one row knows the row's id"
-        return int(key[0])

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.clock import utcnow
@@ -32,7 +31,8 @@ from storage.db import transaction
 from storage.effects import DueEffect
 from storage.events import EventKind, add_event
 from storage.failpoints import failpoint
-from storage.models import OUTBOX, OutboxState
+from storage.models import OutboxState
+from storage.queues import ClaimedAnswer
 
 log = logging.getLogger(__name__)
 
@@ -40,51 +40,12 @@ ACTOR = "sender"
 # how long connections may sit unused between flushes and still be trusted with the next answer
 REUSE_CONNECTIONS_S = 10.0
 
-# An answer's statements, built once and given their values when executed (building them cost
-# more than running them); rows are named by ``row_id``, as a bound name may not be a column's.
-_SELECT_CLAIMED = select(
-    OUTBOX.c.id,
-    OUTBOX.c.sender,
-    OUTBOX.c.recipients,
-    OUTBOX.c.raw,
-    OUTBOX.c.message_id,
-    OUTBOX.c.created_at,
-    OUTBOX.c.attempts,
-    OUTBOX.c.mailbox,
-).where(OUTBOX.c.id.in_(bindparam("row_ids", expanding=True)))
-_MARK_HANDING_OVER = (
-    update(OUTBOX)
-    .where(
-        OUTBOX.c.id == bindparam("row_id"),
-        OUTBOX.c.state == OutboxState.SENDING,
-        OUTBOX.c.claimed_by == bindparam("worker"),
-    )
-    .values(state=OutboxState.COMMITTING)
-)
-# the columns set are the ones given at execution
-_RECORD_OUTCOME = (
-    update(OUTBOX).where(OUTBOX.c.id == bindparam("row_id")).returning(OUTBOX.c.message_pk, OUTBOX.c.message_id)
-)
-
 
 @dataclass(frozen=True)
 class SendResult:
     outbox_id: int
     state: str
     reply: str
-
-
-@dataclass(frozen=True)
-class ClaimedAnswer:
-    """What sending needs of an answer this worker claimed."""
-
-    sender: str
-    recipients: list[str]
-    raw: bytes
-    message_id: str
-    created_at: datetime
-    attempts: int
-    mailbox: str | None
 
 
 @dataclass(frozen=True)
@@ -180,7 +141,7 @@ class Sender:
         outcomes: dict[int, SendResult] = {}
         accepted: list[Accepted] = []
         oldest = 0.0
-        answers = self._claimed_answers(ids)
+        answers = self.store.to_send.claimed_answers(ids)
         for outbox_id in ids:
             outcome = self._deliver(transport, folders, outbox_id, answers[outbox_id])
             if isinstance(outcome, Accepted):
@@ -198,12 +159,6 @@ class Sender:
         if accepted:
             outcomes.update(self._record_accepted(accepted))
         return [outcomes[outbox_id] for outbox_id in ids if outbox_id in outcomes]
-
-    def _claimed_answers(self, ids: list[int]) -> dict[int, ClaimedAnswer]:
-        """What sending needs of each claimed answer, read in one query for the batch."""
-        with self.store.sessions() as session:
-            rows = session.execute(_SELECT_CLAIMED, {"row_ids": ids})
-            return {row.id: ClaimedAnswer(*row[1:]) for row in rows}
 
     def _record_accepted(self, accepted: list[Accepted]) -> dict[int, SendResult]:
         """Record a batch sent, and file its copies in Sent straight after (an effect of the record)."""
@@ -273,9 +228,9 @@ class Sender:
         """Record that the end of the message goes out now: from here on the server may accept it."""
         try:
             with transaction(self.store.sessions) as session:
-                marked = session.execute(_MARK_HANDING_OVER, {"row_id": outbox_id, "worker": self.worker})
+                marked = self.store.to_send.mark_handing_over(session, outbox_id, self.worker)
                 failpoint("outbox.committing")
-                if getattr(marked, "rowcount", 0) == 1:
+                if marked:
                     return
         except Exception:
             # a lost connection leaves it unknown whether the mark committed; the end stays unsent
@@ -314,12 +269,10 @@ class Sender:
         reply: str,
         next_attempt: datetime | None = None,
     ) -> SendResult:
-        changes: dict[str, object] = {"state": state, "last_reply": reply[:2000], "claimed_by": None}
-        if state == OutboxState.SENT:
-            changes["sent_at"] = utcnow()
-        if next_attempt is not None:
-            changes["next_attempt_at"] = next_attempt
-        message_pk, message_id = session.execute(_RECORD_OUTCOME, {"row_id": outbox_id, **changes}).one()
+        sent_at = utcnow() if state == OutboxState.SENT else None
+        message_pk, message_id = self.store.to_send.record_outcome(
+            session, outbox_id, state, reply[:2000], sent_at=sent_at, next_attempt_at=next_attempt
+        )
         add_event(
             session,
             EventKind.of_outbox_state(state),

@@ -1,7 +1,7 @@
-"""The reads behind answering: what the outbox and the identity check ask of the database.
+"""The statements behind answering: what the outbox and the identity check ask of the database.
 
 Named operations over the tables, so that neither ``mailbot.outbox`` nor ``mailbot.guard`` builds a
-statement: the answers counted against the sending limits,
+statement: the row an answer is added as, the answers counted against the sending limits,
 whether the coordinators were already alerted of a limit, and who is on record for an application.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, CursorResult, Row, Select, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from storage.events import EventKind
@@ -45,6 +46,51 @@ def _count_answers(*narrowed_by: ColumnElement[bool]) -> Select[int]:
 _COUNT_ALL = _count_answers()
 _COUNT_TO_ADDRESS = _count_answers(OUTBOX.c.to_key == bindparam("to_key"))
 _COUNT_TO_DOMAIN = _count_answers(OUTBOX.c.to_domain == bindparam("to_domain"))
+
+
+def add_to_outbox(
+    session: Session,
+    *,
+    kind: str,
+    message_pk: int | None,
+    call_id: str,
+    mailbox: str | None,
+    sender: str,
+    recipients: list[str],
+    to_addr: str | None,
+    to_key: str | None,
+    to_domain: str | None,
+    message_id: str,
+    raw: bytes,
+    state: OutboxState,
+    now: datetime,
+    last_reply: str | None,
+) -> int:
+    """Write one outbox row in the caller's transaction, due at ``now`` and not tried yet; its id."""
+    added = session.execute(
+        insert(OUTBOX),
+        {
+            "kind": kind,
+            "message_pk": message_pk,
+            "call_id": call_id,
+            "mailbox": mailbox,
+            "sender": sender,
+            "recipients": recipients,
+            "to_addr": to_addr,
+            "to_key": to_key,
+            "to_domain": to_domain,
+            "message_id": message_id,
+            "raw": raw,
+            "state": state,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "last_reply": last_reply,
+        },
+    )
+    key = cast("CursorResult[Any]", added).inserted_primary_key
+    assert key is not None, "an insert of one row knows the row's id"
+    return int(key[0])
 
 
 def answers_counted(session: Session, since: datetime, to_key: str | None = None, to_domain: str | None = None) -> int:

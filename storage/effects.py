@@ -3,11 +3,14 @@
 A transaction that decides something adds the effect rows it implies (``add_effect``); after its
 commit a worker claims due rows (``claim_effects``), runs each step and marks it done in a
 transaction of its own (``mark_done``), or schedules it again (``schedule_retry``). What each kind
-of step does lives in ``mailbot/effects.py``; this module holds only the statements.
+of step does lives in ``mailbot/effects.py``; this module holds only the statements, those of the
+queue and the few the steps read and write (``raw_answers``, ``note_filed_in_sent``,
+``archive_file_in_use``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import transaction
 from storage.failpoints import failpoint
-from storage.models import EFFECTS
+from storage.models import EFFECTS, MESSAGES, OUTBOX
 
 _INSERT = insert(EFFECTS).returning(EFFECTS.c.id)
 
@@ -144,3 +147,25 @@ def undone_effects(session: Session) -> list[tuple[int, str, int, str | None]]:
         .order_by(EFFECTS.c.id)
     )
     return [(row.id, row.kind, row.attempts, row.last_error) for row in rows]
+
+
+# --- what the steps read and write --------------------------------------------------------------
+
+
+def raw_answers(session: Session, outbox_ids: Sequence[int | None]) -> dict[int | None, bytes]:
+    """The mail of each of these answers as it was sent, by outbox id (empty once purged; an id
+    with no row, or None, is not in the result)."""
+    return dict(session.execute(select(OUTBOX.c.id, OUTBOX.c.raw).where(OUTBOX.c.id.in_(outbox_ids))).all())
+
+
+def note_filed_in_sent(session: Session, outbox_id: int | None) -> None:
+    """Record, in the caller's transaction, that a copy of the answer is in its mailbox's Sent folder."""
+    session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(filed_in_sent=True))
+
+
+def archive_file_in_use(session: Session, sha256: str) -> bool:
+    """Whether a message not purged has the archive file ``sha256`` (so the file must stay)."""
+    kept = session.execute(
+        select(MESSAGES.c.id).where(MESSAGES.c.sha256 == sha256, MESSAGES.c.purged_at.is_(None)).limit(1)
+    ).first()
+    return kept is not None

@@ -9,15 +9,56 @@ database has it, so several workers share a queue without taking the same row tw
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Update, func, select, update
+from sqlalchemy import Select, Update, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import defer_durability, transaction, utcnow
 from storage.failpoints import failpoint
 from storage.models import MESSAGES, OUTBOX, Message, MessageState, OutboxMail, OutboxState
+
+# An answer's statements while it is sent, built once and given their values when executed
+# (building them cost more than running them); rows are named by ``row_id``, as a bound name may
+# not be a column's.
+_SELECT_CLAIMED = select(
+    OUTBOX.c.id,
+    OUTBOX.c.sender,
+    OUTBOX.c.recipients,
+    OUTBOX.c.raw,
+    OUTBOX.c.message_id,
+    OUTBOX.c.created_at,
+    OUTBOX.c.attempts,
+    OUTBOX.c.mailbox,
+).where(OUTBOX.c.id.in_(bindparam("row_ids", expanding=True)))
+_MARK_HANDING_OVER = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id == bindparam("row_id"),
+        OUTBOX.c.state == OutboxState.SENDING,
+        OUTBOX.c.claimed_by == bindparam("worker"),
+    )
+    .values(state=OutboxState.COMMITTING)
+)
+# the columns set are the ones given at execution
+_RECORD_OUTCOME = (
+    update(OUTBOX).where(OUTBOX.c.id == bindparam("row_id")).returning(OUTBOX.c.message_pk, OUTBOX.c.message_id)
+)
+
+
+@dataclass(frozen=True)
+class ClaimedAnswer:
+    """What sending needs of an answer this worker claimed."""
+
+    sender: str
+    recipients: list[str]
+    raw: bytes
+    message_id: str
+    created_at: datetime
+    attempts: int
+    mailbox: str | None
 
 
 def _claim(
@@ -176,6 +217,38 @@ class AnswersToSend:
                 .values(sending_since=utcnow())
             )
             return _rowcount(result) == 1
+
+    def claimed_answers(self, ids: list[int]) -> dict[int, ClaimedAnswer]:
+        """What sending needs of each claimed answer, by id, read in one query for the batch."""
+        with self.sessions() as session:
+            rows = session.execute(_SELECT_CLAIMED, {"row_ids": ids})
+            return {row.id: ClaimedAnswer(*row[1:]) for row in rows}
+
+    @staticmethod
+    def mark_handing_over(session: Session, outbox_id: int, worker: str) -> bool:
+        """Mark a claimed answer ``committing`` in the caller's transaction (its end goes out next);
+        whether ``worker`` still held it (it is not marked if another worker took it over)."""
+        marked = session.execute(_MARK_HANDING_OVER, {"row_id": outbox_id, "worker": worker})
+        return getattr(marked, "rowcount", 0) == 1
+
+    @staticmethod
+    def record_outcome(
+        session: Session,
+        outbox_id: int,
+        state: OutboxState,
+        reply: str,
+        sent_at: datetime | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> tuple[int | None, str]:
+        """Record, in the caller's transaction, the state a conversation left an answer in and the
+        server's reply; the claim is let go. The message it answers (row id) and its Message-ID."""
+        changes: dict[str, object] = {"state": state, "last_reply": reply, "claimed_by": None}
+        if sent_at is not None:
+            changes["sent_at"] = sent_at
+        if next_attempt_at is not None:
+            changes["next_attempt_at"] = next_attempt_at
+        message_pk, message_id = session.execute(_RECORD_OUTCOME, {"row_id": outbox_id, **changes}).one()
+        return message_pk, message_id
 
     def interrupted_sends(self, older_than: timedelta | None) -> list[tuple[int, str]]:
         """(id, state) of outbox rows a worker left mid-conversation: it stopped before the reply."""
