@@ -27,8 +27,8 @@ import openpyxl
 import pytest
 from sqlalchemy import select
 
+import mailbot.deciding
 import mailbot.identity
-import mailbot.pipeline
 from mailbot.clock import BEIJING
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
@@ -490,7 +490,7 @@ def test_deciding_over_its_time_budget_goes_to_review(
             time.sleep(4)
         return real(values, sender, aliases)
 
-    monkeypatch.setattr(mailbot.pipeline, "identity_of", slow_for_one)
+    monkeypatch.setattr(mailbot.deciding, "identity_of", slow_for_one)
     world = make_world(security={"decide_budget_s": 1.0})
     slow = world.deliver(mail("slow@pku.edu.cn", smp_form(**{**person(1), "name": "慢慢"})))
     normal = world.deliver(mail("normal@fudan.edu.cn", smp_form(**{**person(2), "email_addr": "normal@fudan.edu.cn"})))
