@@ -40,7 +40,16 @@ from mailbot.config import Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from storage.db import make_engine
-from storage.failpoints import DECIDE_POINTS, ENV_ARM, ENV_HITS, OFF_THE_CLEAN_PATH, REGISTRY, SEND_POINTS, hits
+from storage.failpoints import (
+    DECIDE_POINTS,
+    EFFECT_POINTS,
+    ENV_ARM,
+    ENV_HITS,
+    OFF_THE_CLEAN_PATH,
+    REGISTRY,
+    SEND_POINTS,
+    hits,
+)
 from tests.conftest import (
     MAILBOX_USERS,
     PASSWORD,
@@ -358,10 +367,10 @@ def test_a_crash_at_any_failpoint_loses_nothing_and_answers_once_sqlite(
 
 
 @pytest.mark.timeout(24 * 3600 if FULL else 400)
-def test_a_crash_while_deciding_or_sending_loses_nothing_and_answers_once_postgres(
+def test_a_crash_while_deciding_sending_or_running_effects_loses_nothing_and_answers_once_postgres(
     tmp_path: Path, corpus_dir: Path, slice_names: list[str], clean_run: Scenario
 ) -> None:
-    plan = _plan(DECIDE_POINTS + SEND_POINTS, SAMPLE_POSTGRES, clean_run.reached)
+    plan = _plan(DECIDE_POINTS + SEND_POINTS + EFFECT_POINTS, SAMPLE_POSTGRES, clean_run.reached)
     scenarios = _enumerate(tmp_path, corpus_dir, slice_names, plan, postgres=True)
     print("\n" + table(scenarios))
     _check(scenarios)
