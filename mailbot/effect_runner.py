@@ -40,6 +40,16 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, MAX_RETRY)
 
 
+def effect_retry_delay(attempts: int) -> timedelta:
+    """How long an effect that failed ``attempts`` times waits before its next try.
+
+    The first failure is tried again at the next round, without waiting: the common cause is
+    passing (a connection the database or a server reset), and the round after a failed one is
+    often the last of a ``run --once``. From the second failure on, the wait doubles.
+    """
+    return timedelta(0) if attempts <= 1 else retry_delay(attempts - 1)
+
+
 # Effects this process ran, or began to, but could not record (the database went away): still
 # claimed by it, so on a database several workers share nobody else takes them up before the claim
 # expires. The next round of any runner in the process runs them again.
@@ -151,7 +161,7 @@ class EffectRunner:
         for effect in effects:
             error = outcomes.get(effect.id, "not run")
             if isinstance(error, str):
-                due = utcnow() + retry_delay(effect.attempts)
+                due = utcnow() + effect_retry_delay(effect.attempts)
                 log.warning("effect %d (%s) failed, tried again at %s: %s", effect.id, effect.kind, due, error)
                 schedule_retry(self.store.sessions, effect.id, error, due)
         return len(finished)
