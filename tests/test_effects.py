@@ -77,3 +77,28 @@ def test_steps_run_again_after_they_were_done_change_nothing_more(
     assert sorted(imap_server.message_ids(SMP_BOX, "Sent")) == filed, "no second copy in Sent"
     assert sorted(imap_server.message_ids(SMP_BOX, REVIEW_FOLDER)) == [truth["smp-047"]["message_id"]]
     assert sorted(path.name for path in settings.queue_dir.iterdir()) == folders
+
+
+def test_a_step_that_fails_once_is_done_by_the_same_pass(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passing cause (a reset connection, a full disk freed) must not leave the effect for a later run."""
+    load_corpus(imap_server, corpus_dir, ["smp-047"])  # corrupt: goes to review
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    write = ReviewQueue.add
+    failures: list[str] = []
+
+    def fails_the_first_time(queue: ReviewQueue, *args: object, **kwargs: object) -> Path:
+        if not failures:
+            failures.append("disk full")
+            raise OSError(28, "No space left on device")
+        return write(queue, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ReviewQueue, "add", fails_the_first_time)
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
+        with bot.store.sessions() as session:
+            assert undone_effects(session) == [], "tried again by the follow-up stage of the same pass"
+    assert failures == ["disk full"]
+    (folder,) = settings.queue_dir.iterdir()
+    assert (folder / "reason.json").is_file()
