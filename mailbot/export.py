@@ -29,7 +29,8 @@ from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings
-from storage.exports import applications_with_current_form, decided_messages, reference_of_key
+from storage.decisions import reference_of
+from storage.exports import applications_with_current_form, decided_messages
 from storage.models import Application, Message
 from templates import TemplateSet
 
@@ -299,7 +300,7 @@ def application_rows(
     for view in current_applications(session, call_id) if applications is None else applications:
         application, message = view.application, view.message
         row: dict[str, Any] = {
-            "reference": reference_of_key(session, application.application_key),
+            "reference": reference_of(session, application.application_key),
             "current_reference": message.reference,
             "call": application.call_id,
             "status": view.status,

@@ -35,8 +35,3 @@ def applications_with_current_form(session: Session, call_id: str | None) -> lis
     if call_id:
         query = query.where(Application.call_id == call_id)
     return [(application, message) for application, message in session.execute(query.order_by(Application.id))]
-
-
-def reference_of_key(session: Session, message_key: str) -> str | None:
-    """The reference number of the message with ``message_key`` (an application's first form)."""
-    return session.scalar(select(Message.reference).where(Message.message_key == message_key))
