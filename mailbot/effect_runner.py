@@ -8,9 +8,7 @@ that fails is logged and its effect given back with a growing delay; the others 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import timedelta
 
 from mailbot.clock import utcnow
@@ -21,7 +19,7 @@ from mailbot.review import ReviewQueue
 from mailbot.sent_folder import SentFolders
 from storage import Storage
 from storage.db import transaction
-from storage.effects import DueEffect, claim_effects, mark_done, schedule_retry
+from storage.effects import DueEffect, claim_effects, mark_done, release_claims, schedule_retry
 from storage.failpoints import failpoint
 
 log = logging.getLogger(__name__)
@@ -48,13 +46,6 @@ def effect_retry_delay(attempts: int) -> timedelta:
     often the last of a ``run --once``. From the second failure on, the wait doubles.
     """
     return timedelta(0) if attempts <= 1 else retry_delay(attempts - 1)
-
-
-# Effects this process ran, or began to, but could not record (the database went away): still
-# claimed by it, so on a database several workers share nobody else takes them up before the claim
-# expires. The next round of any runner in the process runs them again.
-_UNRECORDED: list[DueEffect] = []
-_UNRECORDED_LOCK = threading.Lock()
 
 
 class EffectRunner:
@@ -99,11 +90,9 @@ class EffectRunner:
         A round that cannot reach the database is logged and ends: its effects wait for the next.
         """
         done = claimed_so_far = 0
-        with _UNRECORDED_LOCK:
-            unrecorded = list(_UNRECORDED)
-            _UNRECORDED.clear()
         try:
-            done += self.run_claimed(unrecorded)  # still claimed by this worker: nobody else runs them
+            # still claimed by this worker, so nobody else runs them
+            done += self.run_claimed(self.store.unrecorded_effects.take())
             while claimed_so_far < limit:
                 now = utcnow()
                 batch = min(BATCH, limit - claimed_so_far)
@@ -143,9 +132,22 @@ class EffectRunner:
                 # never the caller's failure: its own commit stands; the next round of this process
                 # runs them again (idempotent steps, told an earlier try may have done the work)
                 log.warning("could not record the outcome of %d effect(s) (%s): %s", len(effects), kind, exc)
-                with _UNRECORDED_LOCK:
-                    _UNRECORDED.extend(replace(effect, attempts=effect.attempts + 1) for effect in effects)
+                self.store.unrecorded_effects.hold(effects)
         return done
+
+    def finish_after_stop(self) -> int:
+        """Once every runner of this worker has stopped: give back the claims nobody of it will run
+        (a stage that stopped between its commit and its effects, say), then run what is due.
+
+        Returns how many effects were carried out. A database that cannot be reached leaves the
+        claims to expire; another worker, or this one's next start, takes them up.
+        """
+        try:
+            release_claims(self.store.sessions, self.worker)
+        except Exception as exc:
+            log.warning("could not give back this worker's claims on effects (%s): they expire", exc)
+            return 0
+        return self.run_due()
 
     def _record(self, step: Step | None, effects: Sequence[DueEffect], outcomes: Outcomes) -> int:
         """Mark done what the step finished (in one transaction); give the rest back for a later try."""

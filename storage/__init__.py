@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.archive import RawArchive
 from storage.db import is_postgres, session_factory
+from storage.effects import UnrecordedEffects
 from storage.intake_records import IntakeRecords
 from storage.queues import AnswersToSend, MessagesToDecide
 
@@ -28,6 +29,7 @@ class Storage:
         self.to_decide = MessagesToDecide(self.sessions)
         self.to_send = AnswersToSend(self.sessions)
         self.intake = IntakeRecords(self.sessions, archive)
+        self.unrecorded_effects = UnrecordedEffects()
 
     @property
     def concurrent(self) -> bool:

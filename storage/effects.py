@@ -10,8 +10,9 @@ queue and the few the steps read and write (``raw_answers``, ``note_filed_in_sen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,38 @@ class DueEffect:
     outbox_id: int | None
     detail: dict[str, Any]
     attempts: int  # this one included: above 1, an earlier try may have done some of the step
+
+
+class UnrecordedEffects:
+    """Effects this process claimed and ran, or began to, but whose outcome it could not record.
+
+    The database went away between the step and its record: the rows still say claimed by this
+    worker, so on a database several workers share nobody else takes them up before the claim
+    expires. Any runner of the process that opens this store runs them again at its next round
+    (steps are idempotent and are told an earlier try may have done the work). Kept per store, not
+    per process: two stores in one process (tests, an admin command beside a worker) never run
+    each other's effects.
+    """
+
+    def __init__(self) -> None:
+        self._effects: list[DueEffect] = []
+        self._lock = threading.Lock()
+        self.on_hold: Callable[[], None] | None = None  # the worker wakes its effects runner
+
+    def hold(self, effects: Sequence[DueEffect]) -> None:
+        with self._lock:
+            self._effects.extend(replace(effect, attempts=effect.attempts + 1) for effect in effects)
+        if self.on_hold is not None:
+            self.on_hold()
+
+    def take(self) -> list[DueEffect]:
+        with self._lock:
+            taken, self._effects = self._effects, []
+        return taken
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._effects)
 
 
 def add_effect(
@@ -127,6 +160,18 @@ def schedule_retry(sessions: sessionmaker[Session], effect_id: int, error: str, 
             .where(EFFECTS.c.id == effect_id)
             .values(due_at=due_at, claimed_by=None, claimed_at=None, last_error=error[:2000])
         )
+
+
+def release_claims(sessions: sessionmaker[Session], worker: str) -> int:
+    """Give back every effect ``worker`` claimed and did not finish: for a worker whose runners have
+    all stopped, so that another worker need not wait for the claims to expire. Returns how many."""
+    with transaction(sessions) as session:
+        released = session.execute(
+            update(EFFECTS)
+            .where(EFFECTS.c.claimed_by == worker, EFFECTS.c.done_at.is_(None))
+            .values(claimed_by=None, claimed_at=None)
+        )
+    return int(getattr(released, "rowcount", 0) or 0)
 
 
 def forget_effects_of(session: Session, message_pks: list[int], now: datetime) -> None:

@@ -3,12 +3,20 @@ after it was done (as after a stop between the step and its done mark) changes n
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+import storage.effects
+from mailbot import effect_runner
 from mailbot.clock import utcnow
+from mailbot.config import Settings
 from mailbot.effects import EffectKind
 from mailbot.embedded import SmtpSink
 from mailbot.review import ReviewQueue
@@ -102,3 +110,77 @@ def test_a_step_that_fails_once_is_done_by_the_same_pass(
     assert failures == ["disk full"]
     (folder,) = settings.queue_dir.iterdir()
     assert (folder / "reason.json").is_file()
+
+
+def run_with_records_failing(
+    settings: Settings, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch, failing: int, until: str
+) -> list[tuple[int, str, int, str | None]]:
+    """``run`` until the answers are out and the first ``failing`` records of a step's outcome have
+    failed as a dropped database connection makes them fail, then until ``until``: "recorded" (every
+    effect done; the worker is stopped after) or "stopped" (stopped at once). Returns what is undone."""
+    tries: list[int] = []
+    record = storage.effects.mark_done
+
+    def connection_dropped(session: Session, effect_id: int, now: datetime) -> None:
+        tries.append(effect_id)
+        if len(tries) <= failing:
+            raise OperationalError("UPDATE effects", {}, ConnectionResetError("connection reset by peer"))
+        record(session, effect_id, now)
+
+    monkeypatch.setattr(effect_runner, "mark_done", connection_dropped)
+    with Worker(settings) as bot:
+
+        def undone() -> list[tuple[int, str, int, str | None]]:
+            with bot.store.sessions() as session:
+                return undone_effects(session)
+
+        loop = threading.Thread(target=bot.run_until_stopped, name="run-forever", daemon=True)
+        loop.start()
+        try:
+            deadline = time.monotonic() + 20  # well inside the effects runner's interval of 60 s
+            while not (smtp_sink.received and len(tries) >= failing and (until == "stopped" or not undone())):
+                assert time.monotonic() < deadline, f"{until} in time: {len(tries)} record(s) tried, {undone()}"
+                time.sleep(0.02)
+        finally:
+            bot.stop()
+            loop.join(timeout=30)
+        assert not loop.is_alive()
+        return undone()
+
+
+def test_an_outcome_that_could_not_be_recorded_is_recorded_without_waiting_for_the_next_interval(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Sent copy's done mark meets a dropped connection: the effects runner is woken to record it."""
+    load_corpus(imap_server, corpus_dir, ["smp-001"])
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    assert run_with_records_failing(settings, smtp_sink, monkeypatch, failing=1, until="recorded") == []
+    assert len(imap_server.message_ids(SMP_BOX, "Sent")) == 1
+
+
+def test_a_stopping_worker_records_what_it_could_not_record_before(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while a record waits out its backoff: the stop records it rather than leave it claimed."""
+    load_corpus(imap_server, corpus_dir, ["smp-001"])
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    assert run_with_records_failing(settings, smtp_sink, monkeypatch, failing=2, until="stopped") == []
+    assert len(imap_server.message_ids(SMP_BOX, "Sent")) == 1
+
+
+def test_effects_a_stage_left_claimed_are_run_when_the_pass_ends(
+    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path
+) -> None:
+    """A stage that stopped between its commit and its effects leaves them claimed by its worker: the
+    end of the pass gives the claims back and runs them, rather than leave them until claims expire."""
+    load_corpus(imap_server, corpus_dir, ["smp-001"])
+    settings = make_settings(tmp_path, imap_server, smtp_sink)
+    with Worker(settings) as bot:
+        assert bot.single_pass().errors == []
+        with bot.store.sessions() as session, session.begin():
+            session.execute(update(EFFECTS).values(done_at=None, claimed_by=bot.name, claimed_at=utcnow()))
+        with bot.store.sessions() as session:
+            assert [effect[1] for effect in undone_effects(session)] == [EffectKind.FILE_ANSWER_IN_SENT]
+        assert bot.single_pass().errors == []
+        with bot.store.sessions() as session:
+            assert undone_effects(session) == []

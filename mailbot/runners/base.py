@@ -87,5 +87,8 @@ class Runner:
         """Extra fields of this runner's log records (the JSON log's ``mailbox``, say)."""
         return {}
 
+    def after_stop(self) -> None:
+        """Under ``run``, once every runner of the worker has stopped (none is mid-round): finish up."""
+
     def close(self) -> None:
         """After the last round: let go of connections and leases."""

@@ -51,7 +51,9 @@ def single_pass(runners: Sequence[Runner]) -> RunSummary:
     """Read every mailbox, then decide everything while answers go out as soon as they are decided.
 
     Intake finishes before deciding starts, so a pass decides its messages in arrival order even
-    when a server's UIDs do not follow arrival. A failure of deciding or sending ends the pass.
+    when a server's UIDs do not follow arrival. A failure of deciding or sending ends the pass; one
+    of intake or the follow-up is noted in the summary. The pass ends as a stopped ``run`` does: each
+    runner finishes up (the effects runner gives back its claims and runs what is due).
     """
     summary = RunSummary()
     for runner in runners:
@@ -60,9 +62,24 @@ def single_pass(runners: Sequence[Runner]) -> RunSummary:
     take_in(runners, summary)
     decide_while_sending(of_stage(runners, Stage.DECIDING), of_stage(runners, Stage.SENDING), summary)
     for runner in of_stage(runners, Stage.FOLLOW_UP):
-        runner.round()
-        runner.report(summary)
+        try:
+            runner.round()
+            runner.report(summary)
+        except Exception as exc:
+            summary.errors.append(log_failure(runner, exc))
+    summary.errors.extend(finish_after_stop(runners))
     return summary
+
+
+def finish_after_stop(runners: Sequence[Runner]) -> list[str]:
+    """Once no runner is mid-round: each finishes up (``Runner.after_stop``); returns what failed."""
+    failures = []
+    for runner in runners:
+        try:
+            runner.after_stop()
+        except Exception as exc:
+            failures.append(log_failure(runner, exc))
+    return failures
 
 
 def decide_while_sending(deciding: Sequence[Runner], sending: Sequence[Runner], summary: RunSummary) -> None:
@@ -114,4 +131,11 @@ def run_until_stopped(runners: Sequence[Runner], stopping: threading.Event, star
     stopping.wait()
     for thread in threads:
         thread.join(timeout=STOP_WITHIN_S)
+    still_running = [thread.name for thread in threads if thread.is_alive()]
+    if still_running:
+        log.warning("stopped with runner(s) still in a round: %s", ", ".join(still_running))
+        return
+    finish_after_stop(runners)
+    for runner in runners:
+        runner.close()
     log.info("stopped cleanly")

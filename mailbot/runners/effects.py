@@ -4,7 +4,8 @@ Each stage runs the effects its own commit added straight away where they need n
 review folder after a decision, Sent copies after a sending batch). This runner does the rest —
 moves to the review IMAP folder, steps that failed and wait for their next try, whatever a stop
 left undone — as the follow-up stage of ``run --once`` and, under ``run``, whenever deciding wakes
-it or its interval passes (``mailbot.effects`` lists the steps).
+it, a step's outcome could not be recorded, or its interval passes (``mailbot.effects`` lists the
+steps). When the worker stops it gives back its claims and runs what is due a last time.
 """
 
 from __future__ import annotations
@@ -18,13 +19,28 @@ from mailbot.runners.base import Backoff, Runner, Stage
 EFFECTS_LOOK_EVERY_S = 60.0
 
 
+class EffectsNotRecorded(Exception):
+    """Steps ran, but the database took no record of them: the round counts as failed and is tried
+    again after the runner's backoff rather than at its next interval."""
+
+
 class EffectsRunner(Runner):
+    log_traceback = False  # the one failure a round raises is EffectsNotRecorded, whose text says it all
+
     def __init__(self, effects: EffectRunner, stopping: threading.Event) -> None:
         super().__init__("effects", Stage.FOLLOW_UP, Backoff(5.0, 300.0), stopping, EFFECTS_LOOK_EVERY_S)
         self.effects = effects
+        effects.store.unrecorded_effects.on_hold = self.wake.set
 
     def round(self) -> bool:
-        return self.effects.run_due() > 0
+        done = self.effects.run_due()
+        left = len(self.effects.store.unrecorded_effects)
+        if left:
+            raise EffectsNotRecorded(f"{left} effect(s) ran but their outcome could not be recorded")
+        return done > 0
+
+    def after_stop(self) -> None:
+        self.effects.finish_after_stop()
 
     def close(self) -> None:
         self.effects.close()
