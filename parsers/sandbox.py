@@ -181,8 +181,13 @@ class _Worker:
             daemon=True,
             name="mailbot-parser",
         )
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        except BaseException:
+            self.connection.close()  # no process: neither end of its pipe is used
+            raise
+        finally:
+            child.close()
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -316,8 +321,10 @@ class ParserPool:
         process = self._context.Process(  # type: ignore[attr-defined]
             target=_listing_main, args=(child, self.memory_mb, self.limits, source), daemon=True, name="mailbot-list"
         )
+        started = False
         try:
-            process.start()
+            process.start()  # fails where no process can be made (the process limit, short memory)
+            started = True
             child.close()
             if parent.poll(LISTING_TIMEOUT_S):
                 envelope, attachments = parent.recv()
@@ -326,9 +333,12 @@ class ParserPool:
         except (EOFError, OSError, ValueError):
             log.warning("listing the attachments failed; the header block alone is read")
         finally:
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=5)
+            if started:
+                if process.is_alive():
+                    process.kill()
+                process.join(timeout=5)
+            else:
+                child.close()
             parent.close()
         return read_headers(header_block(_head_of(source))), ()
 

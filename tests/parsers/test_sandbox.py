@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+
+import pytest
 
 from parsers.sandbox import ParserPool, read_message_contained
 from parsers.spec import FormSpec
@@ -52,3 +56,20 @@ def test_memory_allowance_is_enforced(smp_spec: FormSpec) -> None:
 def test_single_shot(smp_spec: FormSpec) -> None:
     submission = read_message_contained(RAW, smp_spec, timeout_s=60, memory_mb=512)
     assert submission.form is not None
+
+
+def test_a_job_resolves_when_no_reader_process_can_be_started(
+    smp_spec: FormSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() fails (the process limit is reached, memory is short): the message is still decided, on
+    its header block, rather than leave the pool's thread dead and the job waiting for ever."""
+
+    def no_more_processes(self: BaseProcess) -> None:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(BaseProcess, "start", no_more_processes)
+    with ParserPool(1, timeout_s=60, memory_mb=512) as pool:
+        submissions = [pool.submit(RAW, smp_spec).result(timeout=30) for _ in range(2)]
+    for submission in submissions:
+        assert submission.unreadable is not None and submission.unreadable.reason == "corrupt"
+        assert submission.envelope.message_id == "<test.1@example.org>"  # still decidable
