@@ -25,7 +25,7 @@ from mailbot.clock import ensure_aware
 from mailbot.config_accounts import MailboxSettings, is_loopback
 from mailbot.diagnose import connection_hint
 from mailbot.oauth import Credential, FixedSecret, TokenRefused
-from parsers.headers import header_facts
+from parsers.headers import message_id_in
 from storage.failpoints import failpoint
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class MailboxClient:
             if data is None:  # expunged meanwhile
                 continue
             header = data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"") or b""
-            out.append(MailSummary(uid, header_facts(header).message_id, int(data.get(b"RFC822.SIZE", 0))))
+            out.append(MailSummary(uid, message_id_in(header), int(data.get(b"RFC822.SIZE", 0))))
         return out
 
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:

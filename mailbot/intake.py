@@ -16,9 +16,10 @@ from typing import TypeVar
 from mailbot.config import Settings
 from mailbot.config_accounts import MailboxSettings
 from mailbot.imap import MailboxClient, MailSummary
-from parsers.headers import header_facts
+from parsers.headers import facts_of, header_block, read_headers
+from parsers.model import Envelope
 from storage import Storage
-from storage.archive import Archived
+from storage.archive import HEAD_BYTES, Archived
 from storage.intake_records import DeliveryRef, Incoming
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,22 @@ def bodies(
         yield uid, archived.head, found[0], archived
 
 
+def read_as_archived(raw: bytes) -> bool:
+    """Whether reading takes the same header section from the archive's head as intake from ``raw``
+    (so the envelope intake read can be handed on): all but a header section near 256 KiB long."""
+    return len(raw) <= HEAD_BYTES or len(header_block(raw)) + 4 <= HEAD_BYTES
+
+
+# Told of each new message intake recorded, with the envelope it read (None: reading reads it again)
+OnRecorded = Callable[[int, Envelope | None], None]
+
+
 def poll_folder(
     settings: Settings,
     box: MailboxSettings,
     client: MailboxClient,
     store: Storage,
-    on_recorded: Callable[[int], None] | None = None,
+    on_recorded: OnRecorded | None = None,
 ) -> PollResult:
     """Take in the folder's messages above its cursor, a batch at a time.
 
@@ -166,7 +177,7 @@ class BatchReader:
     client: MailboxClient
     store: Storage
     uidvalidity: int
-    on_recorded: Callable[[int], None] | None
+    on_recorded: OnRecorded | None
 
     def where(self, uid: int) -> DeliveryRef:
         return DeliveryRef(self.box.name, self.box.folder, self.uidvalidity, uid)
@@ -178,22 +189,25 @@ class BatchReader:
         # the same message again: a second delivery, a copy in another folder, or a re-scan
         again = [(known[m], self.where(mail.uid)) for mail in batch if (m := mail.message_id) in known]
         need_body = {mail.uid: mail.size for mail in batch if mail.message_id not in known}
-        incoming = []
+        incoming: list[Incoming] = []
+        envelopes: list[Envelope | None] = []  # as read here, for reading to take on
         for uid, raw, arrival, archived in bodies(self.client, store, box, list(need_body), need_body):
-            facts = header_facts(raw)
+            envelope = read_headers(raw)
+            facts = facts_of(envelope)
             call_id = call_for(self.settings, box, facts.recipients)
             incoming.append(Incoming(raw, arrival, call_id, self.where(uid), facts, archived))
+            envelopes.append(envelope if read_as_archived(raw) else None)
         cursor_to = self.where(max(mail.uid for mail in batch))
         recorded_batch = store.intake.record_many(incoming, box.name, "imap", known=again, cursor_to=cursor_to)
         result.known += len(again)
-        for item, recorded in zip(incoming, recorded_batch, strict=True):
+        for item, as_read, recorded in zip(incoming, envelopes, recorded_batch, strict=True):
             if recorded.new:
-                self._recorded_new(item, recorded.message_pk, result)
+                self._recorded_new(item, recorded.message_pk, result, as_read)
             else:
                 result.known += 1
         return [ref.uid for _, ref in again] + [item.delivery.uid for item in incoming if item.delivery]
 
-    def _recorded_new(self, item: Incoming, message_pk: int, result: PollResult) -> None:
+    def _recorded_new(self, item: Incoming, message_pk: int, result: PollResult, envelope: Envelope | None) -> None:
         message_id = item.facts.message_id if item.facts else None
         result.new += 1
         result.recorded_pks.append(message_pk)
@@ -204,4 +218,4 @@ class BatchReader:
             extra={"message_id": message_id, "mailbox": self.box.name},
         )
         if self.on_recorded is not None:
-            self.on_recorded(message_pk)
+            self.on_recorded(message_pk, envelope)

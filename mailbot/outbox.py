@@ -98,24 +98,24 @@ def limit_hit(session: Session, settings: Settings, recipient: str, now: datetim
     security = settings.security
     day_ago, hour_ago = now - timedelta(days=1), now - timedelta(hours=1)
     per_recipient = settings.smtp.max_answers_per_recipient_per_day
-    sent = answers_counted(session, day_ago, to_key=recipient_key(recipient))
-    if sent >= per_recipient:
-        why = f"{sent} automatic answers to this address in the last 24 hours (limit {per_recipient})"
-        return LimitHit(why, False, "max_answers_per_recipient_per_day")
     domain = domain_of(recipient)
-    sent = answers_counted(session, day_ago, to_domain=domain)
-    if sent >= security.max_answers_per_domain_per_day:
+    counts = answers_counted(session, day_ago, hour_ago, recipient_key(recipient), domain)
+    if counts.to_address_in_day >= per_recipient:
+        why = (
+            f"{counts.to_address_in_day} automatic answers to this address in the last 24 hours (limit {per_recipient})"
+        )
+        return LimitHit(why, False, "max_answers_per_recipient_per_day")
+    if counts.to_domain_in_day >= security.max_answers_per_domain_per_day:
         limit = security.max_answers_per_domain_per_day
         return LimitHit(
-            f"{sent} automatic answers to {domain} in the last 24 hours (limit {limit})",
+            f"{counts.to_domain_in_day} automatic answers to {domain} in the last 24 hours (limit {limit})",
             True,
             "max_answers_per_domain_per_day",
         )
-    for name, since, limit, span in (
-        ("max_answers_per_hour", hour_ago, security.max_answers_per_hour, "hour"),
-        ("max_answers_per_day", day_ago, security.max_answers_per_day, "24 hours"),
+    for name, sent, limit, span in (
+        ("max_answers_per_hour", counts.in_hour, security.max_answers_per_hour, "hour"),
+        ("max_answers_per_day", counts.in_day, security.max_answers_per_day, "24 hours"),
     ):
-        sent = answers_counted(session, since)
         if sent >= limit:
             return LimitHit(f"{sent} automatic answers in the last {span} (limit {limit})", True, name)
     return None

@@ -20,7 +20,7 @@ from mailbot.routing import read_for_calls, sharing_calls
 from parsers.headers import read_headers
 from parsers.limits import MIB, Limits
 from parsers.message import too_large
-from parsers.model import Submission
+from parsers.model import Envelope, Submission
 from parsers.spec import FormSpec
 from storage import Storage
 from storage.decisions import archived_copy
@@ -63,15 +63,16 @@ class ReadingsInFlight:
         self.limits = limits_of(settings)
         self._ahead: dict[int, Reading] = {}
 
-    def read_ahead(self, pk: int) -> None:
+    def read_ahead(self, pk: int, envelope: Envelope | None = None) -> None:
         """Start reading a message that intake has just archived, before it is claimed.
 
         A batch run decides only after its whole intake (so decisions follow arrival order), but
         reading does not depend on order: the pool reads while intake goes on instead of idling.
         Bounded (``read_ahead_max``), so a large backlog does not pile up readings in memory.
+        ``envelope``: the message's header section as intake read it, so it is not read again.
         """
         if len(self._ahead) < self.read_ahead_max:
-            self._ahead[pk] = self.begin(pk)
+            self._ahead[pk] = self.begin(pk, envelope)
 
     def read_further(self) -> None:
         """Keep the pool reading the messages next in line while earlier ones are decided.
@@ -98,19 +99,22 @@ class ReadingsInFlight:
         started = self._ahead.pop(pk, None)
         return self.begin(pk) if started is None else started
 
-    def begin(self, pk: int) -> Reading:
+    def begin(self, pk: int, envelope: Envelope | None = None) -> Reading:
         try:
             with self.timings.stage("parse", count=0):
-                return self.start_reading(pk)
+                return self.start_reading(pk, envelope=envelope)
         except Exception as exc:  # the archive copy is missing or unreadable
             return exc
 
-    def start_reading(self, pk: int, call_id: str | None = None) -> Future[Submission]:
+    def start_reading(
+        self, pk: int, call_id: str | None = None, envelope: Envelope | None = None
+    ) -> Future[Submission]:
         """Have the archived message ``pk`` read (in the pool, or here when reading inline), as the form
         of ``call_id`` when given, else of its call or (at a shared address) of each call there.
 
         A message the envelope-only rules already decide (a machine's) is read from its header block
-        here and never reaches the pool (mailbot.rules.ENVELOPE_RULES)."""
+        (or ``envelope``, that block as intake read it) here and never reaches the pool
+        (mailbot.rules.ENVELOPE_RULES)."""
         with self.store.sessions() as session:
             recorded_call, sha, size = archived_copy(session, pk)
         if size > self.limits.max_message_bytes:
@@ -127,16 +131,19 @@ class ReadingsInFlight:
         candidates = sharing_calls(self.settings, call.id)
         if len(candidates) > 1:
             return read_for_calls(self.reader, original, candidates)
-        return self._decided_by_headers(sha, call) or self.reader(original, call.form_spec)
+        return self._decided_by_headers(sha, call, envelope) or self.reader(original, call.form_spec)
 
-    def _decided_by_headers(self, sha: str, call: CallSettings) -> Future[Submission] | None:
+    def _decided_by_headers(
+        self, sha: str, call: CallSettings, envelope: Envelope | None = None
+    ) -> Future[Submission] | None:
         """The message as its header block alone, when an envelope-only rule already decides it (a
         machine's mail): its attachments are never read, and deciding gives what the full reading would.
 
         Not at an address several calls share (the caller reads those in full): there the form read
         chooses the call.
         """
-        envelope = read_headers(self.store.archive.head(sha))
+        if envelope is None:
+            envelope = read_headers(self.store.archive.head(sha))
         if envelope_verdict(envelope, self.rules[call.id]) is None:
             return None
         note = "decided on the header block alone: the attachments were not read"

@@ -34,7 +34,7 @@ from mailbot.scheduling import DigestScheduler
 from mailbot.sender import Sender, SendResult
 from parsers import read_message
 from parsers.limits import Limits
-from parsers.model import Submission
+from parsers.model import Envelope, Submission
 from parsers.sandbox import ParserPool
 from parsers.spec import FormSpec
 from storage import Storage
@@ -130,9 +130,10 @@ class Worker:
         schedule = DigestScheduler(self.settings, self.store, self.templates, on_queued=self.sending.wake.set)
         return DigestRunner(schedule, self.stopping)
 
-    def _archived(self, pk: int) -> None:
-        """Intake has archived and recorded a message: start reading it, and wake deciding."""
-        self.pipeline.readings.read_ahead(pk)
+    def _archived(self, pk: int, envelope: Envelope | None) -> None:
+        """Intake has archived and recorded a message (and read its header section): start reading
+        it, and wake deciding."""
+        self.pipeline.readings.read_ahead(pk, envelope)
         self.deciding.wake.set()
 
     def single_pass(self) -> drivers.RunSummary:

@@ -343,10 +343,25 @@ class HeaderFacts:
 
 def header_facts(raw: bytes) -> HeaderFacts:
     """The facts recorded at intake, read by the same reader as the envelope, without the body."""
-    envelope = read_headers(raw)
+    return facts_of(read_headers(raw))
+
+
+def facts_of(envelope: Envelope) -> HeaderFacts:
+    """The facts intake records, from an envelope already read (``read_headers``)."""
     return HeaderFacts(
         message_id=envelope.message_id[:MAX_HEADER_TEXT] if envelope.message_id else None,
         subject=" ".join(envelope.subject.split())[:MAX_HEADER_TEXT],
         from_addr=envelope.from_addr[:MAX_HEADER_TEXT],
         recipients=(*envelope.to, *envelope.cc),
     )
+
+
+def message_id_in(raw: bytes) -> str | None:
+    """The Message-ID of a header section, as ``header_facts`` reads it, and nothing else: for
+    the IMAP summary of every new message, which fetches that one header field."""
+    try:
+        ids = message_ids(first_header(parse_headers_only(raw), "message-id"))
+    except Exception:
+        log.exception("cannot read the Message-ID")
+        return None
+    return ids[0][:MAX_HEADER_TEXT] if ids else None

@@ -28,6 +28,7 @@ from mailbot.decision import CallRules, Outcome
 from mailbot.decision_rows import decision_record, person_columns
 from mailbot.demo import local_config
 from mailbot.importer import import_one
+from mailbot.intake import read_as_archived
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
 from mailbot.worker import Worker
 from parsers.headers import read_headers
@@ -121,3 +122,36 @@ def test_a_machines_mail_is_decided_without_its_attachments_being_read(tmp_path:
             )
             assert (decided.detail["rule_hits"], decided.detail["rule_misses"]) == (["machine"], [])
             assert "the attachments were not read" in " ".join((message.reading or {})["diagnostics"])
+
+
+def _header_section_of_length(length: int, blank_line: bytes) -> bytes:
+    """A message whose header section (to its blank line) is ``length`` bytes, a body after it."""
+    start = b"From: a@example.org\r\nMessage-ID: <long@example.org>\r\n"
+    received = b"Received: from relay.example.org by mx.example.org\r\n"
+    headers = start + received * ((length - len(start)) // len(received))
+    headers += b"X-Pad: " + b"x" * max(0, length - len(headers) - len(b"X-Pad: \r\n")) + b"\r\n"
+    return headers + blank_line + b"body\r\n" * 100_000
+
+
+@pytest.mark.parametrize("mail_set", SETS)
+def test_the_envelope_intake_hands_on_is_the_one_reading_takes_from_the_archive(
+    shared_dir: Path, mail_set: str
+) -> None:
+    """Intake hands the envelope it read to reading only where the archive's head would give the same."""
+    files = sorted((shared_dir / mail_set).rglob("*.eml"))
+    different = [
+        file.name
+        for file in files
+        if read_as_archived(raw := file.read_bytes()) and read_headers(raw) != read_headers(raw[:HEAD_BYTES])
+    ]
+    assert not different
+
+
+@pytest.mark.parametrize("blank_line", [b"\r\n", b"\n"])
+def test_a_header_section_at_the_archive_heads_length_is_read_again_from_the_archive(blank_line: bytes) -> None:
+    for length in range(HEAD_BYTES - 80, HEAD_BYTES + 80):
+        raw = _header_section_of_length(length, blank_line)
+        if read_as_archived(raw):
+            assert read_headers(raw) == read_headers(raw[:HEAD_BYTES]), length
+    assert read_as_archived(_header_section_of_length(4000, blank_line))
+    assert not read_as_archived(_header_section_of_length(HEAD_BYTES + 10, blank_line))

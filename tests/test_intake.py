@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -88,9 +89,9 @@ def test_the_pool_reads_ahead_during_intake_and_then_of_what_is_next_each_messag
         steps: list[tuple[str, int]] = []  # ("read" | "claim", message row), in order
         start_reading, claim = readings.start_reading, store.to_decide.claim
 
-        def recorded_reading(pk: int) -> Future[Submission]:
+        def recorded_reading(pk: int, **how: Any) -> Future[Submission]:
             steps.append(("read", pk))
-            return start_reading(pk)
+            return start_reading(pk, **how)
 
         def recorded_claim(worker: str, limit: int) -> list[int]:
             claimed = claim(worker, limit)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mailbot.config import Settings
 from mailbot.config_accounts import MailboxSettings
 from mailbot.coordination import MailboxLease
 from mailbot.imap import MailboxClient, MailboxUnavailable
-from mailbot.intake import PollResult, poll_folder
+from mailbot.intake import OnRecorded, PollResult, poll_folder
 from mailbot.metrics import StageTimings
 from mailbot.oauth import Credentials
 from mailbot.runners.base import Backoff, Runner, Stage
@@ -43,7 +43,7 @@ class IntakeRunner(Runner):
         store: Storage,
         credentials: Credentials,
         timings: StageTimings,
-        on_recorded: Callable[[int], None],
+        on_recorded: OnRecorded,
         stopping: threading.Event,
     ) -> None:
         super().__init__(f"intake-{box.name}", Stage.INTAKE, Backoff(*INTAKE_BACKOFF), stopping, box.poll_interval_s)
