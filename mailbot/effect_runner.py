@@ -154,11 +154,11 @@ class EffectRunner:
         finished = [e for e in effects if not isinstance(outcomes.get(e.id, "not run"), str)]
         if finished:
             now = utcnow()
+            carried_out = [effect for effect in finished if outcomes[effect.id] is True]
             with transaction(self.store.sessions) as session:
-                for effect in finished:
-                    mark_done(session, effect.id, now)
-                    if step is not None and step.on_done is not None and outcomes[effect.id] is True:
-                        step.on_done(session, effect)
+                mark_done(session, [effect.id for effect in finished], now)  # one statement for a batch
+                if step is not None and step.on_done is not None and carried_out:
+                    step.on_done(session, carried_out)
                 failpoint("effect.done")
         for effect in effects:
             error = outcomes.get(effect.id, "not run")

@@ -243,8 +243,8 @@ def file_answers_in_sent(runner: EffectRunner, effects: Sequence[DueEffect]) -> 
     return outcomes
 
 
-def _note_filed_in_sent(session: Session, effect: DueEffect) -> None:
-    note_filed_in_sent(session, effect.outbox_id)
+def _note_filed_in_sent(session: Session, effects: Sequence[DueEffect]) -> None:
+    note_filed_in_sent(session, [effect.outbox_id for effect in effects])
 
 
 def delete_purged_archive_files(runner: EffectRunner, effects: Sequence[DueEffect]) -> Outcomes:
@@ -272,8 +272,8 @@ def delete_purged_review_folders(runner: EffectRunner, effects: Sequence[DueEffe
 @dataclass(frozen=True)
 class Step:
     run: Callable[[EffectRunner, Sequence[DueEffect]], Outcomes]
-    # what the done transaction records besides the effect, for an effect the step carried out
-    on_done: Callable[[Session, DueEffect], None] | None = None
+    # what the done transaction records besides the effects, for those the step carried out
+    on_done: Callable[[Session, Sequence[DueEffect]], None] | None = None
 
 
 STEPS: dict[str, Step] = {

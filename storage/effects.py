@@ -143,11 +143,11 @@ def claim_effects(
     ]
 
 
-def mark_done(session: Session, effect_id: int, now: datetime) -> None:
-    """Record, in the caller's transaction, that the step of ``effect_id`` ran to its end."""
+def mark_done(session: Session, effect_ids: Sequence[int], now: datetime) -> None:
+    """Record, in the caller's transaction, that the steps of ``effect_ids`` ran to their end."""
     session.execute(
         update(EFFECTS)
-        .where(EFFECTS.c.id == effect_id)
+        .where(EFFECTS.c.id.in_(effect_ids))
         .values(done_at=now, claimed_by=None, claimed_at=None, last_error=None)
     )
 
@@ -203,9 +203,9 @@ def raw_answers(session: Session, outbox_ids: Sequence[int | None]) -> dict[int 
     return dict(session.execute(select(OUTBOX.c.id, OUTBOX.c.raw).where(OUTBOX.c.id.in_(outbox_ids))).all())
 
 
-def note_filed_in_sent(session: Session, outbox_id: int | None) -> None:
-    """Record, in the caller's transaction, that a copy of the answer is in its mailbox's Sent folder."""
-    session.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(filed_in_sent=True))
+def note_filed_in_sent(session: Session, outbox_ids: Sequence[int | None]) -> None:
+    """Record, in the caller's transaction, that a copy of each of these answers is in its mailbox's Sent folder."""
+    session.execute(update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids)).values(filed_in_sent=True))
 
 
 def archive_file_in_use(session: Session, sha256: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -121,11 +122,11 @@ def run_with_records_failing(
     tries: list[int] = []
     record = storage.effects.mark_done
 
-    def connection_dropped(session: Session, effect_id: int, now: datetime) -> None:
-        tries.append(effect_id)
+    def connection_dropped(session: Session, effect_ids: Sequence[int], now: datetime) -> None:
+        tries.append(len(effect_ids))
         if len(tries) <= failing:
             raise OperationalError("UPDATE effects", {}, ConnectionResetError("connection reset by peer"))
-        record(session, effect_id, now)
+        record(session, effect_ids, now)
 
     monkeypatch.setattr(effect_runner, "mark_done", connection_dropped)
     with Worker(settings) as bot:
