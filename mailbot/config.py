@@ -166,6 +166,15 @@ class ProcessingSettings(Section):
     parse_timeout_s: float = Field(default=60.0, gt=0)
     parse_memory_mb: int = Field(default=1024, ge=64)
     max_message_mb: int = Field(default=60, ge=1)
+    claim_margin_s: float = Field(
+        default=60.0,
+        ge=5.0,
+        description=(
+            "on a database workers share, added to the parse timeouts before a message claimed by"
+            " another worker is taken for abandoned: the longest a decision may take, and the"
+            " difference between the machines' clocks"
+        ),
+    )
 
 
 class SecuritySettings(Section):

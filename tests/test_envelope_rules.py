@@ -130,7 +130,7 @@ def _header_section_of_length(length: int, blank_line: bytes) -> bytes:
     received = b"Received: from relay.example.org by mx.example.org\r\n"
     headers = start + received * ((length - len(start)) // len(received))
     headers += b"X-Pad: " + b"x" * max(0, length - len(headers) - len(b"X-Pad: \r\n")) + b"\r\n"
-    return headers + blank_line + b"body\r\n" * 100_000
+    return headers + blank_line + b"body\r\n" * 100
 
 
 @pytest.mark.parametrize("mail_set", SETS)
@@ -149,7 +149,7 @@ def test_the_envelope_intake_hands_on_is_the_one_reading_takes_from_the_archive(
 
 @pytest.mark.parametrize("blank_line", [b"\r\n", b"\n"])
 def test_a_header_section_at_the_archive_heads_length_is_read_again_from_the_archive(blank_line: bytes) -> None:
-    for length in range(HEAD_BYTES - 80, HEAD_BYTES + 80):
+    for length in range(HEAD_BYTES - 24, HEAD_BYTES + 8):  # where the blank line leaves the head
         raw = _header_section_of_length(length, blank_line)
         if read_as_archived(raw):
             assert read_headers(raw) == read_headers(raw[:HEAD_BYTES]), length

@@ -332,8 +332,8 @@ def test_three_workers_one_killed_mid_run_decide_and_answer_every_message_once(
         smtp_sink,
         postgres_url,
         mailbox={"poll_interval_s": 1, "idle": False},
-        # a short parse timeout makes a dead worker's claims expire in about a minute
-        processing={"workers": 1, "parse_timeout_s": 3},
+        # a short parse timeout and margin make a dead worker's claims expire in about half a minute
+        processing={"workers": 1, "parse_timeout_s": 3, "claim_margin_s": 20},
     )
     raw["smtp"]["timeout_s"] = 5  # an interrupted send is looked for in Sent after three of these
     write_config(raw, config)

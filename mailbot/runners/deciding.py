@@ -55,10 +55,12 @@ class DecidingRunner(Runner):
 
         A living worker holds a claim while the messages ahead of it in its read window are parsed
         (each within the parse timeout, ``parsers_at_once`` at a time) and then while it is decided;
-        the extra minute covers deciding and the clocks of different machines.
+        the margin (``[processing] claim_margin_s``, a minute) covers deciding and the clocks of
+        different machines.
         """
         rounds = self.batch_size // self.parsers_at_once + 1
-        return timedelta(seconds=self.settings.processing.parse_timeout_s * rounds + 60)
+        processing = self.settings.processing
+        return timedelta(seconds=processing.parse_timeout_s * rounds + processing.claim_margin_s)
 
     def release_claims(self) -> None:
         """Take back work a stopped worker had claimed (all of it when nobody else can hold any)."""
