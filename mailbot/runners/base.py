@@ -88,7 +88,8 @@ class Runner:
         return {}
 
     def after_stop(self) -> None:
-        """Under ``run``, once every runner of the worker has stopped (none is mid-round): finish up."""
+        """Finish up once no runner of the worker is mid-round: when ``run`` stops, and at the end of
+        a single pass."""
 
     def close(self) -> None:
         """After the last round: let go of connections and leases."""
