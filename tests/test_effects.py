@@ -149,24 +149,28 @@ def run_with_records_failing(
         return undone()
 
 
-def test_an_outcome_that_could_not_be_recorded_is_recorded_without_waiting_for_the_next_interval(
-    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("failing", "until"),
+    [
+        # the Sent copy's done mark meets a dropped connection: the effects runner is woken to record it
+        pytest.param(1, "recorded", id="recorded-without-waiting-for-the-next-interval"),
+        # stopped while the record waits out its backoff: the stop records it rather than leave it claimed
+        pytest.param(2, "stopped", id="recorded-by-the-stop"),
+    ],
+)
+def test_an_outcome_that_could_not_be_recorded_is_recorded_before_long(
+    tmp_path: Path,
+    imap_server: ImapServer,
+    smtp_sink: SmtpSink,
+    corpus_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: int,
+    until: str,
 ) -> None:
-    """The Sent copy's done mark meets a dropped connection: the effects runner is woken to record it."""
     load_corpus(imap_server, corpus_dir, ["smp-001"])
     settings = make_settings(tmp_path, imap_server, smtp_sink)
-    assert run_with_records_failing(settings, smtp_sink, monkeypatch, failing=1, until="recorded") == []
-    assert len(imap_server.message_ids(SMP_BOX, "Sent")) == 1
-
-
-def test_a_stopping_worker_records_what_it_could_not_record_before(
-    tmp_path: Path, imap_server: ImapServer, smtp_sink: SmtpSink, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Stopped while a record waits out its backoff: the stop records it rather than leave it claimed."""
-    load_corpus(imap_server, corpus_dir, ["smp-001"])
-    settings = make_settings(tmp_path, imap_server, smtp_sink)
-    assert run_with_records_failing(settings, smtp_sink, monkeypatch, failing=2, until="stopped") == []
-    assert len(imap_server.message_ids(SMP_BOX, "Sent")) == 1
+    assert run_with_records_failing(settings, smtp_sink, monkeypatch, failing=failing, until=until) == []
+    assert len(imap_server.message_ids(SMP_BOX, "Sent")) == 1, "one copy, of this store's answer"
 
 
 def test_effects_a_stage_left_claimed_are_run_when_the_pass_ends(
