@@ -31,7 +31,7 @@ from mailbot.importer import import_one
 from mailbot.intake import read_as_archived
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
 from mailbot.worker import Worker
-from parsers.headers import read_headers
+from parsers.headers import header_facts, message_id_in, read_headers
 from parsers.limits import Limits
 from parsers.message import read_message
 from parsers.model import Submission
@@ -155,3 +155,11 @@ def test_a_header_section_at_the_archive_heads_length_is_read_again_from_the_arc
             assert read_headers(raw) == read_headers(raw[:HEAD_BYTES]), length
     assert read_as_archived(_header_section_of_length(4000, blank_line))
     assert not read_as_archived(_header_section_of_length(HEAD_BYTES + 10, blank_line))
+
+
+@pytest.mark.parametrize("mail_set", SETS)
+def test_the_imap_summarys_message_id_is_the_one_intake_records(shared_dir: Path, mail_set: str) -> None:
+    """The summary reads the Message-ID alone; it must be the one the full header reading records."""
+    files = sorted((shared_dir / mail_set).rglob("*.eml"))
+    different = [file.name for file in files if message_id_in(raw := file.read_bytes()) != header_facts(raw).message_id]
+    assert not different
