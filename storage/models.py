@@ -246,9 +246,10 @@ class OutboxMail(Base):
 
     __table_args__ = (
         Index("ix_outbox_to_created", "to_addr", "created_at"),
-        Index("ix_outbox_key_created", "to_key", "created_at"),
-        Index("ix_outbox_domain_created", "to_domain", "created_at"),
-        Index("ix_outbox_created", "created_at", "kind", "state"),  # the overall caps count from the index alone
+        # the answer limits count from these indexes alone (storage.answering)
+        Index("ix_outbox_key_created", "to_key", "created_at", "kind", "state"),
+        Index("ix_outbox_domain_created", "to_domain", "created_at", "kind", "state"),
+        Index("ix_outbox_created", "created_at", "kind", "state"),
         Index("ix_outbox_state_due", "state", "next_attempt_at", "id"),
     )
 

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from parsers.headers import header_facts
 from storage import Storage
+from storage.answering import answers_counted
 from storage.archive import RawArchive, write_atomic
 from storage.db import defer_durability, make_engine, schema_status, upgrade
 from storage.decisions import next_reference_number
@@ -173,3 +174,30 @@ def test_a_deferred_commit_leaves_the_next_transaction_durable(database_url: str
             assert session.scalar(setting) == durable
     finally:
         engine.dispose()
+
+
+def test_the_answer_limits_count_from_indexes_alone(tmp_path: Path) -> None:
+    """Each of the four counts behind the answer limits reads an index and never the outbox's rows.
+
+    A row carries the answer's bytes, and SQLite reaches the columns stored after them only by
+    walking the row's overflow pages: a count that checks ``kind`` or ``state`` in the table costs
+    a walk through every answer of the window, to the same domain in a rush most of them.
+    """
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    upgrade(engine)
+    store = Storage(engine, RawArchive(tmp_path / "archive"))
+    executed: list[tuple[str, tuple[object, ...]]] = []
+
+    def note(_conn: object, _cursor: object, statement: str, parameters: tuple[object, ...], *_: object) -> None:
+        executed.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", note)
+    with store.sessions() as session:
+        answers_counted(session, WHEN, WHEN, "a@example.edu.cn", "example.edu.cn")
+    event.remove(engine, "before_cursor_execute", note)
+    [(statement, parameters)] = [(s, p) for s, p in executed if "count(" in s]
+    with engine.connect() as connection:
+        plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+    reads = [step for step in plan if step.startswith(("SCAN outbox", "SEARCH outbox"))]
+    assert len(reads) == 4, plan
+    assert all("COVERING INDEX" in step for step in reads), plan
