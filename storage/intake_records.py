@@ -108,9 +108,10 @@ class IntakeRecords:
         longer on the server). A cursor moved by part of a batch would skip the rest of it for good
         if the worker stopped before the rest was recorded.
         """
+        written = iter(self.archive.put_all([item.raw for item in incoming if item.archived is None]))
         archived = [
             (
-                item.archived.digest if item.archived else self.archive.put(item.raw),
+                item.archived.digest if item.archived else next(written),
                 item.facts or header_facts(item.raw),
                 item,
             )

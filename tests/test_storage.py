@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from parsers.headers import header_facts
 from storage import Storage
 from storage.answering import answers_counted
-from storage.archive import RawArchive, write_atomic
+from storage.archive import RawArchive, sha256_hex, write_atomic
 from storage.db import defer_durability, make_engine, schema_status, upgrade
 from storage.decisions import next_reference_number
 from storage.intake_records import DeliveryRef, Incoming
@@ -201,3 +201,29 @@ def test_the_answer_limits_count_from_indexes_alone(tmp_path: Path) -> None:
     reads = [step for step in plan if step.startswith(("SCAN outbox", "SEARCH outbox"))]
     assert len(reads) == 4, plan
     assert all("COVERING INDEX" in step for step in reads), plan
+
+
+def test_a_batch_is_archived_whole_and_in_order_or_its_failure_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``put_all`` writes several files at once: each is whole on disk when it returns, the digests
+    follow the input's order (the same bytes twice are one file), and one failed write is raised."""
+    archive = RawArchive(tmp_path / "archive")
+    raws = [f"message {n}\r\n".encode() * (n + 1) for n in range(9)] + [b"message 0\r\n"]
+    digests = archive.put_all(raws)
+    assert [archive.get(digest) for digest in digests] == raws
+    assert digests[0] == digests[-1]
+    assert len(list((tmp_path / "archive").rglob("*.eml"))) == 9
+
+    keep = os.replace
+
+    def refuse_one(source: str, target: Path) -> None:
+        if Path(source).read_bytes() == b"refused":
+            raise OSError("disk full")
+        keep(source, target)
+
+    monkeypatch.setattr(os, "replace", refuse_one)
+    with pytest.raises(OSError, match="disk full"):
+        archive.put_all([b"fine 1", b"refused", b"fine 2"])
+    assert not list((tmp_path / "archive").rglob(".tmp-*")), "a half-written file was left"
+    assert archive.contains(sha256_hex(b"fine 1")) and archive.contains(sha256_hex(b"fine 2"))
