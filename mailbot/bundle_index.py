@@ -18,7 +18,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 
 from mailbot.config import CallSettings
-from mailbot.export import not_a_formula
+from mailbot.export_sheets import not_a_formula
 from storage.models import Message
 
 if TYPE_CHECKING:  # the bundle's layout uses local_text from here

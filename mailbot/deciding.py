@@ -167,7 +167,7 @@ class MessageDecider:
             if decision.outcome in ANSWERED and not repeated:
                 answered = replace(message, attempts=verdict.attempts, reference=reference)
                 acknowledged = self.outbox.answer(session, answered, call, decision, submission, verdict.conflict)
-            _record_decided(session, actor, pk, decision, reference)
+            _record_decided(session, actor, pk, verdict, reference)
             if verdict.state == MessageState.REVIEW:
                 review_folder = self._add_to_review(session, pk, submission, verdict)
             in_review = verdict.state == MessageState.REVIEW
@@ -332,7 +332,15 @@ class MessageDecider:
             message.error = detail[-20000:]
             message.claimed_by = None
             message.decided_at = utcnow()
-            add_event(session, EventKind.FAILED, ACTOR, pk, error=f"{exc.__class__.__name__}: {exc}")
+            add_event(
+                session,
+                EventKind.FAILED,
+                ACTOR,
+                pk,
+                error=f"{exc.__class__.__name__}: {exc}",
+                reason=reason,
+                state=MessageState.REVIEW.value,
+            )
             review_folder = add_review_effects(
                 session,
                 self.settings,
@@ -351,8 +359,11 @@ class MessageDecider:
         return result
 
 
-def _record_decided(session: Session, actor: str, pk: int, decision: Decision, reference: str | None) -> None:
-    """The ``decided`` event: the outcome, the deciding rule and the rules tried before it."""
+def _record_decided(session: Session, actor: str, pk: int, verdict: Verdict, reference: str | None) -> None:
+    """The ``decided`` event: the outcome, the deciding rule and the rules tried before it, and what
+    the message's row says of the decision, so that a workbook of an earlier day can show this one
+    after a later decision has replaced it on the row."""
+    decision = verdict.decision
     add_event(
         session,
         EventKind.DECIDED,
@@ -364,4 +375,10 @@ def _record_decided(session: Session, actor: str, pk: int, decision: Decision, r
         explanation=decision.explanation,
         rule_hits=list(decision.rule_hits),
         rule_misses=list(decision.rule_misses),
+        state=verdict.state.value,
+        reason=verdict.reason,
+        flags=list(decision.flags),
+        missing=list(decision.missing),
+        supersedes=decision.supersedes,
+        duplicate_of=decision.duplicate_of,
     )

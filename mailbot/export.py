@@ -14,8 +14,7 @@ import csv
 import hashlib
 import io
 import json
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,16 +22,17 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
 from mailbot.config import Settings
+from mailbot.decision import Outcome
+from mailbot.export_sheets import cell_value, write_sheet
 from storage.decisions import reference_of
 from storage.exports import applications_with_current_form, decided_messages
-from storage.models import Application, Message
+from storage.models import Application, Message, MessageState
 from templates import TemplateSet
+
+UNREADABLE = Outcome.UNREADABLE.value
 
 # the fields of the packaged calls, in form order: the columns when no configuration is at hand
 EXPORT_FIELDS = (
@@ -54,9 +54,6 @@ EXPORT_FIELDS = (
 CONTACT_FIELDS = frozenset({"email", "phone"})
 DEFAULT_ZONE = "Asia/Shanghai"
 ExportFormat = Literal["json", "csv", "xlsx"]
-DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
-# what makes a spreadsheet read a cell as a formula (or a DDE command)
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,9 @@ class Snapshot:
     Without one the workbook shows the database as it is now.
     """
 
-    messages: tuple[tuple[Message, str], ...]  # each message decided by then, with the outcome it had then
+    # each message decided by then, with the outcome it had then and, where a later decision has
+    # replaced that one on its row, what the earlier decision's event recorded
+    messages: tuple[tuple[Message, str, dict[str, Any] | None], ...]
     applications: tuple[ApplicationAt, ...]  # late ones included, as in the workbook of today
 
 
@@ -144,15 +143,22 @@ def _key(key: str | None, redact: bool) -> str | None:
 
 
 def message_record(
-    message: Message, redact: bool = False, layout: ExportLayout | None = None, outcome: str | None = None
+    message: Message,
+    redact: bool = False,
+    layout: ExportLayout | None = None,
+    outcome: str | None = None,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One export row; ``redact`` leaves out contacts, the sender, and anything that may quote them.
 
-    ``outcome`` is the one the message had at an earlier moment, when the row shows that moment.
+    ``outcome`` is the one the message had at an earlier moment, when the row shows that moment;
+    ``earlier`` is what the decision of that moment recorded in its event, when a later decision has
+    replaced it on the message's row (see :func:`decided_then`).
     """
     layout = layout or export_layout()
-    decision = message.decision or {}
-    fields = message_fields(message, layout)
+    outcome = outcome or message.outcome
+    decided = decided_then(message, outcome, earlier)
+    fields = None if outcome == UNREADABLE and earlier is not None else message_fields(message, layout)
     if fields is not None and redact:
         fields = {k: v for k, v in fields.items() if k not in CONTACT_FIELDS}
     return {
@@ -160,19 +166,48 @@ def message_record(
         "mailbox": message.mailbox,
         "call": message.call_id,
         "arrival": local_arrival(message, layout).isoformat(),
-        "outcome": outcome or message.outcome,
-        "reference": message.reference,
+        "outcome": outcome,
+        "reference": decided.get("reference"),
         "fields": fields,
-        "missing": list(decision.get("missing") or []) or None,
-        "supersedes": _key(message.supersedes_key, redact),
-        "duplicate_of": _key(message.duplicate_of_key, redact),
-        "reason": message.reason,
-        "rule": decision.get("rule"),
-        "explanation": None if redact else decision.get("explanation"),
-        "flags": list(decision.get("flags") or []),
-        "state": message.state,
+        "missing": list(decided.get("missing") or []) or None,
+        "supersedes": _key(decided.get("supersedes"), redact),
+        "duplicate_of": _key(decided.get("duplicate_of"), redact),
+        "reason": decided.get("reason"),
+        "rule": decided.get("rule"),
+        "explanation": None if redact else decided.get("explanation"),
+        "flags": list(decided.get("flags") or []),
+        "state": decided.get("state"),
         "from": None if redact else message.from_addr,
         "subject": message.subject,
+    }
+
+
+def decided_then(message: Message, outcome: str | None, earlier: dict[str, Any] | None) -> dict[str, Any]:
+    """What a row says of the message's decision: its row's columns, or an earlier decision's event.
+
+    An event written before these events recorded the whole decision lacks some of it: what it
+    lacks is left empty rather than taken from the later decision, except the state, which follows
+    from the outcome (a form that could not be read waits in review), and the reference, which a
+    message keeps once given.
+    """
+    if earlier is None:
+        decision = message.decision or {}
+        return {
+            "reference": message.reference,
+            "missing": decision.get("missing"),
+            "supersedes": message.supersedes_key,
+            "duplicate_of": message.duplicate_of_key,
+            "reason": message.reason,
+            "rule": decision.get("rule"),
+            "explanation": decision.get("explanation"),
+            "flags": decision.get("flags"),
+            "state": message.state,
+        }
+    derived_state = MessageState.REVIEW.value if outcome == UNREADABLE else MessageState.DONE.value
+    return {
+        **earlier,
+        "reference": earlier.get("reference", message.reference),
+        "state": earlier.get("state") or derived_state,
     }
 
 
@@ -205,71 +240,13 @@ def to_json(records: Sequence[dict[str, Any]]) -> str:
 
 
 def to_csv(records: Sequence[dict[str, Any]], redact: bool = False, layout: ExportLayout | None = None) -> str:
-    rows = [{key: _cell(value) for key, value in _flat(r, redact, layout).items()} for r in records]
+    rows = [{key: cell_value(value) for key, value in _flat(r, redact, layout).items()} for r in records]
     buffer = io.StringIO()
     columns = list(rows[0]) if rows else ["message_id"]
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _display_width(text: str) -> int:
-    """Columns a text takes on screen: Chinese characters take two."""
-    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-
-
-def _sheet(
-    workbook: Workbook, title: str, rows: Iterable[dict[str, Any]], headings: dict[str, str], first: bool = False
-) -> None:
-    """A sheet with the coordinators' headings, the English keys below them, frozen, filtered and sized."""
-    sheet = workbook.active if first else workbook.create_sheet()
-    assert sheet is not None
-    sheet.title = title
-    rows = list(rows)
-    columns = list(rows[0]) if rows else ["(empty)"]
-    sheet.append([headings.get(c, c) for c in columns])
-    sheet.append(columns)
-    for header_row in (sheet[1], sheet[2]):
-        for cell in header_row:
-            cell.font = Font(bold=True)
-            cell.alignment = Alignment(wrap_text=False, vertical="top")
-    for row in rows:
-        sheet.append([_cell(row.get(c)) for c in columns])
-    for row_cells in sheet.iter_rows(min_row=3):
-        for cell in row_cells:
-            if isinstance(cell.value, datetime):
-                cell.number_format = DATETIME_FORMAT
-    sheet.freeze_panes = "B3"
-    sheet.auto_filter.ref = f"A2:{get_column_letter(len(columns))}{len(rows) + 2}"
-    for index, column in enumerate(columns, start=1):
-        samples = [headings.get(column, column), column] + [_shown(r.get(column)) for r in rows[:200]]
-        width = max(_display_width(text) for text in samples)
-        sheet.column_dimensions[get_column_letter(index)].width = min(max(10, width + 2), 60)
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, datetime):
-        return "2024-01-01 00:00:00"
-    return "" if value is None else str(_cell(value))
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)  # Excel has no zones: the wall-clock time of the heading's zone
-    if isinstance(value, list | dict):
-        value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str):
-        # a control character stored before values were cleaned on reading must not break the workbook
-        value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    return not_a_formula(value)
-
-
-def not_a_formula(value: Any) -> Any:
-    """A value from a submission as a spreadsheet shows it: never a formula (a leading quote keeps it text)."""
-    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
-        return "'" + value
-    return value
 
 
 def current_applications(session: Session, call_id: str | None) -> list[ApplicationAt]:
@@ -345,16 +322,20 @@ def to_xlsx(
     headings = column_headings(layout, call_id, templates)
     workbook = Workbook()
     views = None if snapshot is None else snapshot.applications
-    _sheet(workbook, "Applications", application_rows(session, call_id, redact, layout, views), headings, first=True)
+    write_sheet(
+        workbook, "Applications", application_rows(session, call_id, redact, layout, views), headings, first=True
+    )
     decided = (
-        [(m, str(m.outcome)) for m in decided_messages(session, call_id)] if snapshot is None else snapshot.messages
+        [(m, str(m.outcome), None) for m in decided_messages(session, call_id)]
+        if snapshot is None
+        else snapshot.messages
     )
     messages = []
-    for message, outcome in decided:
-        row = _flat(message_record(message, redact, layout, outcome), redact, layout)
+    for message, outcome, earlier in decided:
+        row = _flat(message_record(message, redact, layout, outcome, earlier), redact, layout)
         row["arrival"] = local_arrival(message, layout)
         messages.append(row)
-    _sheet(workbook, "Messages", messages, headings)
+    write_sheet(workbook, "Messages", messages, headings)
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()

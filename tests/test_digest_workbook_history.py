@@ -59,6 +59,14 @@ def add_later_history(target: Storage) -> None:
             )
         )
         queued.outcome, queued.state, queued.decided_at = "accepted", "done", bj(9, 3, 10)
+        # as the pipeline leaves the row after the admin's resolution: the later decision on it
+        queued.reason = None
+        queued.decision = {
+            "outcome": "accepted",
+            "rule": "first-form",
+            "explanation": "收到申报表。",
+            "flags": ["eligibility:no-phd"],
+        }
 
 
 def naive_beijing(moment: datetime) -> datetime:
@@ -169,3 +177,46 @@ def test_a_past_days_digest_refused_for_now_is_tried_again(store: Storage, tmp_p
     [delivered] = handler.accepted
     assert b"smp-zhipu-2024-2024-08-31.xlsx" in delivered
     assert handler.attempts == 2
+
+
+EARLIER_DECISION: dict[str, Any] = {
+    "outcome": "unreadable",
+    "rule": "unreadable",
+    "explanation": "附件已加密，无法读取。",
+    "reason": "encrypted",
+    "state": "review",
+    "flags": [],
+    "missing": [],
+    "supersedes": None,
+    "duplicate_of": None,
+}
+
+
+@pytest.mark.parametrize("recorded", ["the whole decision", "the outcome only (an event of an earlier version)"])
+def test_a_past_days_workbook_shows_that_days_decision_of_a_message_decided_again_later(
+    store: Storage,  # noqa: F811
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    recorded: str,
+) -> None:
+    """SMP24-0004 could not be read on 30 August and was resolved on 3 September: the workbook of
+    31 August shows the decision of 30 August, not the rule, reason and flags of the later one."""
+    populate(store)
+    add_later_history(store)
+    whole = recorded == "the whole decision"
+    with transaction(store.sessions) as session:
+        queued = session.scalars(select(Message).where(Message.reference == "SMP24-0004")).one()
+        event = session.scalars(select(Event).where(Event.message_pk == queued.id, Event.kind == "decided")).one()
+        event.detail = {**EARLIER_DECISION, "reference": "SMP24-0004"} if whole else {"outcome": "unreadable"}
+    sending = make_settings(tmp_path / "data", smtp={"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"})
+    assert cmd_digest(parse_digest_args(["--call", CALL, "--date", "2024-08-31", "--send"]), sending) == 0
+    [received] = smtp_sink.received
+    _name, book = workbook_of(read_mail(received.raw))
+    _labels, _keys, messages = sheet_rows(book["Messages"])
+    [row] = [row for row in messages if row["reference"] == "SMP24-0004"]
+    assert (row["outcome"], row["state"]) == ("unreadable", "review")
+    assert not row["flags"], "the later decision's flags"
+    if whole:
+        assert (row["rule"], row["reason"], row["explanation"]) == ("unreadable", "encrypted", "附件已加密，无法读取。")
+    else:  # not recorded then: left empty rather than filled from the later decision
+        assert (row["rule"], row["reason"], row["explanation"]) == (None, None, None)

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from mailbot.decision import Outcome
-from mailbot.digest.moment import Standing
+from mailbot.digest.moment import Standing, reason_then
 from mailbot.export import ApplicationAt
 from storage.decisions import reference_of
 from storage.digests import answers_in_trouble, application_by_key, closed_by_admin
@@ -145,17 +145,17 @@ def correspondence(message: Message) -> Correspondence:
 
 def review_queue(session: Session, standing: Standing, now: datetime) -> tuple[ReviewItem, ...]:
     """What waited for a person at ``now``: unreadable then, and not closed by an admin by then."""
-    unreadable = [(m, at) for m, (outcome, at) in standing.values() if outcome == Outcome.UNREADABLE.value]
+    unreadable = [(m, then) for m, then in standing.values() if then.outcome == Outcome.UNREADABLE.value]
     closed = closed_by_admin(session, [m.id for m, _ in unreadable], now)
     items = [
         ReviewItem(
             reference=m.reference,
             sender=one_line(m.from_addr, 120),
             subject=text_cell(m.subject),
-            reason=m.reason,
-            waiting_since=at,
+            reason=reason_then(m, then),
+            waiting_since=then.at,
         )
-        for m, at in unreadable
+        for m, then in unreadable
         if m.id not in closed
     ]
     return tuple(sorted(items, key=lambda item: item.waiting_since))

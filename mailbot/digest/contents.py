@@ -146,8 +146,8 @@ def build_digest(
     since = last_digest_at(session, call.id, day)
     standing = decisions_at(session, call.id, now)
     messages = [m for m, _ in standing.values()]
-    outcome_of = {m.id: outcome for m, (outcome, _at) in standing.values()}
-    decided_at = {m.id: at for m, (_outcome, at) in standing.values()}
+    outcome_of = {m.id: then.outcome for m, then in standing.values()}
+    decided_at = {m.id: then.at for m, then in standing.values()}
     fresh = [m for m in messages if since is None or decided_at[m.id] > since]
     applications = applications_at(session, call.id, standing)
     submission_outcomes = {o.value for o in SUBMISSION_OUTCOMES}

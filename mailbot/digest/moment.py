@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -31,7 +33,17 @@ SUBMISSION_OUTCOMES = (
 NOT_CURRENT = frozenset({Outcome.LATE.value})
 
 
-Standing = dict[int, tuple[Message, tuple[str, datetime]]]
+@dataclass(frozen=True)
+class DecidedThen:
+    """A message's outcome at a moment, when it got it, and, for a decision it has since been
+    decided past, what that earlier decision's event recorded (None: the message's row is it)."""
+
+    outcome: str
+    at: datetime
+    recorded: dict[str, Any] | None = None
+
+
+Standing = dict[int, tuple[Message, DecidedThen]]
 
 
 def decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
@@ -44,7 +56,7 @@ def decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
     later: list[Message] = []
     for message in decided_messages(session, call_id):
         if message.decided_at is not None and message.decided_at <= now:
-            standing[message.id] = (message, (str(message.outcome), message.decided_at))
+            standing[message.id] = (message, DecidedThen(str(message.outcome), message.decided_at))
         else:
             later.append(message)
     if later:
@@ -53,8 +65,15 @@ def decisions_at(session: Session, call_id: str, now: datetime) -> Standing:
         for pk, kind, detail, at in earlier:
             outcome = Outcome.UNREADABLE.value if kind == EventKind.FAILED else str((detail or {}).get("outcome") or "")
             if outcome and pk is not None:
-                standing[pk] = (by_id[pk], (outcome, at))
+                standing[pk] = (by_id[pk], DecidedThen(outcome, at, dict(detail or {})))
     return dict(sorted(standing.items(), key=lambda item: (item[1][0].arrival, item[0])))
+
+
+def reason_then(message: Message, then: DecidedThen) -> str | None:
+    """Why the message could not be read, as its decision at that moment recorded it."""
+    if then.recorded is None:
+        return message.reason
+    return then.recorded.get("reason")
 
 
 def by_outcome(outcomes: Iterable[str]) -> dict[str, int]:
@@ -71,8 +90,8 @@ def every_application_at(session: Session, call_id: str, standing: Standing) -> 
     """Every application of the call that existed when ``standing`` was taken, as it stood then."""
     counted = {o.value for o in SUBMISSION_OUTCOMES}
     forms: dict[int, list[Message]] = {}
-    for message, (outcome, _at) in standing.values():
-        if message.application_id is not None and outcome in counted:
+    for message, then in standing.values():
+        if message.application_id is not None and then.outcome in counted:
             forms.setdefault(message.application_id, []).append(message)
     views = []
     for application in applications_of(session, call_id):
@@ -97,9 +116,9 @@ def every_application_at(session: Session, call_id: str, standing: Standing) -> 
 def _earlier_form(application: Application, forms: list[Message], standing: Standing) -> ApplicationAt:
     """An application whose current form came later: the latest form it had, and the status that gave it."""
     latest = max(forms, key=lambda m: (m.arrival, m.id))
-    outcome = standing[latest.id][1][0]
+    outcome = standing[latest.id][1].outcome
     first = next((m for m in forms if m.message_key == application.application_key), None)
-    first_outcome = standing[first.id][1][0] if first is not None else Outcome.ACCEPTED.value
+    first_outcome = standing[first.id][1].outcome if first is not None else Outcome.ACCEPTED.value
     decision = latest.decision or {}
     if outcome != Outcome.REVISION.value:
         status = outcome
@@ -121,6 +140,6 @@ def call_at(session: Session, call_id: str, now: datetime) -> Snapshot:
     """The call as it stood at ``now``, for its workbook: the same moment the digest's words show."""
     standing = decisions_at(session, call_id, now)
     return Snapshot(
-        messages=tuple((message, outcome) for message, (outcome, _at) in standing.values()),
+        messages=tuple((message, then.outcome, then.recorded) for message, then in standing.values()),
         applications=tuple(every_application_at(session, call_id, standing)),
     )
