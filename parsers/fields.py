@@ -11,18 +11,24 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 from parsers.layout import Block, Cell, Grid
 from parsers.model import DocumentKind, FieldValue, FormReading, Location, Unreadable
 from parsers.spec import FormSpec
 from parsers.textnorm import clean_value, label_key, strip_hints
+from parsers.value_caps import VALUE_CAPS, bounded
 from parsers.values import normalise
 
 TIER_RIGHT = 3  # label cell, value cell to its right
 TIER_BELOW = 2  # label cell, value cell below; or "label：value" inside a cell
 TIER_INLINE = 1  # "label：value" on a line of text
 TIER_GUESSED = 0  # no label: found by its shape in the text (see parsers.nlp)
-_TIER_CONFIDENCE = {TIER_RIGHT: 1.0, TIER_BELOW: 0.9, TIER_INLINE: 0.85, TIER_GUESSED: 0.5}
+# a column of a table of items (team members …): its first row, only where the label is nowhere else
+TIER_LIST = -1
+_TIER_CONFIDENCE = {TIER_RIGHT: 1.0, TIER_BELOW: 0.9, TIER_INLINE: 0.85, TIER_GUESSED: 0.5, TIER_LIST: 0.5}
+# rows of values under a header row of labels that make it a table of items, not one value per label
+_LIST_ROWS = 2
 
 _NOTES_HEADING = re.compile(
     r"^\s*(?:填表说明|填写说明|申报说明|说明|注意事项|注|备注|instructions?|notes?)"
@@ -180,8 +186,13 @@ def find_values(blocks: list[Block], index: LabelIndex) -> list[Found]:
 
 def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
     found: list[Found] = []
+    items = _item_rows(grid, index)
     for row_number, row in enumerate(grid.rows):
         where = Location(grid.where.file, grid.where.page, grid.where.table, row_number + 1)
+        if row_number in items:
+            if items[row_number]:  # a header row: each label over its column
+                found.extend(_column_heads(grid, index, row_number, order + len(found)))
+            continue
         for position, cell in enumerate(row):
             if cell.continued:
                 continue
@@ -202,6 +213,54 @@ def _grid_values(grid: Grid, index: LabelIndex, order: int) -> list[Found]:
                 found.append(Found(field, below.text, TIER_BELOW, order + len(found), below_where))
             else:
                 found.append(Found(field, "", TIER_BELOW, order + len(found), where))
+    return found
+
+
+def _cells(row: tuple[Cell, ...]) -> list[Cell]:
+    return [cell for cell in row if not cell.continued]
+
+
+def _item_rows(grid: Grid, index: LabelIndex) -> dict[int, bool]:
+    """The rows of the grid's tables of items, True for a header row and False for the rows of items.
+
+    A table of items (项目组主要成员: 姓名 | 单位 | 职称 | 分工, a row per member) repeats labels
+    the applicant's own cells have: read as one value per label, a blank 职称 of the applicant
+    would become the first member's title, or the heading "分工" beside it. A header row has two
+    of the call's labels side by side; under it, at least two rows of as many cells and none of
+    the call's labels. A labels-above-values row of the applicant has one row of values under it.
+    """
+    rows = grid.rows
+    items: dict[int, bool] = {}
+    for number, row in enumerate(rows):
+        if number in items:
+            continue
+        labels = [index.field_of(cell.text) is not None for cell in _cells(row)]
+        width = len(labels)
+        if not any(left and right for left, right in pairwise(labels)):
+            continue  # a row of label | value pairs never has two labels side by side
+        below = number + 1
+        while (
+            below < len(rows)
+            and len(_cells(rows[below])) == width
+            and all(index.field_of(cell.text) is None for cell in _cells(rows[below]))
+        ):
+            below += 1
+        if below - number - 1 >= _LIST_ROWS:
+            items[number] = True
+            items.update(dict.fromkeys(range(number + 1, below), False))
+    return items
+
+
+def _column_heads(grid: Grid, index: LabelIndex, row_number: int, order: int) -> list[Found]:
+    """Each label of a header row with the first item's value under it, found at the lowest tier."""
+    found: list[Found] = []
+    below_where = Location(grid.where.file, grid.where.page, grid.where.table, row_number + 2)
+    for cell in _cells(grid.rows[row_number]):
+        field = index.field_of(cell.text)
+        first = _below(grid, row_number, cell)
+        if field is not None:
+            value = first.text if first is not None else ""
+            found.append(Found(field, value, TIER_LIST, order + len(found), below_where))
     return found
 
 
@@ -266,49 +325,6 @@ def match_score(spec: FormSpec, labelled: set[str]) -> float:
     return round(sum(weights[name] for name in labelled if name in weights) / total, 3) if total else 0.0
 
 
-# The longest value of each kind a form may give (characters): anything longer is cut when read, so
-# no later stage (identity, deciding, exports, answers) ever handles more, and the cut is recorded.
-VALUE_CAPS: dict[str, int] = {
-    "name": 500,
-    "institution": 500,
-    "email": 320,
-    "phone": 64,
-    "gender": 50,
-    "title": 200,
-    "degree": 200,
-    "topic": 200,
-    "money": 100,
-    "yesno": 50,
-    "date": 100,
-    "text": 2000,
-}
-# characters XML 1.0 cannot hold (Excel's and every other XML export's): stripped when read
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-
-
-def xml_safe(text: str) -> str:
-    """``text`` without the characters an XML document (an Excel export) cannot contain."""
-    return _NOT_XML.sub("", text)
-
-
-def capped(kind: str, text: str) -> str:
-    """``text`` fit for a value of ``kind``: XML-safe and no longer than its cap."""
-    return xml_safe(text[: 2 * VALUE_CAPS[kind]])[: VALUE_CAPS[kind]]
-
-
-def _bounded(name: str, kind: str, found: FieldValue, written: int) -> tuple[FieldValue, str | None]:
-    """``found`` (``written`` characters in the form) with value and raw text capped; what was cut, or None."""
-    cap = VALUE_CAPS[kind]
-    value = found.value
-    length = max(written, len(value) if isinstance(value, str) else 0)
-    if isinstance(value, str):
-        value = capped(kind, value)
-    bounded = FieldValue(value, capped(kind, found.raw), found.confidence, found.where)
-    if length > cap:
-        return bounded, f"{name}: {length} characters cut to the cap of {cap}"
-    return bounded, None
-
-
 def read_form(
     blocks: list[Block],
     spec: FormSpec,
@@ -345,7 +361,7 @@ def read_form(
     kinds = {field.name: field.kind for field in spec.fields}
     cut: list[str] = []
     for name, found in list(fields.items()):
-        fields[name], note = _bounded(name, kinds.get(name, "text"), found, written.get(name, 0))
+        fields[name], note = bounded(name, kinds.get(name, "text"), found, written.get(name, 0))
         if note:
             cut.append(note)
     values: dict[str, object] = {name: field_value.value for name, field_value in fields.items()}

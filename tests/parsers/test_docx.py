@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import zipfile
 
+import docx
+import pytest
+
 from parsers import read_document
 from parsers.model import FormReading, Unreadable
 from parsers.spec import FormSpec
@@ -14,6 +17,7 @@ from tests.parsers.builders import (
     SMP_ROWS,
     W_NS,
     body_xml_form,
+    docx_bytes,
     paragraph_form,
     table_form,
     w_paragraph,
@@ -346,3 +350,39 @@ def test_a_labelled_blank_is_not_guessed(smp_spec: FormSpec) -> None:
     ]
     reading = read(paragraph_form(lines), smp_spec)
     assert reading.value("email") is None and reading.value("phone") is None
+
+
+TEAM_CAPTION = ["项目组主要成员"]
+TEAM_HEADER = ["姓名", "单位", "职称", "分工"]
+TEAM_MEMBERS = [["王强", "北京大学", "教授", "算法设计"], ["李娜", "复旦大学", "讲师", "数据构建"], ["", "", "", ""]]
+
+
+def _with_team(applicant_title: str, same_table: bool) -> bytes:
+    """The SMP form with the applicant's 职称 as given, and a table of team members after it."""
+    rows = [list(row) for row in SMP_ROWS]
+    rows[2] = ["出生年月", "1985.03", "职称", applicant_title]
+    team = [TEAM_CAPTION, TEAM_HEADER, *TEAM_MEMBERS]
+    if same_table:  # one table for the whole form, as many Chinese forms are
+        return table_form(rows + team)
+    document = docx.Document(io.BytesIO(table_form(rows, after=[])))
+    table = document.add_table(rows=len(team), cols=4)
+    for cells, texts in zip(table.rows, team, strict=True):
+        if len(texts) == 1:
+            cells.cells[0].merge(cells.cells[3])
+        for cell, text in zip(cells.cells, texts, strict=False):
+            cell.text = text
+    return docx_bytes(document)
+
+
+@pytest.mark.parametrize("same_table", [True, False], ids=["one table", "a table of its own"])
+@pytest.mark.parametrize("applicant_title", ["副教授", ""], ids=["filled", "left blank"])
+def test_a_table_of_team_members_never_stands_in_for_the_applicants_own_cells(
+    smp_spec: FormSpec, same_table: bool, applicant_title: str
+) -> None:
+    """A label the form prints again as a column of the team table (职称) is the applicant's own
+    cell: left blank there, the field is missing, not the first member's title or the heading
+    beside it; the team's names, units and titles never become the applicant's."""
+    reading = read(_with_team(applicant_title, same_table), smp_spec)
+    assert reading.value("title") == (applicant_title or None)
+    expected = {name: value for name, value in EXPECTED.items() if name != "title"}
+    assert {name: reading.value(name) for name in expected} == expected
