@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailbot.bundle_index import index_workbook, local_text
 from mailbot.config import CallSettings
 from parsers.archive_zip import read_zip
-from parsers.convert import convert, office_binary
+from parsers.convert import convert, office_binary, reproducible_pdf
 from parsers.errors import CannotRead
 from parsers.limits import Limits
 from parsers.message import extract_parts
@@ -277,7 +277,8 @@ def _entry_files(
         entry.files.append(name)
         if part is form_part and render_pdf and extension in (".docx", ".doc"):
             try:
-                rendered = convert(data, extension[1:], "pdf", filename, limits.convert_timeout_s)
+                converted = convert(data, extension[1:], "pdf", filename, limits.convert_timeout_s)
+                rendered = reproducible_pdf(converted, message.arrival)
             except CannotRead:
                 entry.flags.append(flag_words["pdf_failed"])
             else:

@@ -9,11 +9,15 @@ is used is ``Limits.legacy_word``.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pikepdf
 
 from parsers.errors import CannotRead
 from parsers.model import Unreadable
@@ -69,3 +73,29 @@ def convert(data: bytes, source_extension: str, target: str, filename: str, time
                 Unreadable("corrupt", filename, f"LibreOffice could not convert it: {detail or 'no output'}")
             )
         return produced.read_bytes()
+
+
+def reproducible_pdf(data: bytes, created: datetime) -> bytes:
+    """A PDF LibreOffice wrote, made the same bytes for the same document: dated ``created``.
+
+    LibreOffice stamps each PDF with the time of the conversion and a random file identifier
+    (the trailer's /ID, PDF 32000-1 §14.4) and adds its own /DocChecksum to the trailer, so the
+    same form converted twice differs. The document information dictionary's dates (§14.3.3) are
+    set to ``created``, the two trailer keys dropped, and qpdf writes the file again with an
+    identifier computed from its contents. A PDF qpdf cannot open is returned as it came.
+    """
+    stamp = pikepdf.String("D:" + created.astimezone(UTC).strftime("%Y%m%d%H%M%S") + "Z")
+    try:
+        with pikepdf.open(io.BytesIO(data)) as pdf:
+            pdf.docinfo["/CreationDate"] = stamp
+            if "/ModDate" in pdf.docinfo:
+                pdf.docinfo["/ModDate"] = stamp
+            for key in ("/ID", "/DocChecksum"):
+                if key in pdf.trailer:
+                    del pdf.trailer[key]
+            written = io.BytesIO()
+            pdf.save(written, deterministic_id=True)
+    except pikepdf.PdfError as exc:
+        log.warning("a converted PDF could not be made reproducible (%s): kept as LibreOffice wrote it", exc)
+        return data
+    return written.getvalue()

@@ -9,10 +9,11 @@ import re
 import subprocess
 import sys
 import zipfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pytest
 import tomli_w
 from openpyxl import load_workbook
@@ -24,9 +25,10 @@ from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.importer import import_one
 from mailbot.worker import Worker
+from parsers.convert import office_binary
 from parsers.message import extract_parts
 from storage.models import Message
-from tests.conftest import corpus_truth
+from tests.conftest import _missing, corpus_truth
 
 CURRENT = ("accepted", "incomplete", "duplicate")
 WINDOWS_UNSAFE = re.compile(r'[<>:"\\|?*\x00-\x1f]')
@@ -291,3 +293,29 @@ def test_bundle_command_without_libreoffice_says_so(
         assert archive.namelist() == [item.path for item in without.files], "no renderings were added"
         about = load_workbook(io.BytesIO(archive.read("index.xlsx")))["About"]
         assert any("LibreOffice is not installed" in str(row[0]) for row in about.iter_rows(values_only=True))
+
+
+@pytest.mark.parametrize("call_id", ["caai-ant-2024"])
+def test_a_bundle_with_pdf_renderings_is_the_same_bytes_twice(
+    decided_corpus: tuple[Settings, dict[str, Any]], tmp_path: Path, call_id: str
+) -> None:
+    """``--pdf`` renders Word forms with LibreOffice, which dates each PDF and gives it a random
+    identifier: the bundle stays the same bytes for the same data, each PDF dated its form's arrival."""
+    if office_binary() is None:
+        _missing("LibreOffice (soffice) is not installed")
+    settings, _truth = decided_corpus
+    first = build(settings, call_id, tmp_path / "first.zip", pdf=True)
+    build(settings, call_id, tmp_path / "second.zip", pdf=True)
+    digests = [hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in ("first.zip", "second.zip")]
+    assert digests[0] == digests[1], "the same data gave other bytes"
+    data = {item.path: item.data for item in first.files}
+    rendered = [
+        (entry, path)
+        for entry in first.entries
+        for path in entry.files
+        if path.endswith(".pdf") and {path[:-4] + ".docx", path[:-4] + ".doc"} & set(entry.files)
+    ]
+    assert rendered, "no Word form of the call was rendered: the test proves nothing"
+    for entry, path in rendered:
+        with pikepdf.open(io.BytesIO(data[path])) as pdf:
+            assert str(pdf.docinfo["/CreationDate"]) == f"D:{entry.arrival.astimezone(UTC):%Y%m%d%H%M%S}Z", path
