@@ -114,15 +114,17 @@ def lock_call(session: Session, call_id: str) -> None:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"mailbot-call:{call_id}"))))
 
 
+_BUMP_COUNTER = (
+    update(COUNTERS)
+    .where(COUNTERS.c.call_id == bindparam("counted_call"))
+    .values(last_number=COUNTERS.c.last_number + 1)
+    .returning(COUNTERS.c.last_number)
+)
+
+
 def next_reference_number(session: Session, call_id: str) -> int:
     """The call's next number, counted up in one statement (its row stays locked until commit)."""
-    bump = (
-        update(COUNTERS)
-        .where(COUNTERS.c.call_id == call_id)
-        .values(last_number=COUNTERS.c.last_number + 1)
-        .returning(COUNTERS.c.last_number)
-    )
-    number = session.execute(bump).scalar_one_or_none()
+    number = session.execute(_BUMP_COUNTER, {"counted_call": call_id}).scalar_one_or_none()
     if number is None:  # the call's first number
         session.execute(insert(COUNTERS), {"call_id": call_id, "last_number": 1})
         return 1
