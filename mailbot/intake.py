@@ -20,7 +20,8 @@ from parsers.headers import facts_of, header_block, read_headers
 from parsers.model import Envelope
 from storage import Storage
 from storage.archive import HEAD_BYTES, Archived
-from storage.intake_records import DeliveryRef, Incoming
+from storage.decisions import ArchivedCopy
+from storage.intake_records import DeliveryRef, Incoming, Recorded
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ def read_as_archived(raw: bytes) -> bool:
     return len(raw) <= HEAD_BYTES or len(header_block(raw)) + 4 <= HEAD_BYTES
 
 
-# Told of each new message intake recorded, with the envelope it read (None: reading reads it again)
-OnRecorded = Callable[[int, Envelope | None], None]
+# Told of each new message intake recorded, with what reading needs of its row and the envelope it
+# read (None: reading reads it again)
+OnRecorded = Callable[[int, ArchivedCopy | None, Envelope | None], None]
 
 
 def poll_folder(
@@ -202,12 +204,13 @@ class BatchReader:
         result.known += len(again)
         for item, as_read, recorded in zip(incoming, envelopes, recorded_batch, strict=True):
             if recorded.new:
-                self._recorded_new(item, recorded.message_pk, result, as_read)
+                self._recorded_new(item, recorded, result, as_read)
             else:
                 result.known += 1
         return [ref.uid for _, ref in again] + [item.delivery.uid for item in incoming if item.delivery]
 
-    def _recorded_new(self, item: Incoming, message_pk: int, result: PollResult, envelope: Envelope | None) -> None:
+    def _recorded_new(self, item: Incoming, recorded: Recorded, result: PollResult, envelope: Envelope | None) -> None:
+        message_pk = recorded.message_pk
         message_id = item.facts.message_id if item.facts else None
         result.new += 1
         result.recorded_pks.append(message_pk)
@@ -218,4 +221,4 @@ class BatchReader:
             extra={"message_id": message_id, "mailbox": self.box.name},
         )
         if self.on_recorded is not None:
-            self.on_recorded(message_pk, envelope)
+            self.on_recorded(message_pk, recorded.copy, envelope)

@@ -23,7 +23,7 @@ from parsers.message import too_large
 from parsers.model import Envelope, Submission
 from parsers.spec import FormSpec
 from storage import Storage
-from storage.decisions import archived_copy
+from storage.decisions import ArchivedCopy, archived_copy
 
 # reads the archived message at a path (in a worker process, or in this one)
 Reader = Callable[[Path, FormSpec], "Future[Submission]"]
@@ -63,16 +63,17 @@ class ReadingsInFlight:
         self.limits = limits_of(settings)
         self._ahead: dict[int, Reading] = {}
 
-    def read_ahead(self, pk: int, envelope: Envelope | None = None) -> None:
+    def read_ahead(self, pk: int, envelope: Envelope | None = None, copy: ArchivedCopy | None = None) -> None:
         """Start reading a message that intake has just archived, before it is claimed.
 
         A batch run decides only after its whole intake (so decisions follow arrival order), but
         reading does not depend on order: the pool reads while intake goes on instead of idling.
         Bounded (``read_ahead_max``), so a large backlog does not pile up readings in memory.
-        ``envelope``: the message's header section as intake read it, so it is not read again.
+        ``envelope`` and ``copy``: the message's header section and row as intake read and wrote
+        them, so neither is read again.
         """
         if len(self._ahead) < self.read_ahead_max:
-            self._ahead[pk] = self.begin(pk, envelope)
+            self._ahead[pk] = self.begin(pk, envelope, copy)
 
     def read_further(self) -> None:
         """Keep the pool reading the messages next in line while earlier ones are decided.
@@ -99,24 +100,27 @@ class ReadingsInFlight:
         started = self._ahead.pop(pk, None)
         return self.begin(pk) if started is None else started
 
-    def begin(self, pk: int, envelope: Envelope | None = None) -> Reading:
+    def begin(self, pk: int, envelope: Envelope | None = None, copy: ArchivedCopy | None = None) -> Reading:
         try:
             with self.timings.stage("parse", count=0):
-                return self.start_reading(pk, envelope=envelope)
+                return self.start_reading(pk, envelope=envelope, copy=copy)
         except Exception as exc:  # the archive copy is missing or unreadable
             return exc
 
     def start_reading(
-        self, pk: int, call_id: str | None = None, envelope: Envelope | None = None
+        self, pk: int, call_id: str | None = None, envelope: Envelope | None = None, copy: ArchivedCopy | None = None
     ) -> Future[Submission]:
         """Have the archived message ``pk`` read (in the pool, or here when reading inline), as the form
         of ``call_id`` when given, else of its call or (at a shared address) of each call there.
 
         A message the envelope-only rules already decide (a machine's) is read from its header block
         (or ``envelope``, that block as intake read it) here and never reaches the pool
-        (mailbot.rules.ENVELOPE_RULES)."""
-        with self.store.sessions() as session:
-            recorded_call, sha, size = archived_copy(session, pk)
+        (mailbot.rules.ENVELOPE_RULES). ``copy``: the row as intake recorded it, if it says.
+        """
+        if copy is None:
+            with self.store.sessions() as session:
+                copy = archived_copy(session, pk)
+        recorded_call, sha, size = copy
         if size > self.limits.max_message_bytes:
             # refused unread: neither this process nor a worker holds a message of that size
             refused: Future[Submission] = Future()

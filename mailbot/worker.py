@@ -40,6 +40,7 @@ from parsers.spec import FormSpec
 from storage import Storage
 from storage.archive import RawArchive, make_private_dir
 from storage.db import make_engine, upgrade
+from storage.decisions import ArchivedCopy
 from templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,10 @@ class Worker:
         schedule = DigestScheduler(self.settings, self.store, self.templates, on_queued=self.sending.wake.set)
         return DigestRunner(schedule, self.stopping)
 
-    def _archived(self, pk: int, envelope: Envelope | None) -> None:
+    def _archived(self, pk: int, copy: ArchivedCopy | None, envelope: Envelope | None) -> None:
         """Intake has archived and recorded a message (and read its header section): start reading
         it, and wake deciding."""
-        self.pipeline.readings.read_ahead(pk, envelope)
+        self.pipeline.readings.read_ahead(pk, envelope, copy)
         self.deciding.wake.set()
 
     def single_pass(self) -> drivers.RunSummary:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -54,10 +54,17 @@ def message_facts(session: Session, message_pk: int) -> MessageFacts:
     return MessageFacts(*session.execute(_SELECT_FACTS, {"row_id": message_pk}).one())
 
 
-def archived_copy(session: Session, message_pk: int) -> tuple[str | None, str, int]:
-    """(call id, SHA-256, size) of the message: which call's form it is read as, and where its bytes are."""
-    call_id, sha256, size = session.execute(_SELECT_TO_READ, {"row_id": message_pk}).one()
-    return call_id, sha256, size
+class ArchivedCopy(NamedTuple):
+    """Which call's form a message is read as, and where its bytes are (the archive's name) and how many."""
+
+    call_id: str | None
+    sha256: str
+    size: int
+
+
+def archived_copy(session: Session, message_pk: int) -> ArchivedCopy:
+    """The message's call, SHA-256 and size, as recorded."""
+    return ArchivedCopy(*session.execute(_SELECT_TO_READ, {"row_id": message_pk}).one())
 
 
 def write_decision(session: Session, message_pk: int, columns: dict[str, Any]) -> None:

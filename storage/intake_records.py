@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from parsers.headers import HeaderFacts, header_facts
 from storage.archive import Archived, RawArchive
 from storage.db import transaction, utcnow
+from storage.decisions import ArchivedCopy
 from storage.failpoints import failpoint
 from storage.models import Delivery, MailboxCursor, Message, MessageState
 
@@ -34,6 +35,7 @@ class DeliveryRef:
 class Recorded:
     message_pk: int
     new: bool
+    copy: ArchivedCopy | None = None  # of a new message: what reading needs of its row, known here
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,12 @@ class IntakeRecords:
             )
         ):
             by_key[key] = by_digest[digest] = pk
-        found: list[tuple[int | Message, bool]] = []
+        found: list[tuple[int | Message, ArchivedCopy | None]] = []
         for key, (digest, facts, item) in zip(keys, archived, strict=True):
             known = by_key.get(key) or by_digest.get(digest)
             if known is not None:
                 # recorded before, or earlier in this batch (the same message under two UIDs)
-                found.append((known, False))
+                found.append((known, None))
                 continue
             message = Message(
                 message_key=key,
@@ -173,9 +175,11 @@ class IntakeRecords:
             )
             session.add(message)
             by_key[key] = by_digest[digest] = message
-            found.append((message, True))
+            found.append((message, ArchivedCopy(item.call_id, digest, item.size)))
         session.flush()  # the batch's INSERTs, and their keys
-        results = [Recorded(entry.id if isinstance(entry, Message) else entry, new) for entry, new in found]
+        results = [
+            Recorded(entry.id if isinstance(entry, Message) else entry, copy is not None, copy) for entry, copy in found
+        ]
         self._add_deliveries(
             session,
             [(r.message_pk, item.delivery) for r, (_, _, item) in zip(results, archived, strict=True) if item.delivery],

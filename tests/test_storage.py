@@ -17,7 +17,7 @@ from storage import Storage
 from storage.answering import answers_counted
 from storage.archive import RawArchive, sha256_hex, write_atomic
 from storage.db import defer_durability, make_engine, schema_status, upgrade
-from storage.decisions import next_reference_number
+from storage.decisions import archived_copy, next_reference_number
 from storage.intake_records import DeliveryRef, Incoming
 from storage.models import Message, MessageState
 
@@ -99,6 +99,9 @@ def test_a_fetched_batch_is_recorded_in_order_each_message_once(store: Storage) 
     assert store.intake.cursor("smp", "INBOX") == (7, 4)
     with store.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 2
+        # what intake hands on to reading of a new message is its row as recorded
+        assert [r.copy for r in recorded if r.new] == [archived_copy(session, recorded[1].message_pk)]
+        assert [r.copy for r in recorded if not r.new] == [None, None, None]
 
 
 def test_uidvalidity_reset_restarts_the_cursor(store: Storage) -> None:
