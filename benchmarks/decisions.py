@@ -35,10 +35,10 @@ from sqlalchemy import create_engine, inspect
 
 from benchmarks.rush_load import build_load
 from benchmarks.rush_servers import RUSH_CAPS
+from mailbot.admin.importer import import_one
 from mailbot.config import parse_settings
 from mailbot.deciding import MessageDecider
 from mailbot.demo import local_config
-from mailbot.importer import import_one
 from mailbot.worker import Worker
 from parsers.model import Submission
 

@@ -15,8 +15,8 @@ from types import FrameType
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailbot import __version__
-from mailbot.admin_commands import ADMIN_COMMANDS, add_admin_commands, aware_time
-from mailbot.admin_context import EXIT_SCHEMA, SchemaNotCurrent
+from mailbot.admin.commands import ADMIN_COMMANDS, add_admin_commands, aware_time
+from mailbot.admin.context import EXIT_SCHEMA, SchemaNotCurrent
 from mailbot.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from mailbot.logs import configure_logging, configured_secrets
 
@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     # import takes mail in as `run` does (records, decides, answers) and so builds the same Worker,
     # migrating at start: importing an archive into a fresh data directory is how a bot begins
-    from mailbot.importer import ImportError_, import_one, messages_at
+    from mailbot.admin.importer import ImportError_, import_one, messages_at
     from mailbot.progress import progress_reporter
     from mailbot.worker import Worker
 

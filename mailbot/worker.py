@@ -148,7 +148,7 @@ class Worker:
         )
 
     def send(self) -> list[SendResult]:
-        """Send what is due now (a :class:`mailbot.admin_context.ReviewDesk` sends right after a queue action)."""
+        """Send what is due now (a :class:`mailbot.admin.context.ReviewDesk` sends right after a queue action)."""
         return self.sending.send()
 
     def stop(self) -> None:

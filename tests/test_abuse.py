@@ -29,6 +29,8 @@ from sqlalchemy import select
 
 import mailbot.deciding
 import mailbot.identity
+from mailbot.admin.queue_actions import confirm_item
+from mailbot.admin.status import status_report
 from mailbot.clock import BEIJING
 from mailbot.config import parse_settings
 from mailbot.demo import local_config
@@ -37,9 +39,7 @@ from mailbot.digest.render import render_digest
 from mailbot.embedded import SmtpSink
 from mailbot.export import to_xlsx
 from mailbot.identity import Identity
-from mailbot.queue_admin import confirm_item
 from mailbot.review import windows_safe
-from mailbot.status import status_report
 from mailbot.worker import Worker
 from parsers.sandbox import ParserPool
 from storage.models import Application, Message, MessageState, OutboxMail

@@ -18,12 +18,12 @@ import pytest
 import tomli_w
 from openpyxl import load_workbook
 
-from mailbot.bundle import safe_component
-from mailbot.bundle_command import build
-from mailbot.bundle_index import INDEX_COLUMNS, PERSONAL_COLUMNS, iter_manifest
+from mailbot.admin.bundle import safe_component
+from mailbot.admin.bundle_command import build
+from mailbot.admin.bundle_index import INDEX_COLUMNS, PERSONAL_COLUMNS, iter_manifest
+from mailbot.admin.importer import import_one
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
-from mailbot.importer import import_one
 from mailbot.worker import Worker
 from parsers.convert import office_binary
 from parsers.message import extract_parts

@@ -34,8 +34,8 @@ from docx.oxml import parse_xml
 from docx.oxml.ns import nsdecls
 from openpyxl import Workbook
 
-from mailbot.call_setup import CallSetupError, NewCall, new_call
-from mailbot.call_topics import read_topics
+from mailbot.admin.call_setup import CallSetupError, NewCall, new_call
+from mailbot.admin.call_topics import read_topics
 from mailbot.config import CallSettings, parse_settings
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records

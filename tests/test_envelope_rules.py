@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailbot.admin.importer import import_one
 from mailbot.config import example_config_text, parse_settings
 from mailbot.decide import decide, envelope_verdict
 from mailbot.decision import CallRules, Outcome
 from mailbot.decision_rows import decision_record, person_columns
 from mailbot.demo import local_config
-from mailbot.importer import import_one
 from mailbot.intake import read_as_archived
 from mailbot.rules import DECISION_RULES, ENVELOPE_RULES
 from mailbot.worker import Worker

@@ -34,6 +34,7 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import func, select, update
 
 import storage.archive
+from mailbot.admin.status import status_report
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
@@ -41,7 +42,6 @@ from mailbot.digest.contents import build_digest
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.imap import MailboxClient
 from mailbot.runners.drivers import RunSummary, take_in
-from mailbot.status import status_report
 from mailbot.worker import Worker
 from parsers import extract_parts
 from storage.models import Delivery, Message, OutboxMail, OutboxState

@@ -38,13 +38,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from mailbot.admin.status import status_report
 from mailbot.clock import utcnow
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import LOOPBACK, SmtpSink, free_port
 from mailbot.runners.drivers import RunSummary, take_in
 from mailbot.sender import Sender
-from mailbot.status import status_report
 from mailbot.worker import Worker
 from parsers import extract_parts
 from storage import Storage

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mailbot.admin.importer import newest_received
 from mailbot.cli import main
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from mailbot.export import export_records
-from mailbot.importer import newest_received
 from mailbot.worker import Worker
 from tests.conftest import ImapServer, corpus_truth, make_config
 

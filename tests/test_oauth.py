@@ -24,7 +24,8 @@ import pytest
 import tomli_w
 from imapclient.exceptions import LoginError
 
-from mailbot.checks import run_checks
+from mailbot.admin.checks import run_checks
+from mailbot.admin.status import status_report
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings, parse_settings
 from mailbot.config_accounts import OAuthSettings
@@ -34,7 +35,6 @@ from mailbot.imap import MailboxClient, MailboxUnavailable
 from mailbot.logs import SecretMask, configured_secrets, mask_from_now_on
 from mailbot.oauth import Credentials, RefreshingToken, TokenRefused
 from mailbot.smtp import connect_smtp
-from mailbot.status import status_report
 from mailbot.worker import Worker
 from storage.models import OutboxMail, OutboxState
 from templates import TemplateSet

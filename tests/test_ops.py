@@ -20,12 +20,12 @@ from sqlalchemy import MetaData, select
 
 import storage.db
 from mailbot import cli
-from mailbot.checks import run_checks
+from mailbot.admin.checks import run_checks
+from mailbot.admin.purge import purge
 from mailbot.clock import utcnow
 from mailbot.config import ConfigError, Settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
-from mailbot.ops import purge
 from mailbot.runners.drivers import RunSummary, take_in
 from mailbot.worker import Worker
 from storage.db import make_engine

@@ -24,12 +24,12 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbot import cli
+from mailbot.admin.queue_actions import reject_item, resolve_item, retry_items
+from mailbot.admin.queue_view import find_item, list_items, show_item
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import write_config
 from mailbot.embedded import SmtpSink
 from mailbot.outbox import Outbox
-from mailbot.queue_admin import reject_item, resolve_item, retry_items
-from mailbot.queue_view import find_item, list_items, show_item
 from mailbot.worker import Worker
 from storage.models import Application, Event, Message, MessageState, OutboxMail
 from tests.conftest import ImapServer, load_corpus, make_config

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from mailbot.admin.importer import import_one
 from mailbot.config import parse_settings
 from mailbot.decision import ANSWERED, Outcome
 from mailbot.demo import local_config
-from mailbot.importer import import_one
 from mailbot.worker import Worker
 
 # any moment inside the first call's window: arrival decides nothing about machine mail

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.importer import newest_received
+from mailbot.admin.importer import newest_received
 from parsers.headers import MAX_HEADER_TEXT, header_facts, read_headers
 from parsers.mime import read_envelope
 

@@ -6,7 +6,7 @@ personal field go; anonymous counts, outcomes and reference numbers stay. The ro
 one transaction (its statements are ``storage/purge.py``'s), which adds the deletion of each
 message's archive file and review folder as effects (``mailbot.effects``): they run once it has
 committed, and again after a stop, so a file is never deleted for a purge that did not happen.
-(``check`` is in ``mailbot.checks``, ``status`` in ``mailbot.status``.)
+(``check`` is in ``mailbot.admin.checks``, ``status`` in ``mailbot.admin.status``.)
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ review, checked by the same validation as the rest of the configuration. ``call 
 blank form with that block (every field must be found, and blank) and any filled samples, and
 shows field → label → value, so a wrong label is seen before the first applicant writes.
 
-Here: the block and its fields. The topic list is read by :mod:`mailbot.call_topics`, ``call check``
-is :mod:`mailbot.call_check`, and the command line :mod:`mailbot.call_command`.
+Here: the block and its fields. The topic list is read by :mod:`mailbot.admin.call_topics`, ``call check``
+is :mod:`mailbot.admin.call_check`, and the command line :mod:`mailbot.admin.call_command`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailbot.call_topics import read_topics
+from mailbot.admin.call_topics import read_topics
 from mailbot.config import CallSettings, ConfigError, parse_settings
 from parsers.errors import CannotRead
 from parsers.form_labels import BlankForm, read_blank_form

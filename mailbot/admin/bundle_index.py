@@ -1,7 +1,7 @@
 """The files a bundle is written as: ``index.xlsx`` for the reviewers, and the zip or folder around it.
 
 Every member gets the same fixed time and the index workbook pinned timestamps, so the same data
-gives the same bytes; what goes into the bundle is decided in :mod:`mailbot.bundle`.
+gives the same bytes; what goes into the bundle is decided in :mod:`mailbot.admin.bundle`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mailbot.export_sheets import not_a_formula
 from storage.models import Message
 
 if TYPE_CHECKING:  # the bundle's layout uses local_text from here
-    from mailbot.bundle import Bundle, Entry, Grouping
+    from mailbot.admin.bundle import Bundle, Entry, Grouping
 
 INDEX_COLUMNS = (
     "folder",

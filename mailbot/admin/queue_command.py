@@ -1,7 +1,7 @@
 """The ``mailbot queue`` command line: list, show, retry, resolve, correct, confirm, reject.
 
-What each action does is in :mod:`mailbot.queue_admin`, what list and show print in
-:mod:`mailbot.queue_view`; here are the arguments, the confirmation on a terminal and the exit codes.
+What each action does is in :mod:`mailbot.admin.queue_actions`, what list and show print in
+:mod:`mailbot.admin.queue_view`; here are the arguments, the confirmation on a terminal and the exit codes.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import argparse
 import getpass
 import sys
 
-from mailbot.admin_context import AdminContext, ReviewDesk
+from mailbot.admin.context import AdminContext, ReviewDesk
+from mailbot.admin.queue_actions import carry_out_correction, carry_out_resolve, confirm_item, reject_item, retry_items
+from mailbot.admin.queue_typing import check_required, describe_plan, plan_typing
+from mailbot.admin.queue_view import QueueError, find_item, list_items, queued, show_item
 from mailbot.config import Settings
 from mailbot.deciding import Processed
-from mailbot.queue_admin import carry_out_correction, carry_out_resolve, confirm_item, reject_item, retry_items
-from mailbot.queue_typing import check_required, describe_plan, plan_typing
-from mailbot.queue_view import QueueError, find_item, list_items, queued, show_item
 
 
 def add_queue_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailbot.call_setup import CallSetupError
+from mailbot.admin.call_setup import CallSetupError
 from mailbot.config import CallSettings
 from parsers.documents import read_document
 from parsers.errors import CannotRead

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from mailbot.admin_context import ReviewDesk
+from mailbot.admin.context import ReviewDesk
+from mailbot.admin.queue_typing import Plan, check_required, plan_typing
+from mailbot.admin.queue_view import QueueError, held_reason
 from mailbot.clock import utcnow
 from mailbot.deciding import Processed
 from mailbot.effects import add_closed_effect
-from mailbot.queue_typing import Plan, check_required, plan_typing
-from mailbot.queue_view import QueueError, held_reason
 from parsers.model import to_jsonable
 from storage.effects import DueEffect
 from storage.events import EventKind, add_event

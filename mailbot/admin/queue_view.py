@@ -1,6 +1,6 @@
 """What ``mailbot queue list`` and ``queue show`` print: the waiting items, and one item's card.
 
-Read-only; the actions on an item are in :mod:`mailbot.queue_admin`.
+Read-only; the actions on an item are in :mod:`mailbot.admin.queue_actions`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailbot.admin_context import ReviewDesk
+from mailbot.admin.context import ReviewDesk
 from mailbot.clock import utcnow
 from mailbot.guard import IDENTITY_CONFLICT
 from parsers.spec import FormSpec

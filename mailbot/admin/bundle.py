@@ -5,7 +5,7 @@ revision) and the other files sent with that form, named ``REFERENCE_姓名_单�
 by topic. Superseded versions stay out and are listed in the index; a duplicate is included as
 the further project it is, and flagged; late and unreadable mail sits in folders of its own for
 the coordinators to decide on. ``index.xlsx`` has a row per entry and ``MANIFEST.sha256`` the
-checksum of every file (both written by :mod:`mailbot.bundle_index`). Built from the database and
+checksum of every file (both written by :mod:`mailbot.admin.bundle_index`). Built from the database and
 the raw archive alone, in a fixed order with fixed timestamps, so the same data gives the same bytes.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from mailbot.bundle_index import index_workbook, local_text
+from mailbot.admin.bundle_index import index_workbook, local_text
 from mailbot.config import CallSettings
 from parsers.archive_zip import read_zip
 from parsers.convert import convert, office_binary, reproducible_pdf

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from mailbot.admin_context import SchemaNotCurrent, schema_sentence
+from mailbot.admin.context import SchemaNotCurrent, schema_sentence
 from mailbot.clock import BEIJING, utcnow
 from mailbot.config import Settings
 from mailbot.oauth import token_statuses

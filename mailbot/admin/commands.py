@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from pathlib import Path
 
-from mailbot.bundle_command import add_bundle_command
-from mailbot.call_command import add_call_command
+from mailbot.admin.bundle_command import add_bundle_command
+from mailbot.admin.call_command import add_call_command
+from mailbot.admin.queue_command import add_queue_command
 from mailbot.clock import ensure_aware
 from mailbot.config import CONFIG_ENV, ConfigError, Settings
 from mailbot.digest.command import add_digest_command
-from mailbot.queue_command import add_queue_command
 
 SettingsLoader = Callable[[argparse.Namespace], Settings]
 
@@ -86,7 +86,7 @@ def require_call(settings: Settings, call_id: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.admin_context import AdminContext
+    from mailbot.admin.context import AdminContext
     from mailbot.export import write_export
 
     settings = settings_of(args)
@@ -112,8 +112,8 @@ def cmd_demo(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 
 
 def cmd_parse(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
+    from mailbot.admin.importer import call_of_recipients
     from mailbot.config import parse_settings
-    from mailbot.importer import call_of_recipients
     from parsers.report import parse_files
 
     if args.config or CONFIG_ENV in os.environ:
@@ -134,7 +134,7 @@ def cmd_parse(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
         call = settings.call_by_id(call_id) if call_id else settings.call[0]
         text, ok = parse_files([path], call.form_spec, as_json=args.json)
         if not ok and not args.json:
-            from mailbot.form_check import labels_report
+            from mailbot.admin.form_check import labels_report
 
             text += labels_report(path, call)
         outputs.append(text)
@@ -151,7 +151,7 @@ def cmd_parse(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.checks import run_checks
+    from mailbot.admin.checks import run_checks
 
     settings = settings_of(args)
     if args.fix:
@@ -168,7 +168,7 @@ def cmd_migrate(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 
 
 def report_migration(settings: Settings) -> None:
-    from mailbot.admin_context import migrate
+    from mailbot.admin.context import migrate
 
     before, after = migrate(settings)
     if before == after:
@@ -178,7 +178,7 @@ def report_migration(settings: Settings) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.status import failing_mailboxes, status_report
+    from mailbot.admin.status import failing_mailboxes, status_report
 
     settings = settings_of(args)
     sys.stdout.write(status_report(settings))
@@ -192,8 +192,8 @@ def cmd_status(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 def cmd_purge(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
     import getpass
 
-    from mailbot.admin_context import check_schema
-    from mailbot.ops import default_purge_before, purge
+    from mailbot.admin.context import check_schema
+    from mailbot.admin.purge import default_purge_before, purge
 
     settings = settings_of(args)
     require_call(settings, args.call)
@@ -207,7 +207,7 @@ def cmd_purge(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 
 
 def cmd_digest(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.admin_context import check_schema
+    from mailbot.admin.context import check_schema
     from mailbot.digest.command import cmd_digest as digest_command
 
     settings = settings_of(args)
@@ -216,20 +216,20 @@ def cmd_digest(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
 
 
 def cmd_queue(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.queue_command import cmd_queue as run_queue
+    from mailbot.admin.queue_command import cmd_queue as run_queue
 
     return run_queue(args, settings_of(args))
 
 
 def cmd_call(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.call_command import cmd_call as call_command
+    from mailbot.admin.call_command import cmd_call as call_command
 
     return call_command(args, settings_of)
 
 
 def cmd_bundle(args: argparse.Namespace, settings_of: SettingsLoader) -> int:
-    from mailbot.admin_context import check_schema
-    from mailbot.bundle_command import cmd_bundle as bundle_command
+    from mailbot.admin.bundle_command import cmd_bundle as bundle_command
+    from mailbot.admin.context import check_schema
 
     settings = settings_of(args)
     check_schema(settings)

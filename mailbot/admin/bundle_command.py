@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mailbot.bundle import CURRENT_OUTCOMES, Bundle, Grouping, collect
-from mailbot.bundle_index import write_bundle
+from mailbot.admin.bundle import CURRENT_OUTCOMES, Bundle, Grouping, collect
+from mailbot.admin.bundle_index import write_bundle
 from mailbot.config import Settings
 from storage.archive import RawArchive
 from templates import TemplateSet

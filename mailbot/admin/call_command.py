@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailbot.call_check import check_call, format_check
-from mailbot.call_setup import CallSetupError, NewCall, default_prefix, new_call, parse_deadline
+from mailbot.admin.call_check import check_call, format_check
+from mailbot.admin.call_setup import CallSetupError, NewCall, default_prefix, new_call, parse_deadline
 
 
 def add_call_command(commands: Any) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mailbot.acknowledge import valid_address
-from mailbot.admin_context import ReviewDesk
+from mailbot.admin.context import ReviewDesk
+from mailbot.admin.queue_view import QueueError, field_labels
 from mailbot.config import Settings
 from mailbot.decide import decide
 from mailbot.decision import ANSWERED, Decision
 from mailbot.identity import identity_of
 from mailbot.priors import load_priors
-from mailbot.queue_view import QueueError, field_labels
 from parsers import read_message
 from parsers.model import FieldValue, FormReading, Location, Submission
 from parsers.values import normalise
