@@ -1,6 +1,6 @@
 """The statements of a purge (``mailbot purge``): which rows it scrubs, and the scrubbing done by statement.
 
-``mailbot/ops.py`` decides what of a message and an application is kept (it changes those rows as
+``mailbot/admin/purge.py`` decides what of a message and an application is kept (it changes those rows as
 objects, in the same transaction); the reads that find them and the updates over many rows at once
 are here, 500 messages a statement so that no list of ids outgrows what a database takes.
 """
