@@ -220,3 +220,33 @@ def test_a_past_days_workbook_shows_that_days_decision_of_a_message_decided_agai
         assert (row["rule"], row["reason"], row["explanation"]) == ("unreadable", "encrypted", "附件已加密，无法读取。")
     else:  # not recorded then: left empty rather than filled from the later decision
         assert (row["rule"], row["reason"], row["explanation"]) == (None, None, None)
+
+
+def test_an_earlier_form_decided_again_later_shows_its_decision_of_that_day(
+    store: Storage,  # noqa: F811
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+) -> None:
+    """周敏's first form was incomplete (no topic) on 31 August; on 1 September an admin decided it
+    again as complete. The application in the workbook of 31 August still lacks the topic."""
+    populate(store)
+    add_later_history(store)
+    with transaction(store.sessions) as session:
+        first = session.scalars(select(Message).where(Message.reference == "SMP24-0013")).one()
+        session.add(
+            Event(
+                at=first.decided_at,
+                kind="decided",
+                actor="pipeline",
+                message_pk=first.id,
+                detail={"outcome": "incomplete", "missing": ["topic"], "flags": [], "state": "done"},
+            )
+        )
+        first.decision, first.decided_at = {"outcome": "incomplete", "missing": []}, bj(9, 1, 8)
+    sending = make_settings(tmp_path / "data", smtp={"host": smtp_sink.host, "port": smtp_sink.port, "tls": "none"})
+    assert cmd_digest(parse_digest_args(["--call", CALL, "--date", "2024-08-31", "--send"]), sending) == 0
+    [received] = smtp_sink.received
+    _name, book = workbook_of(read_mail(received.raw))
+    _labels, _keys, applications = sheet_rows(book["Applications"])
+    zhou = {row["reference"]: row for row in applications}["SMP24-0013"]
+    assert (zhou["status"], zhou["missing"]) == ("incomplete", "topic")

@@ -119,7 +119,8 @@ def _earlier_form(application: Application, forms: list[Message], standing: Stan
     outcome = standing[latest.id][1].outcome
     first = next((m for m in forms if m.message_key == application.application_key), None)
     first_outcome = standing[first.id][1].outcome if first is not None else Outcome.ACCEPTED.value
-    decision = latest.decision or {}
+    # that form's decision then: its event's record where a later decision has replaced it on the row
+    decision = standing[latest.id][1].recorded or latest.decision or {}
     if outcome != Outcome.REVISION.value:
         status = outcome
     elif first_outcome in (Outcome.LATE.value, Outcome.DUPLICATE.value):
