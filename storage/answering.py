@@ -40,18 +40,18 @@ class AnswerCounts:
     in_day: int
 
 
-def _count_answers(since: str, *narrowed_by: ColumnElement[bool]) -> ScalarSelect[int]:
+def _counted_in_day(*narrowed_by: ColumnElement[bool]) -> tuple[ColumnElement[bool], ...]:
+    """The answers the limits count that were added since ``day_ago`` (withheld ones are not counted)."""
     return (
-        select(func.count())
-        .select_from(OUTBOX)
-        .where(
-            OUTBOX.c.kind.in_(COUNTED_KINDS),
-            OUTBOX.c.created_at >= bindparam(since),
-            OUTBOX.c.state != OutboxState.SUPPRESSED,
-            *narrowed_by,
-        )
-        .scalar_subquery()
+        OUTBOX.c.kind.in_(COUNTED_KINDS),
+        OUTBOX.c.created_at >= bindparam("day_ago"),
+        OUTBOX.c.state != OutboxState.SUPPRESSED,
+        *narrowed_by,
     )
+
+
+def _count_in_day(*narrowed_by: ColumnElement[bool]) -> ScalarSelect[int]:
+    return select(func.count()).select_from(OUTBOX).where(*_counted_in_day(*narrowed_by)).scalar_subquery()
 
 
 # The four counts run for every answer during a rush: one statement, built once, so that its cost
@@ -60,17 +60,13 @@ def _count_answers(since: str, *narrowed_by: ColumnElement[bool]) -> ScalarSelec
 # pass over the day's entries of the time index, which during a rush is every answer so far.
 _COUNT_ANSWERS = (
     select(
-        _count_answers("day_ago", OUTBOX.c.to_key == bindparam("to_key")),
-        _count_answers("day_ago", OUTBOX.c.to_domain == bindparam("to_domain")),
+        _count_in_day(OUTBOX.c.to_key == bindparam("to_key")),
+        _count_in_day(OUTBOX.c.to_domain == bindparam("to_domain")),
         func.count(case((OUTBOX.c.created_at >= bindparam("hour_ago"), 1))),
         func.count(),
     )
     .select_from(OUTBOX)
-    .where(
-        OUTBOX.c.kind.in_(COUNTED_KINDS),
-        OUTBOX.c.created_at >= bindparam("day_ago"),
-        OUTBOX.c.state != OutboxState.SUPPRESSED,
-    )
+    .where(*_counted_in_day())
 )
 
 
