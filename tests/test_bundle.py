@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pdfplumber
 import pikepdf
 import pytest
 import tomli_w
@@ -25,6 +26,7 @@ from mailbot.admin.importer import import_one
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.worker import Worker
+from parsers import convert as convert_module
 from parsers.convert import office_binary
 from parsers.message import extract_parts
 from storage.models import Message
@@ -342,3 +344,36 @@ def test_a_bundle_with_pdf_renderings_is_the_same_bytes_twice(decided_word_forms
     for entry, path in rendered:
         with pikepdf.open(io.BytesIO(data[path])) as pdf:
             assert str(pdf.docinfo["/CreationDate"]) == f"D:{entry.arrival.astimezone(UTC):%Y%m%d%H%M%S}Z", path
+
+
+def test_a_bundles_word_forms_are_rendered_in_one_run_each_pdf_beside_its_own_form(
+    decided_word_forms: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LibreOffice starts once for a batch of forms, not once per form (seconds each, for hundreds
+    of forms); each PDF still shows its own form and is listed right after it."""
+    if office_binary() is None:
+        _missing("LibreOffice (soffice) is not installed")
+    runs: list[int] = []
+    run = convert_module._run_office
+
+    def counted(binary: str, work: Path, sources: list[Path], target: str, timeout_s: float) -> Any:
+        runs.append(len(sources))
+        return run(binary, work, sources, target, timeout_s)
+
+    monkeypatch.setattr(convert_module, "_run_office", counted)
+    bundle = build(decided_word_forms, "caai-ant-2024", tmp_path / "bundle.zip", pdf=True)
+    data = {item.path: item.data for item in bundle.files}
+    rendered = 0
+    for entry in bundle.entries:
+        form = entry.files[0]
+        if not form.endswith((".docx", ".doc")):
+            continue
+        pdf_path = entry.files[1]
+        assert pdf_path == form.rpartition(".")[0] + ".pdf", entry.files
+        with pdfplumber.open(io.BytesIO(data[pdf_path])) as pdf:
+            text = "".join(page.extract_text() or "" for page in pdf.pages)
+        name = str(entry.fields.get("applicant_name") or "")
+        assert name and name in text.replace(" ", ""), (pdf_path, name)
+        rendered += 1
+    assert rendered == WORD_FORMS
+    assert runs == [WORD_FORMS]

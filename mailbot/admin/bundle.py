@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailbot.admin.bundle_index import index_workbook, local_text
 from mailbot.config import CallSettings
 from parsers.archive_zip import read_zip
-from parsers.convert import convert, office_binary, reproducible_pdf
+from parsers.convert import convert_many, office_binary, reproducible_pdf
 from parsers.errors import CannotRead
 from parsers.limits import Limits
 from parsers.message import extract_parts
@@ -155,10 +155,12 @@ def collect(
         notes.append(words["flags"]["pdf_missing"])
     names = _Names()
     files: list[BundleFile] = []
+    renderings: list[_Rendering] = []
     for number, (entry, message) in enumerate(chosen, start=1):
         if progress is not None:
             progress(f"[{number}/{len(chosen)}] {entry.reference}")
-        files += _entry_files(entry, message, archive, names, words["flags"], office is not None, limits)
+        files += _entry_files(entry, message, archive, names, words["flags"], limits, renderings if office else None)
+    files += _rendered(renderings, words["flags"]["pdf_failed"], limits, progress)
     entries = [entry for entry, _ in chosen]
     index = index_workbook(entries, superseded, call, words, grouping, redact, notes, messages)
     files.append(BundleFile("index.xlsx", index))
@@ -245,16 +247,48 @@ def _set_aside_entries(messages: Sequence[Message], words: dict[str, Any]) -> li
     return found
 
 
+@dataclass(frozen=True)
+class _Rendering:
+    """A Word form to render as PDF, under a name claimed beside it."""
+
+    entry: Entry
+    message: Message
+    form_name: str
+    pdf_name: str
+    data: bytes
+    extension: str
+    filename: str
+
+
+def _rendered(
+    renderings: Sequence[_Rendering], failed_flag: str, limits: Limits, progress: Callable[[str], None] | None
+) -> list[BundleFile]:
+    """The PDF of each form, converted in batches (LibreOffice starts once per batch, not per form);
+    each listed right after its form, or its entry flagged where it could not be made."""
+    if progress is not None and renderings:
+        progress(f"rendering {len(renderings)} form(s) as PDF …")
+    documents = [(item.data, item.extension, item.filename) for item in renderings]
+    files: list[BundleFile] = []
+    for item, converted in zip(renderings, convert_many(documents, "pdf", limits.convert_timeout_s), strict=True):
+        if isinstance(converted, CannotRead):
+            item.entry.flags.append(failed_flag)
+            continue
+        files.append(BundleFile(item.pdf_name, reproducible_pdf(converted, item.message.arrival)))
+        item.entry.files.insert(item.entry.files.index(item.form_name) + 1, item.pdf_name)
+    return files
+
+
 def _entry_files(
     entry: Entry,
     message: Message,
     archive: RawArchive,
     names: _Names,
     flag_words: dict[str, str],
-    render_pdf: bool,
     limits: Limits,
+    renderings: list[_Rendering] | None,
 ) -> list[BundleFile]:
-    """The entry's form first (named after it), then the other files sent with it, and a PDF if asked."""
+    """The entry's form first (named after it), then the other files sent with it; with
+    ``renderings`` (asked for PDFs), its Word form is added there to be rendered."""
     if not archive.path_for(message.sha256).is_file():
         entry.flags.append(flag_words["not_archived"])  # purged, or an archive restored without it
         return []
@@ -275,16 +309,10 @@ def _entry_files(
             name = names.claim(entry.folder, f"{stem}_{original}", extension)
         files.append(BundleFile(name, data))
         entry.files.append(name)
-        if part is form_part and render_pdf and extension in (".docx", ".doc"):
-            try:
-                converted = convert(data, extension[1:], "pdf", filename, limits.convert_timeout_s)
-                rendered = reproducible_pdf(converted, message.arrival)
-            except CannotRead:
-                entry.flags.append(flag_words["pdf_failed"])
-            else:
-                pdf_name = names.claim(entry.folder, stem, ".pdf")
-                files.append(BundleFile(pdf_name, rendered))
-                entry.files.append(pdf_name)
+        if part is form_part and renderings is not None and extension in (".docx", ".doc"):
+            # its name is claimed now, beside its form's, so that names do not depend on which renderings fail
+            pdf_name = names.claim(entry.folder, stem, ".pdf")
+            renderings.append(_Rendering(entry, message, name, pdf_name, data, extension[1:], filename))
     return files
 
 
