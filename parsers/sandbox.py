@@ -42,9 +42,7 @@ READER_NICENESS = 10
 def _context() -> BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(
-            ["parsers.forkserver_setup", "parsers.message", "parsers.reader_warmup", *_main_module()]
-        )
+        context.set_forkserver_preload(["parsers.forkserver_setup", "parsers.message", "parsers.nlp", *_main_module()])
         return context
     return multiprocessing.get_context("spawn")
 

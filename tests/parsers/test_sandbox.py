@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -74,21 +73,3 @@ def test_a_job_resolves_when_no_reader_process_can_be_started(
     for submission in submissions:
         assert submission.unreadable is not None and submission.unreadable.reason == "corrupt"
         assert submission.envelope.message_id == "<test.1@example.org>"  # still decidable
-
-
-def test_readers_start_with_the_nlp_pipeline_already_built(
-    smp_spec: FormSpec, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Building spaCy's pipeline and jieba's dictionary costs a reader about a second of CPU; the
-    forkserver builds it once and every reader (and every replacement) inherits it. A reader that
-    built it itself would send back jieba's record of loading its dictionary."""
-    # no 所在单位 label: the institution is guessed by the pipeline from a line that speaks of the unit
-    unlabelled = [row for row in SMP_ROWS if "所在单位" not in row] + [["本人所在工作单位为清华大学"]]
-    raw = message([text_part("见附件"), mime_part(table_form(unlabelled), DOCX_TYPE, b'attachment; filename="f.docx"')])
-    caplog.set_level(logging.DEBUG)
-    with ParserPool(2, timeout_s=60, memory_mb=512) as pool:
-        submissions = [future.result(timeout=120) for future in [pool.submit(raw, smp_spec) for _ in range(4)]]
-    assert all(submission.form is not None for submission in submissions)
-    assert submissions[0].form is not None and "institution" in submissions[0].form.fields, "nothing was guessed"
-    built_in_a_reader = [record.getMessage() for record in caplog.records if record.name.startswith("jieba")]
-    assert built_in_a_reader == []
