@@ -26,6 +26,8 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+\s*[@＠]\s*[A-Za-z0-9.\-]+\.[A-Za-z]{2,
 _PHONE = re.compile(r"(?<!\d)(?:1[3-9]\d[\s\-]?\d{4}[\s\-]?\d{4}|0\d{2,3}[\s\-]?\d{7,8})(?!\d)")
 _SIGNATURE = re.compile(r"签字|签名|签章|负责人|申请人|signature", re.IGNORECASE)
 _UNIT = re.compile(r"单位|院校|机构|institution|affiliation", re.IGNORECASE)
+# what joins a context word to its value: 单位名称为 …, 单位是 …, 单位在 …, 单位：…
+_LINKING = re.compile(r"^\s*(?:名称|全称)?\s*(?:为|是|在|系|[:：])?\s*")
 _NOTES = re.compile(r"^\s*(?:填表说明|填写说明|说明|注意事项|instructions?|notes?)", re.IGNORECASE)
 _SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
@@ -103,9 +105,18 @@ def _guess(kind: FieldKind, lines: list[tuple[str, Location]]) -> tuple[str, Loc
     for text, where in lines:
         if not context.search(text):
             continue
-        doc = pipeline()(text[:2000])
-        for entity in doc.ents:
-            span = doc.char_span(entity.start_char, entity.end_char)
-            if entity.label_ == label and span is not None:
-                return span.text, where
+        # what follows the context words first ("工作单位为清华大学"), then the whole line
+        # ("清华大学是我的工作单位"); never an entity that takes the context words in with it
+        for candidate in dict.fromkeys((_after_context(text, context), text)):
+            doc = pipeline()(candidate[:2000])
+            for entity in doc.ents:
+                span = doc.char_span(entity.start_char, entity.end_char)
+                if entity.label_ == label and span is not None and not context.search(span.text):
+                    return span.text, where
     return None
+
+
+def _after_context(text: str, context: re.Pattern[str]) -> str:
+    """The line after its last context word and the words linking it to a value (名称为, 是, 在, ：)."""
+    ends = [found.end() for found in context.finditer(text)]
+    return _LINKING.sub("", text[ends[-1] :]) if ends else text

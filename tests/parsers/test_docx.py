@@ -386,3 +386,26 @@ def test_a_table_of_team_members_never_stands_in_for_the_applicants_own_cells(
     assert reading.value("title") == (applicant_title or None)
     expected = {name: value for name, value in EXPECTED.items() if name != "title"}
     assert {name: reading.value(name) for name in expected} == expected
+
+
+GUESSED_ORGS = ["清华大学", "复旦大学附属华山医院", "中国科学院自动化研究所", "南京大学人工智能学院"]
+
+
+@pytest.mark.parametrize(
+    "line, institution",
+    [
+        (f"{context}{link}{org}", org)
+        for context in ("本人的工作单位", "我所在的单位", "申请人目前的依托单位")
+        for link in ("为", "是", "在", "：", " ", "名称为")
+        for org in GUESSED_ORGS
+    ]
+    + [(f"{org}是我的工作单位", org) for org in GUESSED_ORGS],
+)
+def test_a_guessed_institution_is_the_organisation_without_the_words_around_it(
+    smp_spec: FormSpec, line: str, institution: str
+) -> None:
+    """With no 所在单位 label, the institution is guessed from a line that speaks of the unit: the
+    organisation it names, never "单位为清华大学" with the words that introduce it."""
+    reading = read(paragraph_form(["项目名称：古籍标点大模型", "申请人姓名：王芳", line, "申报课题：7.1"]), smp_spec)
+    assert reading.value("institution") == institution
+    assert reading.fields["institution"].confidence <= 0.5
