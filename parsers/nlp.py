@@ -33,6 +33,12 @@ _SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 )
+# a name with one of the compound surnames still in common use (欧阳娜娜, 司马光), right after the
+# signature's words: jieba cuts some of them apart (宇文明 as 宇 | 文明), so the pipeline cannot find them
+_COMPOUND_SURNAME_NAME = re.compile(
+    r"(?:欧阳|司马|诸葛|上官|东方|皇甫|慕容|司徒|令狐|夏侯|尉迟|公孙|长孙|宇文|端木|西门|南宫|澹台|呼延|独孤)"
+    r"\s?[\u4e00-\u9fff]{1,2}(?![\u4e00-\u9fff])"
+)
 _ORG_SUFFIX = "大学|学院|研究所|研究院|实验室|科学院|医院|公司|中心|学校"
 
 
@@ -105,9 +111,13 @@ def _guess(kind: FieldKind, lines: list[tuple[str, Location]]) -> tuple[str, Loc
     for text, where in lines:
         if not context.search(text):
             continue
+        after = _after_context(text, context)
+        compound = _COMPOUND_SURNAME_NAME.match(after) if kind == "name" else None
+        if compound is not None:
+            return compound.group(0), where
         # what follows the context words first ("工作单位为清华大学"), then the whole line
         # ("清华大学是我的工作单位"); never an entity that takes the context words in with it
-        for candidate in dict.fromkeys((_after_context(text, context), text)):
+        for candidate in dict.fromkeys((after, text)):
             doc = pipeline()(candidate[:2000])
             for entity in doc.ents:
                 span = doc.char_span(entity.start_char, entity.end_char)

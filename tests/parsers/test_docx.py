@@ -388,6 +388,9 @@ def test_a_table_of_team_members_never_stands_in_for_the_applicants_own_cells(
     assert {name: reading.value(name) for name in expected} == expected
 
 
+# the Hundred Family Surnames' compound surnames still in common use (written out, not imported)
+COMPOUND_SURNAMES = ["欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "慕容", "司徒", "令狐", "夏侯"]
+COMPOUND_SURNAMES += ["尉迟", "公孙", "长孙", "宇文", "端木", "西门", "南宫", "澹台", "呼延", "独孤"]
 GUESSED_ORGS = ["清华大学", "复旦大学附属华山医院", "中国科学院自动化研究所", "南京大学人工智能学院"]
 
 
@@ -409,3 +412,17 @@ def test_a_guessed_institution_is_the_organisation_without_the_words_around_it(
     reading = read(paragraph_form(["项目名称：古籍标点大模型", "申请人姓名：王芳", line, "申报课题：7.1"]), smp_spec)
     assert reading.value("institution") == institution
     assert reading.fields["institution"].confidence <= 0.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    [surname + given for surname in COMPOUND_SURNAMES for given in ("明", "娜娜")],
+)
+@pytest.mark.parametrize("signature", ["申请人签字：{name}", "负责人签名 {name} 日期：2024年8月1日"])
+def test_a_signature_with_a_compound_surname_gives_the_whole_name(
+    smp_spec: FormSpec, name: str, signature: str
+) -> None:
+    """欧阳, 司马, 诸葛 … are surnames of two characters: a signature 欧阳娜娜 is guessed whole."""
+    lines = ["项目名称：古籍标点大模型", "所在单位：南京大学", signature.format(name=name), "申报课题：7.1"]
+    reading = read(paragraph_form(lines), smp_spec)
+    assert reading.value("applicant_name") == name
