@@ -26,11 +26,11 @@ from mailbot.admin.importer import import_one
 from mailbot.config import Settings, parse_settings
 from mailbot.demo import local_config
 from mailbot.worker import Worker
-from parsers import convert as convert_module
 from parsers.convert import office_binary
 from parsers.message import extract_parts
 from storage.models import Message
 from tests.conftest import _missing, corpus_truth
+from tests.support.office_runs import counting_runs
 
 CURRENT = ("accepted", "incomplete", "duplicate")
 WINDOWS_UNSAFE = re.compile(r'[<>:"\\|?*\x00-\x1f]')
@@ -353,14 +353,7 @@ def test_a_bundles_word_forms_are_rendered_in_one_run_each_pdf_beside_its_own_fo
     of forms); each PDF still shows its own form and is listed right after it."""
     if office_binary() is None:
         _missing("LibreOffice (soffice) is not installed")
-    runs: list[int] = []
-    run = convert_module._run_office
-
-    def counted(binary: str, work: Path, sources: list[Path], target: str, timeout_s: float) -> Any:
-        runs.append(len(sources))
-        return run(binary, work, sources, target, timeout_s)
-
-    monkeypatch.setattr(convert_module, "_run_office", counted)
+    runs = counting_runs(monkeypatch)
     bundle = build(decided_word_forms, "caai-ant-2024", tmp_path / "bundle.zip", pdf=True)
     data = {item.path: item.data for item in bundle.files}
     rendered = 0

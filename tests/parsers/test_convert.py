@@ -10,9 +10,7 @@ import io
 import os
 import stat
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import docx
 import pdfplumber
@@ -22,6 +20,7 @@ from parsers import convert as convert_module
 from parsers.convert import convert_many, office_binary
 from parsers.errors import CannotRead
 from tests.conftest import _missing
+from tests.support.office_runs import counting_runs
 
 
 def word_document(text: str) -> bytes:
@@ -30,19 +29,6 @@ def word_document(text: str) -> bytes:
     written = io.BytesIO()
     document.save(written)
     return written.getvalue()
-
-
-def counting_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of documents of each LibreOffice run from now on."""
-    runs: list[int] = []
-    run: Callable[..., Any] = convert_module._run_office
-
-    def counted(binary: str, work: Path, sources: list[Path], target: str, timeout_s: float) -> Any:
-        runs.append(len(sources))
-        return run(binary, work, sources, target, timeout_s)
-
-    monkeypatch.setattr(convert_module, "_run_office", counted)
-    return runs
 
 
 def test_documents_converted_together_come_back_each_as_itself_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
